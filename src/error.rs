@@ -1,0 +1,245 @@
+//! Typed errors. Every misuse of the builder or the API ends here (or in a panic
+//! with a clear message for calls that only make sense inside a task), never in
+//! a hang or a silently wrong answer.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::task::TaskId;
+
+/// Errors from building a runtime or spawning onto it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// `workers(0)` or `KVANT_WORKERS=0`: a pool needs at least one thread.
+    ZeroWorkers,
+    /// `blocking_threads(0)`: `spawn_blocking` needs at least one thread.
+    ZeroBlockingThreads,
+    /// More workers than the scheduler supports.
+    TooManyWorkers {
+        /// What was asked for.
+        requested: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A stack size below the minimum a task can safely run on.
+    StackTooSmall {
+        /// What was asked for.
+        requested: usize,
+        /// The minimum accepted.
+        min: usize,
+    },
+    /// A stack size so large it cannot be a real request (over 1 GiB).
+    StackTooLarge {
+        /// What was asked for.
+        requested: usize,
+        /// The maximum accepted.
+        max: usize,
+    },
+    /// The quantum is outside the accepted range.
+    QuantumOutOfRange {
+        /// What was asked for.
+        requested: Duration,
+        /// Smallest accepted quantum.
+        min: Duration,
+        /// Largest accepted quantum.
+        max: Duration,
+    },
+    /// Preemption was asked for on a target where kvant only runs cooperatively.
+    PreemptionUnsupported,
+    /// The preemption signal is not usable (out of range, or one the runtime
+    /// cannot take over such as SIGKILL, SIGSEGV or a synchronous fault signal).
+    InvalidSignal(i32),
+    /// The preemption signal already has a handler installed by the program.
+    SignalInUse(i32),
+    /// An environment variable kvant reads had a value it cannot parse.
+    InvalidEnv {
+        /// The variable's name.
+        var: &'static str,
+        /// The value found.
+        value: String,
+    },
+    /// The runtime is shut down (or shutting down) and takes no new tasks.
+    Shutdown,
+    /// A call that needs a runtime was made outside of one.
+    NoRuntime,
+    /// An OS resource (thread, stack memory, signal) could not be had.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ZeroWorkers => write!(f, "a kvant runtime needs at least 1 worker thread (got 0)"),
+            Error::ZeroBlockingThreads => {
+                write!(f, "spawn_blocking needs at least 1 OS thread (got blocking_threads(0))")
+            }
+            Error::TooManyWorkers { requested, max } => {
+                write!(f, "{requested} workers requested, kvant supports at most {max}")
+            }
+            Error::StackTooSmall { requested, min } => write!(
+                f,
+                "task stack size {requested} bytes is below the minimum of {min} bytes"
+            ),
+            Error::StackTooLarge { requested, max } => write!(
+                f,
+                "task stack size {requested} bytes is above the maximum of {max} bytes"
+            ),
+            Error::QuantumOutOfRange { requested, min, max } => write!(
+                f,
+                "quantum {requested:?} is outside the accepted range {min:?}..={max:?} \
+                 (use quantum(None) for cooperative scheduling)"
+            ),
+            Error::PreemptionUnsupported => write!(
+                f,
+                "preemption needs Linux on x86_64; on this target kvant is cooperative only \
+                 (use quantum(None))"
+            ),
+            Error::InvalidSignal(sig) => {
+                write!(f, "signal {sig} cannot be used as the preemption signal")
+            }
+            Error::SignalInUse(sig) => write!(
+                f,
+                "signal {sig} already has a handler in this program; pick another with \
+                 Builder::preempt_signal"
+            ),
+            Error::InvalidEnv { var, value } => {
+                write!(f, "environment variable {var}={value:?} is not valid")
+            }
+            Error::Shutdown => write!(f, "the kvant runtime is shut down and accepts no new tasks"),
+            Error::NoRuntime => write!(f, "this call must be made from inside a kvant runtime"),
+            Error::Io(e) => write!(f, "kvant: OS resource unavailable: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+/// Why a task produced no value.
+pub(crate) enum Failure {
+    Panic(Box<dyn Any + Send + 'static>),
+    Cancelled,
+    Leaked,
+    StackOverflow { stack_size: usize },
+    NoStack(std::io::Error),
+}
+
+/// A task ended without a value: it panicked, overflowed its stack, or the
+/// runtime shut down before it finished.
+pub struct JoinError {
+    pub(crate) failure: Failure,
+    pub(crate) id: TaskId,
+    pub(crate) name: Option<Arc<str>>,
+}
+
+impl JoinError {
+    pub(crate) fn new(failure: Failure, id: TaskId, name: Option<Arc<str>>) -> Self {
+        JoinError { failure, id, name }
+    }
+
+    /// The task panicked; [`JoinError::into_panic`] gives the payload.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.failure, Failure::Panic(_))
+    }
+
+    /// The runtime shut down before the task finished; the task was dropped
+    /// (never started) or unwound at its last cooperative switch point.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.failure, Failure::Cancelled)
+    }
+
+    /// The runtime shut down while the task was suspended by preemption. Its
+    /// stack was leaked rather than unwound through a signal frame.
+    pub fn is_leaked(&self) -> bool {
+        matches!(self.failure, Failure::Leaked)
+    }
+
+    /// The task ran past the end of its stack and hit the guard page.
+    pub fn is_stack_overflow(&self) -> bool {
+        matches!(self.failure, Failure::StackOverflow { .. })
+    }
+
+    /// The id of the task that failed.
+    pub fn task_id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The name of the task that failed, if it had one.
+    pub fn task_name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The panic payload, to re-raise with [`std::panic::resume_unwind`].
+    ///
+    /// # Panics
+    /// If the task did not panic.
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        self.try_into_panic()
+            .unwrap_or_else(|e| panic!("JoinError::into_panic on a task that did not panic: {e}"))
+    }
+
+    /// The panic payload, or the error itself if the task did not panic.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
+        match self.failure {
+            Failure::Panic(p) => Ok(p),
+            failure => Err(JoinError { failure, ..self }),
+        }
+    }
+
+    fn panic_message(&self) -> Option<&str> {
+        match &self.failure {
+            Failure::Panic(p) => p
+                .downcast_ref::<&'static str>()
+                .copied()
+                .or_else(|| p.downcast_ref::<String>().map(String::as_str)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {}", self.id)?;
+        if let Some(name) = &self.name {
+            write!(f, " '{name}'")?;
+        }
+        match &self.failure {
+            Failure::Panic(_) => match self.panic_message() {
+                Some(msg) => write!(f, " panicked: {msg}"),
+                None => write!(f, " panicked"),
+            },
+            Failure::Cancelled => write!(f, " was cancelled by runtime shutdown"),
+            Failure::Leaked => write!(
+                f,
+                " was suspended by preemption at shutdown; its stack was leaked, not unwound"
+            ),
+            Failure::StackOverflow { stack_size } => {
+                write!(f, " overflowed its stack of {stack_size} bytes")
+            }
+            Failure::NoStack(e) => write!(f, " could not get a stack: {e}"),
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JoinError({self})")
+    }
+}
+
+impl std::error::Error for JoinError {}

@@ -1,0 +1,140 @@
+//! Scheduler counters: what each worker did, cheap enough to stay always on.
+//!
+//! Most counters have a single writer (their worker), so they are bumped with
+//! a plain load and store instead of a locked read-modify-write: on x86 that
+//! is two `mov`s instead of a `lock xadd` on the switch path. Counters that a
+//! signal handler or another thread also writes use `fetch_add`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A counter written by one thread and read by any.
+#[derive(Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    /// Add `n` (only from the counter's single writer).
+    #[inline]
+    pub(crate) fn bump(&self, n: u64) {
+        self.0
+            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Add `n` from any thread (or a signal handler).
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Live counters of one worker.
+#[derive(Default)]
+pub(crate) struct WorkerCounters {
+    pub slices: Counter,
+    pub spawned: Counter,
+    pub completed: Counter,
+    pub yields: Counter,
+    pub parks_task: Counter,
+    pub preemptions: Counter,
+    pub deferrals: Counter,
+    pub signals: Counter,
+    pub steal_ops: Counter,
+    pub stolen: Counter,
+    pub parks: Counter,
+    pub busy_ticks: Counter,
+}
+
+/// What one worker did since the runtime started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerMetrics {
+    /// Slices run (a task resumed until it switched out or finished).
+    pub tasks_run: u64,
+    /// Tasks spawned from this worker.
+    pub spawned: u64,
+    /// Tasks that finished on this worker.
+    pub completed: u64,
+    /// Slices ended by `yield_now`.
+    pub voluntary_yields: u64,
+    /// Slices ended because the task blocked (join, sleep, lock, channel).
+    pub blocked: u64,
+    /// Slices ended because the quantum expired.
+    pub preemptions: u64,
+    /// Preemption signals that arrived at an unsafe point and were deferred.
+    pub deferrals: u64,
+    /// Preemption signals sent to this worker.
+    pub signals: u64,
+    /// Successful steal operations (from another worker or the global queue).
+    pub steal_ops: u64,
+    /// Tasks obtained by those steals.
+    pub stolen_tasks: u64,
+    /// Times the worker went to sleep for lack of work.
+    pub parks: u64,
+    /// Time spent awake (running tasks or looking for them).
+    pub busy_time: Duration,
+}
+
+impl WorkerCounters {
+    pub(crate) fn snapshot(&self) -> WorkerMetrics {
+        WorkerMetrics {
+            tasks_run: self.slices.get(),
+            spawned: self.spawned.get(),
+            completed: self.completed.get(),
+            voluntary_yields: self.yields.get(),
+            blocked: self.parks_task.get(),
+            preemptions: self.preemptions.get(),
+            deferrals: self.deferrals.get(),
+            signals: self.signals.get(),
+            steal_ops: self.steal_ops.get(),
+            stolen_tasks: self.stolen.get(),
+            parks: self.parks.get(),
+            busy_time: Duration::from_nanos(crate::clock::ticks_to_ns(self.busy_ticks.get())),
+        }
+    }
+}
+
+impl WorkerMetrics {
+    fn add(&mut self, o: &WorkerMetrics) {
+        self.tasks_run += o.tasks_run;
+        self.spawned += o.spawned;
+        self.completed += o.completed;
+        self.voluntary_yields += o.voluntary_yields;
+        self.blocked += o.blocked;
+        self.preemptions += o.preemptions;
+        self.deferrals += o.deferrals;
+        self.signals += o.signals;
+        self.steal_ops += o.steal_ops;
+        self.stolen_tasks += o.stolen_tasks;
+        self.parks += o.parks;
+        self.busy_time += o.busy_time;
+    }
+}
+
+/// A snapshot of the runtime's counters, from [`Runtime::metrics`](crate::Runtime::metrics).
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    /// One entry per worker, by worker index.
+    pub workers: Vec<WorkerMetrics>,
+    /// Tasks spawned from outside any worker (`Runtime::spawn` on a plain thread).
+    pub spawned_external: u64,
+    /// Tasks alive right now (spawned, not yet finished).
+    pub live_tasks: u64,
+    /// Stacks currently mapped (in use by tasks or pooled for reuse).
+    pub stacks_mapped: u64,
+}
+
+impl Metrics {
+    /// The sum over all workers.
+    pub fn total(&self) -> WorkerMetrics {
+        let mut t = WorkerMetrics::default();
+        for w in &self.workers {
+            t.add(w);
+        }
+        t.spawned += self.spawned_external;
+        t
+    }
+}

@@ -1,0 +1,196 @@
+//! The preemption signal handler: switch the interrupted task out from inside
+//! the handler, on the task's own stack.
+//!
+//! The handler runs on the task's stack (the signal is installed *without*
+//! `SA_ONSTACK`), so the kernel's signal frame, which holds every register of
+//! the interrupted code, is saved on that stack. Suspending the coroutine from
+//! the handler leaves that frame where it is; resuming the task later returns
+//! from the handler, and `sigreturn` restores the registers exactly. The task
+//! therefore continues at the very instruction it was stopped at.
+//!
+//! `SA_NODEFER` keeps the signal unblocked while the handler runs, so the
+//! worker does not continue with it masked after we switch away (the
+//! alternative, `sigprocmask` before switching, costs a syscall per
+//! preemption). A nested signal in the handler sees `slice_start == 0` or
+//! fails the safe-point check (the PC is in kvant) and returns at once.
+//! `SA_RESTART` makes interrupted slow syscalls restart instead of failing
+//! with `EINTR`.
+//!
+//! Async-signal-safety: the handler reads atomics, the immutable code map and
+//! the task's stack, calls `pthread_self`, `sigaltstack` and the coroutine
+//! switch. No allocation, no locks, no formatting.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use super::WorkerSlot;
+use super::codemap::CodeMap;
+use super::safepoint::{self, Interrupted, TaskStack, Verdict};
+use crate::task::Task;
+use crate::task::coroutine::{Switch, TaskYielder};
+
+thread_local! {
+    // Const-initialised, no destructor: accessing it is a plain TLS load,
+    // which is async-signal-safe in the main executable.
+    static SLOT: Cell<*const WorkerSlot> = const { Cell::new(std::ptr::null()) };
+}
+
+static CODEMAP: AtomicPtr<CodeMap> = AtomicPtr::new(std::ptr::null_mut());
+static INSTALLED: parking_lot::Mutex<Vec<i32>> = parking_lot::Mutex::new(Vec::new());
+static WARNED_NO_SYMBOLS: AtomicBool = AtomicBool::new(false);
+
+pub(super) fn enter_worker(slot: &WorkerSlot) {
+    SLOT.with(|s| s.set(slot as *const WorkerSlot));
+}
+
+pub(super) fn exit_worker() {
+    SLOT.with(|s| s.set(std::ptr::null()));
+}
+
+/// Install the handler for `sig` (once per process and signal). Fails if the
+/// program already has its own handler there.
+pub(super) fn install(sig: i32) -> Result<(), crate::Error> {
+    let mut installed = INSTALLED.lock();
+    if installed.contains(&sig) {
+        return Ok(());
+    }
+    let map: &'static CodeMap = CodeMap::global();
+    if !map.has_symbols() && !WARNED_NO_SYMBOLS.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "kvant: no symbol table in this executable; preemption safe points \
+             fall back to the PC check only (do not strip binaries that use preemption)"
+        );
+    }
+    CODEMAP.store(map as *const CodeMap as *mut CodeMap, Ordering::Release);
+    // SAFETY: a zeroed sigaction is a valid "query" argument; sigaction with a
+    // null new action only reads the current disposition.
+    let old = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        old
+    };
+    if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+        return Err(crate::Error::SignalInUse(sig));
+    }
+    // SAFETY: `on_signal` is an `extern "C"` function with the SA_SIGINFO
+    // signature; the mask set is initialised by sigemptyset before use.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_NODEFER;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        // Workers inherit the spawning thread's mask; make sure it is open.
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+    installed.push(sig);
+    Ok(())
+}
+
+/// Unblock `sig` on the calling thread (workers may inherit a blocked mask).
+pub(super) fn unblock(sig: i32) {
+    // SAFETY: the set is initialised by sigemptyset; only this thread's mask changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Send `sig` to the worker bound to `slot`.
+pub(super) fn kick(slot: &WorkerSlot, sig: i32) {
+    slot.signals.add(1);
+    let thread = slot.thread.load(Ordering::Relaxed) as libc::pthread_t;
+    // SAFETY: the monitor only signals workers of a running runtime; workers
+    // outlive the monitor (shutdown stops the monitor before any worker exits),
+    // so `thread` names a live thread.
+    unsafe { libc::pthread_kill(thread, sig) };
+}
+
+extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    let saved_errno = unsafe { *libc::__errno_location() };
+    preempt_here(uc);
+    // SAFETY: re-read the location: after a migration it is another thread's
+    // errno, and that thread is the one returning to the interrupted code.
+    unsafe { *libc::__errno_location() = saved_errno };
+}
+
+#[inline(never)]
+fn preempt_here(uc: *mut libc::c_void) {
+    let slot = SLOT.with(|s| s.get());
+    if slot.is_null() {
+        return;
+    }
+    // SAFETY: SLOT points into the runtime's worker table, which outlives
+    // the worker thread (cleared by exit_worker before the thread ends).
+    let slot = unsafe { &*slot };
+    let start = slot.slice_start.load(Ordering::Acquire);
+    if start == 0 || start != slot.target.load(Ordering::Relaxed) {
+        return; // not in a preemptible slice, or a stale request
+    }
+    // SAFETY: slice_start != 0 means the worker published `task` for this
+    // slice and holds its Arc until after it resets slice_start.
+    let task: &Task = unsafe { &*(slot.task.load(Ordering::Relaxed) as *const Task) };
+    if task.preempt.disabled.load(Ordering::Relaxed) > 0 {
+        task.preempt.pending.store(true, Ordering::Relaxed);
+        slot.deferrals.add(1);
+        return;
+    }
+    let map = CODEMAP.load(Ordering::Acquire);
+    if map.is_null() {
+        return;
+    }
+    // SAFETY: CODEMAP is set once to a &'static before any handler is installed.
+    let map = unsafe { &*map };
+    // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
+    let ctx = unsafe { &mut *(uc as *mut libc::ucontext_t) };
+    let regs = &ctx.uc_mcontext.gregs;
+    let at = Interrupted {
+        pc: regs[libc::REG_RIP as usize] as usize,
+        sp: regs[libc::REG_RSP as usize] as usize,
+        fp: regs[libc::REG_RBP as usize] as usize,
+    };
+    let stack = TaskStack {
+        lo: slot.stack_lo.load(Ordering::Relaxed),
+        hi: slot.stack_hi.load(Ordering::Relaxed),
+        root_fp: task.preempt.root_fp.load(Ordering::Relaxed),
+    };
+    if safepoint::check(map, &at, &stack) != Verdict::Safe {
+        slot.deferrals.add(1);
+        return;
+    }
+    // Commit. From here a nested signal sees no preemptible slice.
+    slot.slice_start.store(0, Ordering::Relaxed);
+    slot.preemptions.add(1);
+    task.preempt.preempted.store(true, Ordering::Relaxed);
+    let yielder = task.preempt.yielder.load(Ordering::Relaxed) as *const TaskYielder;
+    // SAFETY: pthread_self has no preconditions.
+    let before = unsafe { libc::pthread_self() };
+    // SAFETY: the yielder lives on this task's stack, which we are running on
+    // (checked above); suspending from a handler is a plain stack switch, and
+    // the signal frame stays with the task until it is resumed.
+    let _ = unsafe { (*yielder).suspend(Switch::Preempted) };
+    // Resumed; the worker never resumes a preempted task with Cancel (it leaks
+    // it instead), so we always return to the interrupted code from here.
+    // SAFETY: pthread_self has no preconditions.
+    if unsafe { libc::pthread_self() } != before {
+        // sigreturn reinstalls uc_stack as the thread's alternate signal
+        // stack; after a migration it describes the *old* thread's altstack.
+        // SAFETY: querying the current altstack into a zeroed stack_t.
+        unsafe {
+            let mut cur: libc::stack_t = std::mem::zeroed();
+            if libc::sigaltstack(std::ptr::null(), &mut cur) == 0 {
+                ctx.uc_stack = cur;
+            }
+        }
+    }
+}

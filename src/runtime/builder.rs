@@ -1,0 +1,216 @@
+//! Runtime configuration. Validation happens in `build()` so that a bad value is
+//! reported once, as a typed [`Error`], with the value that was wrong.
+
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::runtime::Runtime;
+
+/// Smallest task stack accepted. Below this a signal frame (about 3 KiB with
+/// AVX-512 state) plus the handler and a few ordinary frames no longer fit.
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
+/// Largest task stack accepted (1 GiB): anything larger is a unit mistake.
+pub const MAX_STACK_SIZE: usize = 1 << 30;
+/// Default task stack: roomy enough for ordinary Rust code and formatting.
+pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+/// Most worker threads one runtime runs (the idle protocol packs counts in 16 bits).
+pub const MAX_WORKERS: usize = 4096;
+/// Smallest quantum accepted.
+pub const MIN_QUANTUM: Duration = Duration::from_micros(50);
+/// Largest quantum accepted.
+pub const MAX_QUANTUM: Duration = Duration::from_secs(1);
+/// Default quantum where preemption is supported: Go's choice of 10 ms.
+pub const DEFAULT_QUANTUM: Duration = Duration::from_millis(10);
+
+/// Validated runtime settings, shared by every part of the runtime.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub workers: usize,
+    pub stack_size: usize,
+    pub name: String,
+    pub quantum: Option<Duration>,
+    pub signal: i32,
+    pub migrate_preempted: bool,
+    pub trace: bool,
+    pub blocking_threads: usize,
+}
+
+/// Builds a [`Runtime`]. Obtain one with [`Runtime::builder`].
+///
+/// ```
+/// let rt = kvant::Runtime::builder().workers(2).quantum(None).build().unwrap();
+/// assert_eq!(rt.block_on(|| 6 * 7), 42);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Builder {
+    workers: Option<usize>,
+    stack_size: usize,
+    name: String,
+    quantum: Option<Duration>,
+    signal: i32,
+    migrate_preempted: bool,
+    trace: bool,
+    blocking_threads: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            workers: None,
+            stack_size: DEFAULT_STACK_SIZE,
+            name: "kvant".into(),
+            quantum: if crate::preempt::SUPPORTED {
+                Some(DEFAULT_QUANTUM)
+            } else {
+                None
+            },
+            signal: crate::preempt::DEFAULT_SIGNAL,
+            migrate_preempted: false,
+            trace: false,
+            blocking_threads: 64,
+        }
+    }
+}
+
+impl Builder {
+    /// A builder with the defaults: one worker per CPU (or `KVANT_WORKERS`),
+    /// 256 KiB stacks, a 10 ms quantum where preemption is supported.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of worker OS threads. Default: `KVANT_WORKERS` if set, else
+    /// [`std::thread::available_parallelism`]. An explicit value here wins over
+    /// the environment.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Default stack size of a task, in bytes (rounded up to whole pages, plus
+    /// one guard page). Minimum [`MIN_STACK_SIZE`].
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Prefix of the worker threads' names (`{prefix}-worker-{i}`).
+    pub fn name(mut self, prefix: impl Into<String>) -> Self {
+        self.name = prefix.into();
+        self
+    }
+
+    /// The time quantum: a task holding a worker longer than this is preempted.
+    /// `None` makes the runtime purely cooperative. Accepted range: 50 µs to 1 s.
+    pub fn quantum(mut self, quantum: Option<Duration>) -> Self {
+        self.quantum = quantum;
+        self
+    }
+
+    /// Signal used to preempt workers (default `SIGURG`, as Go does: it is
+    /// ignored by default and rarely used by programs).
+    pub fn preempt_signal(mut self, signal: i32) -> Self {
+        self.signal = signal;
+        self
+    }
+
+    /// Whether a task suspended by preemption may be stolen by another worker.
+    ///
+    /// Default `false`: code interrupted at an arbitrary instruction may hold a
+    /// thread-local address the compiler computed before the interruption; if
+    /// the task resumed on another thread it would use the old thread's data.
+    /// A preempted task therefore resumes on the worker that preempted it, and
+    /// becomes stealable again at its next cooperative switch (yield, block).
+    /// Set `true` only if preemptible tasks do not touch `thread_local!` data.
+    pub fn migrate_preempted(mut self, yes: bool) -> Self {
+        self.migrate_preempted = yes;
+        self
+    }
+
+    /// Record every slice each worker runs (see [`Runtime::trace`]).
+    pub fn trace(mut self, yes: bool) -> Self {
+        self.trace = yes;
+        self
+    }
+
+    /// Most OS threads `spawn_blocking` runs at once (default 64).
+    pub fn blocking_threads(mut self, n: usize) -> Self {
+        self.blocking_threads = n;
+        self
+    }
+
+    pub(crate) fn config(&self) -> Result<Config, Error> {
+        let workers = match self.workers {
+            Some(n) => n,
+            None => workers_from_env()?,
+        };
+        if workers == 0 {
+            return Err(Error::ZeroWorkers);
+        }
+        if workers > MAX_WORKERS {
+            return Err(Error::TooManyWorkers {
+                requested: workers,
+                max: MAX_WORKERS,
+            });
+        }
+        if self.stack_size < MIN_STACK_SIZE {
+            return Err(Error::StackTooSmall {
+                requested: self.stack_size,
+                min: MIN_STACK_SIZE,
+            });
+        }
+        if self.stack_size > MAX_STACK_SIZE {
+            return Err(Error::StackTooLarge {
+                requested: self.stack_size,
+                max: MAX_STACK_SIZE,
+            });
+        }
+        if let Some(q) = self.quantum {
+            if !crate::preempt::SUPPORTED {
+                return Err(Error::PreemptionUnsupported);
+            }
+            if !(MIN_QUANTUM..=MAX_QUANTUM).contains(&q) {
+                return Err(Error::QuantumOutOfRange {
+                    requested: q,
+                    min: MIN_QUANTUM,
+                    max: MAX_QUANTUM,
+                });
+            }
+            crate::preempt::validate_signal(self.signal)?;
+        }
+        if self.blocking_threads == 0 {
+            return Err(Error::ZeroBlockingThreads);
+        }
+        Ok(Config {
+            workers,
+            stack_size: self.stack_size,
+            name: self.name.clone(),
+            quantum: self.quantum,
+            signal: self.signal,
+            migrate_preempted: self.migrate_preempted,
+            trace: self.trace,
+            blocking_threads: self.blocking_threads,
+        })
+    }
+
+    /// Validate the settings, start the worker threads and return the runtime.
+    pub fn build(&self) -> Result<Runtime, Error> {
+        Runtime::start(self.config()?)
+    }
+}
+
+fn workers_from_env() -> Result<usize, Error> {
+    match std::env::var("KVANT_WORKERS") {
+        Ok(v) => v.trim().parse::<usize>().map_err(|_| Error::InvalidEnv {
+            var: "KVANT_WORKERS",
+            value: v,
+        }),
+        Err(std::env::VarError::NotPresent) => {
+            Ok(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        }
+        Err(std::env::VarError::NotUnicode(v)) => Err(Error::InvalidEnv {
+            var: "KVANT_WORKERS",
+            value: v.to_string_lossy().into_owned(),
+        }),
+    }
+}

@@ -1,0 +1,428 @@
+//! The runtime: a pool of worker threads, their queues, and the services the
+//! tasks share (stack pool, timer thread, preemption monitor).
+
+mod builder;
+mod context;
+mod idle;
+mod registry;
+mod shutdown;
+mod worker;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle as ThreadHandle;
+use std::time::Duration;
+
+use crossbeam_deque::{Injector, Stealer, Worker};
+use parking_lot::{Condvar, Mutex};
+
+pub use builder::{
+    Builder, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS,
+    MIN_QUANTUM, MIN_STACK_SIZE,
+};
+pub(crate) use builder::Config;
+pub use shutdown::ShutdownReport;
+
+use crate::error::{Error, Failure};
+use crate::metrics::{Counter, Metrics, WorkerCounters};
+use crate::preempt::{Monitor, WorkerSlot};
+use crate::task::current::CancelUnwind;
+use crate::task::join::Packet;
+use crate::task::stack::StackPool;
+use crate::task::{self, JoinHandle, Task};
+use crate::time::driver::TimerDriver;
+use crate::trace::{Trace, TraceBuffers};
+
+/// What each worker shares with the rest of the runtime.
+#[derive(Default)]
+pub(crate) struct WorkerShared {
+    pub slot: WorkerSlot,
+    pub counters: WorkerCounters,
+}
+
+/// Outcome counters of a shutdown.
+#[derive(Default)]
+pub(crate) struct ShutdownCounts {
+    pub cancelled: AtomicUsize,
+    pub leaked: AtomicUsize,
+}
+
+/// State shared by the workers, the handles and every task of one runtime.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub preemptive: bool,
+    pub injector: Injector<Arc<Task>>,
+    pub stealers: Box<[Stealer<Arc<Task>>]>,
+    pub idle: idle::Idle,
+    pub workers: Box<[WorkerShared]>,
+    pub stacks: StackPool,
+    pub registry: registry::Registry,
+    pub timers: Arc<TimerDriver>,
+    pub monitor: Mutex<Option<Monitor>>,
+    pub trace: Option<TraceBuffers>,
+    /// No new tasks from outside the runtime.
+    pub closed: AtomicBool,
+    /// Every task is cancelled at its next slice.
+    pub cancelling: AtomicBool,
+    /// Workers leave their loops.
+    pub stopping: AtomicBool,
+    live: AtomicUsize,
+    live_lock: Mutex<()>,
+    live_cv: Condvar,
+    running_workers: Mutex<usize>,
+    workers_cv: Condvar,
+    pub leftovers: Mutex<Vec<Arc<Task>>>,
+    pub report: ShutdownCounts,
+    spawned_external: Counter,
+    pub epoch_ticks: AtomicU64,
+}
+
+impl Shared {
+    /// The runtime of the calling task or worker thread.
+    pub(crate) fn current() -> Option<Arc<Shared>> {
+        task::current::with_current(|t| t.shared.clone())
+            .or_else(|| context::with_worker(|w| w.shared.clone()))
+    }
+
+    /// Put a runnable task in a queue and make sure a worker will look.
+    pub(crate) fn schedule(self: &Arc<Self>, task: Arc<Task>) {
+        let mut task = Some(task);
+        context::with_worker(|w| {
+            if Arc::ptr_eq(&w.shared, self) {
+                w.local.push(task.take().expect("task is still here"));
+            }
+        });
+        if let Some(t) = task {
+            self.injector.push(t);
+        }
+        self.idle.notify_one();
+    }
+
+    pub(crate) fn spawn<F, T>(self: &Arc<Self>, opts: &task::Builder, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let inside = task::current::with_current(|t| Arc::ptr_eq(&t.shared, self)).unwrap_or(false);
+        if self.stopping.load(Ordering::Acquire) || (!inside && self.closed.load(Ordering::Acquire)) {
+            return Err(Error::Shutdown);
+        }
+        let stack_size = match opts.stack_size {
+            None => self.config.stack_size,
+            Some(s) if s < builder::MIN_STACK_SIZE => {
+                return Err(Error::StackTooSmall {
+                    requested: s,
+                    min: builder::MIN_STACK_SIZE,
+                });
+            }
+            Some(s) if s > builder::MAX_STACK_SIZE => {
+                return Err(Error::StackTooLarge {
+                    requested: s,
+                    max: builder::MAX_STACK_SIZE,
+                });
+            }
+            Some(s) => s,
+        };
+        // Round like the pool does, so a request equal to the default reuses pooled stacks.
+        let stack_size = crate::task::stack::round_to_pages(stack_size);
+        let id = Task::new_id();
+        let name: Option<Arc<str>> = opts.name.as_deref().map(Arc::from);
+        let packet = Arc::new(Packet::<T>::new(id, name.clone()));
+        let result = packet.clone();
+        let body = Box::new(move || {
+            let r = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+                if payload.is::<CancelUnwind>() {
+                    Failure::Cancelled
+                } else {
+                    Failure::Panic(payload)
+                }
+            });
+            result.complete(r);
+        });
+        let task = Task::new(
+            self.clone(),
+            name,
+            stack_size,
+            opts.preemptible,
+            body,
+            packet.clone(),
+            id,
+        );
+        self.live.fetch_add(1, Ordering::AcqRel);
+        self.registry.insert(&task);
+        let counted = context::with_worker(|w| {
+            if Arc::ptr_eq(&w.shared, self) {
+                self.workers[w.index].counters.spawned.bump(1);
+                true
+            } else {
+                false
+            }
+        });
+        if counted != Some(true) {
+            self.spawned_external.add(1);
+        }
+        self.schedule(task.clone());
+        Ok(JoinHandle { task, packet })
+    }
+
+    /// A task is finished for good.
+    pub(crate) fn task_done(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _g = self.live_lock.lock();
+            self.live_cv.notify_all();
+        }
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Wait until no task is alive or `deadline` passes; true if none is.
+    pub(crate) fn wait_idle(&self, deadline: std::time::Instant) -> bool {
+        let mut g = self.live_lock.lock();
+        while self.live() > 0 {
+            if self.live_cv.wait_until(&mut g, deadline).timed_out() {
+                return self.live() == 0;
+            }
+        }
+        true
+    }
+
+    pub(crate) fn worker_exited(&self) {
+        let mut n = self.running_workers.lock();
+        *n -= 1;
+        self.workers_cv.notify_all();
+    }
+
+    /// Wait until every worker left its loop or `deadline` passes; returns
+    /// how many are still running.
+    pub(crate) fn wait_workers(&self, deadline: std::time::Instant) -> usize {
+        let mut n = self.running_workers.lock();
+        while *n > 0 {
+            if self.workers_cv.wait_until(&mut n, deadline).timed_out() {
+                break;
+            }
+        }
+        *n
+    }
+
+    pub(crate) fn metrics(&self) -> Metrics {
+        Metrics {
+            workers: self
+                .workers
+                .iter()
+                .map(|w| {
+                    let mut m = w.counters.snapshot();
+                    m.preemptions = w.slot.preemptions.get();
+                    m.deferrals = w.slot.deferrals.get();
+                    m.signals = w.slot.signals.get();
+                    m
+                })
+                .collect(),
+            spawned_external: self.spawned_external.get(),
+            live_tasks: self.live() as u64,
+            stacks_mapped: self.stacks.mapped() as u64,
+        }
+    }
+}
+
+/// A pool of worker threads running green threads.
+///
+/// ```
+/// let rt = kvant::Runtime::builder().workers(2).build().unwrap();
+/// let handles: Vec<_> = (0..10u64).map(|i| rt.spawn(move || i * i)).collect();
+/// let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+/// assert_eq!(sum, 285);
+/// ```
+///
+/// Dropping the runtime shuts it down with no grace period (see
+/// [`Runtime::shutdown_timeout`]).
+pub struct Runtime {
+    pub(crate) shared: Arc<Shared>,
+    threads: Vec<ThreadHandle<()>>,
+    finished: bool,
+}
+
+impl Runtime {
+    /// A builder with default settings.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// A runtime with default settings (`Runtime::builder().build()`).
+    pub fn new() -> Result<Runtime, Error> {
+        Builder::new().build()
+    }
+
+    pub(crate) fn start(config: Config) -> Result<Runtime, Error> {
+        crate::clock::init();
+        let n = config.workers;
+        let locals: Vec<Worker<Arc<Task>>> = (0..n).map(|_| Worker::new_fifo()).collect();
+        let stealers = locals.iter().map(Worker::stealer).collect();
+        let timers = TimerDriver::start(&config.name)?;
+        let stack_size = crate::task::stack::round_to_pages(config.stack_size);
+        let shared = Arc::new(Shared {
+            preemptive: config.quantum.is_some(),
+            injector: Injector::new(),
+            stealers,
+            idle: idle::Idle::new(n),
+            workers: (0..n).map(|_| WorkerShared::default()).collect(),
+            stacks: StackPool::new(stack_size, 1024.max(n * 64)),
+            registry: registry::Registry::new(),
+            timers,
+            monitor: Mutex::new(None),
+            trace: config.trace.then(|| TraceBuffers::new(n)),
+            closed: AtomicBool::new(false),
+            cancelling: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
+            live_lock: Mutex::new(()),
+            live_cv: Condvar::new(),
+            running_workers: Mutex::new(n),
+            workers_cv: Condvar::new(),
+            leftovers: Mutex::new(Vec::new()),
+            report: ShutdownCounts::default(),
+            spawned_external: Counter::default(),
+            epoch_ticks: AtomicU64::new(crate::clock::ticks()),
+            config,
+        });
+        let mut rt = Runtime {
+            shared: shared.clone(),
+            threads: Vec::with_capacity(n),
+            finished: false,
+        };
+        // Install the signal handler before any worker can be signalled.
+        match Monitor::start(&shared) {
+            Ok(m) => *shared.monitor.lock() = m,
+            Err(e) => {
+                rt.abort_start(0);
+                return Err(e);
+            }
+        }
+        for (i, local) in locals.into_iter().enumerate() {
+            match worker::spawn_thread(worker::WorkerCtx::new(i, shared.clone(), local)) {
+                Ok(h) => rt.threads.push(h),
+                Err(e) => {
+                    rt.abort_start(n - i);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(rt)
+    }
+
+    /// Undo a partial start: `missing` workers never started.
+    fn abort_start(&mut self, missing: usize) {
+        *self.shared.running_workers.lock() -= missing;
+        self.shutdown_inner(Duration::ZERO);
+    }
+
+    /// Spawn a task.
+    ///
+    /// # Panics
+    /// If the runtime is shut down (use [`Runtime::try_spawn`] to get an error instead).
+    pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.try_spawn(f).unwrap_or_else(|e| panic!("kvant: Runtime::spawn failed: {e}"))
+    }
+
+    /// Spawn a task, or [`Error::Shutdown`] if the runtime no longer accepts tasks.
+    pub fn try_spawn<F, T>(&self, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.shared.spawn(&task::Builder::new(), f)
+    }
+
+    /// Run `f` as a green thread and block the calling OS thread until it
+    /// returns. A panic in `f` is resumed here.
+    ///
+    /// # Panics
+    /// If called from inside a kvant task (that would block a worker; join a
+    /// spawned task instead), if the runtime is shut down, or if the task is
+    /// cancelled by a concurrent shutdown.
+    pub fn block_on<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if task::current::in_task() {
+            panic!(
+                "kvant: Runtime::block_on called from inside a kvant task; this would block a \
+                 worker thread. Spawn the work and join its handle instead."
+            );
+        }
+        match self.spawn(f).join() {
+            Ok(v) => v,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("kvant: block_on: {e}"),
+        }
+    }
+
+    /// A snapshot of the scheduler's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.metrics()
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.shared.config.workers
+    }
+
+    /// The quantum, or `None` for a cooperative runtime.
+    pub fn quantum(&self) -> Option<Duration> {
+        self.shared.config.quantum
+    }
+
+    /// The recorded slices, if the runtime was built with `trace(true)`.
+    pub fn trace(&self) -> Option<Trace> {
+        self.shared
+            .trace
+            .as_ref()
+            .map(|t| t.snapshot(&self.shared))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shutdown_inner(Duration::ZERO);
+        }
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("workers", &self.shared.config.workers)
+            .field("quantum", &self.shared.config.quantum)
+            .field("live_tasks", &self.shared.live())
+            .finish()
+    }
+}
+
+/// Spawn a task on the current runtime.
+///
+/// # Panics
+/// Outside a kvant runtime, or if the runtime is shutting down (use
+/// [`task::Builder::spawn`] for an error instead).
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let shared = Shared::current().unwrap_or_else(|| {
+        panic!(
+            "kvant::spawn called outside a kvant runtime; use Runtime::spawn or \
+             Runtime::block_on to enter one"
+        )
+    });
+    shared
+        .spawn(&task::Builder::new(), f)
+        .unwrap_or_else(|e| panic!("kvant::spawn failed: {e}"))
+}

@@ -1,0 +1,83 @@
+//! Every live task, so that shutdown can find the ones no queue holds
+//! (parked tasks are referenced only by whoever would wake them).
+//!
+//! Sharded slabs: a spawn locks one shard chosen by task id, so concurrent
+//! spawns on different workers rarely meet on the same lock.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
+
+use crate::task::Task;
+
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Option<Arc<Task>>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+pub(crate) struct Registry {
+    shards: Box<[Mutex<Slab>]>,
+}
+
+impl Registry {
+    pub(crate) fn new() -> Self {
+        Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(Slab::default())).collect(),
+        }
+    }
+
+    fn shard_of(task: &Task) -> usize {
+        task.id.as_u64() as usize % SHARDS
+    }
+
+    pub(crate) fn insert(&self, task: &Arc<Task>) {
+        let mut slab = self.shards[Self::shard_of(task)].lock();
+        let i = match slab.free.pop() {
+            Some(i) => {
+                slab.slots[i] = Some(task.clone());
+                i
+            }
+            None => {
+                slab.slots.push(Some(task.clone()));
+                slab.slots.len() - 1
+            }
+        };
+        slab.len += 1;
+        task.registry_slot.store(i, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remove(&self, task: &Task) {
+        let i = task.registry_slot.swap(usize::MAX, Ordering::Relaxed);
+        if i == usize::MAX {
+            return;
+        }
+        let removed = {
+            let mut slab = self.shards[Self::shard_of(task)].lock();
+            let t = slab.slots[i].take();
+            slab.free.push(i);
+            slab.len -= 1;
+            t
+        };
+        // Drop outside the lock: the last reference may run task-local destructors.
+        drop(removed);
+    }
+
+    /// Number of registered (live) tasks.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len).sum()
+    }
+
+    /// A snapshot of every live task.
+    pub(crate) fn snapshot(&self) -> Vec<Arc<Task>> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            out.extend(s.lock().slots.iter().flatten().cloned());
+        }
+        out
+    }
+}

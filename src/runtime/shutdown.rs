@@ -1,0 +1,119 @@
+//! Shutdown: every task ends up finished, cancelled or reported leaked.
+//!
+//! 1. *Grace.* New tasks from outside are refused; running tasks (and the
+//!    tasks they spawn) get until the deadline to finish.
+//! 2. *Cancel.* Each remaining task is cancelled at its next slice: a task
+//!    that never ran is dropped; a task at a cooperative switch point
+//!    (yield, join, sleep, lock, ...) is unwound from there, so its
+//!    destructors run; a task suspended by preemption is *leaked*, because
+//!    unwinding through the kernel's signal frame on its stack is undefined.
+//!    Parked tasks are pulled out of their wait to be cancelled.
+//! 3. *Stop.* The monitor stops first (it may only signal live workers),
+//!    then workers leave their loops. A worker stuck in a task that never
+//!    yields (cooperative mode) cannot be stopped; after a bounded wait it is
+//!    detached and reported, rather than hanging the caller forever.
+//!
+//! Every phase is bounded: `shutdown_timeout(d)` returns within about
+//! `d + 2 × STOP_GRACE`.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::Runtime;
+use crate::error::Failure;
+
+/// Extra time given to cancellation and to the workers' exit.
+pub const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// What a shutdown found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Every task finished within the grace period.
+    pub all_finished: bool,
+    /// Tasks cancelled (dropped before running, or unwound at a switch point).
+    pub cancelled: usize,
+    /// Tasks suspended by preemption whose stacks were leaked, not unwound.
+    pub leaked: usize,
+    /// Workers still inside a task that never yielded; their threads were detached.
+    pub stuck_workers: usize,
+}
+
+impl Runtime {
+    /// Shut down: let tasks run for up to `grace`, then cancel the rest (see
+    /// the module docs of `runtime::shutdown` for the exact rules). Returns
+    /// within about `grace + 1 s` even if a task never yields.
+    pub fn shutdown_timeout(mut self, grace: Duration) -> ShutdownReport {
+        self.shutdown_inner(grace)
+    }
+
+    pub(crate) fn shutdown_inner(&mut self, grace: Duration) -> ShutdownReport {
+        self.finished = true;
+        let shared = self.shared.clone();
+        let deadline = Instant::now() + grace;
+        shared.closed.store(true, Ordering::Release);
+        let mut report = ShutdownReport {
+            all_finished: shared.wait_idle(deadline),
+            ..ShutdownReport::default()
+        };
+
+        if !report.all_finished {
+            shared.cancelling.store(true, Ordering::Release);
+            for t in shared.registry.snapshot() {
+                t.cancelled.store(true, Ordering::Release);
+                if t.claim_idle() {
+                    shared.injector.push(t);
+                }
+            }
+            shared.idle.wake_all();
+            shared.wait_idle(Instant::now() + STOP_GRACE);
+        }
+
+        if let Some(m) = shared.monitor.lock().take() {
+            m.stop();
+        }
+        shared.stopping.store(true, Ordering::Release);
+        shared.idle.wake_all();
+        report.stuck_workers = shared.wait_workers(Instant::now() + STOP_GRACE);
+        if report.stuck_workers == 0 {
+            for h in self.threads.drain(..) {
+                let _ = h.join();
+            }
+        } else {
+            self.threads.clear(); // detach: they exit when their task yields
+        }
+
+        // Whatever is still queued: cancel here (no worker will run it again).
+        let mut rest: Vec<_> = std::mem::take(&mut *shared.leftovers.lock());
+        while let crossbeam_deque::Steal::Success(t) = shared.injector.steal() {
+            rest.push(t);
+        }
+        for s in shared.stealers.iter() {
+            while let crossbeam_deque::Steal::Success(t) = s.steal() {
+                rest.push(t);
+            }
+        }
+        for t in rest {
+            let claim = t.begin_run();
+            let failure = if claim.started() {
+                // Not unwound on this thread: it is not a worker and the task
+                // may rely on the runtime while unwinding. Leak instead.
+                claim.leak();
+                shared.report.leaked.fetch_add(1, Ordering::Relaxed);
+                Failure::Leaked
+            } else {
+                claim.drop_fresh();
+                shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
+                Failure::Cancelled
+            };
+            drop(claim);
+            t.completion.fail(failure);
+            t.finish();
+            shared.registry.remove(&t);
+            shared.task_done();
+        }
+        shared.timers.stop();
+        report.cancelled = shared.report.cancelled.load(Ordering::Relaxed);
+        report.leaked = shared.report.leaked.load(Ordering::Relaxed);
+        report
+    }
+}

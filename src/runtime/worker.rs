@@ -1,0 +1,398 @@
+//! One worker: an OS thread that runs tasks from its queues, steals when they
+//! run dry, and sleeps when there is nothing anywhere.
+//!
+//! Queue order, checked at every switch:
+//! 1. the global queue, whenever it is non-empty and the previous pick did
+//!    not come from it. Tasks woken by timers and by plain threads land there,
+//!    so a sleeper beside CPU hogs runs at the next switch rather than after a
+//!    full round of the local queue. Alternating keeps a flood of external
+//!    spawns from starving local work;
+//! 2. the local deque (FIFO: yielded and preempted tasks go to the back, so
+//!    tasks sharing a worker take turns: round-robin) and the pinned queue
+//!    (preempted tasks that must not migrate), alternately;
+//! 3. stealing: the global queue, then other workers' deques, in batches.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crossbeam_deque::{Steal, Worker};
+
+use super::Shared;
+use super::context;
+use crate::clock;
+use crate::error::Failure;
+use crate::task::coroutine::{Ran, Resume, Switch, TaskYielder};
+use crate::task::stack::Stack;
+use crate::task::{Task, current};
+
+/// Stacks a worker keeps for itself before returning them to the shared pool.
+const STACK_CACHE: usize = 64;
+
+pub(crate) struct WorkerCtx {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub local: Worker<Arc<Task>>,
+    pinned: RefCell<VecDeque<Arc<Task>>>,
+    stacks: RefCell<Vec<Stack>>,
+    rng: Cell<u32>,
+    last_global: Cell<bool>,
+    prefer_pinned: Cell<bool>,
+    tick: Cell<u32>,
+}
+
+impl WorkerCtx {
+    pub(crate) fn new(index: usize, shared: Arc<Shared>, local: Worker<Arc<Task>>) -> Self {
+        WorkerCtx {
+            index,
+            shared,
+            local,
+            pinned: RefCell::new(VecDeque::new()),
+            stacks: RefCell::new(Vec::new()),
+            rng: Cell::new(0x9E37_79B9 ^ (index as u32 + 1).wrapping_mul(0x85EB_CA6B)),
+            last_global: Cell::new(false),
+            prefer_pinned: Cell::new(false),
+            tick: Cell::new(0),
+        }
+    }
+
+    fn next_rand(&self) -> u32 {
+        // xorshift32: victim selection only needs to avoid lockstep.
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng.set(x);
+        x
+    }
+
+    /// Next task from this worker's own queues or the global queue.
+    fn next_local(&self) -> Option<Arc<Task>> {
+        let shared = &*self.shared;
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        if !shared.injector.is_empty() && (!self.last_global.get() || tick % 61 == 0) {
+            if let Some(t) = self.steal_global() {
+                self.last_global.set(true);
+                return Some(t);
+            }
+        }
+        self.last_global.set(false);
+        let pinned_first = self.prefer_pinned.get();
+        self.prefer_pinned.set(!pinned_first);
+        if pinned_first {
+            if let Some(t) = self.pinned.borrow_mut().pop_front() {
+                return Some(t);
+            }
+        }
+        if let Some(t) = self.local.pop() {
+            return Some(t);
+        }
+        self.pinned.borrow_mut().pop_front()
+    }
+
+    fn steal_global(&self) -> Option<Arc<Task>> {
+        loop {
+            match self.shared.injector.steal_batch_and_pop(&self.local) {
+                Steal::Success(t) => {
+                    let c = self.counters();
+                    c.steal_ops.bump(1);
+                    c.stolen.bump(1 + self.local.len() as u64);
+                    return Some(t);
+                }
+                Steal::Empty => return None,
+                Steal::Retry => {}
+            }
+        }
+    }
+
+    /// Steal from the global queue or another worker.
+    fn steal(&self) -> Option<Arc<Task>> {
+        if let Some(t) = self.steal_global() {
+            return Some(t);
+        }
+        let stealers = &self.shared.stealers;
+        let n = stealers.len();
+        for _ in 0..4 {
+            let mut retry = false;
+            let start = self.next_rand() as usize % n;
+            for i in 0..n {
+                let v = (start + i) % n;
+                if v == self.index {
+                    continue;
+                }
+                match stealers[v].steal_batch_and_pop(&self.local) {
+                    Steal::Success(t) => {
+                        let c = self.counters();
+                        c.steal_ops.bump(1);
+                        c.stolen.bump(1 + self.local.len() as u64);
+                        return Some(t);
+                    }
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Whether any queue this worker could take from has work.
+    fn work_anywhere(&self) -> bool {
+        let shared = &*self.shared;
+        !self.local.is_empty()
+            || !self.pinned.borrow().is_empty()
+            || !shared.injector.is_empty()
+            || shared.stealers.iter().any(|s| !s.is_empty())
+    }
+
+    fn counters(&self) -> &crate::metrics::WorkerCounters {
+        &self.shared.workers[self.index].counters
+    }
+
+    fn take_stack(&self, size: usize) -> std::io::Result<Stack> {
+        let pool = &self.shared.stacks;
+        if size == pool.stack_size() {
+            let mut cache = self.stacks.borrow_mut();
+            if cache.is_empty() {
+                pool.take_into(&mut cache, STACK_CACHE / 2);
+            }
+            if let Some(s) = cache.pop() {
+                return Ok(s);
+            }
+        }
+        pool.map(size)
+    }
+
+    fn give_stack(&self, s: Stack) {
+        let pool = &self.shared.stacks;
+        if s.size() != pool.stack_size() {
+            pool.unmap(s);
+            return;
+        }
+        let mut cache = self.stacks.borrow_mut();
+        cache.push(s);
+        if cache.len() > STACK_CACHE {
+            let half = cache.len() / 2;
+            pool.give(cache.drain(..half));
+        }
+    }
+
+    /// Run one slice of `task`.
+    pub(crate) fn run_task(&self, task: Arc<Task>) {
+        let shared = &*self.shared;
+        if shared.cancelling.load(Ordering::Acquire) || task.cancelled.load(Ordering::Acquire) {
+            self.cancel(task);
+            return;
+        }
+        let claim = task.begin_run();
+        if !claim.started() {
+            match self.take_stack(task.stack_size) {
+                Ok(stack) => claim.start(stack, task_entry, Arc::as_ptr(&task).cast()),
+                Err(e) => {
+                    claim.drop_fresh();
+                    drop(claim);
+                    task.completion.fail(Failure::NoStack(e));
+                    self.retire(&task);
+                    return;
+                }
+            }
+        }
+        task.preempt.preempted.store(false, Ordering::Relaxed);
+        current::set_current(Arc::as_ptr(&task));
+        let slot = &shared.workers[self.index].slot;
+        let start = clock::ticks();
+        if shared.preemptive && task.preemptible {
+            let (lo, hi) = task.stack_bounds();
+            slot.begin(&task, lo, hi, start);
+        }
+        let ran = claim.resume(Resume::Run);
+        slot.end();
+        let end = clock::ticks();
+        current::set_current(std::ptr::null());
+        drop(claim);
+
+        let c = self.counters();
+        c.slices.bump(1);
+        task.stats.slices.fetch_add(1, Ordering::Relaxed);
+        task.stats
+            .run_ticks
+            .fetch_add(end.wrapping_sub(start), Ordering::Relaxed);
+        if let Some(trace) = &shared.trace {
+            trace.record(self.index, &task, start, end, &ran);
+        }
+        match ran {
+            Ran::Switched(Switch::Yield) => {
+                c.yields.bump(1);
+                task.requeue();
+                self.local.push(task);
+            }
+            Ran::Switched(Switch::Preempted) => {
+                task.stats.preemptions.fetch_add(1, Ordering::Relaxed);
+                if !task.preempt.preempted.load(Ordering::Relaxed) {
+                    // A deferred preemption taken at a `preempt::disable` guard drop.
+                    shared.workers[self.index].slot.preemptions.add(1);
+                }
+                task.requeue();
+                if shared.config.migrate_preempted {
+                    self.local.push(task);
+                } else {
+                    self.pinned.borrow_mut().push_back(task);
+                }
+            }
+            Ran::Switched(Switch::Park) => {
+                c.parks_task.bump(1);
+                if task.finish_park() || shared.cancelling.load(Ordering::Acquire) && task.claim_idle() {
+                    self.local.push(task);
+                }
+            }
+            Ran::Finished(stack) => {
+                self.give_stack(stack);
+                c.completed.bump(1);
+                self.retire(&task);
+            }
+        }
+    }
+
+    /// Cancel a task popped during shutdown: drop it if it never ran, unwind
+    /// it if it is at a cooperative switch point, leak it if preempted.
+    pub(crate) fn cancel(&self, task: Arc<Task>) {
+        let claim = task.begin_run();
+        task.cancelled.store(true, Ordering::Release);
+        if !claim.started() {
+            claim.drop_fresh();
+            drop(claim);
+            task.completion.fail(Failure::Cancelled);
+            self.shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
+            self.retire(&task);
+            return;
+        }
+        if task.preempt.preempted.load(Ordering::Relaxed) {
+            claim.leak();
+            drop(claim);
+            task.completion.fail(Failure::Leaked);
+            self.shared.report.leaked.fetch_add(1, Ordering::Relaxed);
+            self.retire(&task);
+            return;
+        }
+        current::set_current(Arc::as_ptr(&task));
+        // Not preemptible while unwinding: a preemption now would leave a
+        // half-unwound task that could only be leaked.
+        let ran = claim.resume(Resume::Cancel);
+        current::set_current(std::ptr::null());
+        drop(claim);
+        match ran {
+            Ran::Finished(stack) => {
+                self.give_stack(stack);
+                task.completion.fail(Failure::Cancelled);
+                self.shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
+                self.retire(&task);
+            }
+            Ran::Switched(_) => {
+                // Cancelled tasks do not switch (suspend short-circuits), but a
+                // destructor could catch the unwind; treat it like any task.
+                task.requeue();
+                self.local.push(task);
+            }
+        }
+    }
+
+    /// The task is finished for good: account for it.
+    fn retire(&self, task: &Arc<Task>) {
+        task.finish();
+        self.shared.registry.remove(task);
+        self.shared.task_done();
+    }
+
+    /// The worker loop.
+    pub(crate) fn run(self: &Rc<Self>) {
+        let shared = self.shared.clone();
+        let idle = &shared.idle;
+        let mut searching = true;
+        let mut awake_since = clock::ticks();
+        loop {
+            if shared.stopping.load(Ordering::Acquire) {
+                break;
+            }
+            let mut task = self.next_local();
+            if task.is_none() && (searching || idle.try_start_searching()) {
+                searching = true;
+                task = self.steal();
+            }
+            if let Some(t) = task {
+                if searching {
+                    searching = false;
+                    if idle.stop_searching() {
+                        idle.notify_one();
+                    }
+                }
+                self.run_task(t);
+                continue;
+            }
+            // Nothing anywhere: announce sleep, look once more, then sleep.
+            idle.prepare_sleep(self.index, searching);
+            searching = false;
+            if self.work_anywhere() || shared.stopping.load(Ordering::Acquire) {
+                idle.cancel_sleep(self.index);
+                searching = true;
+                continue;
+            }
+            let c = self.counters();
+            c.parks.bump(1);
+            let now = clock::ticks();
+            c.busy_ticks.bump(now.wrapping_sub(awake_since));
+            idle.sleep(self.index);
+            awake_since = clock::ticks();
+            searching = true;
+            if let Some(m) = &*shared.monitor.lock() {
+                m.kick();
+            }
+        }
+        if searching {
+            idle.stop_searching();
+        }
+        // Tasks pinned here cannot be stolen; nobody else can cancel them.
+        let pinned: Vec<_> = self.pinned.borrow_mut().drain(..).collect();
+        for t in pinned {
+            shared.leftovers.lock().push(t);
+        }
+        while let Some(t) = self.local.pop() {
+            shared.leftovers.lock().push(t);
+        }
+        let stacks: Vec<_> = self.stacks.borrow_mut().drain(..).collect();
+        shared.stacks.give(stacks.into_iter());
+    }
+}
+
+/// First code on every task stack: record what the preemption handler needs.
+fn task_entry(yielder: &TaskYielder, task: *const ()) {
+    // SAFETY: `task` is the Arc<Task> pointer the worker passed to `start`;
+    // the worker holds that Arc while it resumes the coroutine.
+    let task = unsafe { &*(task as *const Task) };
+    task.preempt
+        .yielder
+        .store(yielder as *const TaskYielder as usize, Ordering::Relaxed);
+    task.preempt
+        .root_fp
+        .store(crate::preempt::frame_address(), Ordering::Relaxed);
+}
+
+/// Start worker `index`'s thread.
+pub(crate) fn spawn_thread(ctx: WorkerCtx) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let name = format!("{}-worker-{}", ctx.shared.config.name, ctx.index);
+    std::thread::Builder::new().name(name).spawn(move || {
+        let ctx = Rc::new(ctx);
+        let shared = ctx.shared.clone();
+        crate::preempt::enter_worker(&shared.workers[ctx.index].slot);
+        context::enter(ctx.clone());
+        ctx.run();
+        crate::preempt::exit_worker();
+        context::exit();
+        drop(ctx);
+        shared.worker_exited();
+    })
+}

@@ -1,0 +1,81 @@
+//! Per-task options, in the style of `std::thread::Builder`.
+
+use crate::error::Error;
+use crate::runtime::{Runtime, Shared};
+use crate::task::JoinHandle;
+
+/// Options for one task: name, stack size, preemptibility.
+///
+/// ```
+/// let rt = kvant::Runtime::builder().workers(1).build().unwrap();
+/// let h = kvant::task::Builder::new()
+///     .name("answer")
+///     .stack_size(64 * 1024)
+///     .spawn_on(&rt, || kvant::current().name().map(str::to_owned))
+///     .unwrap();
+/// assert_eq!(h.join().unwrap().as_deref(), Some("answer"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Builder {
+    pub(crate) name: Option<String>,
+    pub(crate) stack_size: Option<usize>,
+    pub(crate) preemptible: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            name: None,
+            stack_size: None,
+            preemptible: true,
+        }
+    }
+}
+
+impl Builder {
+    /// Default options: unnamed, the runtime's stack size, preemptible.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Name the task (shown by `current()`, join errors, metrics and traces).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Stack size in bytes for this task (at least 16 KiB).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Whether the quantum timer may preempt this task (default true). A
+    /// non-preemptible task only gives up its worker at switch points.
+    pub fn preemptible(mut self, yes: bool) -> Self {
+        self.preemptible = yes;
+        self
+    }
+
+    /// Spawn on the runtime of the calling task.
+    ///
+    /// Returns [`Error::NoRuntime`] outside a runtime, [`Error::Shutdown`]
+    /// after shutdown, and a stack-size error for a bad `stack_size`.
+    pub fn spawn<F, T>(self, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let shared = Shared::current().ok_or(Error::NoRuntime)?;
+        shared.spawn(&self, f)
+    }
+
+    /// Spawn on `rt`.
+    pub fn spawn_on<F, T>(self, rt: &Runtime, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        rt.shared.spawn(&self, f)
+    }
+}

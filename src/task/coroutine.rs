@@ -1,0 +1,165 @@
+//! The task body: a closure before its first run, a corosensei coroutine after.
+//!
+//! corosensei makes `Coroutine` `!Send` on purpose: a suspended stack may hold
+//! values that must not change threads. kvant moves suspended tasks between
+//! workers, so it takes over that responsibility: every value the *runtime*
+//! keeps on a task stack across a switch is `Send`, user closures are required
+//! to be `Send`, and what user code may keep across a switch (thread-local
+//! references) is documented in the crate's "Safety inside tasks" section.
+//! Preempted tasks are pinned to their worker by default for the same reason.
+
+use std::cell::UnsafeCell;
+
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+
+use super::stack::Stack;
+
+/// Why a task gave its worker back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Switch {
+    /// `yield_now`: run again after the others queued here.
+    Yield,
+    /// Blocked: run again when someone unparks it.
+    Park,
+    /// The quantum expired and the signal handler switched it out.
+    Preempted,
+}
+
+/// What the worker tells a task it resumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resume {
+    Run,
+    /// The runtime is shutting down: unwind from the current switch point.
+    Cancel,
+}
+
+pub(crate) type TaskYielder = Yielder<Resume, Switch>;
+type Coro = Coroutine<Resume, Switch, (), Stack>;
+
+enum Body {
+    Fresh(Box<dyn FnOnce() + Send + 'static>),
+    Started(Coro),
+    Finished,
+}
+
+/// Outcome of running a task for one slice.
+pub(crate) enum Ran {
+    Switched(Switch),
+    /// The body returned; the stack comes back for reuse.
+    Finished(Stack),
+}
+
+/// The body of one task, accessed only by the thread that owns the task's
+/// run claim (see `Task::claim`): the scheduler state machine guarantees that
+/// at most one thread holds it at a time, which is what makes this cell Sync.
+pub(crate) struct BodyCell(UnsafeCell<Body>);
+
+// SAFETY: the contents are only touched through `&mut`-like access by the
+// single thread holding the task's run claim (state machine in task/mod.rs);
+// the boxed closure is `Send`, and the coroutine's stack only holds values
+// that the runtime allows to change threads (module docs).
+unsafe impl Sync for BodyCell {}
+// SAFETY: as above; moving the cell moves ownership of a Send closure or of a
+// suspended coroutine whose migration rules are documented above.
+unsafe impl Send for BodyCell {}
+
+impl BodyCell {
+    pub(crate) fn new(f: Box<dyn FnOnce() + Send + 'static>) -> Self {
+        BodyCell(UnsafeCell::new(Body::Fresh(f)))
+    }
+
+    /// Whether the task has run at least once (so it owns a stack).
+    ///
+    /// # Safety
+    /// The caller holds the run claim.
+    pub(crate) unsafe fn started(&self) -> bool {
+        // SAFETY: caller holds the run claim, so nobody mutates concurrently.
+        matches!(unsafe { &*self.0.get() }, Body::Started(_))
+    }
+
+    /// Turn a fresh body into a coroutine on `stack`. `entry` runs first on the
+    /// new stack (it records the yielder and root frame), then the closure.
+    ///
+    /// # Safety
+    /// The caller holds the run claim.
+    pub(crate) unsafe fn start(&self, stack: Stack, entry: fn(&TaskYielder, *const ()), arg: *const ()) {
+        // SAFETY: caller holds the run claim.
+        let body = unsafe { &mut *self.0.get() };
+        let Body::Fresh(_) = body else { return };
+        let Body::Fresh(f) = std::mem::replace(body, Body::Finished) else {
+            unreachable!()
+        };
+        let arg = arg as usize;
+        *body = Body::Started(Coro::with_stack(stack, move |y: &TaskYielder, input: Resume| {
+            entry(y, arg as *const ());
+            // A task cancelled before its first slice never gets here: the
+            // worker drops fresh bodies instead of starting them.
+            if input == Resume::Run {
+                f();
+            }
+        }));
+    }
+
+    /// Run the started coroutine until it switches out or finishes.
+    ///
+    /// # Safety
+    /// The caller holds the run claim and `start` was called.
+    pub(crate) unsafe fn resume(&self, how: Resume) -> Ran {
+        // SAFETY: caller holds the run claim.
+        let body = unsafe { &mut *self.0.get() };
+        let Body::Started(coro) = body else {
+            panic!("kvant internal error: resuming a task that is not started")
+        };
+        match coro.resume(how) {
+            CoroutineResult::Yield(why) => Ran::Switched(why),
+            CoroutineResult::Return(()) => {
+                let Body::Started(coro) = std::mem::replace(body, Body::Finished) else {
+                    unreachable!()
+                };
+                Ran::Finished(coro.into_stack())
+            }
+        }
+    }
+
+    /// Drop a body that never ran (cancellation before the first slice).
+    ///
+    /// # Safety
+    /// The caller holds the run claim.
+    pub(crate) unsafe fn drop_fresh(&self) {
+        // SAFETY: caller holds the run claim.
+        let body = unsafe { &mut *self.0.get() };
+        if let Body::Fresh(_) = body {
+            *body = Body::Finished;
+        }
+    }
+
+    /// Give up on a started coroutine without unwinding it: its frames (and a
+    /// kernel signal frame, for a preempted task) are never run again and its
+    /// stack is never unmapped, since values on it may still be referenced.
+    ///
+    /// # Safety
+    /// The caller holds the run claim.
+    pub(crate) unsafe fn leak(&self) {
+        // SAFETY: caller holds the run claim.
+        let body = unsafe { &mut *self.0.get() };
+        if let Body::Started(coro) = std::mem::replace(body, Body::Finished) {
+            std::mem::forget(coro);
+        }
+    }
+}
+
+impl Drop for BodyCell {
+    fn drop(&mut self) {
+        // Dropping a suspended corosensei coroutine would force-unwind it on
+        // whatever thread drops the last reference, possibly through a signal
+        // frame. Tasks are finished, cancelled or explicitly leaked before
+        // their last reference goes; anything else is leaked here as well.
+        if let Body::Started(coro) = std::mem::replace(self.0.get_mut(), Body::Finished) {
+            if coro.done() {
+                drop(coro);
+            } else {
+                std::mem::forget(coro);
+            }
+        }
+    }
+}

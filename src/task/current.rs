@@ -1,0 +1,158 @@
+//! The task running on this thread, and the switch points a task calls.
+//!
+//! Every accessor here is `#[inline(never)]`: LLVM treats the address of a
+//! thread-local as constant within a function, so code that read a
+//! thread-local, switched out, and read it again after resuming on another
+//! worker could reuse the first thread's address. Keeping each access in its
+//! own non-inlined function forces a fresh lookup after every switch.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::coroutine::{Resume, Switch, TaskYielder};
+use super::{Task, TaskId, TaskStats};
+
+thread_local! {
+    static CURRENT: Cell<*const Task> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Payload used to unwind a task cancelled at shutdown. Resumed with
+/// `resume_unwind`, so the panic hook stays quiet.
+pub(crate) struct CancelUnwind;
+
+/// Install `task` as the one running on this thread (null to clear). The
+/// worker calls this around every resume and keeps the task's `Arc` alive for
+/// at least as long.
+#[inline(never)]
+pub(crate) fn set_current(task: *const Task) {
+    CURRENT.with(|c| c.set(task));
+}
+
+#[inline(never)]
+fn current_ptr() -> *const Task {
+    CURRENT.with(|c| c.get())
+}
+
+/// Run `f` with the task running on this thread, if any. `f` must not switch.
+#[inline(never)]
+pub(crate) fn with_current<R>(f: impl FnOnce(&Task) -> R) -> Option<R> {
+    let p = current_ptr();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null CURRENT was installed by the worker resuming this
+    // task, which holds an `Arc<Task>` until after it clears CURRENT again;
+    // `f` runs on this thread before any switch, so the task is alive.
+    Some(f(unsafe { &*p }))
+}
+
+/// A new strong reference to the running task.
+pub(crate) fn current_arc() -> Option<Arc<Task>> {
+    let p = current_ptr();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` came from `Arc::as_ptr` of an Arc the worker holds for the
+    // whole slice (see `set_current`), so the count is at least one here.
+    unsafe {
+        Arc::increment_strong_count(p);
+        Some(Arc::from_raw(p))
+    }
+}
+
+/// Whether this thread is running a task right now.
+pub(crate) fn in_task() -> bool {
+    !current_ptr().is_null()
+}
+
+/// Switch the running task out. Returns when a worker resumes it. If the
+/// runtime cancels the task meanwhile, unwinds it instead (destructors run).
+pub(crate) fn suspend(why: Switch) {
+    let Some((yielder, cancelled)) = with_current(|t| {
+        (
+            t.preempt.yielder.load(Ordering::Relaxed) as *const TaskYielder,
+            t.cancelled.load(Ordering::Acquire),
+        )
+    }) else {
+        panic!("kvant internal error: suspend outside a task");
+    };
+    if cancelled {
+        cancel_unwind();
+        return;
+    }
+    // SAFETY: the yielder lives on the running coroutine's stack for as long
+    // as the coroutine exists, and we are executing on that stack right now.
+    let resumed = unsafe { (*yielder).suspend(why) };
+    if resumed == Resume::Cancel {
+        cancel_unwind();
+    }
+}
+
+fn cancel_unwind() {
+    // Unwinding while already unwinding would abort; a destructor that blocks
+    // during cancellation just returns from its switch point instead.
+    if !std::thread::panicking() {
+        std::panic::resume_unwind(Box::new(CancelUnwind));
+    }
+}
+
+/// Give the worker to the next ready task; this task runs again after the
+/// tasks queued before it. Outside a runtime, yields the OS thread.
+pub fn yield_now() {
+    if in_task() {
+        suspend(Switch::Yield);
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// A handle to the running task, from [`current`].
+#[derive(Clone)]
+pub struct Current {
+    task: Arc<Task>,
+}
+
+impl Current {
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.task.id
+    }
+
+    /// The task's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.task.name.as_deref()
+    }
+
+    /// Its statistics so far (the current slice is counted once it ends).
+    pub fn stats(&self) -> TaskStats {
+        self.task.stats.snapshot()
+    }
+
+    /// Whether the task may be preempted.
+    pub fn is_preemptible(&self) -> bool {
+        self.task.preemptible
+    }
+}
+
+impl std::fmt::Debug for Current {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Current")
+            .field("id", &self.task.id)
+            .field("name", &self.task.name)
+            .finish()
+    }
+}
+
+/// The running task.
+///
+/// # Panics
+/// Outside a kvant task (use [`try_current`] to check).
+pub fn current() -> Current {
+    try_current().expect("kvant::current() called outside a kvant task")
+}
+
+/// The running task, or `None` on a thread that is not running one.
+pub fn try_current() -> Option<Current> {
+    current_arc().map(|task| Current { task })
+}

@@ -1,0 +1,208 @@
+//! Join handles: where a task's result waits for whoever wants it.
+//!
+//! The result slot (`Packet`) is shared between the task body, which fills
+//! it, the runtime, which fails it if the body can no longer run (cancelled,
+//! leaked, stack overflow), and the handle. Whichever completes first wins;
+//! later completions are ignored, so no path can leave a joiner waiting.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::park::{self, Unparker};
+use super::{Task, TaskId, TaskStats};
+use crate::error::{Failure, JoinError};
+
+/// The runtime's view of a task's result slot, erased over `T`.
+pub(crate) trait Completion: Send + Sync {
+    /// Fail the task unless it already produced a result.
+    fn fail(&self, failure: Failure);
+    /// Register a waiter to wake on completion. Returns false (and does not
+    /// register) if the task is already complete.
+    fn add_waiter(&self, w: Unparker) -> bool;
+    /// Whether the task has a result (value or error).
+    fn is_complete(&self) -> bool;
+    /// Whether the task ended by panicking.
+    fn is_panic(&self) -> bool;
+}
+
+pub(crate) struct Packet<T> {
+    done: AtomicBool,
+    inner: Mutex<PacketInner<T>>,
+    id: TaskId,
+    name: Option<Arc<str>>,
+}
+
+struct PacketInner<T> {
+    result: Option<Result<T, JoinError>>,
+    panicked: bool,
+    waiters: Vec<Unparker>,
+}
+
+impl<T> Packet<T> {
+    pub(crate) fn new(id: TaskId, name: Option<Arc<str>>) -> Self {
+        Packet {
+            done: AtomicBool::new(false),
+            inner: Mutex::new(PacketInner {
+                result: None,
+                panicked: false,
+                waiters: Vec::new(),
+            }),
+            id,
+            name,
+        }
+    }
+
+    pub(crate) fn complete(&self, r: Result<T, Failure>) {
+        let r = r.map_err(|f| JoinError::new(f, self.id, self.name.clone()));
+        let waiters = {
+            let mut inner = self.inner.lock();
+            if self.done.load(Ordering::Relaxed) {
+                return;
+            }
+            inner.panicked = matches!(&r, Err(e) if e.is_panic());
+            inner.result = Some(r);
+            self.done.store(true, Ordering::Release);
+            std::mem::take(&mut inner.waiters)
+        };
+        for w in waiters {
+            w.unpark();
+        }
+    }
+
+    fn take(&self) -> Result<T, JoinError> {
+        self.inner
+            .lock()
+            .result
+            .take()
+            .expect("kvant internal error: a task result was taken twice")
+    }
+}
+
+impl<T: Send> Completion for Packet<T> {
+    fn fail(&self, failure: Failure) {
+        self.complete(Err(failure));
+    }
+
+    fn add_waiter(&self, w: Unparker) -> bool {
+        let mut inner = self.inner.lock();
+        if self.done.load(Ordering::Relaxed) {
+            return false;
+        }
+        inner.waiters.push(w);
+        true
+    }
+
+    fn is_complete(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    fn is_panic(&self) -> bool {
+        self.is_complete() && self.inner.lock().panicked
+    }
+}
+
+/// An owned permission to wait for a task and take its result.
+///
+/// Dropping the handle detaches the task: it keeps running and its result is
+/// dropped when it finishes.
+pub struct JoinHandle<T> {
+    pub(crate) task: Arc<Task>,
+    pub(crate) packet: Arc<Packet<T>>,
+}
+
+impl<T: Send + 'static> JoinHandle<T> {
+    /// Wait for the task and return its value, or why it has none.
+    ///
+    /// Inside a task this parks only the calling green thread; outside it
+    /// blocks the calling OS thread.
+    pub fn join(self) -> Result<T, JoinError> {
+        self.wait_until(None);
+        self.packet.take()
+    }
+
+    /// Like [`join`](Self::join), but gives up after `timeout` and hands the
+    /// handle back so the caller can wait again or detach. The task keeps
+    /// running either way.
+    pub fn join_timeout(self, timeout: Duration) -> Result<Result<T, JoinError>, JoinHandle<T>> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.join_deadline(deadline),
+            None => Ok(self.join()),
+        }
+    }
+
+    /// Like [`join_timeout`](Self::join_timeout) with an absolute deadline.
+    pub fn join_deadline(self, deadline: Instant) -> Result<Result<T, JoinError>, JoinHandle<T>> {
+        if self.wait_until(Some(deadline)) {
+            Ok(self.packet.take())
+        } else {
+            Err(self)
+        }
+    }
+
+    /// Park until complete or the deadline passes; true if complete.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        if self.packet.is_complete() {
+            return true;
+        }
+        if park::current_task_is(&self.task) {
+            panic!("kvant: task {} tried to join itself, which would never return", self.task.id);
+        }
+        let me = park::current_unparker();
+        if !self.packet.add_waiter(me) {
+            return true;
+        }
+        loop {
+            if self.packet.is_complete() {
+                return true;
+            }
+            match deadline {
+                None => park::park(),
+                Some(d) => {
+                    if Instant::now() >= d {
+                        return self.packet.is_complete();
+                    }
+                    park::park_until(d);
+                }
+            }
+        }
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// Whether the task has finished (with a value or an error). Never blocks.
+    pub fn is_finished(&self) -> bool {
+        self.packet.done.load(Ordering::Acquire)
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.task.id
+    }
+
+    /// The task's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.task.name.as_deref()
+    }
+
+    /// Run time, slices and preemptions of the task so far.
+    pub fn stats(&self) -> TaskStats {
+        self.task.stats.snapshot()
+    }
+
+    pub(crate) fn completion(&self) -> &Arc<Task> {
+        &self.task
+    }
+}
+
+impl<T> std::fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("id", &self.task.id)
+            .field("name", &self.task.name)
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}

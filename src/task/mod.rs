@@ -1,0 +1,298 @@
+//! Tasks: green threads with their own stack, their scheduling state machine
+//! and the handle that joins them.
+//!
+//! # Scheduling states
+//!
+//! A task is in exactly one of: `QUEUED` (in one run queue), `RUNNING` (one
+//! worker resumed it), `IDLE` (parked; no queue holds it, a waker may), or
+//! `DONE`. The `NOTIFIED` bit is a wake-up token, exactly like
+//! `std::thread::park`'s: `unpark` on a queued or running task sets it, and the
+//! task's next `park` consumes it instead of sleeping. That single bit is why a
+//! wake-up that races with a task going to sleep is never lost: either the
+//! waker sees `IDLE` and queues the task, or the worker parking it sees the
+//! token and queues it again itself.
+
+pub(crate) mod builder;
+pub(crate) mod coroutine;
+pub(crate) mod current;
+pub(crate) mod join;
+pub(crate) mod local;
+pub(crate) mod park;
+pub(crate) mod stack;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::runtime::Shared;
+use coroutine::BodyCell;
+use join::Completion;
+
+pub use builder::Builder;
+pub use current::{Current, current, try_current, yield_now};
+pub use join::JoinHandle;
+pub use local::{AccessError, LocalKey};
+
+const IDLE: u8 = 0;
+const QUEUED: u8 = 1;
+const RUNNING: u8 = 2;
+const DONE: u8 = 3;
+const LIFECYCLE: u8 = 3;
+const NOTIFIED: u8 = 4;
+
+/// Unique identifier of a task within the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    fn next() -> TaskId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TaskId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id as a number (ids start at 1 and are never reused).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Per-task statistics, readable from the task's [`JoinHandle`] or
+/// [`Current`] while it runs and after it ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskStats {
+    /// Time the task spent running on a worker.
+    pub run_time: std::time::Duration,
+    /// Number of slices (times a worker resumed it).
+    pub slices: u64,
+    /// Slices that ended because the quantum expired.
+    pub preemptions: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct TaskCounters {
+    pub run_ticks: AtomicU64,
+    pub slices: AtomicU64,
+    pub preemptions: AtomicU64,
+}
+
+impl TaskCounters {
+    pub(crate) fn snapshot(&self) -> TaskStats {
+        TaskStats {
+            run_time: std::time::Duration::from_nanos(crate::clock::ticks_to_ns(
+                self.run_ticks.load(Ordering::Relaxed),
+            )),
+            slices: self.slices.load(Ordering::Relaxed),
+            preemptions: self.preemptions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// State the preemption signal handler reads and the task's own
+/// `preempt::disable` guards write. Lives in the task, not the worker, because
+/// it must follow the task when it migrates.
+#[derive(Default)]
+pub(crate) struct PreemptState {
+    /// Nesting depth of `preempt::disable()` guards alive in this task.
+    pub disabled: AtomicU32,
+    /// A preemption was requested while disabled; taken when the last guard drops.
+    pub pending: AtomicBool,
+    /// The task's last switch was a preemption (it is pinned unless migration is allowed).
+    pub preempted: AtomicBool,
+    /// Frame address of the task's entry frame: the frame walk stops there.
+    pub root_fp: AtomicUsize,
+    /// The corosensei yielder on the task's stack (valid once started).
+    pub yielder: AtomicUsize,
+    /// Usable bounds of the task's stack `[lo, hi)` (0 until started).
+    pub stack_lo: AtomicUsize,
+    pub stack_hi: AtomicUsize,
+}
+
+/// A green thread. Shared (`Arc`) between run queues, wakers and its handle.
+pub(crate) struct Task {
+    pub id: TaskId,
+    pub name: Option<Arc<str>>,
+    pub stack_size: usize,
+    pub preemptible: bool,
+    state: AtomicU8,
+    /// Set once shutdown decided to cancel this task; switch points unwind.
+    pub cancelled: AtomicBool,
+    pub shared: Arc<Shared>,
+    pub body: BodyCell,
+    pub completion: Arc<dyn Completion>,
+    pub preempt: PreemptState,
+    pub stats: TaskCounters,
+    pub locals: local::LocalMap,
+    /// Where the registry keeps this task (for shutdown accounting).
+    pub registry_slot: AtomicUsize,
+}
+
+impl Task {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        name: Option<Arc<str>>,
+        stack_size: usize,
+        preemptible: bool,
+        body: Box<dyn FnOnce() + Send + 'static>,
+        completion: Arc<dyn Completion>,
+        id: TaskId,
+    ) -> Arc<Task> {
+        Arc::new(Task {
+            id,
+            name,
+            stack_size,
+            preemptible,
+            state: AtomicU8::new(QUEUED),
+            cancelled: AtomicBool::new(false),
+            shared,
+            body: BodyCell::new(body),
+            completion,
+            preempt: PreemptState::default(),
+            stats: TaskCounters::default(),
+            locals: local::LocalMap::default(),
+            registry_slot: AtomicUsize::new(usize::MAX),
+        })
+    }
+
+    pub(crate) fn new_id() -> TaskId {
+        TaskId::next()
+    }
+
+    /// A worker popped this task from a run queue and is about to resume it.
+    /// Queue membership is exclusive (a task is pushed to a queue only by the
+    /// thread that moved it to `QUEUED`), so the returned claim is unique.
+    pub(crate) fn begin_run(&self) -> RunClaim<'_> {
+        let prev = self.state.fetch_add(RUNNING - QUEUED, Ordering::Acquire);
+        debug_assert_eq!(prev & LIFECYCLE, QUEUED, "task {} was not queued", self.id);
+        RunClaim {
+            task: self,
+            _thread_bound: std::marker::PhantomData,
+        }
+    }
+
+    /// After a `Yield` or `Preempted` switch: the task goes back to a queue.
+    pub(crate) fn requeue(&self) {
+        // RUNNING (2) -> QUEUED (1), keeping a pending token.
+        self.state.fetch_sub(RUNNING - QUEUED, Ordering::Release);
+    }
+
+    /// After a `Park` switch. Returns true if the task must be queued again
+    /// because a wake-up arrived while it was switching out (token consumed).
+    pub(crate) fn finish_park(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => false,
+            Err(s) => {
+                debug_assert_eq!(s, RUNNING | NOTIFIED);
+                self.state.store(QUEUED, Ordering::Release);
+                true
+            }
+        }
+    }
+
+    pub(crate) fn finish(&self) {
+        self.state.store(DONE, Ordering::Release);
+    }
+
+    /// Usable bounds of the task's stack (valid once started).
+    pub(crate) fn stack_bounds(&self) -> (usize, usize) {
+        (
+            self.preempt.stack_lo.load(Ordering::Relaxed),
+            self.preempt.stack_hi.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) & LIFECYCLE == DONE
+    }
+
+    /// Consume a wake-up token if one is pending (called by the task itself
+    /// before it suspends to park).
+    pub(crate) fn take_token(&self) -> bool {
+        self.state.fetch_and(!NOTIFIED, Ordering::AcqRel) & NOTIFIED != 0
+    }
+
+    /// Wake the task. Returns true if the caller must put it in a run queue.
+    pub(crate) fn notify(&self) -> bool {
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            if s & NOTIFIED != 0 || s & LIFECYCLE == DONE {
+                return false;
+            }
+            let (next, schedule) = if s & LIFECYCLE == IDLE {
+                (QUEUED, true)
+            } else {
+                (s | NOTIFIED, false)
+            };
+            match self
+                .state
+                .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return schedule,
+                Err(actual) => s = actual,
+            }
+        }
+    }
+
+    /// Shutdown: take a parked task out of `IDLE` so it can be cancelled.
+    pub(crate) fn claim_idle(&self) -> bool {
+        self.state
+            .compare_exchange(IDLE, QUEUED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// Proof that the holder is the one thread allowed to touch the task's body
+/// (it moved the task from `QUEUED` to `RUNNING`). Not `Send`: the claim ends
+/// with the slice, on the thread that took it.
+pub(crate) struct RunClaim<'a> {
+    task: &'a Task,
+    _thread_bound: std::marker::PhantomData<*const ()>,
+}
+
+impl RunClaim<'_> {
+    pub(crate) fn started(&self) -> bool {
+        // SAFETY: this claim is the unique run claim on the task.
+        unsafe { self.task.body.started() }
+    }
+
+    pub(crate) fn start(&self, stack: stack::Stack, entry: fn(&coroutine::TaskYielder, *const ()), arg: *const ()) {
+        let p = &self.task.preempt;
+        p.stack_lo.store(stack.bottom(), Ordering::Relaxed);
+        p.stack_hi.store(stack.top(), Ordering::Relaxed);
+        // SAFETY: this claim is the unique run claim on the task.
+        unsafe { self.task.body.start(stack, entry, arg) }
+    }
+
+    pub(crate) fn resume(&self, how: coroutine::Resume) -> coroutine::Ran {
+        // SAFETY: this claim is the unique run claim on the task.
+        unsafe { self.task.body.resume(how) }
+    }
+
+    pub(crate) fn drop_fresh(&self) {
+        // SAFETY: this claim is the unique run claim on the task.
+        unsafe { self.task.body.drop_fresh() }
+    }
+
+    pub(crate) fn leak(&self) {
+        // SAFETY: this claim is the unique run claim on the task.
+        unsafe { self.task.body.leak() }
+    }
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("state", &self.state.load(Ordering::Relaxed))
+            .finish()
+    }
+}

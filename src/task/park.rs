@@ -1,0 +1,86 @@
+//! Parking that works the same for green threads and OS threads.
+//!
+//! Every blocking primitive in kvant (join, sleep, locks, channels) is written
+//! once against this: register an [`Unparker`] for "me", re-check the
+//! condition, `park()`. Inside a task `park` switches the green thread out and
+//! the worker runs something else; on a plain thread it is `thread::park`.
+//! Both may wake spuriously, so callers loop on their condition.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Task;
+use super::coroutine::Switch;
+use super::current;
+
+/// Wakes one parked green thread or OS thread.
+#[derive(Clone, Debug)]
+pub(crate) enum Unparker {
+    /// A kvant task.
+    Task(Arc<Task>),
+    /// A plain OS thread.
+    Thread(std::thread::Thread),
+}
+
+impl Unparker {
+    /// Wake the target (or make its next park return at once).
+    pub(crate) fn unpark(&self) {
+        match self {
+            Unparker::Task(t) => {
+                if t.notify() {
+                    t.shared.schedule(t.clone());
+                }
+            }
+            Unparker::Thread(t) => t.unpark(),
+        }
+    }
+
+    /// Whether both wake the same green thread or OS thread.
+    pub(crate) fn same_as(&self, other: &Unparker) -> bool {
+        match (self, other) {
+            (Unparker::Task(a), Unparker::Task(b)) => Arc::ptr_eq(a, b),
+            (Unparker::Thread(a), Unparker::Thread(b)) => a.id() == b.id(),
+            _ => false,
+        }
+    }
+}
+
+/// An unparker for the caller: the running task, or this OS thread.
+pub(crate) fn current_unparker() -> Unparker {
+    match current::current_arc() {
+        Some(t) => Unparker::Task(t),
+        None => Unparker::Thread(std::thread::current()),
+    }
+}
+
+pub(crate) fn current_task_is(task: &Arc<Task>) -> bool {
+    current::with_current(|t| std::ptr::eq(t, Arc::as_ptr(task))).unwrap_or(false)
+}
+
+/// Block the caller until unparked (possibly spuriously).
+pub(crate) fn park() {
+    match current::with_current(|t| t.take_token()) {
+        Some(true) => {}
+        Some(false) => current::suspend(Switch::Park),
+        None => std::thread::park(),
+    }
+}
+
+/// Block the caller until unparked or `deadline` passes (possibly spuriously).
+pub(crate) fn park_until(deadline: Instant) {
+    let Some(task) = current::current_arc() else {
+        let now = Instant::now();
+        if deadline > now {
+            std::thread::park_timeout(deadline - now);
+        }
+        return;
+    };
+    if task.take_token() {
+        return;
+    }
+    let timers = task.shared.timers.clone();
+    let key = timers.insert(deadline, Unparker::Task(task.clone()));
+    drop(task);
+    current::suspend(Switch::Park);
+    timers.cancel(key);
+}
