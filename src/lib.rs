@@ -30,11 +30,13 @@
 
 #![warn(missing_docs)]
 
+pub mod channel;
 mod clock;
 mod error;
 pub mod metrics;
 pub mod preempt;
 mod runtime;
+pub mod sync;
 pub mod task;
 pub mod time;
 mod trace;

@@ -1,0 +1,1 @@
+//! Green-aware MPMC channels (work in progress).

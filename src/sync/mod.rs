@@ -1,0 +1,1 @@
+//! Green-aware synchronization primitives (work in progress).
