@@ -45,8 +45,11 @@ pub use error::{Error, JoinError};
 pub use metrics::{Metrics, WorkerMetrics};
 pub use runtime::{
     Builder, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS,
-    MIN_QUANTUM, MIN_STACK_SIZE, Runtime, ShutdownReport, spawn,
+    MIN_QUANTUM, MIN_STACK_SIZE, Runtime, ShutdownReport, spawn, spawn_blocking,
 };
-pub use task::{JoinHandle, TaskId, TaskStats, current, try_current, yield_now};
+pub use task::{
+    JoinHandle, TaskId, TaskStats, WaitFor, WaitResult, current, join, scope, try_current, wait,
+    yield_now,
+};
 pub use time::{sleep, sleep_until};
 pub use trace::Trace;

@@ -168,6 +168,13 @@ impl Idle {
         }
     }
 
+    /// Whether some worker is asleep or searching, i.e. new stealable work
+    /// would be picked up by a worker that has nothing else to do.
+    pub(crate) fn wants_work(&self) -> bool {
+        let s = self.state.load(Ordering::Relaxed);
+        searching(s) > 0 || unparked(s) < self.workers
+    }
+
     /// Number of workers currently asleep.
     pub(crate) fn sleeping(&self) -> usize {
         self.workers - unparked(self.state.load(Ordering::SeqCst))

@@ -1,6 +1,7 @@
 //! The runtime: a pool of worker threads, their queues, and the services the
 //! tasks share (stack pool, timer thread, preemption monitor).
 
+mod blocking;
 mod builder;
 mod context;
 mod idle;
@@ -22,6 +23,7 @@ pub use builder::{
     MIN_QUANTUM, MIN_STACK_SIZE,
 };
 pub(crate) use builder::Config;
+pub use blocking::spawn_blocking;
 pub use shutdown::ShutdownReport;
 
 use crate::error::{Error, Failure};
@@ -59,6 +61,7 @@ pub(crate) struct Shared {
     pub stacks: StackPool,
     pub registry: registry::Registry,
     pub timers: Arc<TimerDriver>,
+    pub blocking: Arc<blocking::BlockingPool>,
     pub monitor: Mutex<Option<Monitor>>,
     pub trace: Option<TraceBuffers>,
     /// No new tasks from outside the runtime.
@@ -163,7 +166,10 @@ impl Shared {
             self.spawned_external.add(1);
         }
         self.schedule(task.clone());
-        Ok(JoinHandle { task, packet })
+        Ok(JoinHandle {
+            task: Some(task),
+            packet,
+        })
     }
 
     /// A task is finished for good.
@@ -271,6 +277,7 @@ impl Runtime {
             stacks: StackPool::new(stack_size, 1024.max(n * 64)),
             registry: registry::Registry::new(),
             timers,
+            blocking: blocking::BlockingPool::new(config.blocking_threads, &config.name),
             monitor: Mutex::new(None),
             trace: config.trace.then(|| TraceBuffers::new(n)),
             closed: AtomicBool::new(false),
@@ -362,6 +369,21 @@ impl Runtime {
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => panic!("kvant: block_on: {e}"),
         }
+    }
+
+    /// Run blocking work on the runtime's pool of OS threads (see
+    /// [`spawn_blocking`]).
+    ///
+    /// # Panics
+    /// After shutdown.
+    pub fn spawn_blocking<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.shared
+            .spawn_blocking(f)
+            .unwrap_or_else(|e| panic!("kvant: Runtime::spawn_blocking failed: {e}"))
     }
 
     /// A snapshot of the scheduler's counters.

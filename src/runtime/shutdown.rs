@@ -111,6 +111,7 @@ impl Runtime {
             shared.registry.remove(&t);
             shared.task_done();
         }
+        shared.blocking.stop(Instant::now() + STOP_GRACE);
         shared.timers.stop();
         report.cancelled = shared.report.cancelled.load(Ordering::Relaxed);
         report.leaked = shared.report.leaked.load(Ordering::Relaxed);

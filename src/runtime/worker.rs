@@ -190,6 +190,14 @@ impl WorkerCtx {
             return;
         }
         let claim = task.begin_run();
+        if !claim.started() && task.abandoned.load(Ordering::Acquire) {
+            // Its closure only checks a flag and returns: skip the stack.
+            claim.drop_fresh();
+            drop(claim);
+            task.completion.fail(Failure::Cancelled);
+            self.retire(&task);
+            return;
+        }
         if !claim.started() {
             match self.take_stack(task.stack_size) {
                 Ok(stack) => claim.start(stack, task_entry, Arc::as_ptr(&task).cast()),
@@ -335,7 +343,6 @@ impl WorkerCtx {
             }
             // Nothing anywhere: announce sleep, look once more, then sleep.
             idle.prepare_sleep(self.index, searching);
-            searching = false;
             if self.work_anywhere() || shared.stopping.load(Ordering::Acquire) {
                 idle.cancel_sleep(self.index);
                 searching = true;

@@ -26,6 +26,8 @@ pub(crate) trait Completion: Send + Sync {
     fn is_complete(&self) -> bool;
     /// Whether the task ended by panicking.
     fn is_panic(&self) -> bool;
+    /// Forget a waiter registered with `add_waiter` (a timed-out wait).
+    fn remove_waiter(&self, w: &Unparker);
 }
 
 pub(crate) struct Packet<T> {
@@ -102,6 +104,10 @@ impl<T: Send> Completion for Packet<T> {
     fn is_panic(&self) -> bool {
         self.is_complete() && self.inner.lock().panicked
     }
+
+    fn remove_waiter(&self, w: &Unparker) {
+        self.inner.lock().waiters.retain(|x| !x.same_as(w));
+    }
 }
 
 /// An owned permission to wait for a task and take its result.
@@ -109,7 +115,8 @@ impl<T: Send> Completion for Packet<T> {
 /// Dropping the handle detaches the task: it keeps running and its result is
 /// dropped when it finishes.
 pub struct JoinHandle<T> {
-    pub(crate) task: Arc<Task>,
+    /// The green thread, or `None` for work run by `spawn_blocking`.
+    pub(crate) task: Option<Arc<Task>>,
     pub(crate) packet: Arc<Packet<T>>,
 }
 
@@ -147,31 +154,24 @@ impl<T: Send + 'static> JoinHandle<T> {
         if self.packet.is_complete() {
             return true;
         }
-        if park::current_task_is(&self.task) {
-            panic!("kvant: task {} tried to join itself, which would never return", self.task.id);
-        }
-        let me = park::current_unparker();
-        if !self.packet.add_waiter(me) {
-            return true;
-        }
-        loop {
-            if self.packet.is_complete() {
-                return true;
-            }
-            match deadline {
-                None => park::park(),
-                Some(d) => {
-                    if Instant::now() >= d {
-                        return self.packet.is_complete();
-                    }
-                    park::park_until(d);
-                }
+        if let Some(task) = &self.task {
+            if park::current_task_is(task) {
+                panic!("kvant: task {} tried to join itself, which would never return", task.id);
             }
         }
+        wait_complete(&*self.packet, deadline)
     }
 }
 
 impl<T> JoinHandle<T> {
+    /// The work was done elsewhere; if the task has not started, it finishes
+    /// without running (and without taking a stack).
+    pub(crate) fn abandon(&self) {
+        if let Some(t) = &self.task {
+            t.abandoned.store(true, Ordering::Release);
+        }
+    }
+
     /// Whether the task has finished (with a value or an error). Never blocks.
     pub fn is_finished(&self) -> bool {
         self.packet.done.load(Ordering::Acquire)
@@ -179,29 +179,62 @@ impl<T> JoinHandle<T> {
 
     /// The task's id.
     pub fn id(&self) -> TaskId {
-        self.task.id
+        self.packet.id
     }
 
     /// The task's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.task.name.as_deref()
+        self.packet.name.as_deref()
     }
 
-    /// Run time, slices and preemptions of the task so far.
+    /// Run time, slices and preemptions of the task so far (all zero for
+    /// `spawn_blocking` work, which runs on an OS thread).
     pub fn stats(&self) -> TaskStats {
-        self.task.stats.snapshot()
+        self.task
+            .as_ref()
+            .map(|t| t.stats.snapshot())
+            .unwrap_or_default()
     }
 
-    pub(crate) fn completion(&self) -> &Arc<Task> {
-        &self.task
+    pub(crate) fn completion(&self) -> &dyn Completion
+    where
+        T: Send,
+    {
+        &*self.packet
+    }
+}
+
+/// Park until `c` completes or `deadline` passes; true if complete.
+pub(crate) fn wait_complete(c: &dyn Completion, deadline: Option<Instant>) -> bool {
+    if c.is_complete() {
+        return true;
+    }
+    let me = park::current_unparker();
+    if !c.add_waiter(me.clone()) {
+        return true;
+    }
+    loop {
+        if c.is_complete() {
+            return true;
+        }
+        match deadline {
+            None => park::park(),
+            Some(d) => {
+                if Instant::now() >= d {
+                    c.remove_waiter(&me);
+                    return c.is_complete();
+                }
+                park::park_until(d);
+            }
+        }
     }
 }
 
 impl<T> std::fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JoinHandle")
-            .field("id", &self.task.id)
-            .field("name", &self.task.name)
+            .field("id", &self.packet.id)
+            .field("name", &self.packet.name)
             .field("finished", &self.is_finished())
             .finish()
     }

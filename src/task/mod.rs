@@ -15,10 +15,13 @@
 pub(crate) mod builder;
 pub(crate) mod coroutine;
 pub(crate) mod current;
+mod fork;
 pub(crate) mod join;
 pub(crate) mod local;
 pub(crate) mod park;
+mod scope;
 pub(crate) mod stack;
+mod wait;
 
 use std::fmt;
 use std::sync::Arc;
@@ -29,9 +32,12 @@ use coroutine::BodyCell;
 use join::Completion;
 
 pub use builder::Builder;
+pub use fork::join;
+pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use current::{Current, current, try_current, yield_now};
 pub use join::JoinHandle;
 pub use local::{AccessError, LocalKey};
+pub use wait::{WaitFor, WaitResult, wait};
 
 const IDLE: u8 = 0;
 const QUEUED: u8 = 1;
@@ -122,6 +128,9 @@ pub(crate) struct Task {
     state: AtomicU8,
     /// Set once shutdown decided to cancel this task; switch points unwind.
     pub cancelled: AtomicBool,
+    /// Its work was done elsewhere (a `join` half run inline): if it has not
+    /// started, finish it without giving it a stack.
+    pub abandoned: AtomicBool,
     pub shared: Arc<Shared>,
     pub body: BodyCell,
     pub completion: Arc<dyn Completion>,
@@ -149,6 +158,7 @@ impl Task {
             preemptible,
             state: AtomicU8::new(QUEUED),
             cancelled: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             shared,
             body: BodyCell::new(body),
             completion,

@@ -1,0 +1,152 @@
+//! Scoped tasks: spawn green threads that borrow from the caller's stack,
+//! like `std::thread::scope`. The scope does not return before every task
+//! spawned in it has finished, which is what makes the borrows sound.
+
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+
+use super::join::{Completion, wait_complete};
+use super::{Builder, JoinHandle, TaskId};
+use crate::error::JoinError;
+use crate::runtime::{Runtime, Shared};
+
+/// A scope to spawn borrowing tasks in; see [`scope`].
+pub struct Scope<'scope, 'env: 'scope> {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<(Arc<dyn Completion>, Arc<AtomicBool>)>>,
+    scope: PhantomData<&'scope mut &'scope ()>,
+    env: PhantomData<&'env mut &'env ()>,
+}
+
+/// Handle to a task spawned in a [`Scope`].
+pub struct ScopedJoinHandle<'scope, T> {
+    inner: JoinHandle<T>,
+    joined: Arc<AtomicBool>,
+    _scope: PhantomData<&'scope ()>,
+}
+
+impl<'scope, 'env> Scope<'scope, 'env> {
+    /// Spawn a task that may borrow anything that outlives the scope.
+    ///
+    /// # Panics
+    /// If the runtime is shut down.
+    pub fn spawn<F, T>(&'scope self, f: F) -> ScopedJoinHandle<'scope, T>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'static,
+    {
+        let f: Box<dyn FnOnce() -> T + Send + 'scope> = Box::new(f);
+        // SAFETY: the scope waits for every task it spawned to complete
+        // before `scope()` returns or unwinds, so borrows of lifetime 'scope
+        // are not used after they end (a task leaked by shutdown never runs again).
+        let f: Box<dyn FnOnce() -> T + Send + 'static> = unsafe { std::mem::transmute(f) };
+        let inner = self
+            .shared
+            .spawn(&Builder::new(), f)
+            .unwrap_or_else(|e| panic!("kvant: Scope::spawn failed: {e}"));
+        let joined = Arc::new(AtomicBool::new(false));
+        self.tasks
+            .lock()
+            .push((inner.packet.clone(), joined.clone()));
+        ScopedJoinHandle {
+            inner,
+            joined,
+            _scope: PhantomData,
+        }
+    }
+}
+
+impl<T: Send + 'static> ScopedJoinHandle<'_, T> {
+    /// Wait for the task (parks only the green thread inside a task).
+    pub fn join(self) -> Result<T, JoinError> {
+        self.joined.store(true, Ordering::Relaxed);
+        self.inner.join()
+    }
+
+    /// Whether the task has finished.
+    pub fn is_finished(&self) -> bool {
+        self.inner.is_finished()
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.inner.id()
+    }
+}
+
+/// Spawn borrowing tasks on the current runtime; returns when all finished.
+///
+/// ```
+/// let rt = kvant::Runtime::builder().workers(2).build().unwrap();
+/// let total = rt.block_on(|| {
+///     let data = vec![1u64, 2, 3, 4];
+///     let (left, right) = data.split_at(2);
+///     kvant::scope(|s| {
+///         let a = s.spawn(|| left.iter().sum::<u64>());
+///         let b = s.spawn(|| right.iter().sum::<u64>());
+///         a.join().unwrap() + b.join().unwrap()
+///     })
+/// });
+/// assert_eq!(total, 10);
+/// ```
+///
+/// # Panics
+/// Outside a kvant runtime (use [`Runtime::scope`] from a plain thread), and
+/// after all tasks finished if any of them panicked without being joined.
+pub fn scope<'env, F, R>(f: F) -> R
+where
+    F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
+{
+    let shared = Shared::current().unwrap_or_else(|| {
+        panic!("kvant::scope called outside a kvant runtime; use Runtime::scope")
+    });
+    scope_on(shared, f)
+}
+
+impl Runtime {
+    /// Like [`scope`], spawning on this runtime from any thread.
+    pub fn scope<'env, F, R>(&self, f: F) -> R
+    where
+        F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
+    {
+        scope_on(self.shared.clone(), f)
+    }
+}
+
+fn scope_on<'env, F, R>(shared: Arc<Shared>, f: F) -> R
+where
+    F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
+{
+    let scope = Scope {
+        shared,
+        tasks: Mutex::new(Vec::new()),
+        scope: PhantomData,
+        env: PhantomData,
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| f(&scope)));
+    // Tasks may spawn more tasks into the scope while we wait: drain until stable.
+    let mut unjoined_panic = false;
+    let mut seen = 0;
+    loop {
+        let batch: Vec<_> = scope.tasks.lock()[seen..].to_vec();
+        if batch.is_empty() {
+            break;
+        }
+        seen += batch.len();
+        for (c, joined) in &batch {
+            wait_complete(&**c, None);
+            if c.is_panic() && !joined.load(Ordering::Relaxed) {
+                unjoined_panic = true;
+            }
+        }
+    }
+    match result {
+        Err(p) => resume_unwind(p),
+        Ok(_) if unjoined_panic => panic!("a scoped kvant task panicked"),
+        Ok(r) => r,
+    }
+}

@@ -1,0 +1,103 @@
+//! Waiting on several tasks with a deadline (Python's `asyncio.wait`).
+//!
+//! A program stays responsive by never waiting unboundedly on work it does not
+//! control: wait for the first result, or for all of them, or for the first
+//! failure, but give up at a deadline and decide what to do with the tasks
+//! still pending (they keep running; their handles stay valid).
+
+use std::time::{Duration, Instant};
+
+use super::JoinHandle;
+use super::join::Completion;
+use super::park::{self, Unparker};
+
+/// When [`wait`] returns (besides the timeout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitFor {
+    /// As soon as any task finished (with a value or an error).
+    FirstCompleted,
+    /// When every task finished.
+    AllCompleted,
+    /// As soon as any task panicked, or when every task finished.
+    FirstPanic,
+}
+
+/// Which handles finished and which are still running, by index into the
+/// slice passed to [`wait`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WaitResult {
+    /// Indices of finished tasks, ascending.
+    pub done: Vec<usize>,
+    /// Indices of tasks still running, ascending.
+    pub pending: Vec<usize>,
+}
+
+impl WaitResult {
+    /// True if nothing is pending.
+    pub fn all_done(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// Wait until the `how` condition holds for `handles` or `timeout` passes
+/// (`None`: no timeout). Pending tasks keep running. Inside a task only the
+/// green thread parks; outside, the OS thread blocks.
+///
+/// ```
+/// use std::time::Duration;
+/// use kvant::task::{WaitFor, wait};
+///
+/// let rt = kvant::Runtime::builder().workers(2).build().unwrap();
+/// let fast = rt.spawn(|| 1);
+/// let slow = rt.spawn(|| {
+///     kvant::sleep(Duration::from_secs(5));
+///     2
+/// });
+/// let handles = [fast, slow];
+/// let r = wait(&handles, Some(Duration::from_millis(500)), WaitFor::AllCompleted);
+/// assert_eq!(r.done, vec![0]);
+/// assert_eq!(r.pending, vec![1]);
+/// ```
+pub fn wait<T: Send + 'static>(
+    handles: &[JoinHandle<T>],
+    timeout: Option<Duration>,
+    how: WaitFor,
+) -> WaitResult {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let parts: Vec<&dyn Completion> = handles.iter().map(|h| h.completion()).collect();
+    wait_on(&parts, deadline, how)
+}
+
+fn satisfied(parts: &[&dyn Completion], how: WaitFor) -> bool {
+    match how {
+        WaitFor::FirstCompleted => parts.is_empty() || parts.iter().any(|c| c.is_complete()),
+        WaitFor::AllCompleted => parts.iter().all(|c| c.is_complete()),
+        WaitFor::FirstPanic => {
+            parts.iter().all(|c| c.is_complete()) || parts.iter().any(|c| c.is_panic())
+        }
+    }
+}
+
+fn wait_on(parts: &[&dyn Completion], deadline: Option<Instant>, how: WaitFor) -> WaitResult {
+    if !satisfied(parts, how) {
+        let me: Unparker = park::current_unparker();
+        let registered: Vec<&dyn Completion> = parts
+            .iter()
+            .copied()
+            .filter(|c| c.add_waiter(me.clone()))
+            .collect();
+        while !satisfied(parts, how) {
+            match deadline {
+                None => park::park(),
+                Some(d) if Instant::now() < d => park::park_until(d),
+                Some(_) => break,
+            }
+        }
+        for c in registered {
+            c.remove_waiter(&me);
+        }
+    }
+    let (done, pending): (Vec<usize>, Vec<usize>) =
+        (0..parts.len()).partition(|&i| parts[i].is_complete());
+    WaitResult { done, pending }
+}
