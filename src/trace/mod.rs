@@ -1,26 +1,365 @@
-//! Optional slice recording (`Builder::trace(true)`).
+//! Optional slice recording (`Builder::trace(true)`): see the scheduler.
+//!
+//! Every time a worker resumes a task, the task runs until it yields, blocks,
+//! is preempted or finishes: one *slice*. With tracing on, the worker appends
+//! each slice to its own bounded ring buffer right after the switch. Only that
+//! worker writes its buffer, so its mutex is uncontended except while a
+//! snapshot copies it; the cost is a lock, a clock-free copy of four words and
+//! an `Arc` clone of the name, and nothing at all when tracing is off.
+//!
+//! A [`Trace`] is a snapshot converted to time since the runtime started. It
+//! renders as an ASCII timeline for a terminal ([`Trace::ascii_timeline`]) or
+//! as a Chrome trace for Perfetto / `chrome://tracing`
+//! ([`Trace::write_chrome_json`]).
+
+mod ascii;
+mod chrome;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use crate::runtime::Shared;
-use crate::task::Task;
-use crate::task::coroutine::Ran;
+use crate::task::coroutine::{Ran, Switch};
+use crate::task::{Task, TaskId};
+
+/// Slices kept per worker; older ones are dropped (and counted) first, so a
+/// long run keeps its most recent history in bounded memory (~3 MiB/worker).
+pub(crate) const SLICES_PER_WORKER: usize = 1 << 16;
+
+/// One slice as recorded, in raw clock ticks.
+#[derive(Clone)]
+struct RawSlice {
+    task: TaskId,
+    name: Option<Arc<str>>,
+    start: u64,
+    end: u64,
+    end_reason: SliceEnd,
+}
+
+#[derive(Default)]
+struct Ring {
+    slices: VecDeque<RawSlice>,
+    dropped: u64,
+}
+
+/// One worker's buffer, on its own cache lines so that workers recording at
+/// the same time do not bounce a shared line.
+#[repr(align(128))]
+#[derive(Default)]
+struct WorkerRing(Mutex<Ring>);
 
 /// Per-worker slice buffers.
 pub(crate) struct TraceBuffers {
-    _workers: usize,
+    rings: Box<[WorkerRing]>,
+    capacity: usize,
 }
 
 impl TraceBuffers {
     pub(crate) fn new(workers: usize) -> Self {
-        TraceBuffers { _workers: workers }
+        Self::with_capacity(workers, SLICES_PER_WORKER)
     }
 
-    pub(crate) fn record(&self, _worker: usize, _task: &Task, _start: u64, _end: u64, _ran: &Ran) {}
+    fn with_capacity(workers: usize, capacity: usize) -> Self {
+        TraceBuffers {
+            rings: (0..workers).map(|_| WorkerRing::default()).collect(),
+            capacity: capacity.max(1),
+        }
+    }
 
-    pub(crate) fn snapshot(&self, _shared: &Shared) -> Trace {
-        Trace {}
+    /// Record a slice of `task` that worker `worker` ran from `start` to `end` (ticks).
+    pub(crate) fn record(&self, worker: usize, task: &Task, start: u64, end: u64, ran: &Ran) {
+        let end_reason = match ran {
+            Ran::Switched(Switch::Yield) => SliceEnd::Yield,
+            Ran::Switched(Switch::Preempted) => SliceEnd::Preempted,
+            Ran::Switched(Switch::Park) => SliceEnd::Blocked,
+            Ran::Finished(_) => SliceEnd::Done,
+        };
+        self.push(
+            worker,
+            RawSlice {
+                task: task.id,
+                name: task.name.clone(),
+                start,
+                end,
+                end_reason,
+            },
+        );
+    }
+
+    fn push(&self, worker: usize, slice: RawSlice) {
+        let Some(ring) = self.rings.get(worker) else {
+            return;
+        };
+        let mut ring = ring.0.lock();
+        if ring.slices.len() >= self.capacity {
+            ring.slices.pop_front();
+            ring.dropped += 1;
+        }
+        ring.slices.push_back(slice);
+    }
+
+    pub(crate) fn snapshot(&self, shared: &Shared) -> Trace {
+        let epoch = shared.epoch_ticks.load(Ordering::Relaxed);
+        self.snapshot_at(epoch, crate::clock::ticks_to_ns)
+    }
+
+    /// Copy every ring, converting ticks to time since `epoch` with `to_ns`.
+    fn snapshot_at(&self, epoch: u64, to_ns: impl Fn(u64) -> u64) -> Trace {
+        // A TSC read on another core may be a hair earlier than the epoch:
+        // clamp instead of letting the subtraction wrap to centuries.
+        let since = |t: u64| {
+            let d = t.wrapping_sub(epoch);
+            Duration::from_nanos(if (d as i64) < 0 { 0 } else { to_ns(d) })
+        };
+        let mut slices = Vec::new();
+        let mut dropped = 0;
+        for (worker, ring) in self.rings.iter().enumerate() {
+            let ring = ring.0.lock();
+            dropped += ring.dropped;
+            slices.extend(ring.slices.iter().map(|s| {
+                let start = since(s.start);
+                Slice {
+                    worker,
+                    task: s.task,
+                    name: s.name.clone(),
+                    start,
+                    end: since(s.end).max(start),
+                    end_reason: s.end_reason,
+                }
+            }));
+        }
+        Trace::new(slices, self.rings.len(), dropped)
     }
 }
 
-/// Recorded slices of every worker.
+/// Why a slice ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SliceEnd {
+    /// The task called `yield_now`.
+    Yield,
+    /// The quantum expired and the task was preempted.
+    Preempted,
+    /// The task blocked (sleep, join, lock, channel) until something wakes it.
+    Blocked,
+    /// The task returned (or panicked): its last slice.
+    Done,
+}
+
+impl SliceEnd {
+    /// A lower-case word for the reason (`"yield"`, `"preempted"`, `"blocked"`, `"done"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SliceEnd::Yield => "yield",
+            SliceEnd::Preempted => "preempted",
+            SliceEnd::Blocked => "blocked",
+            SliceEnd::Done => "done",
+        }
+    }
+}
+
+impl fmt::Display for SliceEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One uninterrupted run of a task on a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// Index of the worker that ran it.
+    pub worker: usize,
+    /// The task.
+    pub task: TaskId,
+    /// The task's name, if it was spawned with one.
+    pub name: Option<Arc<str>>,
+    /// When the worker resumed the task, since the runtime started.
+    pub start: Duration,
+    /// When the task switched out, since the runtime started.
+    pub end: Duration,
+    /// Why it switched out.
+    pub end_reason: SliceEnd,
+}
+
+impl Slice {
+    /// `end - start`.
+    pub fn duration(&self) -> Duration {
+        self.end - self.start
+    }
+
+    /// The task's name, or its id (`#7`) if it has none: the label traces show.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => n.to_string(),
+            None => self.task.to_string(),
+        }
+    }
+}
+
+/// What one task did in a trace, from [`Trace::tasks`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskSummary {
+    /// The task.
+    pub task: TaskId,
+    /// Its name, if any.
+    pub name: Option<Arc<str>>,
+    /// Slices recorded.
+    pub slices: u64,
+    /// Total time over those slices.
+    pub run_time: Duration,
+    /// Slices ended by preemption.
+    pub preempted: u64,
+    /// Slices ended by `yield_now`.
+    pub yields: u64,
+    /// Slices ended by blocking.
+    pub blocked: u64,
+    /// Whether its last slice (`Done`) is in the trace.
+    pub done: bool,
+    /// Start of its first recorded slice.
+    pub first_start: Duration,
+    /// End of its last recorded slice.
+    pub last_end: Duration,
+}
+
+/// Recorded slices of every worker, from [`Runtime::trace`](crate::Runtime::trace).
+///
+/// ```
+/// let rt = kvant::Runtime::builder().workers(1).trace(true).build().unwrap();
+/// rt.spawn(|| kvant::yield_now()).join().unwrap();
+/// let trace = rt.trace().unwrap();
+/// assert_eq!(trace.slices().len(), 2); // yield, then done
+/// println!("{}", trace.ascii_timeline(80));
+/// let json: String = trace.to_chrome_json(); // open in https://ui.perfetto.dev
+/// assert!(json.contains("traceEvents"));
+/// ```
 #[derive(Clone, Debug)]
-pub struct Trace {}
+pub struct Trace {
+    /// Sorted by start time (then worker).
+    slices: Vec<Slice>,
+    workers: usize,
+    dropped: u64,
+    /// The time range the trace covers (and the timeline renders).
+    from: Duration,
+    to: Duration,
+}
+
+impl Trace {
+    fn new(mut slices: Vec<Slice>, workers: usize, dropped: u64) -> Trace {
+        slices.sort_by_key(|s| (s.start, s.worker));
+        let from = slices.iter().map(|s| s.start).min().unwrap_or_default();
+        let to = slices.iter().map(|s| s.end).max().unwrap_or_default();
+        Trace {
+            slices,
+            workers,
+            dropped,
+            from,
+            to,
+        }
+    }
+
+    /// Every recorded slice, sorted by start time.
+    pub fn slices(&self) -> &[Slice] {
+        &self.slices
+    }
+
+    /// Slices that were recorded but dropped because a worker's buffer was
+    /// full (the oldest go first; the buffer keeps the most recent 65536
+    /// slices per worker).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Number of workers of the runtime (timeline rows).
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The time range covered: from the first slice's start to the last
+    /// slice's end, or the range given to [`Trace::window`].
+    pub fn span(&self) -> (Duration, Duration) {
+        (self.from, self.to)
+    }
+
+    /// The part of the trace between `from` and `to` (times since the
+    /// runtime started): the slices that overlap it, unclipped, and a span of
+    /// exactly `from..to`, so that the timeline zooms in on that range.
+    pub fn window(&self, from: Duration, to: Duration) -> Trace {
+        let to = to.max(from);
+        Trace {
+            slices: self
+                .slices
+                .iter()
+                .filter(|s| s.start < to && (s.end > from || s.start >= from))
+                .cloned()
+                .collect(),
+            workers: self.workers,
+            dropped: self.dropped,
+            from,
+            to,
+        }
+    }
+
+    /// Per-task totals, ordered by each task's first slice.
+    pub fn tasks(&self) -> Vec<TaskSummary> {
+        let mut index: HashMap<TaskId, usize> = HashMap::new();
+        let mut out: Vec<TaskSummary> = Vec::new();
+        for s in &self.slices {
+            let i = *index.entry(s.task).or_insert_with(|| {
+                out.push(TaskSummary {
+                    task: s.task,
+                    name: s.name.clone(),
+                    slices: 0,
+                    run_time: Duration::ZERO,
+                    preempted: 0,
+                    yields: 0,
+                    blocked: 0,
+                    done: false,
+                    first_start: s.start,
+                    last_end: s.end,
+                });
+                out.len() - 1
+            });
+            let t = &mut out[i];
+            t.slices += 1;
+            t.run_time += s.duration();
+            t.last_end = t.last_end.max(s.end);
+            match s.end_reason {
+                SliceEnd::Yield => t.yields += 1,
+                SliceEnd::Preempted => t.preempted += 1,
+                SliceEnd::Blocked => t.blocked += 1,
+                SliceEnd::Done => t.done = true,
+            }
+        }
+        out
+    }
+
+    /// The trace in Chrome's trace event format: one track per worker, one
+    /// complete (`"X"`) event per slice. Open it in <https://ui.perfetto.dev>
+    /// or `chrome://tracing`.
+    pub fn to_chrome_json(&self) -> String {
+        chrome::to_value(self).to_string()
+    }
+
+    /// Write [`Trace::to_chrome_json`] to `path`.
+    pub fn write_chrome_json(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+        serde_json::to_writer(&mut w, &chrome::to_value(self))?;
+        w.flush()
+    }
+
+    /// A text picture of the trace, at most `width` columns wide: one row
+    /// per worker, one character per time bucket naming the task that ran
+    /// most of that bucket (`.` = idle), a row of `^` under buckets that
+    /// contain a preemption, a time axis and a legend.
+    pub fn ascii_timeline(&self, width: usize) -> String {
+        ascii::render(self, width)
+    }
+}
+
+#[cfg(test)]
+mod tests;
