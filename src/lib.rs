@@ -39,7 +39,7 @@ mod runtime;
 pub mod sync;
 pub mod task;
 pub mod time;
-mod trace;
+pub mod trace;
 
 pub use error::{Error, JoinError};
 pub use metrics::{Metrics, WorkerMetrics};
