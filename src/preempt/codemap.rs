@@ -1,8 +1,752 @@
-// TEMPORARY STUB (to be replaced by the real codemap module)
-pub(crate) struct CodeMap;
+//! Code-address classification for the preemption signal handler.
+//!
+//! Tasks are preempted from a `SIGURG` handler that switches stacks. That is
+//! only sound at a *safe point*: if the interrupted thread is inside the
+//! allocator, holds a `std`/`parking_lot` lock, is formatting into a locked
+//! `Stdout`, unwinding, or running kvant's own scheduler code, switching to
+//! another task on the same OS thread can deadlock or corrupt state. The
+//! handler therefore checks the interrupted PC *and* every return address
+//! found by walking the frame-pointer chain up to the task's root frame: the
+//! PC alone is not enough, because user code called back from e.g.
+//! `core::fmt::write` while `Stdout`'s lock is held is itself "safe" code.
+//!
+//! Symbol names are only available at startup, so [`CodeMap::load`] reads the
+//! symbol table of `/proc/self/exe` once (allocation allowed) and records two
+//! immutable sorted tables of half-open address ranges: the main executable's
+//! executable segments (anything outside them, e.g. libc or the vDSO, is
+//! deferred) and the functions whose paths are on the deny list below. The
+//! per-address queries ([`CodeMap::in_main_text`], [`CodeMap::is_denied`],
+//! [`CodeMap::must_defer`]) run inside the signal handler, so they must be
+//! async-signal-safe: they only binary-search immutable slices, with no
+//! allocation, locks, syscalls or panicking indexing.
+//!
+//! Building must be cheap even in unoptimized test binaries, where
+//! `rustc_demangle` costs ~10 µs per symbol. Deny decisions therefore come from
+//! a small structural parser of legacy (`_ZN`) and v0 (`_R`) mangled names that
+//! only extracts the leading path components (and the `Self`/trait paths of
+//! `<T as Trait>` impls); unparseable names fall back to `rustc_demangle`.
+
+use std::ffi::CStr;
+use std::fmt::Write as _;
+use std::os::unix::fs::FileExt as _;
+use std::sync::OnceLock;
+
+use object::elf::{
+    FileHeader64, SHN_UNDEF, SHT_DYNSYM, SHT_SYMTAB, STT_FUNC, STT_GNU_IFUNC, Sym64,
+};
+use object::read::elf::{FileHeader, SectionHeader, Sym};
+use object::{Endianness, ReadCache, SectionIndex};
+
+/// Denied paths as (crate, modules): functions under `crate::module` (or
+/// anywhere in `crate` when `modules` is empty) are unsafe to preempt.
+/// `core::alloc` catches user `GlobalAlloc` impls via their trait path.
+/// `kvant` is the whole runtime: the caller stops the frame walk at the task's
+/// root frame, so task-entry frames are never looked up.
+#[rustfmt::skip]
+const DENY_PATHS: &[(&str, &[&str])] = &[
+    ("std", &["io", "sync", "thread", "alloc", "panicking", "panic", "sys", "sys_common", "fmt",
+              "rt", "backtrace", "backtrace_rs", "env", "fs", "net", "process", "os", "time"]),
+    ("core", &["fmt", "alloc"]),
+    ("alloc", &["fmt", "alloc", "raw_vec"]),
+    ("parking_lot", &[]), ("parking_lot_core", &[]), ("lock_api", &[]), ("crossbeam_epoch", &[]),
+    ("crossbeam_deque", &[]), ("crossbeam_utils", &[]), ("corosensei", &[]), ("kvant", &[]),
+];
+/// Raw (non-Rust) symbol names denied exactly.
+#[rustfmt::skip]
+const DENY_EXACT: &[&str] = &[
+    "malloc", "free", "calloc", "realloc", "memalign", "posix_memalign", "aligned_alloc",
+    "rust_begin_unwind", "rust_panic",
+];
+/// Raw name prefixes: allocator shims, static libc pieces, unwinder, C++ ABI.
+#[rustfmt::skip]
+const DENY_RAW_PREFIXES: &[&str] = &[
+    "__rust_", "__rdl_", "__rg_", "__libc", "pthread_", "__pthread", "_dl_", "__GI_",
+    "_Unwind_", "__cxa_",
+];
+
+/// Immutable map of the main executable's code, built once at startup.
+pub(crate) struct CodeMap {
+    /// Executable `PT_LOAD` segments of the main program, sorted, half-open.
+    text: Box<[(usize, usize)]>,
+    /// Denied function ranges: sorted, merged, disjoint, half-open.
+    denied: Box<[(usize, usize)]>,
+    /// Load bias of the main program (0 for non-PIE).
+    bias: usize,
+    has_symbols: bool,
+}
+
+static GLOBAL: OnceLock<CodeMap> = OnceLock::new();
+
+/// True if sorted, disjoint, half-open `ranges` contain `addr`. Signal-safe.
+#[inline]
+fn ranges_contain(ranges: &[(usize, usize)], addr: usize) -> bool {
+    let idx = ranges.partition_point(|&(start, _)| start <= addr);
+    match idx.checked_sub(1).and_then(|i| ranges.get(i)) {
+        Some(&(_, end)) => addr < end,
+        None => false,
+    }
+}
+
+/// Deny rule for a demangled (`{:#}`) path, looking through `&`, `*const`,
+/// `[`, `dyn` and into `<Self as Trait>` / `<Self>` (either side denies).
+fn path_denied(path: &str, depth: u32) -> bool {
+    let mut path = path;
+    loop {
+        let stripped = match path.as_bytes().first() {
+            Some(b'&' | b'[') => &path[1..],
+            Some(b'\'') => path.split_once(' ').map_or("", |(_, rest)| rest),
+            Some(b'*' | b'm' | b'd') => ["*const ", "*mut ", "mut ", "dyn "]
+                .iter()
+                .find_map(|p| path.strip_prefix(p))
+                .unwrap_or(path),
+            _ => path,
+        };
+        if stripped.len() == path.len() {
+            break;
+        }
+        path = stripped;
+    }
+    let Some(inner) = path.strip_prefix('<') else {
+        let end = |s: &str| {
+            s.bytes()
+                .position(|b| b == b':' || b == b'<')
+                .unwrap_or(s.len())
+        };
+        let krate = &path[..end(path)];
+        let rest = path[krate.len()..].strip_prefix("::").unwrap_or("");
+        return head_denied(krate.as_bytes(), Some(&rest.as_bytes()[..end(rest)]));
+    };
+    let (mut level, mut split, mut end) = (0u32, None, inner.len());
+    for (i, b) in inner.bytes().enumerate() {
+        match b {
+            b'<' | b'(' | b'[' => level += 1,
+            b'>' if i > 0 && inner.as_bytes()[i - 1] == b'-' => {} // `fn() -> T`
+            b'>' if level == 0 => {
+                end = i;
+                break;
+            }
+            b'>' | b')' | b']' => level = level.saturating_sub(1),
+            b' ' if level == 0 && split.is_none() && inner[i..].starts_with(" as ") => {
+                split = Some(i)
+            }
+            _ => {}
+        }
+    }
+    let (self_ty, tr) = match split {
+        Some(i) => (&inner[..i], &inner[i + 4..end]),
+        None => (&inner[..end], ""),
+    };
+    depth < 16 && (path_denied(self_ty, depth + 1) || path_denied(tr, depth + 1))
+}
+
+/// Deny decision for one symbol from its raw (mangled) name.
+fn symbol_denied(raw: &str, buf: &mut String) -> bool {
+    let fast = match (raw.strip_prefix("_ZN"), raw.strip_prefix("_R")) {
+        (Some(legacy), _) => legacy_denied(legacy, buf),
+        (_, Some(v0)) => V0::new(v0).path().map(Head::denied),
+        _ => {
+            return DENY_EXACT.contains(&raw)
+                || DENY_RAW_PREFIXES.iter().any(|p| raw.starts_with(p))
+                || path_denied(raw, 0);
+        }
+    };
+    fast.unwrap_or_else(|| {
+        buf.clear();
+        let _ = write!(buf, "{:#}", rustc_demangle::demangle(raw));
+        path_denied(buf, 0)
+    })
+}
+
+/// Legacy-mangling `$..$` escapes (besides `$uXX$` hex code points).
+const LEGACY_ESCAPES: [(&str, char); 8] = [
+    ("SP", '@'),
+    ("BP", '*'),
+    ("RF", '&'),
+    ("LT", '<'),
+    ("GT", '>'),
+    ("LP", '('),
+    ("RP", ')'),
+    ("C", ','),
+];
+
+/// Legacy mangling: decode the first (at most two) path elements into `buf`.
+fn legacy_denied(mut s: &str, buf: &mut String) -> Option<bool> {
+    buf.clear();
+    for n in 0..2 {
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || buf.starts_with('<') {
+            break;
+        }
+        let len: usize = s.get(..digits)?.parse().ok()?;
+        let ident = s.get(digits..digits.checked_add(len)?)?;
+        s = s.get(digits + len..)?;
+        buf.push_str(if n > 0 { "::" } else { "" });
+        let mut rest = ident
+            .strip_prefix('_')
+            .filter(|r| r.starts_with('$'))
+            .unwrap_or(ident);
+        while let Some(i) = rest.bytes().position(|b| b == b'$' || b == b'.') {
+            buf.push_str(&rest[..i]);
+            rest = &rest[i..];
+            if let Some(r) = rest.strip_prefix('.') {
+                let dots = r.starts_with('.');
+                buf.push_str(if dots { "::" } else { "." });
+                rest = if dots { &r[1..] } else { r };
+                continue;
+            }
+            let Some((esc, after)) = rest[1..].split_once('$') else {
+                break;
+            };
+            let hex = esc
+                .strip_prefix('u')
+                .filter(|h| h.bytes().all(|b| b"0123456789abcdef".contains(&b)));
+            let c = LEGACY_ESCAPES
+                .iter()
+                .find(|e| e.0 == esc)
+                .map(|e| e.1)
+                .or_else(|| {
+                    let c = char::from_u32(u32::from_str_radix(hex?, 16).ok()?)?;
+                    (!c.is_control()).then_some(c)
+                });
+            let Some(c) = c else { break };
+            buf.push(c);
+            rest = after;
+        }
+        buf.push_str(rest);
+    }
+    Some(path_denied(buf, 0))
+}
+
+/// Leading path of a v0 path/type: crate and first child, or a decision.
+#[derive(Clone, Copy)]
+enum Head<'a> {
+    Path(&'a [u8], Option<&'a [u8]>),
+    Done(bool),
+}
+
+impl Head<'_> {
+    fn denied(self) -> bool {
+        match self {
+            Head::Path(krate, child) => head_denied(krate, child),
+            Head::Done(denied) => denied,
+        }
+    }
+}
+
+/// Deny rule for a path starting `krate::child` (see [`DENY_PATHS`]).
+fn head_denied(krate: &[u8], child: Option<&[u8]>) -> bool {
+    match DENY_PATHS.iter().find(|(c, _)| c.as_bytes() == krate) {
+        Some((_, [])) => true,
+        Some((_, modules)) => child.is_some_and(|m| modules.iter().any(|x| x.as_bytes() == m)),
+        None => false,
+    }
+}
+
+/// Minimal v0 (`_R`) parser following `rustc_demangle`'s grammar. It only
+/// extracts heads; parts that cannot affect them (generic arguments, impl
+/// paths, consts, fn signatures) are skipped without following backrefs.
+struct V0<'a> {
+    s: &'a [u8],
+    pos: usize,
+    depth: u32,
+    skipping: bool,
+}
+
+type Parsed<'a> = Option<Head<'a>>;
+const NONE: Head<'static> = Head::Done(false);
+
+impl<'a> V0<'a> {
+    fn new(mangled: &'a str) -> Self {
+        V0 {
+            s: mangled.as_bytes(),
+            pos: 0,
+            depth: 0,
+            skipping: false,
+        }
+    }
+    fn next(&mut self) -> Option<u8> {
+        let b = *self.s.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+    fn eat(&mut self, b: u8) -> bool {
+        let hit = self.s.get(self.pos) == Some(&b);
+        self.pos += usize::from(hit);
+        hit
+    }
+    fn int62(&mut self) -> Option<usize> {
+        let mut x = 0usize;
+        if self.eat(b'_') {
+            return Some(0);
+        }
+        loop {
+            let d = match self.next()? {
+                d @ b'0'..=b'9' => d - b'0',
+                d @ b'a'..=b'z' => d - b'a' + 10,
+                d @ b'A'..=b'Z' => d - b'A' + 36,
+                b'_' => return x.checked_add(1),
+                _ => return None,
+            };
+            x = x.checked_mul(62)?.checked_add(usize::from(d))?;
+        }
+    }
+    fn opt_int62(&mut self, tag: u8) -> Option<usize> {
+        if self.eat(tag) {
+            self.int62()?.checked_add(1)
+        } else {
+            Some(0)
+        }
+    }
+    fn ident(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'u');
+        let (start, mut len) = (self.pos, 0usize);
+        while let Some(&d @ b'0'..=b'9') = self.s.get(self.pos) {
+            self.pos += 1;
+            len = len.checked_mul(10)?.checked_add(usize::from(d - b'0'))?;
+            if len == 0 {
+                break;
+            }
+        }
+        if self.pos == start {
+            return None;
+        }
+        self.eat(b'_');
+        let ident = self.s.get(self.pos..self.pos.checked_add(len)?)?;
+        self.pos += len;
+        Some(ident)
+    }
+    fn hex(&mut self) -> Parsed<'a> {
+        while !self.eat(b'_') {
+            self.next()
+                .filter(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))?;
+        }
+        Some(NONE)
+    }
+    /// Runs `f` one level deeper (bounded), optionally in skipping mode.
+    fn nest(&mut self, skip: bool, f: impl FnOnce(&mut Self) -> Parsed<'a>) -> Parsed<'a> {
+        if self.depth >= 200 {
+            return None;
+        }
+        let saved = self.skipping;
+        (self.depth, self.skipping) = (self.depth + 1, saved || skip);
+        let r = f(self);
+        (self.depth, self.skipping) = (self.depth - 1, saved);
+        r
+    }
+    fn skip_until_e(&mut self, f: fn(&mut Self) -> Parsed<'a>) -> Parsed<'a> {
+        while !self.eat(b'E') {
+            self.nest(true, f)?;
+        }
+        Some(NONE)
+    }
+    fn backref(&mut self, f: fn(&mut Self) -> Parsed<'a>) -> Parsed<'a> {
+        let at = self.pos.checked_sub(1)?;
+        let target = self.int62().filter(|&t| t < at)?;
+        if self.skipping {
+            return Some(NONE);
+        }
+        let saved = std::mem::replace(&mut self.pos, target);
+        let r = self.nest(false, f);
+        self.pos = saved;
+        r
+    }
+    fn generic_arg(&mut self) -> Parsed<'a> {
+        match self.next()? {
+            b'L' => self.int62().map(|_| NONE),
+            b'K' => self.konst(),
+            _ => {
+                self.pos -= 1;
+                self.ty()
+            }
+        }
+    }
+    fn path(&mut self) -> Parsed<'a> {
+        self.nest(false, |p| match p.next()? {
+            b'C' => Some(Head::Path(p.opt_int62(b's').and_then(|_| p.ident())?, None)),
+            b'N' => {
+                let ns = p.next().filter(u8::is_ascii_alphabetic)?;
+                let inner = p.path()?;
+                let id = p.opt_int62(b's').and_then(|_| p.ident())?;
+                Some(match inner {
+                    Head::Path(c, None) if ns.is_ascii_uppercase() => Head::Path(c, Some(b"{")),
+                    Head::Path(c, None) if !id.is_empty() => Head::Path(c, Some(id)),
+                    head => head,
+                })
+            }
+            tag @ (b'M' | b'X' | b'Y') => {
+                if tag != b'Y' {
+                    p.opt_int62(b's')?;
+                    p.nest(true, Self::path)?;
+                }
+                let self_ty = p.ty()?.denied();
+                Some(Head::Done(self_ty | (tag != b'M' && p.path()?.denied())))
+            }
+            b'I' => p
+                .path()
+                .filter(|_| p.skip_until_e(Self::generic_arg).is_some()),
+            b'B' => p.backref(Self::path),
+            _ => None,
+        })
+    }
+    fn ty(&mut self) -> Parsed<'a> {
+        self.eat(b'w');
+        let tag = self.next()?;
+        if b"bceuaslxnihtmyojfdzpv".contains(&tag) {
+            return Some(NONE);
+        }
+        self.nest(false, |p| match tag {
+            b'R' | b'Q' => p.opt_int62(b'L').and_then(|_| p.ty()),
+            b'P' | b'O' | b'S' => p.ty(),
+            b'A' => p.ty().filter(|_| p.konst().is_some()),
+            b'T' => p.skip_until_e(Self::ty),
+            b'F' => {
+                p.opt_int62(b'G')?;
+                p.eat(b'U');
+                if p.eat(b'K') && !p.eat(b'C') {
+                    p.ident()?;
+                }
+                p.skip_until_e(Self::ty)?;
+                p.nest(true, Self::ty).map(|_| NONE)
+            }
+            b'D' => {
+                let binder = p.opt_int62(b'G')?;
+                let mut first = None;
+                while !p.eat(b'E') {
+                    let head = p.nest(first.is_some() || binder > 0, Self::path)?;
+                    first = first.or(Some(head));
+                    while p.eat(b'p') {
+                        p.ident()?;
+                        p.nest(true, Self::generic_arg)?;
+                    }
+                }
+                if !p.eat(b'L') {
+                    return None;
+                }
+                p.int62()?;
+                Some(first.filter(|_| binder == 0).unwrap_or(NONE))
+            }
+            b'B' => p.backref(Self::ty),
+            b'W' => None, // Pattern types: left to rustc_demangle.
+            _ => {
+                p.pos -= 1;
+                p.path()
+            }
+        })
+    }
+    fn konst(&mut self) -> Parsed<'a> {
+        self.nest(true, |p| match p.next()? {
+            b'p' => Some(NONE),
+            b'h' | b't' | b'm' | b'y' | b'o' | b'j' | b'b' | b'c' | b'e' => p.hex(),
+            b'a' | b's' | b'l' | b'x' | b'n' | b'i' => {
+                p.eat(b'n');
+                p.hex()
+            }
+            b'R' if p.eat(b'e') => p.hex(),
+            b'R' | b'Q' => p.konst(),
+            b'A' | b'T' => p.skip_until_e(Self::konst),
+            b'V' => {
+                p.path()?;
+                match p.next()? {
+                    b'U' => Some(NONE),
+                    b'T' => p.skip_until_e(Self::konst),
+                    b'S' => p.skip_until_e(|p| {
+                        p.opt_int62(b's')?;
+                        p.ident()?;
+                        p.konst()
+                    }),
+                    _ => None,
+                }
+            }
+            b'B' => p.backref(Self::konst),
+            _ => None,
+        })
+    }
+}
+
+/// Calls `f(link_address, size, raw_name)` for every defined function symbol
+/// of the ELF file at `path` (`.symtab`, else `.dynsym`); false if none. Only
+/// the headers and the symbol/string tables are read, never the debug info.
+fn for_each_function(path: &str, mut f: impl FnMut(u64, u64, &str)) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    // `vec![0; n]` is a calloc; `ReadCache` would zero-fill byte by byte,
+    // which dominates the build time of unoptimized binaries.
+    let file_len = file.metadata().map_or(0, |m| m.len());
+    let read = |(offset, len): (u64, u64)| {
+        let mut buf = vec![0u8; usize::try_from(len).ok().filter(|_| len <= file_len)?];
+        file.read_exact_at(&mut buf, offset).ok().map(|()| buf)
+    };
+    let cache = ReadCache::new(&file);
+    let mut found = false;
+    let _ = (|| -> Option<()> {
+        let header = FileHeader64::<Endianness>::parse(&cache).ok()?;
+        let endian = header.endian().ok()?;
+        let sections = header.sections(endian, &cache).ok()?;
+        for kind in [SHT_SYMTAB, SHT_DYNSYM] {
+            let Some(table) = sections.iter().find(|s| s.sh_type(endian) == kind) else {
+                continue;
+            };
+            let link = SectionIndex(table.sh_link(endian) as usize);
+            let symbols = read(table.file_range(endian)?)?;
+            let strings = read(sections.section(link).ok()?.file_range(endian)?)?;
+            for sym in object::pod::slice_from_all_bytes::<Sym64<Endianness>>(&symbols).ok()? {
+                let size = sym.st_size(endian);
+                let func = matches!(sym.st_type(), STT_FUNC | STT_GNU_IFUNC);
+                if !func || size == 0 || sym.st_shndx(endian) == SHN_UNDEF {
+                    continue;
+                }
+                let name = strings.get(sym.st_name(endian) as usize..);
+                let name = name.and_then(|n| CStr::from_bytes_until_nul(n).ok()?.to_str().ok());
+                if let Some(name) = name {
+                    found = true;
+                    f(sym.st_value(endian), size, name);
+                }
+            }
+            if found {
+                break;
+            }
+        }
+        Some(())
+    })();
+    found
+}
+
+/// Relocate a link-time symbol range by `bias`; `None` on overflow.
+fn runtime_range(bias: usize, addr: u64, size: u64) -> Option<(usize, usize)> {
+    let start = bias.checked_add(usize::try_from(addr).ok()?)?;
+    Some((start, start.checked_add(usize::try_from(size).ok()?)?))
+}
+
+/// Load bias and executable `PT_LOAD` ranges of the main program.
+fn main_program_text() -> (usize, Vec<(usize, usize)>) {
+    unsafe extern "C" fn first_object(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `&mut (usize, Vec<_>)` passed to `dl_iterate_phdr`
+        // below, exclusively borrowed for that synchronous call; `info` is a
+        // valid entry supplied by the loader for the duration of this callback.
+        let ((bias, text), info) = unsafe { (&mut *data.cast::<(usize, Vec<_>)>(), &*info) };
+        *bias = info.dlpi_addr as usize;
+        let phdrs: &[libc::Elf64_Phdr] = match info.dlpi_phdr.is_null() {
+            true => &[],
+            // SAFETY: the loader guarantees `dlpi_phdr` points to `dlpi_phnum`
+            // program headers that stay mapped while the object is loaded.
+            false => unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) },
+        };
+        for ph in phdrs
+            .iter()
+            .filter(|ph| ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0)
+        {
+            text.extend(runtime_range(*bias, ph.p_vaddr, ph.p_memsz));
+        }
+        1 // glibc reports the main program first; stop after it.
+    }
+    let mut out: (usize, Vec<(usize, usize)>) = (0, Vec::new());
+    // SAFETY: `first_object` has the required signature and only dereferences
+    // `data` as the tuple we pass, which outlives the (synchronous) call.
+    unsafe { libc::dl_iterate_phdr(Some(first_object), (&raw mut out).cast()) };
+    out.1.sort_unstable();
+    out
+}
+
 impl CodeMap {
-    pub(crate) fn global() -> &'static CodeMap { static M: CodeMap = CodeMap; &M }
-    pub(crate) fn must_defer(&self, _a: usize) -> bool { false }
-    pub(crate) fn is_denied(&self, _a: usize) -> bool { false }
-    pub(crate) fn has_symbols(&self) -> bool { false }
+    /// Build from the running executable. Never panics; on any failure returns
+    /// a map with `has_symbols() == false` (text ranges are still valid).
+    pub(crate) fn load() -> CodeMap {
+        let (bias, text) = main_program_text();
+        let (mut denied, mut buf) = (Vec::new(), String::new());
+        let has_symbols = for_each_function("/proc/self/exe", |addr, size, name| {
+            if symbol_denied(name, &mut buf) {
+                denied.extend(runtime_range(bias, addr, size));
+            }
+        });
+        denied.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(denied.len());
+        for (start, end) in denied {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        CodeMap {
+            text: text.into(),
+            denied: merged.into(),
+            bias,
+            has_symbols,
+        }
+    }
+
+    /// The process-wide instance, built on first call. Call it before the
+    /// signal handler is installed; the handler itself should use [`CodeMap::get`].
+    pub(crate) fn global() -> &'static CodeMap {
+        GLOBAL.get_or_init(CodeMap::load)
+    }
+
+    /// The process-wide instance if already built. Async-signal-safe (one
+    /// atomic load; never initializes).
+    #[allow(dead_code)]
+    #[inline]
+    pub(crate) fn get() -> Option<&'static CodeMap> {
+        GLOBAL.get()
+    }
+
+    /// True if `addr` is in an executable `PT_LOAD` segment of the main program.
+    #[inline]
+    pub(crate) fn in_main_text(&self, addr: usize) -> bool {
+        ranges_contain(&self.text, addr)
+    }
+
+    /// True if `addr` is inside a denied (runtime/std/allocator) function.
+    #[inline]
+    pub(crate) fn is_denied(&self, addr: usize) -> bool {
+        ranges_contain(&self.denied, addr)
+    }
+
+    /// `!in_main_text(addr) || is_denied(addr)`.
+    #[inline]
+    pub(crate) fn must_defer(&self, addr: usize) -> bool {
+        !self.in_main_text(addr) || self.is_denied(addr)
+    }
+
+    /// Whether function symbols were found (if not, `is_denied` is always false).
+    #[allow(dead_code)]
+    #[inline]
+    pub(crate) fn has_symbols(&self) -> bool {
+        self.has_symbols
+    }
+
+    /// Number of merged denied ranges (diagnostics).
+    #[allow(dead_code)]
+    pub(crate) fn denied_ranges(&self) -> usize {
+        self.denied.len()
+    }
+
+    /// Demangled name of the innermost function containing `addr`. NOT
+    /// signal-safe: re-reads the symbol table on every call (names are not kept
+    /// resident); for tests and diagnostics only.
+    #[allow(dead_code)]
+    pub(crate) fn symbol_name(&self, addr: usize) -> Option<String> {
+        let mut best: Option<(u64, String)> = None;
+        for_each_function("/proc/self/exe", |a, size, raw| {
+            let hit = runtime_range(self.bias, a, size).is_some_and(|(s, e)| s <= addr && addr < e);
+            if hit && best.as_ref().is_none_or(|b| size < b.0) {
+                best = Some((size, format!("{:#}", rustc_demangle::demangle(raw))));
+            }
+        });
+        best.map(|b| b.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn codemap_probe_fn(x: usize) -> usize {
+        std::hint::black_box(x).wrapping_mul(31)
+    }
+
+    fn slow_denied(raw: &str) -> bool {
+        let name = format!("{:#}", rustc_demangle::demangle(raw));
+        DENY_EXACT.contains(&raw)
+            || DENY_RAW_PREFIXES.iter().any(|p| raw.starts_with(p))
+            || path_denied(&name, 0)
+    }
+
+    #[test]
+    fn bias_and_text() {
+        let map = CodeMap::global();
+        assert!(map.has_symbols(), "test binaries are not stripped");
+        let probe = codemap_probe_fn as fn(usize) -> usize as usize;
+        let name = map.symbol_name(probe).expect("probe symbol");
+        assert!(name.contains("codemap_probe_fn"), "{name}");
+        let load = CodeMap::load as fn() -> CodeMap as usize;
+        let name = map.symbol_name(load).expect("load symbol");
+        assert!(name.contains("CodeMap") && name.contains("load"), "{name}");
+        assert!(map.in_main_text(probe) && map.in_main_text(load));
+        let malloc = libc::malloc as unsafe extern "C" fn(usize) -> *mut libc::c_void as usize;
+        // Statically linked libc lives in main text, but is denied by name.
+        let static_libc = cfg!(target_feature = "crt-static");
+        assert_eq!(map.in_main_text(malloc), static_libc);
+        assert!(map.must_defer(malloc));
+    }
+
+    #[test]
+    fn denied_functions() {
+        let map = CodeMap::global();
+        assert!(map.denied_ranges() > 0);
+        // A function pointer forces an out-of-line instance of the std fn.
+        let stdout = std::io::stdout as fn() -> std::io::Stdout as usize;
+        assert!(map.is_denied(stdout) && map.must_defer(stdout));
+        // Negative case: some `core::` (non-fmt/alloc) function in main text.
+        let mut allowed = None;
+        for_each_function("/proc/self/exe", |a, size, raw| {
+            let name = format!("{:#}", rustc_demangle::demangle(raw));
+            if allowed.is_none() && name.starts_with("core::") && !slow_denied(raw) {
+                allowed = runtime_range(map.bias, a, size);
+            }
+        });
+        if let Some((start, end)) = allowed {
+            // Identical-code-folded aliases of denied symbols may overlap it.
+            assert!(map.in_main_text(start) && (start..end).any(|a| !map.is_denied(a)));
+        }
+    }
+
+    #[test]
+    fn fast_classifier_matches_rustc_demangle() {
+        let (mut buf, mut mismatches, mut n) = (String::new(), Vec::new(), 0);
+        for_each_function("/proc/self/exe", |_, _, raw| {
+            n += 1;
+            if symbol_denied(raw, &mut buf) != slow_denied(raw) && mismatches.len() < 5 {
+                mismatches.push(raw.to_owned());
+            }
+        });
+        assert!(n > 0 && mismatches.is_empty(), "{mismatches:?}");
+    }
+
+    #[test]
+    fn deny_rules() {
+        let yes = [
+            "std::io::stdio::_print",
+            "<std::io::stdio::Stdout as std::io::Write>::write_fmt",
+            "<alloc::raw_vec::RawVec<T,A>>::grow_one",
+            "<&mut std::io::stdio::StdoutLock as core::ops::Drop>::drop",
+            "<&'a [std::fs::File] as user::T>::f",
+            "<user::A as core::alloc::global::GlobalAlloc>::alloc",
+            "<<std::io::Foo as user::T>::X as user::U>::f",
+            "kvant::sched::run",
+            "std::sys_common::x",
+        ];
+        let no = [
+            "std::iox::f",
+            "<alloc::vec::Vec<T> as core::ops::drop::Drop>::drop",
+            "<user::Foo<std::io::Error> as user::Bar>::f",
+            "core::slice::sort::stable::drift::sort",
+            "kvantx::f",
+            "user::main::{{closure}}",
+        ];
+        assert!(yes.iter().all(|n| path_denied(n, 0)) && !no.iter().any(|n| path_denied(n, 0)));
+        let mut buf = String::new();
+        for raw in [
+            "malloc",
+            "__rust_alloc",
+            "__rdl_alloc",
+            "_Unwind_Resume",
+            "pthread_mutex_lock",
+        ] {
+            assert!(symbol_denied(raw, &mut buf), "{raw}");
+        }
+        assert!(!symbol_denied("mallocx", &mut buf) && !symbol_denied("memcpy", &mut buf));
+    }
+
+    #[test]
+    fn range_lookup_edges() {
+        let r = [(10, 20), (30, 40)];
+        let hits: Vec<usize> = (0..50).filter(|&a| ranges_contain(&r, a)).collect();
+        assert_eq!(hits, (10..20).chain(30..40).collect::<Vec<_>>());
+        assert!(!ranges_contain(&[], 5) && !ranges_contain(&r, usize::MAX));
+    }
 }

@@ -27,6 +27,8 @@ mod codemap;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod monitor;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod overflow;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod safepoint;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod signal;
@@ -108,6 +110,12 @@ impl Monitor {
     }
     pub(crate) fn stop(&self) {}
     pub(crate) fn kick(&self) {}
+}
+
+/// Process-wide signal setup every runtime needs (the stack-overflow handler).
+pub(crate) fn init_process() {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    overflow::install();
 }
 
 /// Make the calling worker thread preemptible through `slot`.

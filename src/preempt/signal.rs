@@ -43,6 +43,14 @@ pub(super) fn enter_worker(slot: &WorkerSlot) {
     SLOT.with(|s| s.set(slot as *const WorkerSlot));
 }
 
+/// The slot of the worker running on this thread (signal-safe).
+pub(super) fn current_slot() -> Option<&'static WorkerSlot> {
+    let p = SLOT.with(|s| s.get());
+    // SAFETY: SLOT points into the runtime's worker table, which outlives the
+    // worker thread (cleared by exit_worker before the thread ends).
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
 pub(super) fn exit_worker() {
     SLOT.with(|s| s.set(std::ptr::null()));
 }
@@ -126,13 +134,9 @@ extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mut
 
 #[inline(never)]
 fn preempt_here(uc: *mut libc::c_void) {
-    let slot = SLOT.with(|s| s.get());
-    if slot.is_null() {
+    let Some(slot) = current_slot() else {
         return;
-    }
-    // SAFETY: SLOT points into the runtime's worker table, which outlives
-    // the worker thread (cleared by exit_worker before the thread ends).
-    let slot = unsafe { &*slot };
+    };
     let start = slot.slice_start.load(Ordering::Acquire);
     if start == 0 || start != slot.target.load(Ordering::Relaxed) {
         return; // not in a preemptible slice, or a stale request

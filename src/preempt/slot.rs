@@ -36,19 +36,24 @@ impl WorkerSlot {
         self.thread.store(me, Ordering::Relaxed);
     }
 
-    /// A preemptible slice of `task` on the stack `[lo, hi)` starts now.
+    /// A slice of `task` on the stack `[lo, hi)` starts now; `preemptible`
+    /// says whether the monitor may cut it short. The task and stack are
+    /// recorded either way: the stack-overflow handler needs them too.
     #[inline]
-    pub(crate) fn begin(&self, task: &Task, lo: usize, hi: usize, now: u64) {
+    pub(crate) fn begin(&self, task: &Task, lo: usize, hi: usize, now: u64, preemptible: bool) {
         self.task.store(task as *const Task as usize, Ordering::Relaxed);
         self.stack_lo.store(lo, Ordering::Relaxed);
         self.stack_hi.store(hi, Ordering::Relaxed);
-        // Published last: the handler trusts the fields above once it sees it.
-        self.slice_start.store(now.max(1), Ordering::Release);
+        if preemptible {
+            // Published last: the handler trusts the fields above once it sees it.
+            self.slice_start.store(now.max(1), Ordering::Release);
+        }
     }
 
-    /// The slice ended (or the task is not preemptible).
+    /// The slice ended.
     #[inline]
     pub(crate) fn end(&self) {
         self.slice_start.store(0, Ordering::Relaxed);
+        self.task.store(0, Ordering::Relaxed);
     }
 }

@@ -263,6 +263,7 @@ impl Runtime {
 
     pub(crate) fn start(config: Config) -> Result<Runtime, Error> {
         crate::clock::init();
+        crate::preempt::init_process();
         let n = config.workers;
         let locals: Vec<Worker<Arc<Task>>> = (0..n).map(|_| Worker::new_fifo()).collect();
         let stealers = locals.iter().map(Worker::stealer).collect();

@@ -214,10 +214,8 @@ impl WorkerCtx {
         current::set_current(Arc::as_ptr(&task));
         let slot = &shared.workers[self.index].slot;
         let start = clock::ticks();
-        if shared.preemptive && task.preemptible {
-            let (lo, hi) = task.stack_bounds();
-            slot.begin(&task, lo, hi, start);
-        }
+        let (lo, hi) = task.stack_bounds();
+        slot.begin(&task, lo, hi, start, shared.preemptive && task.preemptible);
         let ran = claim.resume(Resume::Run);
         slot.end();
         let end = clock::ticks();
@@ -257,6 +255,15 @@ impl WorkerCtx {
                 if task.finish_park() || shared.cancelling.load(Ordering::Acquire) && task.claim_idle() {
                     self.local.push(task);
                 }
+            }
+            Ran::Finished(stack) if task.overflowed.load(Ordering::Acquire) => {
+                // The overflow handler discarded the task's frames; whatever
+                // they pointed to is gone with them. Never reuse this stack.
+                self.shared.stacks.leak(stack);
+                task.completion.fail(Failure::StackOverflow {
+                    stack_size: task.stack_size,
+                });
+                self.retire(&task);
             }
             Ran::Finished(stack) => {
                 self.give_stack(stack);

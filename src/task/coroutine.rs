@@ -82,10 +82,15 @@ impl BodyCell {
     ///
     /// # Safety
     /// The caller holds the run claim.
-    pub(crate) unsafe fn start(&self, stack: Stack, entry: fn(&TaskYielder, *const ()), arg: *const ()) {
+    pub(crate) unsafe fn start(
+        &self,
+        stack: Stack,
+        entry: fn(&TaskYielder, *const ()),
+        arg: *const (),
+    ) -> Option<corosensei::trap::CoroutineTrapHandler<()>> {
         // SAFETY: caller holds the run claim.
         let body = unsafe { &mut *self.0.get() };
-        let Body::Fresh(_) = body else { return };
+        let Body::Fresh(_) = body else { return None };
         let Body::Fresh(f) = std::mem::replace(body, Body::Finished) else {
             unreachable!()
         };
@@ -98,6 +103,10 @@ impl BodyCell {
                 f();
             }
         }));
+        match body {
+            Body::Started(coro) => Some(coro.trap_handler()),
+            _ => None,
+        }
     }
 
     /// Run the started coroutine until it switches out or finishes.

@@ -131,6 +131,10 @@ pub(crate) struct Task {
     /// Its work was done elsewhere (a `join` half run inline): if it has not
     /// started, finish it without giving it a stack.
     pub abandoned: AtomicBool,
+    /// The task ran into its stack's guard page and was ended by the fault handler.
+    pub overflowed: AtomicBool,
+    /// How to force the coroutine to return from a fault handler (set at start).
+    pub trap: std::sync::OnceLock<corosensei::trap::CoroutineTrapHandler<()>>,
     pub shared: Arc<Shared>,
     pub body: BodyCell,
     pub completion: Arc<dyn Completion>,
@@ -159,6 +163,8 @@ impl Task {
             state: AtomicU8::new(QUEUED),
             cancelled: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+            trap: std::sync::OnceLock::new(),
             shared,
             body: BodyCell::new(body),
             completion,
@@ -278,7 +284,9 @@ impl RunClaim<'_> {
         p.stack_lo.store(stack.bottom(), Ordering::Relaxed);
         p.stack_hi.store(stack.top(), Ordering::Relaxed);
         // SAFETY: this claim is the unique run claim on the task.
-        unsafe { self.task.body.start(stack, entry, arg) }
+        if let Some(trap) = unsafe { self.task.body.start(stack, entry, arg) } {
+            let _ = self.task.trap.set(trap);
+        }
     }
 
     pub(crate) fn resume(&self, how: coroutine::Resume) -> coroutine::Ran {
