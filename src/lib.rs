@@ -36,6 +36,8 @@ mod error;
 pub mod metrics;
 pub mod preempt;
 mod runtime;
+#[doc = include_str!("../docs/safety.md")]
+pub mod safety {}
 pub mod sync;
 pub mod task;
 pub mod time;
