@@ -1,1 +1,287 @@
-//! Green-aware MPMC channels (work in progress).
+//! Green-aware multi-producer multi-consumer channels.
+//!
+//! [`bounded`] and [`unbounded`] create a [`Sender`]/[`Receiver`] pair; both
+//! ends can be cloned and sent to other tasks or threads. A blocking send or
+//! receive parks only the calling green thread (its worker runs other tasks)
+//! and blocks a plain OS thread, so tasks and threads can talk freely.
+//!
+//! * **Order**: messages from one sender arrive in the order it sent them;
+//!   blocked senders and receivers are served first come, first served.
+//! * **Exactly once**: every message sent successfully is received exactly
+//!   once or dropped with the channel; a send that fails returns the message.
+//!   This holds even when a timed receive expires at the very moment a sender
+//!   hands it a message (the receiver then returns that message).
+//! * **Disconnection**: when every `Sender` is gone, receivers drain what is
+//!   buffered and then get `Disconnected`; when every `Receiver` is gone,
+//!   sends fail with the message and buffered messages are dropped.
+//! * **`bounded(0)`** is a true *rendezvous* channel: `send` waits until a
+//!   receiver takes the message, `try_send` succeeds only if a receiver is
+//!   already waiting, and `len()` is always 0.
+//!
+//! ```
+//! let rt = kvant::Runtime::builder().workers(2).build().unwrap();
+//! let (tx, rx) = kvant::channel::bounded(4);
+//! let producers: Vec<_> = (0..3)
+//!     .map(|p| {
+//!         let tx = tx.clone();
+//!         rt.spawn(move || {
+//!             for i in 0..10 {
+//!                 tx.send(p * 100 + i).unwrap();
+//!             }
+//!         })
+//!     })
+//!     .collect();
+//! drop(tx); // the channel disconnects when the producers are done
+//! let consumer = rt.spawn(move || rx.iter().sum::<i32>());
+//! for p in producers {
+//!     p.join().unwrap();
+//! }
+//! assert_eq!(consumer.join().unwrap(), (0..3).map(|p| p * 1000 + 45).sum::<i32>());
+//! ```
+
+mod chan;
+mod error;
+mod iter;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chan::{Chan, RecvFail, SendFail, Wait};
+
+pub use error::{
+    RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
+pub use iter::{IntoIter, Iter, TryIter};
+
+/// A channel holding at most `cap` messages; `send` waits while it is full.
+/// `bounded(0)` is a rendezvous channel (see the [module docs](self)).
+pub fn bounded<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
+    pair(Some(cap))
+}
+
+/// A channel without a size limit: `send` never waits.
+pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
+    pair(None)
+}
+
+fn pair<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
+    let chan = Arc::new(Chan::new(cap));
+    (Sender { chan: chan.clone() }, Receiver { chan })
+}
+
+fn until(timeout: Duration) -> Wait {
+    Wait::Until(crate::sync::waiters::deadline_after(timeout))
+}
+
+/// The sending end of a channel. Clone it for more producers; the channel
+/// disconnects for receivers when the last clone drops.
+pub struct Sender<T> {
+    chan: Arc<Chan<T>>,
+}
+
+/// The receiving end of a channel. Clone it for more consumers (each message
+/// goes to one of them); the channel disconnects for senders when the last
+/// clone drops.
+///
+/// ```
+/// use std::time::Duration;
+/// use kvant::channel::{RecvTimeoutError, TryRecvError, unbounded};
+///
+/// let (tx, rx) = unbounded();
+/// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+/// tx.send("hi").unwrap();
+/// assert_eq!(rx.recv_timeout(Duration::from_millis(10)), Ok("hi"));
+/// assert_eq!(rx.recv_timeout(Duration::from_millis(1)), Err(RecvTimeoutError::Timeout));
+/// drop(tx);
+/// assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+/// ```
+pub struct Receiver<T> {
+    chan: Arc<Chan<T>>,
+}
+
+impl<T> Sender<T> {
+    /// Send, waiting while the channel is full. Fails (returning the message)
+    /// only if every receiver is gone.
+    pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
+        self.chan.send(msg, Wait::Until(None)).map_err(|e| match e {
+            SendFail::Full(m) | SendFail::Disconnected(m) => SendError(m),
+        })
+    }
+
+    /// Send only if that needs no waiting.
+    pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        self.chan.send(msg, Wait::No).map_err(|e| match e {
+            SendFail::Full(m) => TrySendError::Full(m),
+            SendFail::Disconnected(m) => TrySendError::Disconnected(m),
+        })
+    }
+
+    /// Send, waiting at most `timeout` for room.
+    pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        self.send_wait(msg, until(timeout))
+    }
+
+    /// Send, waiting at most until `deadline` for room.
+    pub fn send_deadline(&self, msg: T, deadline: Instant) -> Result<(), SendTimeoutError<T>> {
+        self.send_wait(msg, Wait::Until(Some(deadline)))
+    }
+
+    fn send_wait(&self, msg: T, wait: Wait) -> Result<(), SendTimeoutError<T>> {
+        self.chan.send(msg, wait).map_err(|e| match e {
+            SendFail::Full(m) => SendTimeoutError::Timeout(m),
+            SendFail::Disconnected(m) => SendTimeoutError::Disconnected(m),
+        })
+    }
+
+    /// Messages buffered right now.
+    pub fn len(&self) -> usize {
+        self.chan.len()
+    }
+
+    /// Whether no message is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a send would have to wait (always true for capacity 0).
+    pub fn is_full(&self) -> bool {
+        self.chan.capacity().is_some_and(|c| self.len() >= c)
+    }
+
+    /// The capacity; `None` for an unbounded channel.
+    pub fn capacity(&self) -> Option<usize> {
+        self.chan.capacity()
+    }
+
+    /// Whether every receiver is gone (sends will fail).
+    pub fn is_disconnected(&self) -> bool {
+        self.chan.receivers_gone()
+    }
+
+    /// Whether both ends belong to the same channel.
+    pub fn same_channel(&self, other: &Sender<T>) -> bool {
+        Arc::ptr_eq(&self.chan, &other.chan)
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Receive, waiting until a message arrives. Fails only when the channel
+    /// is empty and every sender is gone.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.chan.recv(Wait::Until(None)).map_err(|_| RecvError)
+    }
+
+    /// Receive a message if one is ready.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.chan.recv(Wait::No).map_err(|e| match e {
+            RecvFail::Empty => TryRecvError::Empty,
+            RecvFail::Disconnected => TryRecvError::Disconnected,
+        })
+    }
+
+    /// Receive, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        self.recv_wait(until(timeout))
+    }
+
+    /// Receive, waiting at most until `deadline`.
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
+        self.recv_wait(Wait::Until(Some(deadline)))
+    }
+
+    fn recv_wait(&self, wait: Wait) -> Result<T, RecvTimeoutError> {
+        self.chan.recv(wait).map_err(|e| match e {
+            RecvFail::Empty => RecvTimeoutError::Timeout,
+            RecvFail::Disconnected => RecvTimeoutError::Disconnected,
+        })
+    }
+
+    /// A blocking iterator: ends when the channel is empty and disconnected.
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { rx: self }
+    }
+
+    /// A non-blocking iterator over the messages ready now.
+    pub fn try_iter(&self) -> TryIter<'_, T> {
+        TryIter { rx: self }
+    }
+
+    /// Messages buffered right now.
+    pub fn len(&self) -> usize {
+        self.chan.len()
+    }
+
+    /// Whether no message is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the buffer is at capacity (always true for capacity 0).
+    pub fn is_full(&self) -> bool {
+        self.chan.capacity().is_some_and(|c| self.len() >= c)
+    }
+
+    /// The capacity; `None` for an unbounded channel.
+    pub fn capacity(&self) -> Option<usize> {
+        self.chan.capacity()
+    }
+
+    /// Whether every sender is gone (what is buffered can still be received).
+    pub fn is_disconnected(&self) -> bool {
+        self.chan.senders_gone()
+    }
+
+    /// Whether both ends belong to the same channel.
+    pub fn same_channel(&self, other: &Receiver<T>) -> bool {
+        Arc::ptr_eq(&self.chan, &other.chan)
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.chan.add_sender();
+        Sender {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Clone for Receiver<T> {
+    fn clone(&self) -> Self {
+        self.chan.add_receiver();
+        Receiver {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.chan.drop_sender();
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.chan.drop_receiver();
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}

@@ -76,11 +76,16 @@ pub(crate) struct Waiter {
 impl Waiter {
     /// A waiter for the calling task or OS thread.
     pub(crate) fn new() -> Arc<Waiter> {
-        Arc::new(Waiter {
+        Arc::new(Waiter::current())
+    }
+
+    /// Like [`Waiter::new`], for embedding in a bigger shared waiter.
+    pub(crate) fn current() -> Waiter {
+        Waiter {
             unparker: park::current_unparker(),
             state: AtomicU8::new(WAITING),
             since: Instant::now(),
-        })
+        }
     }
 
     /// The current state (`WAITING` until resolved).

@@ -1,0 +1,320 @@
+//! The channel core shared by every `Sender` and `Receiver` of one channel.
+//!
+//! One internal lock guards the buffer, the endpoint counts and two FIFO
+//! queues of blocked callers. A blocked sender waits in a [`Slot`] holding its
+//! message; a blocked receiver waits in an empty one. Whoever completes a
+//! blocked caller does it entirely under the lock: takes the slot out of its
+//! queue, moves the message in or out, and resolves the waiter. Invariants
+//! (under the lock):
+//!
+//! * receivers wait only while the buffer is empty and no sender waits;
+//! * senders wait only while the buffer is full (always, for capacity 0).
+//!
+//! So a message is in exactly one place at a time (a sender's slot, the
+//! buffer, a receiver's slot), and a caller whose deadline passes settles the
+//! race under the lock: if its slot is still queued it withdraws (a sender
+//! gets its message back), otherwise the hand-off happened and it is honoured
+//! (a receiver returns the message even though its deadline just passed).
+//! Messages are never dropped while the lock is held (a message's destructor
+//! may itself use the channel).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::sync::waiters::{Internal, OnUnwind, WAITING, Waiter};
+
+/// The counterpart took the message or delivered one.
+const DONE: u8 = 1;
+/// The other side disconnected while this caller waited.
+const DISCONNECTED: u8 = 2;
+
+/// A blocked caller and its message (a sender's, or one handed to a receiver).
+struct Slot<T> {
+    w: Waiter,
+    msg: parking_lot::Mutex<Option<T>>,
+}
+
+impl<T> Slot<T> {
+    fn new(msg: Option<T>) -> Arc<Slot<T>> {
+        Arc::new(Slot {
+            w: Waiter::current(),
+            msg: parking_lot::Mutex::new(msg),
+        })
+    }
+
+    fn take(&self) -> T {
+        self.msg
+            .lock()
+            .take()
+            .expect("kvant internal error: channel slot without a message")
+    }
+}
+
+struct State<T> {
+    buf: VecDeque<T>,
+    senders: usize,
+    receivers: usize,
+    send_q: VecDeque<Arc<Slot<T>>>,
+    recv_q: VecDeque<Arc<Slot<T>>>,
+}
+
+fn withdraw<T>(q: &mut VecDeque<Arc<Slot<T>>>, slot: &Arc<Slot<T>>) {
+    if let Some(i) = q.iter().position(|s| Arc::ptr_eq(s, slot)) {
+        q.remove(i);
+    }
+}
+
+/// Why a send did not complete.
+pub(crate) enum SendFail<T> {
+    /// No room (and the deadline passed, or the caller would not wait).
+    Full(T),
+    /// Every receiver is gone.
+    Disconnected(T),
+}
+
+/// Why a receive did not complete.
+pub(crate) enum RecvFail {
+    /// Nothing to receive (and the deadline passed, or no waiting allowed).
+    Empty,
+    /// Nothing to receive, and every sender is gone.
+    Disconnected,
+}
+
+/// How long a call may wait: not at all, until a deadline, or forever.
+#[derive(Clone, Copy)]
+pub(crate) enum Wait {
+    No,
+    Until(Option<Instant>),
+}
+
+impl Wait {
+    fn expired(self) -> bool {
+        match self {
+            Wait::No => true,
+            Wait::Until(d) => d.is_some_and(|d| Instant::now() >= d),
+        }
+    }
+
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Wait::No => Some(Instant::now()),
+            Wait::Until(d) => d,
+        }
+    }
+}
+
+pub(crate) struct Chan<T> {
+    /// `None`: unbounded.
+    cap: Option<usize>,
+    state: Internal<State<T>>,
+}
+
+impl<T> Chan<T> {
+    /// A channel with one sender and one receiver.
+    pub(crate) fn new(cap: Option<usize>) -> Chan<T> {
+        Chan {
+            cap,
+            state: Internal::new(State {
+                buf: VecDeque::new(),
+                senders: 1,
+                receivers: 1,
+                send_q: VecDeque::new(),
+                recv_q: VecDeque::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn send(&self, msg: T, wait: Wait) -> Result<(), SendFail<T>> {
+        let slot = {
+            let mut st = self.state.lock();
+            if st.receivers == 0 {
+                return Err(SendFail::Disconnected(msg));
+            }
+            if let Some(r) = st.recv_q.pop_front() {
+                *r.msg.lock() = Some(msg);
+                r.w.resolve(DONE);
+                drop(st);
+                r.w.wake();
+                return Ok(());
+            }
+            if self.cap.is_none_or(|c| st.buf.len() < c) {
+                st.buf.push_back(msg);
+                return Ok(());
+            }
+            if wait.expired() {
+                return Err(SendFail::Full(msg));
+            }
+            let slot = Slot::new(Some(msg));
+            st.send_q.push_back(slot.clone());
+            slot
+        };
+        // Cancelled: withdraw; the message is dropped with the slot.
+        let cleanup = OnUnwind::new(|| {
+            self.settle(&slot, true);
+        });
+        let mut s = slot.w.park(wait.deadline());
+        if s == WAITING {
+            s = self.settle(&slot, true);
+        }
+        cleanup.disarm();
+        match s {
+            DONE => Ok(()),
+            DISCONNECTED => Err(SendFail::Disconnected(slot.take())),
+            _ => Err(SendFail::Full(slot.take())),
+        }
+    }
+
+    pub(crate) fn recv(&self, wait: Wait) -> Result<T, RecvFail> {
+        let slot = {
+            let mut st = self.state.lock();
+            if let Some(msg) = st.buf.pop_front() {
+                // Room now: the oldest blocked sender's message moves in.
+                let sender = st.send_q.pop_front();
+                if let Some(s) = &sender {
+                    let m = s.take();
+                    st.buf.push_back(m);
+                    s.w.resolve(DONE);
+                }
+                drop(st);
+                if let Some(s) = sender {
+                    s.w.wake();
+                }
+                return Ok(msg);
+            }
+            if let Some(s) = st.send_q.pop_front() {
+                // Capacity 0: take it straight from the sender.
+                let msg = s.take();
+                s.w.resolve(DONE);
+                drop(st);
+                s.w.wake();
+                return Ok(msg);
+            }
+            if st.senders == 0 {
+                return Err(RecvFail::Disconnected);
+            }
+            if wait.expired() {
+                return Err(RecvFail::Empty);
+            }
+            let slot = Slot::new(None);
+            st.recv_q.push_back(slot.clone());
+            slot
+        };
+        let cleanup = OnUnwind::new(|| self.abandon_recv(&slot));
+        let mut s = slot.w.park(wait.deadline());
+        if s == WAITING {
+            s = self.settle(&slot, false);
+        }
+        cleanup.disarm();
+        match s {
+            DONE => Ok(slot.take()),
+            DISCONNECTED => Err(RecvFail::Disconnected),
+            _ => Err(RecvFail::Empty),
+        }
+    }
+
+    /// A wait ended without seeing a resolution: under the lock, withdraw the
+    /// slot if it is still queued. Returns the settled state (`WAITING`:
+    /// withdrawn).
+    fn settle(&self, slot: &Arc<Slot<T>>, sender: bool) -> u8 {
+        let mut st = self.state.lock();
+        let s = slot.w.state();
+        if s == WAITING {
+            let q = if sender {
+                &mut st.send_q
+            } else {
+                &mut st.recv_q
+            };
+            withdraw(q, slot);
+        }
+        s
+    }
+
+    /// A receiver is unwound (cancelled) out of its wait. A message handed to
+    /// it at the last moment must not be lost: it goes to the next waiting
+    /// receiver, or back to the front of the buffer (which may then hold one
+    /// message more than its capacity until it drains).
+    fn abandon_recv(&self, slot: &Arc<Slot<T>>) {
+        let mut st = self.state.lock();
+        match slot.w.state() {
+            WAITING => withdraw(&mut st.recv_q, slot),
+            DONE => {
+                let msg = slot.take();
+                if let Some(r) = st.recv_q.pop_front() {
+                    *r.msg.lock() = Some(msg);
+                    r.w.resolve(DONE);
+                    drop(st);
+                    r.w.wake();
+                } else {
+                    st.buf.push_front(msg);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn add_sender(&self) {
+        self.state.lock().senders += 1;
+    }
+
+    pub(crate) fn add_receiver(&self) {
+        self.state.lock().receivers += 1;
+    }
+
+    /// The last sender leaving wakes every blocked receiver.
+    pub(crate) fn drop_sender(&self) {
+        let mut st = self.state.lock();
+        st.senders -= 1;
+        if st.senders > 0 {
+            return;
+        }
+        let blocked = std::mem::take(&mut st.recv_q);
+        disconnect(st, blocked, VecDeque::new());
+    }
+
+    /// The last receiver leaving wakes every blocked sender (they get their
+    /// messages back) and drops the buffered messages.
+    pub(crate) fn drop_receiver(&self) {
+        let mut st = self.state.lock();
+        st.receivers -= 1;
+        if st.receivers > 0 {
+            return;
+        }
+        let blocked = std::mem::take(&mut st.send_q);
+        let buf = std::mem::take(&mut st.buf);
+        disconnect(st, blocked, buf);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.state.lock().buf.len()
+    }
+
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        self.cap
+    }
+
+    pub(crate) fn senders_gone(&self) -> bool {
+        self.state.lock().senders == 0
+    }
+
+    pub(crate) fn receivers_gone(&self) -> bool {
+        self.state.lock().receivers == 0
+    }
+}
+
+/// Resolve `blocked` as disconnected, release the lock, then wake them and
+/// drop `buf` (destructors run without the lock).
+fn disconnect<T>(
+    st: crate::sync::waiters::InternalGuard<'_, State<T>>,
+    blocked: VecDeque<Arc<Slot<T>>>,
+    buf: VecDeque<T>,
+) {
+    for s in &blocked {
+        s.w.resolve(DISCONNECTED);
+    }
+    drop(st);
+    for s in &blocked {
+        s.w.wake();
+    }
+    drop(buf);
+}
