@@ -95,13 +95,13 @@ impl Semaphore {
     /// Take a permit, waiting at most `timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Option<SemaphorePermit<'_>> {
         self.acquire_until(waiters::deadline_after(timeout))
-            .then_some(SemaphorePermit { sem: self })
+            .then(|| SemaphorePermit { sem: self })
     }
 
     /// Take a permit, waiting at most until `deadline`.
     pub fn acquire_deadline(&self, deadline: Instant) -> Option<SemaphorePermit<'_>> {
         self.acquire_until(Some(deadline))
-            .then_some(SemaphorePermit { sem: self })
+            .then(|| SemaphorePermit { sem: self })
     }
 
     /// Like [`acquire`](Self::acquire), for a semaphore in an `Arc`.

@@ -1,0 +1,514 @@
+//! kvant::sync: every primitive parks only the green thread, works from OS
+//! threads and across the two, and keeps its guarantees under preemption.
+//! Every wait on a task goes through `done()`, a generous `join_timeout` that
+//! fails the test instead of hanging it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use kvant::sync::{Barrier, Condvar, Mutex, RwLock, Semaphore, WaitGroup};
+use kvant::{JoinHandle, Runtime};
+
+const HANG: Duration = Duration::from_secs(60);
+const Q50: Option<Duration> = Some(Duration::from_micros(50));
+const Q1MS: Option<Duration> = Some(Duration::from_millis(1));
+
+fn rt(workers: usize, quantum: Option<Duration>) -> Runtime {
+    Runtime::builder()
+        .workers(workers)
+        .quantum(quantum)
+        .build()
+        .unwrap()
+}
+
+/// Join with a hang guard.
+fn done<T: Send + 'static>(h: JoinHandle<T>) -> T {
+    match h.join_timeout(HANG) {
+        Ok(r) => r.unwrap(),
+        Err(h) => panic!(
+            "task {:?} still running after {HANG:?}: lost wake-up or deadlock",
+            h.id()
+        ),
+    }
+}
+
+/// A little work that the quantum timer can interrupt.
+fn busy(n: u64) -> u64 {
+    (0..n).fold(0u64, |a, x| std::hint::black_box(a ^ x.wrapping_mul(31)))
+}
+
+#[test]
+fn mutex_counter_on_1_2_4_workers_preemptive_and_cooperative() {
+    for workers in [1, 2, 4] {
+        for quantum in [None, Q50, Q1MS] {
+            let rt = rt(workers, quantum);
+            let m = Arc::new(Mutex::new(0u64));
+            let inside = Arc::new(AtomicUsize::new(0));
+            let tasks: Vec<_> = (0..16)
+                .map(|_| {
+                    let (m, inside) = (m.clone(), inside.clone());
+                    rt.spawn(move || {
+                        for i in 0..300 {
+                            let mut g = m.lock();
+                            assert_eq!(inside.fetch_add(1, SeqCst), 0, "two holders at once");
+                            let v = *g; // a non-atomic read-modify-write
+                            busy(1000); // long enough for the quantum to hit in here
+                            if i % 7 == 0 {
+                                kvant::yield_now(); // contention in cooperative mode too
+                            }
+                            *g = v + 1;
+                            inside.fetch_sub(1, SeqCst);
+                        }
+                    })
+                })
+                .collect();
+            tasks.into_iter().for_each(done);
+            assert_eq!(*m.lock(), 16 * 300, "workers={workers} quantum={quantum:?}");
+        }
+    }
+}
+
+#[test]
+fn waiting_for_a_lock_parks_only_the_green_thread() {
+    // One cooperative worker: if B's lock() blocked the worker, C could never
+    // run, A would never release, and the hang guard would fire.
+    let rt = rt(1, None);
+    let m = Arc::new(Mutex::new(()));
+    let (held, c_ran) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let a = {
+        let (m, held, c_ran) = (m.clone(), held.clone(), c_ran.clone());
+        rt.spawn(move || {
+            let _g = m.lock();
+            held.store(true, SeqCst);
+            while !c_ran.load(SeqCst) {
+                kvant::yield_now();
+            }
+        })
+    };
+    let b = {
+        let (m, held) = (m.clone(), held.clone());
+        rt.spawn(move || {
+            while !held.load(SeqCst) {
+                kvant::yield_now();
+            }
+            drop(m.lock());
+        })
+    };
+    let c = {
+        let c_ran = c_ran.clone();
+        rt.spawn(move || c_ran.store(true, SeqCst))
+    };
+    done(a);
+    done(b);
+    done(c);
+}
+
+#[test]
+fn mutex_try_lock_and_timeouts() {
+    let m = Mutex::new(1);
+    let g = m.lock();
+    assert!(m.try_lock().is_none());
+    let t0 = Instant::now();
+    assert!(m.try_lock_for(Duration::from_millis(20)).is_none());
+    assert!(t0.elapsed() >= Duration::from_millis(20));
+    drop(g);
+    assert_eq!(*m.try_lock_for(Duration::from_millis(20)).unwrap(), 1);
+
+    // The same from a task, against a lock held by an OS thread.
+    let rt = rt(1, None);
+    let m = Arc::new(Mutex::new(0));
+    let g = m.lock();
+    let m2 = m.clone();
+    let t = rt.spawn(move || m2.try_lock_for(Duration::from_millis(20)).is_none());
+    assert!(done(t));
+    drop(g);
+}
+
+#[test]
+fn contended_waiter_is_not_starved_by_a_barging_loop() {
+    // A hog relocks in a tight loop; the other task must still get the lock
+    // (the hand-off after FAIR_AFTER bounds its wait).
+    for quantum in [None, Q50] {
+        let rt = rt(2, quantum);
+        let m = Arc::new(Mutex::new(0u64));
+        let stop = Arc::new(AtomicBool::new(false));
+        let hog = {
+            let (m, stop) = (m.clone(), stop.clone());
+            rt.spawn(move || {
+                while !stop.load(SeqCst) {
+                    let mut g = m.lock();
+                    *g += busy(200);
+                    if quantum.is_none() {
+                        drop(g);
+                        kvant::yield_now();
+                    }
+                }
+            })
+        };
+        let other = {
+            let (m, stop) = (m.clone(), stop.clone());
+            rt.spawn(move || {
+                for _ in 0..50 {
+                    drop(m.lock());
+                }
+                stop.store(true, SeqCst);
+            })
+        };
+        done(other);
+        done(hog);
+    }
+}
+
+#[test]
+fn cross_thread_and_task_locking() {
+    let rt = rt(1, None);
+    let m = Arc::new(Mutex::new(Vec::new()));
+
+    // An OS thread holds the lock; a task waits for it while another task on
+    // the only worker keeps running.
+    let g = m.lock();
+    let waiter = {
+        let m = m.clone();
+        rt.spawn(move || m.lock().push("task"))
+    };
+    let other = rt.spawn(|| 7);
+    assert_eq!(done(other), 7);
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(!waiter.is_finished());
+    drop(g);
+    done(waiter);
+
+    // A task holds the lock; an OS thread waits for it.
+    let (held, go) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let holder = {
+        let (m, held, go) = (m.clone(), held.clone(), go.clone());
+        rt.spawn(move || {
+            let mut g = m.lock();
+            held.store(true, SeqCst);
+            while !go.load(SeqCst) {
+                kvant::sleep(Duration::from_millis(1));
+            }
+            g.push("holder");
+        })
+    };
+    while !held.load(SeqCst) {
+        std::thread::yield_now();
+    }
+    let thread = {
+        let m = m.clone();
+        std::thread::spawn(move || m.lock().push("thread"))
+    };
+    go.store(true, SeqCst);
+    thread.join().unwrap();
+    done(holder);
+    assert_eq!(*m.lock(), ["task", "holder", "thread"]);
+
+    // Mixed counter: two OS threads and four tasks on two workers.
+    let rt = Runtime::builder().workers(2).quantum(Q50).build().unwrap();
+    let m = Arc::new(Mutex::new(0u64));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let m = m.clone();
+            std::thread::spawn(move || (0..2000).for_each(|_| *m.lock() += 1))
+        })
+        .collect();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let m = m.clone();
+            rt.spawn(move || (0..2000).for_each(|_| *m.lock() += 1))
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    tasks.into_iter().for_each(done);
+    assert_eq!(*m.lock(), 6 * 2000);
+}
+
+type Player = Box<dyn FnOnce() + Send>;
+
+/// Two players that alternate strictly through a Mutex + Condvar for
+/// `rounds` turns in total.
+fn ping_pong(rounds: u64) -> (Player, Player) {
+    let state = Arc::new((Mutex::new((0usize, 0u64)), Condvar::new()));
+    let player = |me: usize| {
+        let state = state.clone();
+        Box::new(move || {
+            let (m, cv) = &*state;
+            let mut g = m.lock();
+            loop {
+                cv.wait_while(&mut g, |(turn, n)| *turn != me && *n < rounds);
+                if g.1 >= rounds {
+                    cv.notify_all();
+                    return;
+                }
+                g.1 += 1;
+                g.0 = 1 - me;
+                cv.notify_one();
+            }
+        }) as Player
+    };
+    (player(0), player(1))
+}
+
+#[test]
+fn mutex_condvar_ping_pong_has_no_lost_wakeup() {
+    for (workers, quantum) in [(1, None), (2, Q50), (4, Q1MS), (2, None)] {
+        let rt = rt(workers, quantum);
+        let (a, b) = ping_pong(2000);
+        let (a, b) = (rt.spawn(a), rt.spawn(b));
+        done(a);
+        done(b);
+    }
+    // Task against OS thread.
+    let rt = rt(1, None);
+    let (a, b) = ping_pong(500);
+    let task = rt.spawn(a);
+    let thread = std::thread::spawn(b);
+    done(task);
+    thread.join().unwrap();
+}
+
+#[test]
+fn condvar_timeouts_fire_and_notify_counts_are_exact() {
+    let rt = rt(2, Q1MS);
+    let pair = Arc::new((Mutex::new(false), Condvar::new()));
+    let p = pair.clone();
+    let t = rt.spawn(move || {
+        let (m, cv) = &*p;
+        let mut g = m.lock();
+        let t0 = Instant::now();
+        let r = cv.wait_timeout(&mut g, Duration::from_millis(20));
+        let r2 = cv.wait_timeout_while(&mut g, |ready| !*ready, Duration::from_millis(10));
+        (r.timed_out(), r2.timed_out(), t0.elapsed())
+    });
+    let (timed_out, timed_out2, elapsed) = done(t);
+    assert!(timed_out && timed_out2);
+    assert!(elapsed >= Duration::from_millis(30), "{elapsed:?}");
+
+    // From an OS thread too.
+    let (m, cv) = &*pair;
+    let mut g = m.lock();
+    assert!(
+        cv.wait_timeout(&mut g, Duration::from_millis(5))
+            .timed_out()
+    );
+    drop(g);
+    assert!(!cv.notify_one());
+    assert_eq!(cv.notify_all(), 0);
+
+    // notify_all wakes exactly the waiters registered before it.
+    let state = Arc::new((Mutex::new((0usize, false)), Condvar::new()));
+    let waiters: Vec<_> = (0..5)
+        .map(|_| {
+            let s = state.clone();
+            rt.spawn(move || {
+                let (m, cv) = &*s;
+                let mut g = m.lock();
+                g.0 += 1; // registered as a waiter before the lock is released
+                cv.wait_while(&mut g, |(_, go)| !*go);
+            })
+        })
+        .collect();
+    let (m, cv) = &*state;
+    loop {
+        let mut g = m.lock();
+        if g.0 == 5 {
+            g.1 = true;
+            assert_eq!(cv.notify_all(), 5);
+            break;
+        }
+        drop(g);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    waiters.into_iter().for_each(done);
+}
+
+#[test]
+fn semaphore_limits_concurrency() {
+    for (workers, quantum) in [(1, None), (4, Q50)] {
+        let rt = rt(workers, quantum);
+        let sem = Arc::new(Semaphore::new(3));
+        let (inside, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let (sem, inside, max) = (sem.clone(), inside.clone(), max.clone());
+                rt.spawn(move || {
+                    for _ in 0..20 {
+                        let _p = if i % 2 == 0 {
+                            sem.acquire()
+                        } else {
+                            sem.acquire_timeout(HANG).unwrap()
+                        };
+                        let n = inside.fetch_add(1, SeqCst) + 1;
+                        max.fetch_max(n, SeqCst);
+                        kvant::yield_now();
+                        busy(100);
+                        inside.fetch_sub(1, SeqCst);
+                    }
+                })
+            })
+            .collect();
+        tasks.into_iter().for_each(done);
+        let max = max.load(SeqCst);
+        assert!((1..=3).contains(&max), "max concurrent {max}");
+        assert_eq!(sem.available_permits(), 3);
+    }
+}
+
+#[test]
+fn semaphore_try_timeout_forget_and_add_permits() {
+    let sem = Arc::new(Semaphore::new(1));
+    let p = sem.try_acquire().unwrap();
+    assert!(sem.try_acquire().is_none());
+    let t0 = Instant::now();
+    assert!(sem.acquire_timeout(Duration::from_millis(10)).is_none());
+    assert!(t0.elapsed() >= Duration::from_millis(10));
+    p.forget();
+    assert_eq!(sem.available_permits(), 0);
+    sem.release();
+    assert_eq!(sem.available_permits(), 1);
+
+    // A waiting task gets permits added later; an owned permit moves into a task.
+    let rt = rt(1, None);
+    let _held = sem.try_acquire().unwrap();
+    let s = sem.clone();
+    let waiter = rt.spawn(move || s.acquire_owned());
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(!waiter.is_finished());
+    sem.add_permits(1);
+    let owned = done(waiter);
+    assert_eq!(sem.available_permits(), 0);
+    drop(owned);
+    assert_eq!(sem.available_permits(), 1);
+}
+
+#[test]
+fn barrier_releases_all_with_exactly_one_leader() {
+    const N: usize = 5;
+    const ROUNDS: usize = 4;
+    let rt = rt(2, Q50);
+    let barrier = Arc::new(Barrier::new(N));
+    let arrived: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..ROUNDS).map(|_| AtomicUsize::new(0)).collect());
+    let leaders: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..ROUNDS).map(|_| AtomicUsize::new(0)).collect());
+    let tasks: Vec<_> = (0..N)
+        .map(|_| {
+            let (b, arrived, leaders) = (barrier.clone(), arrived.clone(), leaders.clone());
+            rt.spawn(move || {
+                for r in 0..ROUNDS {
+                    arrived[r].fetch_add(1, SeqCst);
+                    if b.wait().is_leader() {
+                        leaders[r].fetch_add(1, SeqCst);
+                    }
+                    assert_eq!(
+                        arrived[r].load(SeqCst),
+                        N,
+                        "released before everyone arrived"
+                    );
+                }
+            })
+        })
+        .collect();
+    tasks.into_iter().for_each(done);
+    for l in leaders.iter() {
+        assert_eq!(l.load(SeqCst), 1);
+    }
+    assert!(Barrier::new(0).wait().is_leader());
+}
+
+#[test]
+fn waitgroup_waits_for_every_clone() {
+    let rt = rt(2, Q1MS);
+    let wg = WaitGroup::new();
+    let hits = Arc::new(AtomicUsize::new(0));
+    for _ in 0..10 {
+        let (wg, hits) = (wg.clone(), hits.clone());
+        rt.spawn(move || {
+            kvant::yield_now();
+            hits.fetch_add(1, SeqCst);
+            drop(wg);
+        });
+    }
+    wg.wait();
+    assert_eq!(hits.load(SeqCst), 10);
+
+    // Waiting inside a task, and a timeout while a clone is held.
+    let wg = WaitGroup::new();
+    let held = wg.clone();
+    let t = rt.spawn(move || wg.wait_timeout(Duration::from_millis(10)));
+    assert!(!done(t));
+    assert_eq!(held.count(), 1);
+    let inner = held.clone();
+    let t = rt.spawn(move || inner.wait());
+    drop(held);
+    done(t);
+}
+
+#[test]
+fn rwlock_many_readers_and_writers_stay_consistent() {
+    for (workers, quantum) in [(1, None), (2, Q50), (4, Q1MS)] {
+        let rt = rt(workers, quantum);
+        let lock = Arc::new(RwLock::new((0u64, 0u64)));
+        let writers: Vec<_> = (0..3)
+            .map(|_| {
+                let l = lock.clone();
+                rt.spawn(move || {
+                    for _ in 0..200 {
+                        let mut g = l.write();
+                        g.0 += 1;
+                        kvant::yield_now(); // readers must not see the halfway state
+                        g.1 += 1;
+                    }
+                })
+            })
+            .collect();
+        let readers: Vec<_> = (0..6)
+            .map(|_| {
+                let l = lock.clone();
+                rt.spawn(move || {
+                    for _ in 0..300 {
+                        let g = l.read();
+                        assert_eq!(g.0, g.1, "torn read");
+                        busy(20);
+                    }
+                })
+            })
+            .collect();
+        writers.into_iter().chain(readers).for_each(done);
+        assert_eq!(*lock.read(), (600, 600));
+    }
+}
+
+#[test]
+fn rwlock_readers_share_and_a_queued_writer_blocks_new_readers() {
+    let rt = rt(1, None);
+    let lock = Arc::new(RwLock::new(0));
+    let r1 = lock.read();
+    let r2 = lock.try_read().expect("readers share");
+    assert!(lock.try_write().is_none());
+    let writer = {
+        let l = lock.clone();
+        rt.spawn(move || *l.write() += 1)
+    };
+    while !lock.is_locked_exclusive() && lock.try_read().is_some() {
+        std::thread::sleep(Duration::from_millis(1)); // until the writer queued
+    }
+    assert!(
+        lock.try_read().is_none(),
+        "a queued writer must block new readers"
+    );
+    assert!(lock.try_read_for(Duration::from_millis(5)).is_none());
+    drop((r1, r2));
+    done(writer);
+    let w = lock.write();
+    let r = kvant::sync::RwLockWriteGuard::downgrade(w);
+    assert_eq!(*r, 1);
+    assert!(lock.try_read().is_some());
+}
