@@ -72,12 +72,20 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::ZeroWorkers => write!(f, "a kvant runtime needs at least 1 worker thread (got 0)"),
+            Error::ZeroWorkers => {
+                write!(f, "a kvant runtime needs at least 1 worker thread (got 0)")
+            }
             Error::ZeroBlockingThreads => {
-                write!(f, "spawn_blocking needs at least 1 OS thread (got blocking_threads(0))")
+                write!(
+                    f,
+                    "spawn_blocking needs at least 1 OS thread (got blocking_threads(0))"
+                )
             }
             Error::TooManyWorkers { requested, max } => {
-                write!(f, "{requested} workers requested, kvant supports at most {max}")
+                write!(
+                    f,
+                    "{requested} workers requested, kvant supports at most {max}"
+                )
             }
             Error::StackTooSmall { requested, min } => write!(
                 f,
@@ -87,7 +95,11 @@ impl fmt::Display for Error {
                 f,
                 "task stack size {requested} bytes is above the maximum of {max} bytes"
             ),
-            Error::QuantumOutOfRange { requested, min, max } => write!(
+            Error::QuantumOutOfRange {
+                requested,
+                min,
+                max,
+            } => write!(
                 f,
                 "quantum {requested:?} is outside the accepted range {min:?}..={max:?} \
                  (use quantum(None) for cooperative scheduling)"

@@ -16,8 +16,10 @@ impl Counter {
     /// Add `n` (only from the counter's single writer).
     #[inline]
     pub(crate) fn bump(&self, n: u64) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Add `n` from any thread (or a signal handler).

@@ -14,7 +14,9 @@
 //! [`Error::PreemptionUnsupported`](crate::Error::PreemptionUnsupported).
 
 #[cfg(not(unix))]
-compile_error!("kvant needs a Unix target (mmap'd task stacks); Linux x86_64 is the tested platform");
+compile_error!(
+    "kvant needs a Unix target (mmap'd task stacks); Linux x86_64 is the tested platform"
+);
 
 mod disable;
 mod slot;
@@ -88,7 +90,9 @@ pub(crate) fn frame_address() -> usize {
     {
         let fp: usize;
         // SAFETY: reads a register; no memory is touched.
-        unsafe { core::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags)) };
+        unsafe {
+            core::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags))
+        };
         fp
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -99,7 +99,12 @@ impl Monitor {
     }
 }
 
-fn run(shared: &Shared, quantum: Duration, control: &(Mutex<Control>, Condvar), sleeping: &AtomicBool) {
+fn run(
+    shared: &Shared,
+    quantum: Duration,
+    control: &(Mutex<Control>, Condvar),
+    sleeping: &AtomicBool,
+) {
     super::set_precise_timers();
     signal::unblock(shared.config.signal);
     let sig = shared.config.signal;

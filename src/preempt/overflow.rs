@@ -20,7 +20,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::signal::current_slot;
-use crate::task::Task;
+use crate::task::Header;
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static mut PREVIOUS_SEGV: Option<libc::sigaction> = None;
@@ -82,7 +82,7 @@ fn end_overflowing_task(addr: usize, uc: *mut libc::c_void) -> bool {
     let Some(slot) = current_slot() else {
         return false;
     };
-    let task = slot.task.load(Ordering::Relaxed) as *const Task;
+    let task = slot.task.load(Ordering::Relaxed) as *const Header;
     if task.is_null() {
         return false;
     }
@@ -94,7 +94,8 @@ fn end_overflowing_task(addr: usize, uc: *mut libc::c_void) -> bool {
     if !(lo.saturating_sub(page) <= addr && addr < lo) {
         return false;
     }
-    let Some(trap) = task.trap.get() else {
+    // SAFETY: this thread is running `task` (it is in this worker's slot).
+    let Some(trap) = (unsafe { task.trap.get() }) else {
         return false;
     };
     // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
@@ -123,7 +124,12 @@ fn end_overflowing_task(addr: usize, uc: *mut libc::c_void) -> bool {
     true
 }
 
-fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void, prev: Option<libc::sigaction>) {
+fn chain(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    uc: *mut libc::c_void,
+    prev: Option<libc::sigaction>,
+) {
     let Some(prev) = prev else {
         reset_default(sig);
         return;

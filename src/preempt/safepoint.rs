@@ -73,6 +73,10 @@ pub(crate) fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdi
     if map.is_denied(top) {
         return Verdict::FrameUnsafe;
     }
+    if stack.root_fp == 0 {
+        // Not inside the user's closure (starting up or finishing): runtime code.
+        return Verdict::PcUnsafe;
+    }
     let mut fp = at.fp;
     let mut prev = at.sp;
     for _ in 0..MAX_FRAMES {
@@ -82,15 +86,20 @@ pub(crate) fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdi
         if fp < prev || fp % 8 != 0 || fp + 16 > stack.hi {
             return Verdict::BrokenChain;
         }
-        let ret = read(fp + 8);
-        if map.must_defer(ret) {
+        let next = read(fp);
+        if next == stack.root_fp {
+            // This frame's caller is `run_user`, kvant's boundary frame: the
+            // return address points into it and needs no check.
+            return Verdict::Safe;
+        }
+        if map.must_defer(read(fp + 8)) {
             return Verdict::FrameUnsafe;
         }
-        prev = fp;
-        fp = read(fp);
-        if fp <= prev {
+        if next <= fp {
             return Verdict::BrokenChain;
         }
+        prev = fp;
+        fp = next;
     }
     Verdict::BrokenChain
 }

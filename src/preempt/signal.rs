@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use super::WorkerSlot;
 use super::codemap::CodeMap;
 use super::safepoint::{self, Interrupted, TaskStack, Verdict};
-use crate::task::Task;
+use crate::task::Header;
 use crate::task::coroutine::{Switch, TaskYielder};
 
 thread_local! {
@@ -143,7 +143,7 @@ fn preempt_here(uc: *mut libc::c_void) {
     }
     // SAFETY: slice_start != 0 means the worker published `task` for this
     // slice and holds its Arc until after it resets slice_start.
-    let task: &Task = unsafe { &*(slot.task.load(Ordering::Relaxed) as *const Task) };
+    let task: &Header = unsafe { &*(slot.task.load(Ordering::Relaxed) as *const Header) };
     if task.preempt.disabled.load(Ordering::Relaxed) > 0 {
         task.preempt.pending.store(true, Ordering::Relaxed);
         slot.deferrals.add(1);

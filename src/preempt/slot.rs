@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::metrics::Counter;
-use crate::task::Task;
+use crate::task::Header;
 
 #[derive(Default)]
 pub(crate) struct WorkerSlot {
@@ -16,7 +16,7 @@ pub(crate) struct WorkerSlot {
     pub slice_start: AtomicU64,
     /// The `slice_start` the monitor asked to preempt.
     pub target: AtomicU64,
-    /// The running task (`*const Task`), valid while `slice_start != 0`.
+    /// The running task (`*const Header`), valid while a slice runs.
     pub task: AtomicUsize,
     /// Usable bounds of the running task's stack, `[lo, hi)`.
     pub stack_lo: AtomicUsize,
@@ -40,8 +40,9 @@ impl WorkerSlot {
     /// says whether the monitor may cut it short. The task and stack are
     /// recorded either way: the stack-overflow handler needs them too.
     #[inline]
-    pub(crate) fn begin(&self, task: &Task, lo: usize, hi: usize, now: u64, preemptible: bool) {
-        self.task.store(task as *const Task as usize, Ordering::Relaxed);
+    pub(crate) fn begin(&self, task: &Header, lo: usize, hi: usize, now: u64, preemptible: bool) {
+        self.task
+            .store(task as *const Header as usize, Ordering::Relaxed);
         self.stack_lo.store(lo, Ordering::Relaxed);
         self.stack_hi.store(hi, Ordering::Relaxed);
         if preemptible {

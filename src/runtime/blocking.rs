@@ -16,9 +16,9 @@ use parking_lot::{Condvar, Mutex};
 
 use super::Shared;
 use crate::error::{Error, Failure};
+use crate::task::JoinHandle;
 use crate::task::current::CancelUnwind;
-use crate::task::join::Packet;
-use crate::task::{JoinHandle, Task};
+use crate::task::join::{Handle, Packet};
 
 /// How long an idle blocking thread waits for more work before exiting.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
@@ -122,7 +122,7 @@ impl Shared {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let packet = Arc::new(Packet::<T>::new(Task::new_id(), None));
+        let packet = Arc::new(Packet::<T>::new(crate::task::Header::new_id(), None, None));
         let result = packet.clone();
         self.blocking.submit(Box::new(move || {
             let r = catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
@@ -134,7 +134,9 @@ impl Shared {
             });
             result.complete(r);
         }))?;
-        Ok(JoinHandle { task: None, packet })
+        Ok(JoinHandle {
+            inner: Handle::Blocking(packet),
+        })
     }
 }
 

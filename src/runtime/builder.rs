@@ -32,6 +32,7 @@ pub(crate) struct Config {
     pub signal: i32,
     pub migrate_preempted: bool,
     pub trace: bool,
+    pub task_timing: bool,
     pub blocking_threads: usize,
 }
 
@@ -50,6 +51,7 @@ pub struct Builder {
     signal: i32,
     migrate_preempted: bool,
     trace: bool,
+    task_timing: bool,
     blocking_threads: usize,
 }
 
@@ -67,6 +69,7 @@ impl Default for Builder {
             signal: crate::preempt::DEFAULT_SIGNAL,
             migrate_preempted: false,
             trace: false,
+            task_timing: false,
             blocking_threads: 64,
         }
     }
@@ -133,6 +136,15 @@ impl Builder {
         self
     }
 
+    /// Time every slice, so tasks' `stats().run_time` and workers' busy
+    /// time are exact. Always on with a quantum or `trace(true)` (they need
+    /// the clock anyway); off by default in a cooperative runtime, where the
+    /// clock read would be the largest cost of a task switch.
+    pub fn task_timing(mut self, yes: bool) -> Self {
+        self.task_timing = yes;
+        self
+    }
+
     /// Most OS threads `spawn_blocking` runs at once (default 64).
     pub fn blocking_threads(mut self, n: usize) -> Self {
         self.blocking_threads = n;
@@ -189,6 +201,7 @@ impl Builder {
             signal: self.signal,
             migrate_preempted: self.migrate_preempted,
             trace: self.trace,
+            task_timing: self.task_timing,
             blocking_threads: self.blocking_threads,
         })
     }

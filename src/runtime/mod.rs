@@ -9,7 +9,6 @@ mod registry;
 mod shutdown;
 mod worker;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle as ThreadHandle;
@@ -18,21 +17,20 @@ use std::time::Duration;
 use crossbeam_deque::{Injector, Stealer, Worker};
 use parking_lot::{Condvar, Mutex};
 
+pub use blocking::spawn_blocking;
+pub(crate) use builder::Config;
 pub use builder::{
     Builder, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS,
     MIN_QUANTUM, MIN_STACK_SIZE,
 };
-pub(crate) use builder::Config;
-pub use blocking::spawn_blocking;
 pub use shutdown::ShutdownReport;
 
-use crate::error::{Error, Failure};
+use crate::error::Error;
 use crate::metrics::{Counter, Metrics, WorkerCounters};
 use crate::preempt::{Monitor, WorkerSlot};
-use crate::task::current::CancelUnwind;
-use crate::task::join::Packet;
+use crate::task::join::{Handle, Packet};
 use crate::task::stack::StackPool;
-use crate::task::{self, JoinHandle, Task};
+use crate::task::{self, JoinHandle, Task, TaskCell};
 use crate::time::driver::TimerDriver;
 use crate::trace::{Trace, TraceBuffers};
 
@@ -54,6 +52,8 @@ pub(crate) struct ShutdownCounts {
 pub(crate) struct Shared {
     pub config: Config,
     pub preemptive: bool,
+    /// Whether slices are timed (preemption, tracing or `task_timing`).
+    pub timing: bool,
     pub injector: Injector<Arc<Task>>,
     pub stealers: Box<[Stealer<Arc<Task>>]>,
     pub idle: idle::Idle,
@@ -102,13 +102,18 @@ impl Shared {
         self.idle.notify_one();
     }
 
-    pub(crate) fn spawn<F, T>(self: &Arc<Self>, opts: &task::Builder, f: F) -> Result<JoinHandle<T>, Error>
+    pub(crate) fn spawn<F, T>(
+        self: &Arc<Self>,
+        opts: &task::Builder,
+        f: F,
+    ) -> Result<JoinHandle<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
         let inside = task::current::with_current(|t| Arc::ptr_eq(&t.shared, self)).unwrap_or(false);
-        if self.stopping.load(Ordering::Acquire) || (!inside && self.closed.load(Ordering::Acquire)) {
+        if self.stopping.load(Ordering::Acquire) || (!inside && self.closed.load(Ordering::Acquire))
+        {
             return Err(Error::Shutdown);
         }
         let stack_size = match opts.stack_size {
@@ -129,31 +134,22 @@ impl Shared {
         };
         // Round like the pool does, so a request equal to the default reuses pooled stacks.
         let stack_size = crate::task::stack::round_to_pages(stack_size);
-        let id = Task::new_id();
+        let id = crate::task::Header::new_id();
         let name: Option<Arc<str>> = opts.name.as_deref().map(Arc::from);
-        let packet = Arc::new(Packet::<T>::new(id, name.clone()));
-        let result = packet.clone();
-        let body = Box::new(move || {
-            let r = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-                if payload.is::<CancelUnwind>() {
-                    Failure::Cancelled
-                } else {
-                    Failure::Panic(payload)
-                }
-            });
-            result.complete(r);
-        });
-        let task = Task::new(
+        // The user's closure is boxed on its own so that it runs behind a
+        // dynamic call: its code then lives in its own (non-kvant) symbol,
+        // which the preemption safe-point check needs (see `run_user`).
+        let user: Box<dyn FnOnce() -> T + Send> = Box::new(f);
+        let typed = TaskCell::new(
             self.clone(),
-            name,
+            name.clone(),
             stack_size,
             opts.preemptible,
-            body,
-            packet.clone(),
+            Packet::new(id, name, Some(user)),
             id,
         );
+        let task: Arc<Task> = typed.clone();
         self.live.fetch_add(1, Ordering::AcqRel);
-        self.registry.insert(&task);
         let counted = context::with_worker(|w| {
             if Arc::ptr_eq(&w.shared, self) {
                 self.workers[w.index].counters.spawned.bump(1);
@@ -165,10 +161,9 @@ impl Shared {
         if counted != Some(true) {
             self.spawned_external.add(1);
         }
-        self.schedule(task.clone());
+        self.schedule(task);
         Ok(JoinHandle {
-            task: Some(task),
-            packet,
+            inner: Handle::Task(typed),
         })
     }
 
@@ -271,6 +266,7 @@ impl Runtime {
         let stack_size = crate::task::stack::round_to_pages(config.stack_size);
         let shared = Arc::new(Shared {
             preemptive: config.quantum.is_some(),
+            timing: config.quantum.is_some() || config.trace || config.task_timing,
             injector: Injector::new(),
             stealers,
             idle: idle::Idle::new(n),
@@ -335,7 +331,8 @@ impl Runtime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.try_spawn(f).unwrap_or_else(|e| panic!("kvant: Runtime::spawn failed: {e}"))
+        self.try_spawn(f)
+            .unwrap_or_else(|e| panic!("kvant: Runtime::spawn failed: {e}"))
     }
 
     /// Spawn a task, or [`Error::Shutdown`] if the runtime no longer accepts tasks.
@@ -404,10 +401,7 @@ impl Runtime {
 
     /// The recorded slices, if the runtime was built with `trace(true)`.
     pub fn trace(&self) -> Option<Trace> {
-        self.shared
-            .trace
-            .as_ref()
-            .map(|t| t.snapshot(&self.shared))
+        self.shared.trace.as_ref().map(|t| t.snapshot(&self.shared))
     }
 }
 

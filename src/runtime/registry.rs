@@ -1,5 +1,6 @@
-//! Every live task, so that shutdown can find the ones no queue holds
-//! (parked tasks are referenced only by whoever would wake them).
+//! Every task that has ever parked, so that shutdown can find the ones no
+//! queue holds (a parked task is referenced only by whoever would wake it).
+//! A task registers at its first park and leaves when it finishes.
 //!
 //! Sharded slabs: a spawn locks one shard chosen by task id, so concurrent
 //! spawns on different workers rarely meet on the same lock.
@@ -17,7 +18,6 @@ const SHARDS: usize = 16;
 struct Slab {
     slots: Vec<Option<Arc<Task>>>,
     free: Vec<usize>,
-    len: usize,
 }
 
 pub(crate) struct Registry {
@@ -35,7 +35,15 @@ impl Registry {
         task.id.as_u64() as usize % SHARDS
     }
 
-    pub(crate) fn insert(&self, task: &Arc<Task>) {
+    /// Register `task` unless it already is. Only the thread holding the
+    /// task's run claim calls this, so the check cannot race with itself.
+    pub(crate) fn insert_once(&self, task: &Arc<Task>) {
+        if task.registry_slot.load(Ordering::Relaxed) == usize::MAX {
+            self.insert(task);
+        }
+    }
+
+    fn insert(&self, task: &Arc<Task>) {
         let mut slab = self.shards[Self::shard_of(task)].lock();
         let i = match slab.free.pop() {
             Some(i) => {
@@ -47,29 +55,22 @@ impl Registry {
                 slab.slots.len() - 1
             }
         };
-        slab.len += 1;
         task.registry_slot.store(i, Ordering::Relaxed);
     }
 
     pub(crate) fn remove(&self, task: &Task) {
-        let i = task.registry_slot.swap(usize::MAX, Ordering::Relaxed);
-        if i == usize::MAX {
+        if task.registry_slot.load(Ordering::Relaxed) == usize::MAX {
             return;
         }
+        let i = task.registry_slot.swap(usize::MAX, Ordering::Relaxed);
         let removed = {
             let mut slab = self.shards[Self::shard_of(task)].lock();
             let t = slab.slots[i].take();
             slab.free.push(i);
-            slab.len -= 1;
             t
         };
         // Drop outside the lock: the last reference may run task-local destructors.
         drop(removed);
-    }
-
-    /// Number of registered (live) tasks.
-    pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len).sum()
     }
 
     /// A snapshot of every live task.

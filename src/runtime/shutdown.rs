@@ -102,11 +102,12 @@ impl Runtime {
                 Failure::Leaked
             } else {
                 claim.drop_fresh();
+                t.packet.drop_body();
                 shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
                 Failure::Cancelled
             };
             drop(claim);
-            t.completion.fail(failure);
+            t.packet.fail(failure);
             t.finish();
             shared.registry.remove(&t);
             shared.task_done();

@@ -30,6 +30,9 @@ use crate::task::{Task, current};
 
 /// Stacks a worker keeps for itself before returning them to the shared pool.
 const STACK_CACHE: usize = 64;
+/// Rounds of spin-then-steal before a worker with nothing to do sleeps
+/// (32, 64, 128, 256 pauses: a few microseconds in all).
+const SPIN_ROUNDS: u32 = 4;
 
 pub(crate) struct WorkerCtx {
     pub index: usize,
@@ -141,6 +144,22 @@ impl WorkerCtx {
         None
     }
 
+    /// A few rounds of spinning and stealing before going to sleep.
+    fn spin_for_work(&self) -> Option<Arc<Task>> {
+        for round in 0..SPIN_ROUNDS {
+            for _ in 0..(32 << round) {
+                std::hint::spin_loop();
+            }
+            if self.shared.stopping.load(Ordering::Relaxed) {
+                return None;
+            }
+            if let Some(t) = self.next_local().or_else(|| self.steal()) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
     /// Whether any queue this worker could take from has work.
     fn work_anywhere(&self) -> bool {
         let shared = &*self.shared;
@@ -194,40 +213,43 @@ impl WorkerCtx {
             // Its closure only checks a flag and returns: skip the stack.
             claim.drop_fresh();
             drop(claim);
-            task.completion.fail(Failure::Cancelled);
+            task.packet.drop_body();
+            task.packet.fail(Failure::Cancelled);
             self.retire(&task);
             return;
         }
         if !claim.started() {
             match self.take_stack(task.stack_size) {
-                Ok(stack) => claim.start(stack, task_entry, Arc::as_ptr(&task).cast()),
+                Ok(stack) => claim.start(&task, stack, task_entry),
                 Err(e) => {
                     claim.drop_fresh();
                     drop(claim);
-                    task.completion.fail(Failure::NoStack(e));
+                    task.packet.drop_body();
+                    task.packet.fail(Failure::NoStack(e));
                     self.retire(&task);
                     return;
                 }
             }
         }
         task.preempt.preempted.store(false, Ordering::Relaxed);
-        current::set_current(Arc::as_ptr(&task));
+        current::set_current(Some(&task));
         let slot = &shared.workers[self.index].slot;
-        let start = clock::ticks();
+        // Reading the clock is the largest fixed cost of a switch (rdtsc is
+        // ~10-30 ns here), so slices are timed only when something uses it.
+        let start = if shared.timing { clock::ticks() } else { 0 };
         let (lo, hi) = task.stack_bounds();
         slot.begin(&task, lo, hi, start, shared.preemptive && task.preemptible);
         let ran = claim.resume(Resume::Run);
         slot.end();
-        let end = clock::ticks();
-        current::set_current(std::ptr::null());
+        let end = if shared.timing { clock::ticks() } else { 0 };
+        current::set_current(None);
         drop(claim);
 
         let c = self.counters();
         c.slices.bump(1);
-        task.stats.slices.fetch_add(1, Ordering::Relaxed);
-        task.stats
-            .run_ticks
-            .fetch_add(end.wrapping_sub(start), Ordering::Relaxed);
+        // Single writer: only the thread holding the run claim updates them.
+        task.stats.slices.bump(1);
+        task.stats.run_ticks.bump(end.wrapping_sub(start));
         if let Some(trace) = &shared.trace {
             trace.record(self.index, &task, start, end, &ran);
         }
@@ -238,7 +260,7 @@ impl WorkerCtx {
                 self.local.push(task);
             }
             Ran::Switched(Switch::Preempted) => {
-                task.stats.preemptions.fetch_add(1, Ordering::Relaxed);
+                task.stats.preemptions.bump(1);
                 if !task.preempt.preempted.load(Ordering::Relaxed) {
                     // A deferred preemption taken at a `preempt::disable` guard drop.
                     shared.workers[self.index].slot.preemptions.add(1);
@@ -252,7 +274,14 @@ impl WorkerCtx {
             }
             Ran::Switched(Switch::Park) => {
                 c.parks_task.bump(1);
-                if task.finish_park() || shared.cancelling.load(Ordering::Acquire) && task.claim_idle() {
+                // A parked task is held only by whoever will wake it; the
+                // registry lets shutdown find it. Queued and running tasks
+                // are found in the queues, so tasks that never block never
+                // pay for registration.
+                shared.registry.insert_once(&task);
+                if task.finish_park()
+                    || shared.cancelling.load(Ordering::Acquire) && task.claim_idle()
+                {
                     self.local.push(task);
                 }
             }
@@ -260,7 +289,7 @@ impl WorkerCtx {
                 // The overflow handler discarded the task's frames; whatever
                 // they pointed to is gone with them. Never reuse this stack.
                 self.shared.stacks.leak(stack);
-                task.completion.fail(Failure::StackOverflow {
+                task.packet.fail(Failure::StackOverflow {
                     stack_size: task.stack_size,
                 });
                 self.retire(&task);
@@ -281,7 +310,8 @@ impl WorkerCtx {
         if !claim.started() {
             claim.drop_fresh();
             drop(claim);
-            task.completion.fail(Failure::Cancelled);
+            task.packet.drop_body();
+            task.packet.fail(Failure::Cancelled);
             self.shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
             self.retire(&task);
             return;
@@ -289,21 +319,21 @@ impl WorkerCtx {
         if task.preempt.preempted.load(Ordering::Relaxed) {
             claim.leak();
             drop(claim);
-            task.completion.fail(Failure::Leaked);
+            task.packet.fail(Failure::Leaked);
             self.shared.report.leaked.fetch_add(1, Ordering::Relaxed);
             self.retire(&task);
             return;
         }
-        current::set_current(Arc::as_ptr(&task));
+        current::set_current(Some(&task));
         // Not preemptible while unwinding: a preemption now would leave a
         // half-unwound task that could only be leaked.
         let ran = claim.resume(Resume::Cancel);
-        current::set_current(std::ptr::null());
+        current::set_current(None);
         drop(claim);
         match ran {
             Ran::Finished(stack) => {
                 self.give_stack(stack);
-                task.completion.fail(Failure::Cancelled);
+                task.packet.fail(Failure::Cancelled);
                 self.shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
                 self.retire(&task);
             }
@@ -348,6 +378,20 @@ impl WorkerCtx {
                 self.run_task(t);
                 continue;
             }
+            // Nothing found. Before paying for a futex sleep and, later, the
+            // producer's futex wake (~2 µs each side), look a few more times:
+            // a producer that keeps spawning finds us still searching and
+            // skips the wake-up entirely.
+            if searching {
+                if let Some(t) = self.spin_for_work() {
+                    if idle.stop_searching() {
+                        idle.notify_one();
+                    }
+                    searching = false;
+                    self.run_task(t);
+                    continue;
+                }
+            }
             // Nothing anywhere: announce sleep, look once more, then sleep.
             idle.prepare_sleep(self.index, searching);
             if self.work_anywhere() || shared.stopping.load(Ordering::Acquire) {
@@ -382,17 +426,15 @@ impl WorkerCtx {
     }
 }
 
-/// First code on every task stack: record what the preemption handler needs.
-fn task_entry(yielder: &TaskYielder, task: *const ()) {
-    // SAFETY: `task` is the Arc<Task> pointer the worker passed to `start`;
-    // the worker holds that Arc while it resumes the coroutine.
-    let task = unsafe { &*(task as *const Task) };
+/// First code on every task stack: record the yielder for switches, then
+/// run the user's closure (unless the task is cancelled before its first slice).
+fn task_entry(yielder: &TaskYielder, task: &Task, input: Resume) {
     task.preempt
         .yielder
         .store(yielder as *const TaskYielder as usize, Ordering::Relaxed);
-    task.preempt
-        .root_fp
-        .store(crate::preempt::frame_address(), Ordering::Relaxed);
+    if input == Resume::Run {
+        task.packet.run_body();
+    }
 }
 
 /// Start worker `index`'s thread.

@@ -36,8 +36,13 @@ pub(crate) enum Resume {
 pub(crate) type TaskYielder = Yielder<Resume, Switch>;
 type Coro = Coroutine<Resume, Switch, (), Stack>;
 
+/// The first function on a new task stack: gets the yielder, the task
+/// pointer handed to `start`, and the first resume value.
+pub(crate) type Entry = fn(&TaskYielder, &super::Task, Resume);
+
 enum Body {
-    Fresh(Box<dyn FnOnce() + Send + 'static>),
+    /// Not started: the closure waits in the task's packet.
+    Fresh,
     Started(Coro),
     Finished,
 }
@@ -64,8 +69,8 @@ unsafe impl Sync for BodyCell {}
 unsafe impl Send for BodyCell {}
 
 impl BodyCell {
-    pub(crate) fn new(f: Box<dyn FnOnce() + Send + 'static>) -> Self {
-        BodyCell(UnsafeCell::new(Body::Fresh(f)))
+    pub(crate) fn new() -> Self {
+        BodyCell(UnsafeCell::new(Body::Fresh))
     }
 
     /// Whether the task has run at least once (so it owns a stack).
@@ -77,36 +82,27 @@ impl BodyCell {
         matches!(unsafe { &*self.0.get() }, Body::Started(_))
     }
 
-    /// Turn a fresh body into a coroutine on `stack`. `entry` runs first on the
-    /// new stack (it records the yielder and root frame), then the closure.
+    /// Turn a fresh body into a coroutine on `stack` that runs `entry(arg)`.
     ///
     /// # Safety
-    /// The caller holds the run claim.
+    /// The caller holds the run claim, and `arg` stays valid while the
+    /// coroutine exists.
     pub(crate) unsafe fn start(
         &self,
         stack: Stack,
-        entry: fn(&TaskYielder, *const ()),
-        arg: *const (),
+        entry: Entry,
+        task: *const super::Task,
     ) -> Option<corosensei::trap::CoroutineTrapHandler<()>> {
         // SAFETY: caller holds the run claim.
         let body = unsafe { &mut *self.0.get() };
-        let Body::Fresh(_) = body else { return None };
-        let Body::Fresh(f) = std::mem::replace(body, Body::Finished) else {
-            unreachable!()
-        };
-        let arg = arg as usize;
-        *body = Body::Started(Coro::with_stack(stack, move |y: &TaskYielder, input: Resume| {
-            entry(y, arg as *const ());
-            // A task cancelled before its first slice never gets here: the
-            // worker drops fresh bodies instead of starting them.
-            if input == Resume::Run {
-                f();
-            }
-        }));
-        match body {
-            Body::Started(coro) => Some(coro.trap_handler()),
-            _ => None,
-        }
+        let Body::Fresh = body else { return None };
+        let coro = Coro::with_stack(stack, move |y: &TaskYielder, input: Resume| {
+            // SAFETY: the caller guarantees the task outlives its coroutine.
+            entry(y, unsafe { &*task }, input);
+        });
+        let trap = coro.trap_handler();
+        *body = Body::Started(coro);
+        Some(trap)
     }
 
     /// Run the started coroutine until it switches out or finishes.
@@ -130,14 +126,15 @@ impl BodyCell {
         }
     }
 
-    /// Drop a body that never ran (cancellation before the first slice).
+    /// Mark a body that never ran as finished (its closure is dropped by
+    /// the caller through the packet).
     ///
     /// # Safety
     /// The caller holds the run claim.
     pub(crate) unsafe fn drop_fresh(&self) {
         // SAFETY: caller holds the run claim.
         let body = unsafe { &mut *self.0.get() };
-        if let Body::Fresh(_) = body {
+        if let Body::Fresh = body {
             *body = Body::Finished;
         }
     }
@@ -154,6 +151,36 @@ impl BodyCell {
         if let Body::Started(coro) = std::mem::replace(body, Body::Finished) {
             std::mem::forget(coro);
         }
+    }
+}
+
+/// The trap handler of a started task's coroutine: how the stack-overflow
+/// handler forces the coroutine to return. Written once when the task starts
+/// (under the run claim, before the first resume), read only by the fault
+/// handler on the thread that is running the task.
+pub(crate) struct TrapCell(UnsafeCell<Option<corosensei::trap::CoroutineTrapHandler<()>>>);
+
+// SAFETY: written only under the run claim before the coroutine first runs,
+// read only afterwards by the thread running it (see `get`); the value is Copy.
+unsafe impl Sync for TrapCell {}
+
+impl TrapCell {
+    pub(crate) fn new() -> Self {
+        TrapCell(UnsafeCell::new(None))
+    }
+
+    /// # Safety
+    /// The caller holds the run claim and the coroutine has not been resumed yet.
+    pub(crate) unsafe fn set(&self, t: corosensei::trap::CoroutineTrapHandler<()>) {
+        // SAFETY: exclusive by the caller's contract.
+        unsafe { *self.0.get() = Some(t) };
+    }
+
+    /// # Safety
+    /// Only on the thread currently running the task (after `set`).
+    pub(crate) unsafe fn get(&self) -> Option<corosensei::trap::CoroutineTrapHandler<()>> {
+        // SAFETY: no concurrent writer by the caller's contract.
+        unsafe { *self.0.get() }
     }
 }
 

@@ -7,6 +7,7 @@
 //! own non-inlined function forces a fresh lookup after every switch.
 
 use std::cell::Cell;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -14,7 +15,7 @@ use super::coroutine::{Resume, Switch, TaskYielder};
 use super::{Task, TaskId, TaskStats};
 
 thread_local! {
-    static CURRENT: Cell<*const Task> = const { Cell::new(std::ptr::null()) };
+    static CURRENT: Cell<Option<NonNull<Task>>> = const { Cell::new(None) };
 }
 
 /// Payload used to unwind a task cancelled at shutdown. Resumed with
@@ -25,45 +26,55 @@ pub(crate) struct CancelUnwind;
 /// worker calls this around every resume and keeps the task's `Arc` alive for
 /// at least as long.
 #[inline(never)]
-pub(crate) fn set_current(task: *const Task) {
-    CURRENT.with(|c| c.set(task));
+pub(crate) fn set_current(task: Option<&Task>) {
+    CURRENT.with(|c| c.set(task.map(NonNull::from)));
 }
 
 #[inline(never)]
-fn current_ptr() -> *const Task {
+fn current_ptr() -> Option<NonNull<Task>> {
     CURRENT.with(|c| c.get())
 }
 
 /// Run `f` with the task running on this thread, if any. `f` must not switch.
 #[inline(never)]
 pub(crate) fn with_current<R>(f: impl FnOnce(&Task) -> R) -> Option<R> {
-    let p = current_ptr();
-    if p.is_null() {
-        return None;
-    }
+    let p = current_ptr()?;
     // SAFETY: a non-null CURRENT was installed by the worker resuming this
     // task, which holds an `Arc<Task>` until after it clears CURRENT again;
     // `f` runs on this thread before any switch, so the task is alive.
-    Some(f(unsafe { &*p }))
+    Some(f(unsafe { p.as_ref() }))
 }
 
 /// A new strong reference to the running task.
 pub(crate) fn current_arc() -> Option<Arc<Task>> {
-    let p = current_ptr();
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: `p` came from `Arc::as_ptr` of an Arc the worker holds for the
-    // whole slice (see `set_current`), so the count is at least one here.
+    let p = current_ptr()?.as_ptr() as *const Task;
+    // SAFETY: `p` points into an `Arc<Task>` the worker holds for the whole
+    // slice (see `set_current`), so the count is at least one here.
     unsafe {
         Arc::increment_strong_count(p);
         Some(Arc::from_raw(p))
     }
 }
 
+/// Run the user's closure of the current task. This frame is the boundary of
+/// the safe-point walk: its frame address becomes the task's `root_fp`, and
+/// the walk accepts a chain that reaches it without inspecting the frames
+/// above (kvant's task entry, `catch_unwind`, corosensei's trampoline), which
+/// are always on the stack and always "unsafe" by name. The closure is called
+/// through a vtable so that it cannot be inlined into this kvant function.
+#[inline(never)]
+pub(crate) fn run_user<T>(f: Box<dyn FnOnce() -> T + Send + '_>) -> T {
+    let fp = crate::preempt::frame_address();
+    with_current(|t| t.preempt.root_fp.store(fp, Ordering::Relaxed));
+    let r = std::hint::black_box(f)();
+    // Back in runtime code: no user frame is left to preempt.
+    with_current(|t| t.preempt.root_fp.store(0, Ordering::Relaxed));
+    r
+}
+
 /// Whether this thread is running a task right now.
 pub(crate) fn in_task() -> bool {
-    !current_ptr().is_null()
+    current_ptr().is_some()
 }
 
 /// Switch the running task out. Returns when a worker resumes it. If the

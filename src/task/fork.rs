@@ -41,8 +41,9 @@ where
     RA: Send,
     RB: Send,
 {
-    let split = current::with_current(|t| t.shared.config.workers > 1 && t.shared.idle.wants_work())
-        .unwrap_or(false);
+    let split =
+        current::with_current(|t| t.shared.config.workers > 1 && t.shared.idle.wants_work())
+            .unwrap_or(false);
     if !split {
         return (a(), b());
     }

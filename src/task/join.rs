@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use super::current::{self, CancelUnwind};
 use super::park::{self, Unparker};
-use super::{Task, TaskId, TaskStats};
+use super::{TaskCell, TaskId, TaskStats};
 use crate::error::{Failure, JoinError};
 
 /// The runtime's view of a task's result slot, erased over `T`.
@@ -28,7 +31,15 @@ pub(crate) trait Completion: Send + Sync {
     fn is_panic(&self) -> bool;
     /// Forget a waiter registered with `add_waiter` (a timed-out wait).
     fn remove_waiter(&self, w: &Unparker);
+    /// Run the user's closure and store its result (on the task's stack).
+    fn run_body(&self);
+    /// Drop the user's closure without running it (cancelled before start).
+    fn drop_body(&self);
 }
+
+/// The user's closure, boxed so that it is called through a vtable (see
+/// `current::run_user` for why that matters to preemption).
+type UserFn<T> = Box<dyn FnOnce() -> T + Send + 'static>;
 
 pub(crate) struct Packet<T> {
     done: AtomicBool,
@@ -38,16 +49,18 @@ pub(crate) struct Packet<T> {
 }
 
 struct PacketInner<T> {
+    body: Option<UserFn<T>>,
     result: Option<Result<T, JoinError>>,
     panicked: bool,
     waiters: Vec<Unparker>,
 }
 
 impl<T> Packet<T> {
-    pub(crate) fn new(id: TaskId, name: Option<Arc<str>>) -> Self {
+    pub(crate) fn new(id: TaskId, name: Option<Arc<str>>, body: Option<UserFn<T>>) -> Self {
         Packet {
             done: AtomicBool::new(false),
             inner: Mutex::new(PacketInner {
+                body,
                 result: None,
                 panicked: false,
                 waiters: Vec::new(),
@@ -108,6 +121,25 @@ impl<T: Send> Completion for Packet<T> {
     fn remove_waiter(&self, w: &Unparker) {
         self.inner.lock().waiters.retain(|x| !x.same_as(w));
     }
+
+    fn run_body(&self) {
+        let Some(f) = self.inner.lock().body.take() else {
+            return;
+        };
+        let r = catch_unwind(AssertUnwindSafe(|| current::run_user(f))).map_err(|payload| {
+            if payload.is::<CancelUnwind>() {
+                Failure::Cancelled
+            } else {
+                Failure::Panic(payload)
+            }
+        });
+        self.complete(r);
+    }
+
+    fn drop_body(&self) {
+        let f = self.inner.lock().body.take();
+        drop(f);
+    }
 }
 
 /// An owned permission to wait for a task and take its result.
@@ -115,9 +147,14 @@ impl<T: Send> Completion for Packet<T> {
 /// Dropping the handle detaches the task: it keeps running and its result is
 /// dropped when it finishes.
 pub struct JoinHandle<T> {
-    /// The green thread, or `None` for work run by `spawn_blocking`.
-    pub(crate) task: Option<Arc<Task>>,
-    pub(crate) packet: Arc<Packet<T>>,
+    pub(crate) inner: Handle<T>,
+}
+
+pub(crate) enum Handle<T> {
+    /// A green thread (its result slot lives in the task's allocation).
+    Task(Arc<TaskCell<Packet<T>>>),
+    /// Work run by `spawn_blocking` on an OS thread.
+    Blocking(Arc<Packet<T>>),
 }
 
 impl<T: Send + 'static> JoinHandle<T> {
@@ -127,7 +164,7 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// blocks the calling OS thread.
     pub fn join(self) -> Result<T, JoinError> {
         self.wait_until(None);
-        self.packet.take()
+        self.packet().take()
     }
 
     /// Like [`join`](Self::join), but gives up after `timeout` and hands the
@@ -143,7 +180,7 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// Like [`join_timeout`](Self::join_timeout) with an absolute deadline.
     pub fn join_deadline(self, deadline: Instant) -> Result<Result<T, JoinError>, JoinHandle<T>> {
         if self.wait_until(Some(deadline)) {
-            Ok(self.packet.take())
+            Ok(self.packet().take())
         } else {
             Err(self)
         }
@@ -151,56 +188,66 @@ impl<T: Send + 'static> JoinHandle<T> {
 
     /// Park until complete or the deadline passes; true if complete.
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        if self.packet.is_complete() {
+        if self.packet().is_complete() {
             return true;
         }
-        if let Some(task) = &self.task {
+        if let Handle::Task(task) = &self.inner {
             if park::current_task_is(task) {
-                panic!("kvant: task {} tried to join itself, which would never return", task.id);
+                panic!(
+                    "kvant: task {} tried to join itself, which would never return",
+                    task.id
+                );
             }
         }
-        wait_complete(&*self.packet, deadline)
+        wait_complete(self.packet(), deadline)
     }
 }
 
 impl<T> JoinHandle<T> {
+    pub(crate) fn packet(&self) -> &Packet<T> {
+        match &self.inner {
+            Handle::Task(t) => &t.packet,
+            Handle::Blocking(p) => p,
+        }
+    }
+
     /// The work was done elsewhere; if the task has not started, it finishes
     /// without running (and without taking a stack).
     pub(crate) fn abandon(&self) {
-        if let Some(t) = &self.task {
+        if let Handle::Task(t) = &self.inner {
             t.abandoned.store(true, Ordering::Release);
         }
     }
 
     /// Whether the task has finished (with a value or an error). Never blocks.
     pub fn is_finished(&self) -> bool {
-        self.packet.done.load(Ordering::Acquire)
+        self.packet().done.load(Ordering::Acquire)
     }
 
     /// The task's id.
     pub fn id(&self) -> TaskId {
-        self.packet.id
+        self.packet().id
     }
 
     /// The task's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.packet.name.as_deref()
+        self.packet().name.as_deref()
     }
 
     /// Run time, slices and preemptions of the task so far (all zero for
     /// `spawn_blocking` work, which runs on an OS thread).
     pub fn stats(&self) -> TaskStats {
-        self.task
-            .as_ref()
-            .map(|t| t.stats.snapshot())
-            .unwrap_or_default()
+        match &self.inner {
+            Handle::Task(t) => t.stats.snapshot(),
+            Handle::Blocking(_) => TaskStats::default(),
+        }
     }
 
     pub(crate) fn completion(&self) -> &dyn Completion
     where
         T: Send,
     {
-        &*self.packet
+        self.packet()
     }
 }
 
@@ -233,8 +280,8 @@ pub(crate) fn wait_complete(c: &dyn Completion, deadline: Option<Instant>) -> bo
 impl<T> std::fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JoinHandle")
-            .field("id", &self.packet.id)
-            .field("name", &self.packet.name)
+            .field("id", &self.packet().id)
+            .field("name", &self.packet().name)
             .field("finished", &self.is_finished())
             .finish()
     }

@@ -27,16 +27,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use crate::metrics::Counter;
 use crate::runtime::Shared;
 use coroutine::BodyCell;
 use join::Completion;
 
 pub use builder::Builder;
-pub use fork::join;
-pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use current::{Current, current, try_current, yield_now};
+pub use fork::join;
 pub use join::JoinHandle;
 pub use local::{AccessError, LocalKey};
+pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use wait::{WaitFor, WaitResult, wait};
 
 const IDLE: u8 = 0;
@@ -82,19 +83,19 @@ pub struct TaskStats {
 
 #[derive(Default)]
 pub(crate) struct TaskCounters {
-    pub run_ticks: AtomicU64,
-    pub slices: AtomicU64,
-    pub preemptions: AtomicU64,
+    pub run_ticks: Counter,
+    pub slices: Counter,
+    pub preemptions: Counter,
 }
 
 impl TaskCounters {
     pub(crate) fn snapshot(&self) -> TaskStats {
         TaskStats {
             run_time: std::time::Duration::from_nanos(crate::clock::ticks_to_ns(
-                self.run_ticks.load(Ordering::Relaxed),
+                self.run_ticks.get(),
             )),
-            slices: self.slices.load(Ordering::Relaxed),
-            preemptions: self.preemptions.load(Ordering::Relaxed),
+            slices: self.slices.get(),
+            preemptions: self.preemptions.get(),
         }
     }
 }
@@ -120,7 +121,23 @@ pub(crate) struct PreemptState {
 }
 
 /// A green thread. Shared (`Arc`) between run queues, wakers and its handle.
-pub(crate) struct Task {
+///
+/// One allocation holds the scheduling state and the typed result slot: the
+/// handle keeps an `Arc<TaskCell<Packet<T>>>`, the runtime the same pointer
+/// unsized to `Arc<Task>` (`TaskCell<dyn Completion>`).
+pub(crate) type Task = TaskCell<dyn Completion>;
+
+pub(crate) struct TaskCell<P: ?Sized> {
+    pub header: Header,
+    /// The result slot (and the user's closure until it runs). Last, so the
+    /// cell can be unsized.
+    pub packet: P,
+}
+
+/// Everything about a task except its typed result slot. Reached through
+/// `Deref` from any `TaskCell`; a thin `*const Header` is what the signal
+/// handlers get (they never need the packet).
+pub(crate) struct Header {
     pub id: TaskId,
     pub name: Option<Arc<str>>,
     pub stack_size: usize,
@@ -134,10 +151,9 @@ pub(crate) struct Task {
     /// The task ran into its stack's guard page and was ended by the fault handler.
     pub overflowed: AtomicBool,
     /// How to force the coroutine to return from a fault handler (set at start).
-    pub trap: std::sync::OnceLock<corosensei::trap::CoroutineTrapHandler<()>>,
+    pub trap: coroutine::TrapCell,
     pub shared: Arc<Shared>,
     pub body: BodyCell,
-    pub completion: Arc<dyn Completion>,
     pub preempt: PreemptState,
     pub stats: TaskCounters,
     pub locals: local::LocalMap,
@@ -145,36 +161,47 @@ pub(crate) struct Task {
     pub registry_slot: AtomicUsize,
 }
 
-impl Task {
+impl<P: ?Sized> std::ops::Deref for TaskCell<P> {
+    type Target = Header;
+
+    fn deref(&self) -> &Header {
+        &self.header
+    }
+}
+
+impl<P: Completion> TaskCell<P> {
     pub(crate) fn new(
         shared: Arc<Shared>,
         name: Option<Arc<str>>,
         stack_size: usize,
         preemptible: bool,
-        body: Box<dyn FnOnce() + Send + 'static>,
-        completion: Arc<dyn Completion>,
+        packet: P,
         id: TaskId,
-    ) -> Arc<Task> {
-        Arc::new(Task {
-            id,
-            name,
-            stack_size,
-            preemptible,
-            state: AtomicU8::new(QUEUED),
-            cancelled: AtomicBool::new(false),
-            abandoned: AtomicBool::new(false),
-            overflowed: AtomicBool::new(false),
-            trap: std::sync::OnceLock::new(),
-            shared,
-            body: BodyCell::new(body),
-            completion,
-            preempt: PreemptState::default(),
-            stats: TaskCounters::default(),
-            locals: local::LocalMap::default(),
-            registry_slot: AtomicUsize::new(usize::MAX),
+    ) -> Arc<TaskCell<P>> {
+        Arc::new(TaskCell {
+            header: Header {
+                id,
+                name,
+                stack_size,
+                preemptible,
+                state: AtomicU8::new(QUEUED),
+                cancelled: AtomicBool::new(false),
+                abandoned: AtomicBool::new(false),
+                overflowed: AtomicBool::new(false),
+                trap: coroutine::TrapCell::new(),
+                shared,
+                body: BodyCell::new(),
+                preempt: PreemptState::default(),
+                stats: TaskCounters::default(),
+                locals: local::LocalMap::default(),
+                registry_slot: AtomicUsize::new(usize::MAX),
+            },
+            packet,
         })
     }
+}
 
+impl Header {
     pub(crate) fn new_id() -> TaskId {
         TaskId::next()
     }
@@ -182,20 +209,26 @@ impl Task {
     /// A worker popped this task from a run queue and is about to resume it.
     /// Queue membership is exclusive (a task is pushed to a queue only by the
     /// thread that moved it to `QUEUED`), so the returned claim is unique.
+    ///
+    /// A task that yielded or was preempted is queued *without* leaving
+    /// `RUNNING` (see `requeue`), which saves two locked instructions per
+    /// yield; only tasks coming from `QUEUED` need the transition.
     pub(crate) fn begin_run(&self) -> RunClaim<'_> {
-        let prev = self.state.fetch_add(RUNNING - QUEUED, Ordering::Acquire);
-        debug_assert_eq!(prev & LIFECYCLE, QUEUED, "task {} was not queued", self.id);
+        if self.state.load(Ordering::Acquire) & LIFECYCLE == QUEUED {
+            let prev = self.state.fetch_add(RUNNING - QUEUED, Ordering::Acquire);
+            debug_assert_eq!(prev & LIFECYCLE, QUEUED, "task {} was not queued", self.id);
+        }
         RunClaim {
-            task: self,
+            task: &self.body,
             _thread_bound: std::marker::PhantomData,
         }
     }
 
-    /// After a `Yield` or `Preempted` switch: the task goes back to a queue.
-    pub(crate) fn requeue(&self) {
-        // RUNNING (2) -> QUEUED (1), keeping a pending token.
-        self.state.fetch_sub(RUNNING - QUEUED, Ordering::Release);
-    }
+    /// After a `Yield` or `Preempted` switch the task goes back to a queue
+    /// still marked `RUNNING`: to a waker, "queued after a yield" and
+    /// "running" mean the same thing (set the token, do not queue it again),
+    /// so the state need not change at all.
+    pub(crate) fn requeue(&self) {}
 
     /// After a `Park` switch. Returns true if the task must be queued again
     /// because a wake-up arrived while it was switching out (token consumed).
@@ -223,10 +256,6 @@ impl Task {
             self.preempt.stack_lo.load(Ordering::Relaxed),
             self.preempt.stack_hi.load(Ordering::Relaxed),
         )
-    }
-
-    pub(crate) fn is_done(&self) -> bool {
-        self.state.load(Ordering::Acquire) & LIFECYCLE == DONE
     }
 
     /// Consume a wake-up token if one is pending (called by the task itself
@@ -269,43 +298,47 @@ impl Task {
 /// (it moved the task from `QUEUED` to `RUNNING`). Not `Send`: the claim ends
 /// with the slice, on the thread that took it.
 pub(crate) struct RunClaim<'a> {
-    task: &'a Task,
+    task: &'a BodyCell,
     _thread_bound: std::marker::PhantomData<*const ()>,
 }
 
 impl RunClaim<'_> {
     pub(crate) fn started(&self) -> bool {
         // SAFETY: this claim is the unique run claim on the task.
-        unsafe { self.task.body.started() }
+        unsafe { self.task.started() }
     }
 
-    pub(crate) fn start(&self, stack: stack::Stack, entry: fn(&coroutine::TaskYielder, *const ()), arg: *const ()) {
-        let p = &self.task.preempt;
+    /// Give the task its stack. `entry` runs first on it, with `task`.
+    pub(crate) fn start(&self, task: &Task, stack: stack::Stack, entry: coroutine::Entry) {
+        let p = &task.preempt;
         p.stack_lo.store(stack.bottom(), Ordering::Relaxed);
         p.stack_hi.store(stack.top(), Ordering::Relaxed);
-        // SAFETY: this claim is the unique run claim on the task.
-        if let Some(trap) = unsafe { self.task.body.start(stack, entry, arg) } {
-            let _ = self.task.trap.set(trap);
+        // SAFETY: this claim is the unique run claim on the task, and the
+        // task owns the coroutine, so `task` outlives it.
+        let trap = unsafe { self.task.start(stack, entry, task as *const Task) };
+        if let Some(trap) = trap {
+            // SAFETY: we hold the run claim and the coroutine has not run yet.
+            unsafe { task.trap.set(trap) };
         }
     }
 
     pub(crate) fn resume(&self, how: coroutine::Resume) -> coroutine::Ran {
         // SAFETY: this claim is the unique run claim on the task.
-        unsafe { self.task.body.resume(how) }
+        unsafe { self.task.resume(how) }
     }
 
     pub(crate) fn drop_fresh(&self) {
         // SAFETY: this claim is the unique run claim on the task.
-        unsafe { self.task.body.drop_fresh() }
+        unsafe { self.task.drop_fresh() }
     }
 
     pub(crate) fn leak(&self) {
         // SAFETY: this claim is the unique run claim on the task.
-        unsafe { self.task.body.leak() }
+        unsafe { self.task.leak() }
     }
 }
 
-impl fmt::Debug for Task {
+impl<P: ?Sized> fmt::Debug for TaskCell<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Task")
             .field("id", &self.id)

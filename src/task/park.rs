@@ -53,8 +53,11 @@ pub(crate) fn current_unparker() -> Unparker {
     }
 }
 
-pub(crate) fn current_task_is(task: &Arc<Task>) -> bool {
-    current::with_current(|t| std::ptr::eq(t, Arc::as_ptr(task))).unwrap_or(false)
+pub(crate) fn current_task_is<P: ?Sized>(task: &super::TaskCell<P>) -> bool {
+    current::with_current(|t| {
+        std::ptr::addr_eq(t as *const Task, task as *const super::TaskCell<P>)
+    })
+    .unwrap_or(false)
 }
 
 /// Block the caller until unparked (possibly spuriously).

@@ -9,15 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
-use super::join::{Completion, wait_complete};
-use super::{Builder, JoinHandle, TaskId};
+use super::join::{Handle, wait_complete};
+use super::{Builder, JoinHandle, Task, TaskId};
 use crate::error::JoinError;
 use crate::runtime::{Runtime, Shared};
 
 /// A scope to spawn borrowing tasks in; see [`scope`].
 pub struct Scope<'scope, 'env: 'scope> {
     shared: Arc<Shared>,
-    tasks: Mutex<Vec<(Arc<dyn Completion>, Arc<AtomicBool>)>>,
+    tasks: Mutex<Vec<(Arc<Task>, Arc<AtomicBool>)>>,
     scope: PhantomData<&'scope mut &'scope ()>,
     env: PhantomData<&'env mut &'env ()>,
 }
@@ -49,9 +49,10 @@ impl<'scope, 'env> Scope<'scope, 'env> {
             .spawn(&Builder::new(), f)
             .unwrap_or_else(|e| panic!("kvant: Scope::spawn failed: {e}"));
         let joined = Arc::new(AtomicBool::new(false));
-        self.tasks
-            .lock()
-            .push((inner.packet.clone(), joined.clone()));
+        if let Handle::Task(t) = &inner.inner {
+            let t: Arc<Task> = t.clone();
+            self.tasks.lock().push((t, joined.clone()));
+        }
         ScopedJoinHandle {
             inner,
             joined,
@@ -138,8 +139,8 @@ where
         }
         seen += batch.len();
         for (c, joined) in &batch {
-            wait_complete(&**c, None);
-            if c.is_panic() && !joined.load(Ordering::Relaxed) {
+            wait_complete(&c.packet, None);
+            if c.packet.is_panic() && !joined.load(Ordering::Relaxed) {
                 unjoined_panic = true;
             }
         }

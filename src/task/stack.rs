@@ -86,11 +86,6 @@ impl Stack {
         self.map + page_size()
     }
 
-    /// The guard page, `[start, end)`.
-    pub(crate) fn guard(&self) -> (usize, usize) {
-        (self.map, self.map + page_size())
-    }
-
     /// Usable bytes.
     pub(crate) fn size(&self) -> usize {
         self.len - page_size()

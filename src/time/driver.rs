@@ -71,11 +71,6 @@ impl TimerDriver {
         drop(removed);
     }
 
-    /// Number of pending deadlines.
-    pub(crate) fn pending(&self) -> usize {
-        self.state.lock().timers.len()
-    }
-
     fn run(&self) {
         crate::preempt::set_precise_timers();
         let mut due = Vec::new();
