@@ -1,0 +1,351 @@
+//! Quantum preemption: CPU hogs share a worker fairly, cooperative mode
+//! starves (deterministically), `preempt::disable` sections and
+//! non-preemptible tasks are never interrupted, and only busy workers get
+//! signals.
+//!
+//! Fairness and timing are asserted with generous bounds (the machine may be
+//! shared); the measured values are printed (`--nocapture`) for the record.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use kvant::{JoinHandle, Runtime};
+
+/// Far beyond anything a passing test needs; only a hang reaches it.
+const HANG: Duration = Duration::from_secs(60);
+const QUANTUM: Duration = Duration::from_millis(1);
+
+fn join_or_fail<T: Send + 'static>(h: JoinHandle<T>) -> T {
+    match h.join_timeout(HANG) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("task failed: {e}"),
+        Err(h) => panic!("task {h:?} did not finish within {HANG:?}"),
+    }
+}
+
+fn preemptive(workers: usize) -> Runtime {
+    Runtime::builder()
+        .workers(workers)
+        .quantum(Some(QUANTUM))
+        .build()
+        .unwrap()
+}
+
+/// Busy-wait (no switch point) for `d`.
+fn spin_for(d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+/// Poll `cond` until it holds, failing the test after [`HANG`].
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + HANG;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Jain's fairness index: 1 when all equal, 1/n when one gets everything.
+fn jain(xs: &[u64]) -> f64 {
+    let sum: f64 = xs.iter().map(|&x| x as f64).sum();
+    let sq: f64 = xs.iter().map(|&x| (x as f64) * (x as f64)).sum();
+    sum * sum / (xs.len() as f64 * sq)
+}
+
+/// The current worker thread's name, looked up afresh on every call.
+#[inline(never)]
+fn worker_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_owned()
+}
+
+#[test]
+fn hogs_share_one_worker_fairly() {
+    let rt = preemptive(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            rt.spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                }
+                (n, kvant::current().stats())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    stop.store(true, Ordering::Relaxed);
+    let results: Vec<_> = hogs.into_iter().map(join_or_fail).collect();
+    let counts: Vec<u64> = results.iter().map(|(n, _)| *n).collect();
+    let index = jain(&counts);
+    let m = rt.metrics();
+    eprintln!(
+        "iterations {counts:?}; Jain index {index:.4}; {:?}",
+        m.total()
+    );
+    for (i, (n, stats)) in results.iter().enumerate() {
+        assert!(*n > 0, "hog {i} never ran: {counts:?}");
+        assert!(
+            stats.preemptions > 0,
+            "hog {i} was never preempted: {stats:?}"
+        );
+    }
+    assert!(index >= 0.8, "unfair sharing: Jain {index:.3}, {counts:?}");
+    let t = m.total();
+    assert!(t.preemptions > 0, "{t:?}");
+    for w in &m.workers {
+        assert!(
+            w.signals >= w.preemptions,
+            "each preemption takes a signal: {w:?}"
+        );
+    }
+}
+
+#[test]
+fn cooperative_mode_starves_behind_a_hog() {
+    let rt = Runtime::builder().workers(1).quantum(None).build().unwrap();
+    let seq = Arc::new(AtomicUsize::new(0));
+    let hog_running = Arc::new(AtomicBool::new(false));
+    let (s, r) = (seq.clone(), hog_running.clone());
+    let hog = rt.spawn(move || {
+        r.store(true, Ordering::Release);
+        spin_for(Duration::from_millis(200));
+        (s.fetch_add(1, Ordering::SeqCst), kvant::current().stats())
+    });
+    wait_for("the hog to start", || hog_running.load(Ordering::Acquire));
+    let s = seq.clone();
+    let victim = rt.spawn(move || s.fetch_add(1, Ordering::SeqCst));
+    let (hog_end, hog_stats) = join_or_fail(hog);
+    let victim_start = join_or_fail(victim);
+    assert_eq!(
+        (hog_end, victim_start),
+        (0, 1),
+        "the second task must only run after the hog ends"
+    );
+    assert_eq!(hog_stats.preemptions, 0);
+    assert_eq!(
+        hog_stats.slices, 0,
+        "the running slice is counted when it ends"
+    );
+    let t = rt.metrics().total();
+    assert_eq!((t.preemptions, t.signals), (0, 0), "{t:?}");
+}
+
+#[test]
+fn preemptive_mode_does_not_starve() {
+    // Same shape as the cooperative test, but the hog waits for the second
+    // task: it can only see the flag if it was preempted.
+    let rt = preemptive(1);
+    let flag = Arc::new(AtomicBool::new(false));
+    let hog_running = Arc::new(AtomicBool::new(false));
+    let (f, r) = (flag.clone(), hog_running.clone());
+    let hog = rt.spawn(move || {
+        r.store(true, Ordering::Release);
+        let deadline = Instant::now() + HANG;
+        while !f.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        f.load(Ordering::Acquire)
+    });
+    wait_for("the hog to start", || hog_running.load(Ordering::Acquire));
+    let f = flag.clone();
+    let started = Instant::now();
+    let victim = rt.spawn(move || f.store(true, Ordering::Release));
+    join_or_fail(victim);
+    let latency = started.elapsed();
+    assert!(join_or_fail(hog), "the hog never saw the second task run");
+    eprintln!("second task ran {latency:?} after spawn beside a hog");
+    assert!(latency < Duration::from_secs(5), "{latency:?}");
+    assert!(rt.metrics().total().preemptions > 0);
+}
+
+#[test]
+fn disabled_sections_are_never_preempted() {
+    let rt = preemptive(1);
+    // A competitor on the same (only) worker: it can only make progress
+    // while the task under test is switched out.
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(0));
+    let (s, p) = (stop.clone(), progress.clone());
+    let competitor = rt.spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            p.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let p = progress.clone();
+    let checked = rt.spawn(move || {
+        let me = kvant::current();
+        let mut taken_at_drop = 0;
+        for _ in 0..5 {
+            assert!(!kvant::preempt::is_disabled());
+            let before = me.stats().preemptions;
+            let (inside, other_moved) = {
+                let _g = kvant::preempt::disable();
+                assert!(kvant::preempt::is_disabled());
+                let seen = p.load(Ordering::Relaxed);
+                spin_for(QUANTUM * 5);
+                (me.stats().preemptions, p.load(Ordering::Relaxed) != seen)
+            };
+            assert_eq!(inside, before, "preempted inside a disabled section");
+            assert!(!other_moved, "the competitor ran during a disabled section");
+            // The request that arrived meanwhile was taken at the drop.
+            if me.stats().preemptions > before {
+                taken_at_drop += 1;
+            }
+        }
+        taken_at_drop
+    });
+    let taken = join_or_fail(checked);
+    stop.store(true, Ordering::Relaxed);
+    join_or_fail(competitor);
+    assert_eq!(
+        taken, 5,
+        "every deferred preemption is taken when the guard drops"
+    );
+    let t = rt.metrics().total();
+    assert!(
+        t.deferrals >= 5,
+        "signals during the sections were deferred: {t:?}"
+    );
+}
+
+#[test]
+fn nested_guards_defer_to_the_outermost_drop() {
+    let rt = preemptive(1);
+    let (before, after_inner, after_outer, disabled_between) = rt.block_on(|| {
+        let me = kvant::current();
+        let before = me.stats().preemptions;
+        let outer = kvant::preempt::disable();
+        let inner = kvant::preempt::disable();
+        spin_for(QUANTUM * 4);
+        drop(inner);
+        let disabled_between = kvant::preempt::is_disabled();
+        let after_inner = me.stats().preemptions;
+        spin_for(QUANTUM * 2);
+        drop(outer);
+        (
+            before,
+            after_inner,
+            me.stats().preemptions,
+            disabled_between,
+        )
+    });
+    assert!(disabled_between, "the outer guard still disables");
+    assert_eq!(
+        after_inner, before,
+        "dropping the inner guard must not switch"
+    );
+    assert!(
+        after_outer > before,
+        "the pending preemption is taken at the outer drop"
+    );
+}
+
+#[test]
+fn disable_outside_a_task_is_a_no_op() {
+    let g = kvant::preempt::disable();
+    assert!(!kvant::preempt::is_disabled());
+    drop(g);
+}
+
+#[test]
+fn non_preemptible_tasks_are_never_preempted() {
+    // Alone on its runtime: no preemptible slice, so not even a signal.
+    let rt = preemptive(1);
+    let h = kvant::task::Builder::new()
+        .preemptible(false)
+        .spawn_on(&rt, || {
+            spin_for(QUANTUM * 30);
+            kvant::current().is_preemptible()
+        })
+        .unwrap();
+    let stats_handle = h.id();
+    assert!(!join_or_fail(h), "{stats_handle}");
+    let t = rt.metrics().total();
+    assert_eq!((t.preemptions, t.signals), (0, 0), "{t:?}");
+
+    // Beside a preemptible hog on one worker: the hog is preempted, the
+    // non-preemptible task holds the worker for its whole run.
+    let rt = preemptive(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(0));
+    let (s, p) = (stop.clone(), progress.clone());
+    let hog = rt.spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            p.fetch_add(1, Ordering::Relaxed);
+        }
+        kvant::current().stats()
+    });
+    wait_for("the hog to run", || progress.load(Ordering::Relaxed) > 0);
+    let p = progress.clone();
+    let np = kvant::task::Builder::new()
+        .preemptible(false)
+        .spawn_on(&rt, move || {
+            let seen = p.load(Ordering::Relaxed);
+            spin_for(QUANTUM * 30);
+            let moved = p.load(Ordering::Relaxed) != seen;
+            (moved, kvant::current().stats())
+        })
+        .unwrap();
+    let (hog_moved, np_stats) = join_or_fail(np);
+    stop.store(true, Ordering::Relaxed);
+    let hog_stats = join_or_fail(hog);
+    assert!(
+        !hog_moved,
+        "the hog ran while the non-preemptible task held the worker"
+    );
+    assert_eq!(np_stats.preemptions, 0, "{np_stats:?}");
+    assert!(hog_stats.preemptions > 0, "{hog_stats:?}");
+}
+
+#[test]
+fn idle_workers_get_no_signals() {
+    let rt = preemptive(4);
+    let hog = rt.spawn(|| {
+        spin_for(Duration::from_millis(100));
+        kvant::current().stats()
+    });
+    let stats = join_or_fail(hog);
+    let m = rt.metrics();
+    let signals: Vec<u64> = m.workers.iter().map(|w| w.signals).collect();
+    eprintln!("signals per worker {signals:?}; hog {stats:?}");
+    assert!(stats.preemptions > 0, "{stats:?}");
+    assert_eq!(
+        signals.iter().filter(|&&s| s > 0).count(),
+        1,
+        "only the hog's worker may be signalled: {signals:?}"
+    );
+}
+
+#[test]
+fn preempted_tasks_stay_on_their_worker() {
+    // Default `migrate_preempted(false)`: a hog that never yields is only
+    // ever switched out by preemption, so it runs on one thread for life.
+    let rt = preemptive(2);
+    let hogs: Vec<_> = (0..4)
+        .map(|_| {
+            rt.spawn(|| {
+                let mut threads = HashSet::new();
+                let until = Instant::now() + Duration::from_millis(100);
+                while Instant::now() < until {
+                    threads.insert(worker_name());
+                }
+                (threads.len(), kvant::current().stats())
+            })
+        })
+        .collect();
+    for h in hogs {
+        let (threads, stats) = join_or_fail(h);
+        assert!(stats.preemptions > 0, "{stats:?}");
+        assert_eq!(threads, 1, "a preempted task moved to another worker");
+    }
+}
