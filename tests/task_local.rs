@@ -258,7 +258,6 @@ fn values_are_dropped_when_the_task_ends() {
 /// dropped with the last `Arc<Task>`, which a live `JoinHandle` holds, and
 /// then on whatever thread drops that (possibly outside any task).
 #[test]
-#[ignore = "core bug: task-locals live until the JoinHandle drops (see report)"]
 fn values_are_dropped_when_the_task_ends_even_if_its_handle_lives() {
     struct Tracked(Arc<AtomicBool>);
     impl Drop for Tracked {

@@ -433,7 +433,7 @@ fn task_entry(yielder: &TaskYielder, task: &Task, input: Resume) {
         .yielder
         .store(yielder as *const TaskYielder as usize, Ordering::Relaxed);
     if input == Resume::Run {
-        task.packet.run_body();
+        task.packet.run_body(&|| task.locals.clear());
     }
 }
 

@@ -31,8 +31,10 @@ pub(crate) trait Completion: Send + Sync {
     fn is_panic(&self) -> bool;
     /// Forget a waiter registered with `add_waiter` (a timed-out wait).
     fn remove_waiter(&self, w: &Unparker);
-    /// Run the user's closure and store its result (on the task's stack).
-    fn run_body(&self);
+    /// Run the user's closure (on the task's stack), call `finish` (which
+    /// drops the task-locals, like thread-locals at thread exit), then store
+    /// the result, so a joiner sees the task completely gone.
+    fn run_body(&self, finish: &dyn Fn());
     /// Drop the user's closure without running it (cancelled before start).
     fn drop_body(&self);
 }
@@ -122,7 +124,7 @@ impl<T: Send> Completion for Packet<T> {
         self.inner.lock().waiters.retain(|x| !x.same_as(w));
     }
 
-    fn run_body(&self) {
+    fn run_body(&self, finish: &dyn Fn()) {
         let Some(f) = self.inner.lock().body.take() else {
             return;
         };
@@ -133,6 +135,7 @@ impl<T: Send> Completion for Packet<T> {
                 Failure::Panic(payload)
             }
         });
+        finish();
         self.complete(r);
     }
 

@@ -20,6 +20,20 @@ pub(crate) struct LocalMap {
     slots: Mutex<Vec<(usize, Box<dyn Any + Send>)>>,
 }
 
+impl LocalMap {
+    /// Drop every value (the task finished). Destructors run outside the
+    /// lock, so they may use other task-locals.
+    pub(crate) fn clear(&self) {
+        loop {
+            let slots = std::mem::take(&mut *self.slots.lock());
+            if slots.is_empty() {
+                return;
+            }
+            drop(slots);
+        }
+    }
+}
+
 /// A task-local key, created by [`task_local!`](crate::task_local).
 pub struct LocalKey<T: Send + 'static> {
     #[doc(hidden)]
