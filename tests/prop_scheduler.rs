@@ -262,9 +262,9 @@ proptest! {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        for id in 0..nodes {
+        for (id, want) in expected.iter().enumerate() {
             prop_assert_eq!(rec.runs[id].load(Ordering::Relaxed), 1, "node {} run count", id);
-            prop_assert_eq!(rec.values[id].load(Ordering::Relaxed), expected[id], "node {} value", id);
+            prop_assert_eq!(rec.values[id].load(Ordering::Relaxed), *want, "node {} value", id);
         }
         let report = rt.shutdown_timeout(HANG);
         prop_assert!(report.all_finished, "{:?}", report);
