@@ -512,3 +512,78 @@ fn rwlock_readers_share_and_a_queued_writer_blocks_new_readers() {
     assert_eq!(*r, 1);
     assert!(lock.try_read().is_some());
 }
+
+#[test]
+fn shutdown_withdraws_cancelled_waiters() {
+    // Tasks parked in every primitive are cancelled by a shutdown; none of
+    // them may stay queued, or a later unlock/permit/message would be handed
+    // to a dead waiter and lost.
+    let rt = rt(2, None);
+    let m = Arc::new(Mutex::new(0));
+    let cv = Arc::new(Condvar::new());
+    let sem = Arc::new(Semaphore::new(0));
+    let rw = Arc::new(RwLock::new(0));
+    let barrier = Arc::new(Barrier::new(2));
+    let (tx, rx) = kvant::channel::unbounded::<u32>();
+    let g = m.lock();
+    let r = rw.read();
+    let parked = Arc::new(AtomicUsize::new(0));
+    let mut n = 0;
+    let mut spawn = |f: Box<dyn FnOnce() + Send>| {
+        let parked = parked.clone();
+        n += 1;
+        drop(rt.spawn(move || {
+            parked.fetch_add(1, SeqCst);
+            f()
+        }));
+    };
+    for _ in 0..2 {
+        let m = m.clone();
+        spawn(Box::new(move || drop(m.lock())));
+        let rw = rw.clone();
+        spawn(Box::new(move || drop(rw.write())));
+        let sem = sem.clone();
+        spawn(Box::new(move || drop(sem.acquire())));
+        let rx = rx.clone();
+        spawn(Box::new(move || {
+            let _ = rx.recv();
+        }));
+    }
+    let (m2, cv2) = (Arc::new(Mutex::new(())), cv.clone());
+    let m3 = m2.clone();
+    spawn(Box::new(move || cv2.wait(&mut m3.lock())));
+    let b = barrier.clone();
+    spawn(Box::new(move || {
+        b.wait();
+    }));
+    while parked.load(SeqCst) < n {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(20)); // let them reach their park
+    let report = rt.shutdown_timeout(Duration::from_millis(10));
+    assert_eq!(report.cancelled, n, "{report:?}");
+
+    std::thread::sleep(kvant::sync::FAIR_AFTER * 2); // a hand-off would be due now
+    drop(g);
+    assert!(
+        m.try_lock_for(Duration::from_secs(5)).is_some(),
+        "mutex handed to a dead waiter"
+    );
+    drop(r);
+    assert!(rw.try_write().is_some(), "rwlock granted to a dead waiter");
+    sem.add_permits(1);
+    assert_eq!(sem.available_permits(), 1, "permit handed to a dead waiter");
+    assert!(
+        !cv.notify_one(),
+        "a cancelled condvar waiter is still queued"
+    );
+    tx.send(5).unwrap();
+    assert_eq!(rx.try_recv(), Ok(5), "message handed to a dead receiver");
+    let b2 = barrier.clone();
+    let t = std::thread::spawn(move || b2.wait().is_leader());
+    let leader = barrier.wait().is_leader();
+    assert!(
+        leader != t.join().unwrap(),
+        "the barrier round is off by the cancelled party"
+    );
+}
