@@ -22,6 +22,12 @@ impl Counter {
         );
     }
 
+    /// Overwrite the value (only from the counter's single writer).
+    #[inline]
+    pub(crate) fn bump_set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
     /// Add `n` from any thread (or a signal handler).
     #[inline]
     pub(crate) fn add(&self, n: u64) {
@@ -49,6 +55,8 @@ pub(crate) struct WorkerCounters {
     pub stolen: Counter,
     pub parks: Counter,
     pub busy_ticks: Counter,
+    /// Clock ticks when the worker last woke up; 0 while it sleeps.
+    pub awake_since: Counter,
 }
 
 /// What one worker did since the runtime started.
@@ -94,8 +102,21 @@ impl WorkerCounters {
             steal_ops: self.steal_ops.get(),
             stolen_tasks: self.stolen.get(),
             parks: self.parks.get(),
-            busy_time: Duration::from_nanos(crate::clock::ticks_to_ns(self.busy_ticks.get())),
+            busy_time: Duration::from_nanos(crate::clock::ticks_to_ns(self.busy_ticks())),
         }
+    }
+}
+
+impl WorkerCounters {
+    /// Busy time so far, including the current awake stretch.
+    fn busy_ticks(&self) -> u64 {
+        let since = self.awake_since.get();
+        let current = if since == 0 {
+            0
+        } else {
+            crate::clock::ticks().saturating_sub(since)
+        };
+        self.busy_ticks.get() + current
     }
 }
 

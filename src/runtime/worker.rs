@@ -359,6 +359,7 @@ impl WorkerCtx {
         let idle = &shared.idle;
         let mut searching = true;
         let mut awake_since = clock::ticks();
+        self.counters().awake_since.bump_set(awake_since);
         loop {
             if shared.stopping.load(Ordering::Acquire) {
                 break;
@@ -403,8 +404,10 @@ impl WorkerCtx {
             c.parks.bump(1);
             let now = clock::ticks();
             c.busy_ticks.bump(now.wrapping_sub(awake_since));
+            c.awake_since.bump_set(0);
             idle.sleep(self.index);
             awake_since = clock::ticks();
+            c.awake_since.bump_set(awake_since);
             searching = true;
             if let Some(m) = &*shared.monitor.lock() {
                 m.kick();
