@@ -48,6 +48,12 @@ struct Args {
     /// Quantum of the preemptive run, in microseconds.
     #[arg(long, default_value_t = 1000)]
     quantum_us: u64,
+    /// Let other workers steal preempted tasks (`Builder::migrate_preempted`).
+    /// By default a preempted task stays on its worker until it yields or
+    /// blocks, which a CPU hog never does: with several workers, one that
+    /// runs out of work cannot take hogs queued on another.
+    #[arg(long)]
+    migrate_preempted: bool,
     /// Width of the timelines, in columns.
     #[arg(long, default_value_t = 100)]
     width: usize,
@@ -99,6 +105,7 @@ fn run_phase(args: &Args, hogs: usize, budget: Duration, quantum: Option<Duratio
     let rt = Runtime::builder()
         .workers(args.workers)
         .quantum(quantum)
+        .migrate_preempted(args.migrate_preempted)
         .trace(true)
         .build()
         .expect("build runtime");
@@ -185,8 +192,12 @@ fn ms(d: Duration) -> String {
 
 fn report(title: &str, o: &Outcome, width: usize) {
     println!("== {title} ==");
-    println!("{}", o.trace.ascii_timeline(width));
     let (from, to) = o.trace.span();
+    // From the runtime's start, so both phases share the same origin.
+    println!(
+        "{}",
+        o.trace.window(Duration::ZERO, to).ascii_timeline(width)
+    );
     let mid = from + (to - from) / 2;
     println!("zoom on {} .. {}:", ms(mid), ms(mid + ZOOM));
     println!("{}", o.trace.window(mid, mid + ZOOM).ascii_timeline(width));
