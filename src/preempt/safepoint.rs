@@ -83,7 +83,7 @@ pub(crate) fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdi
         if fp >= stack.root_fp {
             return Verdict::Safe;
         }
-        if fp < prev || fp % 8 != 0 || fp + 16 > stack.hi {
+        if fp < prev || !fp.is_multiple_of(8) || fp + 16 > stack.hi {
             return Verdict::BrokenChain;
         }
         let next = read(fp);

@@ -106,7 +106,6 @@ impl Runtime {
                 shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
                 Failure::Cancelled
             };
-            drop(claim);
             t.packet.fail(failure);
             t.finish();
             shared.registry.remove(&t);

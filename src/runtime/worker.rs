@@ -76,19 +76,18 @@ impl WorkerCtx {
         let shared = &*self.shared;
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
-        if !shared.injector.is_empty() && (!self.last_global.get() || tick % 61 == 0) {
-            if let Some(t) = self.steal_global() {
-                self.last_global.set(true);
-                return Some(t);
-            }
+        if !shared.injector.is_empty()
+            && (!self.last_global.get() || tick.is_multiple_of(61))
+            && let Some(t) = self.steal_global()
+        {
+            self.last_global.set(true);
+            return Some(t);
         }
         self.last_global.set(false);
         let pinned_first = self.prefer_pinned.get();
         self.prefer_pinned.set(!pinned_first);
-        if pinned_first {
-            if let Some(t) = self.pinned.borrow_mut().pop_front() {
-                return Some(t);
-            }
+        if pinned_first && let Some(t) = self.pinned.borrow_mut().pop_front() {
+            return Some(t);
         }
         if let Some(t) = self.local.pop() {
             return Some(t);
@@ -212,7 +211,6 @@ impl WorkerCtx {
         if !claim.started() && task.abandoned.load(Ordering::Acquire) {
             // Its closure only checks a flag and returns: skip the stack.
             claim.drop_fresh();
-            drop(claim);
             task.packet.drop_body();
             task.packet.fail(Failure::Cancelled);
             self.retire(&task);
@@ -223,7 +221,6 @@ impl WorkerCtx {
                 Ok(stack) => claim.start(&task, stack, task_entry),
                 Err(e) => {
                     claim.drop_fresh();
-                    drop(claim);
                     task.packet.drop_body();
                     task.packet.fail(Failure::NoStack(e));
                     self.retire(&task);
@@ -243,7 +240,6 @@ impl WorkerCtx {
         slot.end();
         let end = if shared.timing { clock::ticks() } else { 0 };
         current::set_current(None);
-        drop(claim);
 
         let c = self.counters();
         c.slices.bump(1);
@@ -309,7 +305,6 @@ impl WorkerCtx {
         task.cancelled.store(true, Ordering::Release);
         if !claim.started() {
             claim.drop_fresh();
-            drop(claim);
             task.packet.drop_body();
             task.packet.fail(Failure::Cancelled);
             self.shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -318,7 +313,6 @@ impl WorkerCtx {
         }
         if task.preempt.preempted.load(Ordering::Relaxed) {
             claim.leak();
-            drop(claim);
             task.packet.fail(Failure::Leaked);
             self.shared.report.leaked.fetch_add(1, Ordering::Relaxed);
             self.retire(&task);
@@ -329,7 +323,6 @@ impl WorkerCtx {
         // half-unwound task that could only be leaked.
         let ran = claim.resume(Resume::Cancel);
         current::set_current(None);
-        drop(claim);
         match ran {
             Ran::Finished(stack) => {
                 self.give_stack(stack);
@@ -383,15 +376,13 @@ impl WorkerCtx {
             // producer's futex wake (~2 µs each side), look a few more times:
             // a producer that keeps spawning finds us still searching and
             // skips the wake-up entirely.
-            if searching {
-                if let Some(t) = self.spin_for_work() {
-                    if idle.stop_searching() {
-                        idle.notify_one();
-                    }
-                    searching = false;
-                    self.run_task(t);
-                    continue;
+            if searching && let Some(t) = self.spin_for_work() {
+                if idle.stop_searching() {
+                    idle.notify_one();
                 }
+                searching = false;
+                self.run_task(t);
+                continue;
             }
             // Nothing anywhere: announce sleep, look once more, then sleep.
             idle.prepare_sleep(self.index, searching);

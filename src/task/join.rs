@@ -194,13 +194,13 @@ impl<T: Send + 'static> JoinHandle<T> {
         if self.packet().is_complete() {
             return true;
         }
-        if let Handle::Task(task) = &self.inner {
-            if park::current_task_is(task) {
-                panic!(
-                    "kvant: task {} tried to join itself, which would never return",
-                    task.id
-                );
-            }
+        if let Handle::Task(task) = &self.inner
+            && park::current_task_is(task)
+        {
+            panic!(
+                "kvant: task {} tried to join itself, which would never return",
+                task.id
+            );
         }
         wait_complete(self.packet(), deadline)
     }
