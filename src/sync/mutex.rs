@@ -117,6 +117,7 @@ unsafe impl lock_api::RawMutex for RawMutex {
 
     type Guard = GuardSend;
 
+    #[inline]
     fn lock(&self) -> GuardSend {
         if self
             .state
@@ -129,14 +130,17 @@ unsafe impl lock_api::RawMutex for RawMutex {
         GuardSend::new()
     }
 
+    #[inline]
     fn try_lock(&self) -> Option<GuardSend> {
         self.try_acquire().then(GuardSend::new)
     }
 
+    #[inline]
     unsafe fn unlock(&self, _guard: GuardSend) {
         self.release(false);
     }
 
+    #[inline]
     fn is_locked(&self) -> bool {
         self.state.load(Ordering::Relaxed) & LOCKED != 0
     }
@@ -145,6 +149,7 @@ unsafe impl lock_api::RawMutex for RawMutex {
 // SAFETY: `unlock_fair` releases exactly like `unlock`, only choosing
 // hand-off over wake-and-compete; `bump` is lock_api's default.
 unsafe impl lock_api::RawMutexFair for RawMutex {
+    #[inline]
     unsafe fn unlock_fair(&self, _guard: GuardSend) {
         self.release(true);
     }
@@ -169,6 +174,7 @@ unsafe impl lock_api::RawMutexTimed for RawMutex {
 }
 
 impl RawMutex {
+    #[inline]
     fn try_acquire(&self) -> bool {
         let mut s = self.state.load(Ordering::Relaxed);
         while s & LOCKED == 0 {
@@ -288,6 +294,7 @@ impl RawMutex {
     }
 
     /// Release the lock (the caller owns it).
+    #[inline]
     fn release(&self, fair: bool) {
         if self
             .state
