@@ -300,7 +300,7 @@ impl Runtime {
         match Monitor::start(&shared) {
             Ok(m) => *shared.monitor.lock() = m,
             Err(e) => {
-                rt.abort_start(0);
+                rt.abort_start(n); // no worker was started yet
                 return Err(e);
             }
         }
