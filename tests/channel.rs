@@ -87,8 +87,8 @@ fn per_producer_order_is_kept() {
 
 #[test]
 fn bounded_send_waits_while_full() {
-    // One cooperative worker: the producer runs first, fills the channel and
-    // must park on the third send, letting the consumer run.
+    // One cooperative worker: the producer fills the channel and must park
+    // on the third send, letting the consumer run.
     let rt = rt(1, None);
     let (tx, rx) = bounded(2);
     let sent = Arc::new(AtomicUsize::new(0));
@@ -104,6 +104,9 @@ fn bounded_send_waits_while_full() {
     let consumer = {
         let sent = sent.clone();
         rt.spawn(move || {
+            while sent.load(SeqCst) < 2 {
+                kvant::yield_now(); // whichever task the worker picked first
+            }
             let seen_before = sent.load(SeqCst);
             assert_eq!(rx.len(), 2);
             assert!(rx.is_full());

@@ -33,6 +33,15 @@ fn done<T: Send + 'static>(h: JoinHandle<T>) -> T {
     }
 }
 
+/// Poll `cond` (from an OS thread) until it holds; fail instead of hanging.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + HANG;
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A little work that the quantum timer can interrupt.
 fn busy(n: u64) -> u64 {
     (0..n).fold(0u64, |a, x| std::hint::black_box(a ^ x.wrapping_mul(31)))
@@ -198,9 +207,7 @@ fn cross_thread_and_task_locking() {
             g.push("holder");
         })
     };
-    while !held.load(SeqCst) {
-        std::thread::yield_now();
-    }
+    eventually("the task holds the lock", || held.load(SeqCst));
     let thread = {
         let m = m.clone();
         std::thread::spawn(move || m.lock().push("thread"))
@@ -316,16 +323,15 @@ fn condvar_timeouts_fire_and_notify_counts_are_exact() {
         })
         .collect();
     let (m, cv) = &*state;
-    loop {
+    eventually("all five wait", || {
         let mut g = m.lock();
-        if g.0 == 5 {
-            g.1 = true;
-            assert_eq!(cv.notify_all(), 5);
-            break;
+        if g.0 < 5 {
+            return false;
         }
-        drop(g);
-        std::thread::sleep(Duration::from_millis(1));
-    }
+        g.1 = true;
+        assert_eq!(cv.notify_all(), 5);
+        true
+    });
     waiters.into_iter().for_each(done);
 }
 
@@ -497,9 +503,7 @@ fn rwlock_readers_share_and_a_queued_writer_blocks_new_readers() {
         let l = lock.clone();
         rt.spawn(move || *l.write() += 1)
     };
-    while !lock.is_locked_exclusive() && lock.try_read().is_some() {
-        std::thread::sleep(Duration::from_millis(1)); // until the writer queued
-    }
+    eventually("the writer queued", || lock.try_read().is_none());
     assert!(
         lock.try_read().is_none(),
         "a queued writer must block new readers"
@@ -556,9 +560,7 @@ fn shutdown_withdraws_cancelled_waiters() {
     spawn(Box::new(move || {
         b.wait();
     }));
-    while parked.load(SeqCst) < n {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    eventually("every task started", || parked.load(SeqCst) == n);
     std::thread::sleep(Duration::from_millis(20)); // let them reach their park
     let report = rt.shutdown_timeout(Duration::from_millis(10));
     assert_eq!(report.cancelled, n, "{report:?}");
