@@ -118,6 +118,12 @@ fn waiting_for_a_lock_parks_only_the_green_thread() {
 
 #[test]
 fn mutex_try_lock_and_timeouts() {
+    // Usable in statics (const constructors).
+    static GLOBAL: Mutex<u32> = Mutex::new(0);
+    static _CV: Condvar = Condvar::new();
+    static _SEM: Semaphore = Semaphore::new(1);
+    static _BARRIER: Barrier = Barrier::new(1);
+    *GLOBAL.lock() += 1;
     let m = Mutex::new(1);
     let g = m.lock();
     assert!(m.try_lock().is_none());
