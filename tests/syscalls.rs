@@ -160,7 +160,7 @@ fn echo_thread(mut sock: UnixStream) -> std::io::Result<u64> {
         if n == 0 {
             return Ok(bytes);
         }
-        if bytes % 7 == 0 {
+        if bytes.is_multiple_of(7) {
             std::thread::sleep(Duration::from_micros(200));
         }
         sock.write_all(&buf[..n])?;
