@@ -134,7 +134,7 @@ impl<T> Chan<T> {
             if let Some(r) = st.recv_q.pop_front() {
                 *r.msg.lock() = Some(msg);
                 r.w.resolve(DONE);
-                drop(st);
+                let _no_preempt = st.unlock();
                 r.w.wake();
                 return Ok(());
             }
@@ -176,7 +176,7 @@ impl<T> Chan<T> {
                     st.buf.push_back(m);
                     s.w.resolve(DONE);
                 }
-                drop(st);
+                let _no_preempt = st.unlock();
                 if let Some(s) = sender {
                     s.w.wake();
                 }
@@ -186,7 +186,7 @@ impl<T> Chan<T> {
                 // Capacity 0: take it straight from the sender.
                 let msg = s.take();
                 s.w.resolve(DONE);
-                drop(st);
+                let _no_preempt = st.unlock();
                 s.w.wake();
                 return Ok(msg);
             }
@@ -243,7 +243,7 @@ impl<T> Chan<T> {
                 if let Some(r) = st.recv_q.pop_front() {
                     *r.msg.lock() = Some(msg);
                     r.w.resolve(DONE);
-                    drop(st);
+                    let _no_preempt = st.unlock();
                     r.w.wake();
                 } else {
                     st.buf.push_front(msg);
@@ -312,9 +312,10 @@ fn disconnect<T>(
     for s in &blocked {
         s.w.resolve(DISCONNECTED);
     }
-    drop(st);
+    let no_preempt = st.unlock();
     for s in &blocked {
         s.w.wake();
     }
+    drop(no_preempt); // user destructors below stay preemptible
     drop(buf);
 }

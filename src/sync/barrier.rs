@@ -73,7 +73,7 @@ impl Barrier {
                 for w in &all {
                     w.resolve(RELEASED);
                 }
-                drop(st);
+                let _no_preempt = st.unlock();
                 waiters::wake_all(all);
                 return BarrierWaitResult { leader: true };
             }

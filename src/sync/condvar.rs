@@ -61,7 +61,7 @@ impl RawCondvar {
             waiters::remove(&mut q, w);
         } else if let Some(next) = q.pop_front() {
             next.resolve(NOTIFIED);
-            drop(q);
+            let _no_preempt = q.unlock();
             next.wake();
         }
     }
@@ -89,16 +89,18 @@ unsafe impl lock_api::RawCondvar for RawCondvar {
             return false;
         };
         w.resolve(NOTIFIED);
-        drop(q);
+        let _no_preempt = q.unlock();
         w.wake();
         true
     }
 
     fn notify_all(&self) -> usize {
-        let all = std::mem::take(&mut *self.queue.lock());
+        let mut q = self.queue.lock();
+        let all = std::mem::take(&mut *q);
         for w in &all {
             w.resolve(NOTIFIED);
         }
+        let _no_preempt = q.unlock();
         let n = all.len();
         waiters::wake_all(all);
         n

@@ -322,7 +322,7 @@ impl RawMutex {
             self.state.store(parked, Ordering::Release);
             head.resolve(WOKEN);
         }
-        drop(q);
+        let _no_preempt = q.unlock();
         head.wake();
     }
 }

@@ -166,7 +166,7 @@ impl RawRwLock {
             st.queue.remove(i);
         }
         let woken = st.grant();
-        drop(st);
+        let _no_preempt = st.unlock();
         waiters::wake_all(woken);
         false
     }
@@ -181,7 +181,7 @@ impl RawRwLock {
             st.readers -= 1;
         }
         let woken = st.grant();
-        drop(st);
+        let _no_preempt = st.unlock();
         waiters::wake_all(woken);
     }
 }
@@ -263,7 +263,7 @@ unsafe impl lock_api::RawRwLockDowngrade for RawRwLock {
         st.writer = false;
         st.readers += 1;
         let woken = st.grant();
-        drop(st);
+        let _no_preempt = st.unlock();
         waiters::wake_all(woken);
         GuardSend::new()
     }

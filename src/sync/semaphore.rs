@@ -127,7 +127,7 @@ impl Semaphore {
             w.resolve(GRANTED);
             granted.push(w);
         }
-        drop(st);
+        let _no_preempt = st.unlock();
         waiters::wake_all(granted);
     }
 

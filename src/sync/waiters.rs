@@ -52,6 +52,17 @@ impl<T> Internal<T> {
     }
 }
 
+impl<'a, T> InternalGuard<'a, T> {
+    /// Release the lock but keep preemption disabled until the returned
+    /// guard drops: callers wake the waiters they just resolved first, so a
+    /// pending preemption cannot delay those wake-ups by a whole quantum.
+    pub(crate) fn unlock(self) -> DisableGuard {
+        let InternalGuard { guard, _no_preempt } = self;
+        drop(guard);
+        _no_preempt
+    }
+}
+
 impl<T> Deref for InternalGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {

@@ -128,7 +128,7 @@ impl Drop for WaitGroup {
         for w in &all {
             w.resolve(DONE);
         }
-        drop(st);
+        let _no_preempt = st.unlock();
         waiters::wake_all(all);
     }
 }
