@@ -123,7 +123,7 @@ fn storm_task(
         }
         // Hash map churn with heap keys and values.
         let key = format!("k{}", i % 512);
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             map.remove(&key);
         } else {
             map.insert(key, vec![me as u8; (i % 64) as usize]);
@@ -136,7 +136,7 @@ fn storm_task(
             *g.per_task.entry(me).or_default() += 1;
         }
         ops.locks += 1;
-        if i % PRINT_EVERY == 0 {
+        if i.is_multiple_of(PRINT_EVERY) {
             let sample = Sample {
                 task: me,
                 iter: i,
@@ -149,7 +149,7 @@ fn storm_task(
             printed.fetch_add(1, Ordering::Relaxed);
             ops.prints += 1;
         }
-        if i % CHILD_EVERY == 0 {
+        if i.is_multiple_of(CHILD_EVERY) {
             let runs = child_runs.clone();
             let child = kvant::spawn(move || {
                 runs.fetch_add(1, Ordering::Relaxed);
