@@ -395,7 +395,6 @@ fn near_stack_end_under_preemption() {
 /// resets SIGSEGV to the default action and returns; the next such signal
 /// (or the next real task overflow) kills the process.
 #[test]
-#[ignore = "known bug: a signal frame that does not fit on a task stack kills the process"]
 fn preemption_signals_near_the_end_of_a_task_stack() {
     let (status, stderr) = run_child("child_crash", "near_stack_end");
     eprintln!("{stderr}");

@@ -63,7 +63,10 @@ pub(crate) fn install() {
 
 extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     // SAFETY: the kernel passes valid siginfo/ucontext pointers to SA_SIGINFO handlers.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    let (addr, code) = unsafe { ((*info).si_addr() as usize, (*info).si_code) };
+    if sig == libc::SIGSEGV && code == libc::SI_KERNEL && lost_preemption_signal(uc) {
+        return;
+    }
     if end_overflowing_task(addr, uc) {
         return;
     }
@@ -76,6 +79,40 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut li
         }
     };
     chain(sig, info, uc, prev);
+}
+
+/// The kernel could not push the preemption signal's frame because the task
+/// is using almost all of its stack, and raised SIGSEGV instead (`SI_KERNEL`,
+/// as for any failed signal delivery). Nothing is wrong with the task: drop
+/// the preemption (returning resumes it where it was; the monitor will ask
+/// again later). A genuine overflow faults on the guard page with
+/// `SEGV_MAPERR`/`SEGV_ACCERR` and is handled below.
+fn lost_preemption_signal(uc: *mut libc::c_void) -> bool {
+    let Some(slot) = current_slot() else {
+        return false;
+    };
+    // Only while the monitor is asking to preempt this very slice; the
+    // request is consumed, so a genuine kernel-raised fault (a general
+    // protection fault also reports SI_KERNEL) repeats, finds no request and
+    // is passed on instead of looping forever.
+    let start = slot.slice_start.load(Ordering::Relaxed);
+    if slot.task.load(Ordering::Relaxed) == 0
+        || start == 0
+        || slot.target.load(Ordering::Relaxed) != start
+    {
+        return false;
+    }
+    let lo = slot.stack_lo.load(Ordering::Relaxed);
+    let hi = slot.stack_hi.load(Ordering::Relaxed);
+    // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
+    let sp = unsafe { (*(uc as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RSP as usize] }
+        as usize;
+    // A signal frame with AVX-512 state takes about 3.5 KiB; allow margin.
+    let near_end = sp < hi && sp < lo.saturating_add(16 * 1024) && sp + 4096 >= lo;
+    if near_end {
+        slot.target.store(0, Ordering::Relaxed);
+    }
+    near_end
 }
 
 fn end_overflowing_task(addr: usize, uc: *mut libc::c_void) -> bool {
