@@ -108,11 +108,7 @@ fn lost_preemption_signal(uc: *mut libc::c_void) -> bool {
     let sp = unsafe { (*(uc as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RSP as usize] }
         as usize;
     // A signal frame with AVX-512 state takes about 3.5 KiB; allow margin.
-    let near_end = sp < hi && sp < lo.saturating_add(16 * 1024) && sp + 4096 >= lo;
-    if near_end {
-        slot.target.store(0, Ordering::Relaxed);
-    }
-    near_end
+    sp < hi && sp < lo.saturating_add(16 * 1024) && sp + 4096 >= lo
 }
 
 fn end_overflowing_task(addr: usize, uc: *mut libc::c_void) -> bool {

@@ -23,6 +23,8 @@ pub(crate) struct WorkerSlot {
     pub stack_hi: AtomicUsize,
     /// `pthread_t` of the worker thread, for `pthread_kill`.
     pub thread: AtomicU64,
+    /// `signals` when the last undeliverable preemption signal was dropped.
+    pub lost_at: AtomicU64,
     pub preemptions: Counter,
     pub deferrals: Counter,
     pub signals: Counter,
