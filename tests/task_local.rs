@@ -245,18 +245,15 @@ fn values_are_dropped_when_the_task_ends() {
         SLOT.with(|s| *s.borrow_mut() = Some(Tracked(d)));
     });
     join_or_fail(h);
-    // The handle is gone; the task is finished: the value must be dropped
-    // (soon: the worker retires the task just after waking the joiner).
-    let deadline = Instant::now() + HANG;
-    while !dropped.load(Ordering::Acquire) {
-        assert!(Instant::now() < deadline, "task-local value never dropped");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // Like thread-locals at thread exit: gone before the join returns.
+    assert!(
+        dropped.load(Ordering::Acquire),
+        "task-local value outlived the join"
+    );
 }
 
-/// The docs promise the value is "dropped when the task ends". Today it is
-/// dropped with the last `Arc<Task>`, which a live `JoinHandle` holds, and
-/// then on whatever thread drops that (possibly outside any task).
+/// The docs promise the value is "dropped when the task ends", not when the
+/// last reference to the task (a live `JoinHandle`) goes.
 #[test]
 fn values_are_dropped_when_the_task_ends_even_if_its_handle_lives() {
     struct Tracked(Arc<AtomicBool>);
@@ -284,4 +281,71 @@ fn values_are_dropped_when_the_task_ends_even_if_its_handle_lives() {
         std::thread::sleep(Duration::from_millis(1));
     }
     drop(h);
+}
+
+#[test]
+fn destructors_run_inside_the_task() {
+    // A destructor may use kvant::current() and other task-locals, as the
+    // task is still the running one while its locals drop.
+    struct Reporter(Arc<std::sync::Mutex<Option<(u64, u64)>>>);
+    impl Drop for Reporter {
+        fn drop(&mut self) {
+            let id = kvant::try_current().map(|c| c.id().as_u64());
+            let other = VALUE.try_with(Cell::get).ok();
+            *self.0.lock().unwrap() = id.zip(other);
+        }
+    }
+    kvant::task_local! {
+        static REPORTER: std::cell::RefCell<Option<Reporter>> = std::cell::RefCell::new(None);
+    }
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let s = seen.clone();
+    let h = rt.spawn(move || {
+        REPORTER.with(|r| *r.borrow_mut() = Some(Reporter(s)));
+        VALUE.with(|v| v.set(77));
+    });
+    let id = h.id().as_u64();
+    join_or_fail(h);
+    let seen = *seen.lock().unwrap();
+    assert!(seen.is_some(), "the destructor ran outside the task");
+    let (in_task, other) = seen.unwrap();
+    assert_eq!(in_task, id);
+    // VALUE may already be dropped (then re-initialised) or still 77; either
+    // way the access worked inside the task.
+    assert!(other == 77 || other == 0, "{other}");
+}
+
+/// A task-local whose destructor panics must fail that task (or abort the
+/// process, as std does for thread-locals), never silently kill the worker.
+#[test]
+#[ignore = "core bug: a panic in a task-local destructor kills the worker (see report)"]
+fn a_panicking_destructor_fails_only_its_task() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("task-local destructor panics");
+        }
+    }
+    kvant::task_local! {
+        static BOMB: std::cell::RefCell<Option<Bomb>> = std::cell::RefCell::new(None);
+    }
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let h = rt.spawn(|| {
+        BOMB.with(|b| *b.borrow_mut() = Some(Bomb));
+        5
+    });
+    match h.join_timeout(Duration::from_secs(10)) {
+        Ok(Ok(v)) => panic!("the destructor's panic was lost (returned {v})"),
+        Ok(Err(e)) => assert!(e.is_panic(), "{e}"),
+        Err(_) => panic!("the task never completed: its worker died with the panic"),
+    }
+    // The (only) worker still runs tasks.
+    let next = rt.spawn(|| 6);
+    assert_eq!(
+        next.join_timeout(Duration::from_secs(10))
+            .expect("the worker is alive")
+            .expect("no panic"),
+        6
+    );
 }
