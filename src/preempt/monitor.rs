@@ -12,6 +12,10 @@
 //! signal busy workers even when their tasks yield on their own. The monitor
 //! signals only when a preemption is due, and idle workers (no slice) never.
 //!
+//! A task alone on its worker (nothing queued there or globally) is not
+//! preempted at all: it would just be resumed, and a signal costs ~1 µs and
+//! turns a non-restartable syscall (socket timeouts, `epoll_wait`) into EINTR.
+//!
 //! A deferred signal (unsafe point) leaves the slice unchanged, so the monitor
 //! re-sends after a short delay that doubles with each deferral of the same
 //! slice (bounded by the quantum), which keeps a task that sits in a long
@@ -116,7 +120,7 @@ fn run(
         let now = clock::ticks();
         let mut next = now + q;
         let mut any_running = false;
-        for (w, seen) in shared.workers.iter().zip(seen.iter_mut()) {
+        for (i, (w, seen)) in shared.workers.iter().zip(seen.iter_mut()).enumerate() {
             let slot = &w.slot;
             let start = slot.slice_start.load(Ordering::Acquire);
             if start == 0 {
@@ -125,7 +129,10 @@ fn run(
             any_running = true;
             if start != seen.target {
                 let due = start + q;
-                if now >= due {
+                if now >= due && !shared.has_other_work(i) {
+                    // Alone on its worker: let it run, look again soon.
+                    next = next.min(now + min_retry);
+                } else if now >= due {
                     seen.target = start;
                     seen.backoff = min_retry;
                     seen.retry_at = now + seen.backoff;

@@ -39,6 +39,8 @@ use crate::trace::{Trace, TraceBuffers};
 pub(crate) struct WorkerShared {
     pub slot: WorkerSlot,
     pub counters: WorkerCounters,
+    /// Length of the worker's pinned queue (for the monitor).
+    pub pinned_len: AtomicUsize,
 }
 
 /// Outcome counters of a shutdown.
@@ -165,6 +167,15 @@ impl Shared {
         Ok(JoinHandle {
             inner: Handle::Task(typed),
         })
+    }
+
+    /// Whether worker `w` has another task it could switch to (the monitor
+    /// does not preempt a task that would just be resumed again: that costs
+    /// a signal and can turn a blocking syscall into EINTR for nothing).
+    pub(crate) fn has_other_work(&self, w: usize) -> bool {
+        !self.stealers[w].is_empty()
+            || self.workers[w].pinned_len.load(Ordering::Relaxed) > 0
+            || !self.injector.is_empty()
     }
 
     /// A task is finished for good.

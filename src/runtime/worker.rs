@@ -86,13 +86,22 @@ impl WorkerCtx {
         self.last_global.set(false);
         let pinned_first = self.prefer_pinned.get();
         self.prefer_pinned.set(!pinned_first);
-        if pinned_first && let Some(t) = self.pinned.borrow_mut().pop_front() {
+        if pinned_first && let Some(t) = self.pop_pinned() {
             return Some(t);
         }
         if let Some(t) = self.local.pop() {
             return Some(t);
         }
-        self.pinned.borrow_mut().pop_front()
+        self.pop_pinned()
+    }
+
+    fn pop_pinned(&self) -> Option<Arc<Task>> {
+        let mut pinned = self.pinned.borrow_mut();
+        let t = pinned.pop_front()?;
+        self.shared.workers[self.index]
+            .pinned_len
+            .store(pinned.len(), Ordering::Relaxed);
+        Some(t)
     }
 
     fn steal_global(&self) -> Option<Arc<Task>> {
@@ -265,7 +274,11 @@ impl WorkerCtx {
                 if shared.config.migrate_preempted {
                     self.local.push(task);
                 } else {
-                    self.pinned.borrow_mut().push_back(task);
+                    let mut pinned = self.pinned.borrow_mut();
+                    pinned.push_back(task);
+                    shared.workers[self.index]
+                        .pinned_len
+                        .store(pinned.len(), Ordering::Relaxed);
                 }
             }
             Ran::Switched(Switch::Park) => {
