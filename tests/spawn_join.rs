@@ -431,3 +431,76 @@ fn dropped_handle_detaches_the_task() {
     wait_for("the detached task to run", || ran.load(Ordering::Acquire));
     wait_for("live_tasks == 0", || rt.metrics().live_tasks == 0);
 }
+
+#[test]
+fn join_timeout_with_an_unrepresentable_deadline_waits() {
+    let rt = runtime(1);
+    let h = rt.spawn(|| 12);
+    // Instant::now() + Duration::MAX overflows: this is a plain join.
+    assert_eq!(h.join_timeout(Duration::MAX).unwrap().unwrap(), 12);
+}
+
+#[test]
+fn a_task_joining_itself_panics_clearly() {
+    let rt = runtime(1);
+    let slot: Arc<std::sync::Mutex<Option<JoinHandle<()>>>> = Arc::default();
+    let message: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let (s, m) = (slot.clone(), message.clone());
+    let h = rt.spawn(move || {
+        let me = loop {
+            if let Some(h) = s.lock().unwrap().take() {
+                break h;
+            }
+            kvant::yield_now();
+        };
+        let err = catch_unwind(AssertUnwindSafe(move || me.join()))
+            .expect_err("joining yourself must panic, not hang");
+        *m.lock().unwrap() = Some(panic_message(err));
+    });
+    let id = h.id();
+    *slot.lock().unwrap() = Some(h);
+    wait_for("the self-join attempt", || {
+        message.lock().unwrap().is_some()
+    });
+    let msg = message.lock().unwrap().take().unwrap();
+    assert!(
+        msg.contains("join itself") && msg.contains(&id.to_string()),
+        "unclear message: {msg}"
+    );
+}
+
+#[test]
+fn tasks_join_tasks_of_another_runtime() {
+    let a = runtime(1);
+    let b = Runtime::builder().workers(1).name("bside").build().unwrap();
+    let go = Arc::new(AtomicBool::new(false));
+    let g = go.clone();
+    let in_b = b.spawn(move || {
+        while !g.load(Ordering::Acquire) {
+            kvant::yield_now();
+        }
+        "from b"
+    });
+    // A task of runtime A parks on B's task; B's completion wakes it on A.
+    let waiter = a.spawn(move || join_or_fail(in_b));
+    std::thread::sleep(Duration::from_millis(10));
+    assert!(!waiter.is_finished());
+    go.store(true, Ordering::Release);
+    assert_eq!(join_or_fail(waiter), "from b");
+    // And a task of A can spawn onto B explicitly.
+    let b = Arc::new(b);
+    let b2 = b.clone();
+    let name = a.block_on(move || {
+        let h = kvant::task::Builder::new()
+            .spawn_on(&b2, worker_name)
+            .unwrap();
+        join_or_fail(h)
+    });
+    assert_eq!(name, "bside-worker-0", "spawn_on(&b) must run on B");
+}
+
+/// The current thread's name (not inlined: looked up afresh on each call).
+#[inline(never)]
+fn worker_name() -> String {
+    std::thread::current().name().unwrap_or("").to_owned()
+}
