@@ -14,6 +14,10 @@
 //! is held, because a task switched out by the quantum timer while holding it
 //! would make every other task that touches the primitive block its worker
 //! OS thread (and deadlock a worker whose next task needs the same lock).
+//! The safe-point code map already refuses to preempt inside `kvant` and
+//! `parking_lot` frames, but generic or `#[inline]` code can be inlined into a
+//! user function and lose those frames; the explicit guard does not depend on
+//! how the compiler inlined things.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
