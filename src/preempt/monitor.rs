@@ -115,6 +115,7 @@ fn run(
     let q = clock::duration_to_ticks(quantum);
     let min_retry = clock::duration_to_ticks(Duration::from_micros(20)).max(q / 8);
     let mut seen = vec![Seen::default(); shared.workers.len()];
+    let mut warned = false;
     let (lock, cv) = control;
     loop {
         let now = clock::ticks();
@@ -152,6 +153,9 @@ fn run(
                 next = next.min(seen.retry_at);
             }
         }
+        if !warned {
+            warned = warn_if_no_frame_pointers(shared);
+        }
         let mut c = lock.lock();
         if c.stop {
             return;
@@ -172,4 +176,22 @@ fn run(
         }
         c.kicked = false;
     }
+}
+
+/// Code built without frame pointers leaves garbage in `rbp`, so the safe-
+/// point walk fails and every preemption is deferred: the runtime silently
+/// degrades to cooperative. Say so once, with the fix.
+fn warn_if_no_frame_pointers(shared: &Shared) -> bool {
+    let (broken, preempted) = shared.workers.iter().fold((0, 0), |(b, p), w| {
+        (b + w.slot.broken_chains.get(), p + w.slot.preemptions.get())
+    });
+    if broken < 200 || broken < 20 * preempted {
+        return false;
+    }
+    eprintln!(
+        "kvant: {broken} preemptions were deferred because the interrupted code has no \
+         frame-pointer chain ({preempted} succeeded); build with \
+         RUSTFLAGS=\"-C force-frame-pointers=yes\" (see the README) or tasks will not be preempted"
+    );
+    true
 }

@@ -91,14 +91,16 @@ fn lost_preemption_signal(uc: *mut libc::c_void) -> bool {
     let Some(slot) = current_slot() else {
         return false;
     };
-    // Only while the monitor is asking to preempt this very slice; the
-    // request is consumed, so a genuine kernel-raised fault (a general
-    // protection fault also reports SI_KERNEL) repeats, finds no request and
-    // is passed on instead of looping forever.
+    // Only while the monitor is asking to preempt this very slice, and once
+    // per signal it sent: a genuine kernel-raised fault (a general protection
+    // fault also reports SI_KERNEL) repeats without a new signal, and is then
+    // passed on instead of looping forever.
     let start = slot.slice_start.load(Ordering::Relaxed);
+    let sent = slot.signals.get();
     if slot.task.load(Ordering::Relaxed) == 0
         || start == 0
         || slot.target.load(Ordering::Relaxed) != start
+        || slot.lost_at.swap(sent, Ordering::Relaxed) == sent
     {
         return false;
     }

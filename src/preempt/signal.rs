@@ -168,9 +168,15 @@ fn preempt_here(uc: *mut libc::c_void) {
         hi: slot.stack_hi.load(Ordering::Relaxed),
         root_fp: task.preempt.root_fp.load(Ordering::Relaxed),
     };
-    if safepoint::check(map, &at, &stack) != Verdict::Safe {
-        slot.deferrals.add(1);
-        return;
+    match safepoint::check(map, &at, &stack) {
+        Verdict::Safe => {}
+        verdict => {
+            slot.deferrals.add(1);
+            if verdict == Verdict::BrokenChain {
+                slot.broken_chains.add(1);
+            }
+            return;
+        }
     }
     // Commit. From here a nested signal sees no preemptible slice.
     slot.slice_start.store(0, Ordering::Relaxed);

@@ -27,6 +27,8 @@ pub(crate) struct WorkerSlot {
     pub lost_at: AtomicU64,
     pub preemptions: Counter,
     pub deferrals: Counter,
+    /// Deferrals because the frame-pointer chain could not be followed.
+    pub broken_chains: Counter,
     pub signals: Counter,
 }
 
