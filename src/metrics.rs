@@ -66,7 +66,8 @@ pub struct WorkerMetrics {
     pub tasks_run: u64,
     /// Tasks spawned from this worker.
     pub spawned: u64,
-    /// Tasks that finished on this worker.
+    /// Tasks that ended on this worker, however they ended (value, panic,
+    /// stack overflow, cancellation); `spawned == completed` once all ended.
     pub completed: u64,
     /// Slices ended by `yield_now`.
     pub voluntary_yields: u64,

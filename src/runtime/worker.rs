@@ -305,7 +305,6 @@ impl WorkerCtx {
             }
             Ran::Finished(stack) => {
                 self.give_stack(stack);
-                c.completed.bump(1);
                 self.retire(&task);
             }
         }
@@ -352,8 +351,10 @@ impl WorkerCtx {
         }
     }
 
-    /// The task is finished for good: account for it.
+    /// The task is finished for good (with a value, a panic, an overflow, a
+    /// cancellation...): account for it.
     fn retire(&self, task: &Arc<Task>) {
+        self.counters().completed.bump(1);
         task.finish();
         self.shared.registry.remove(task);
         self.shared.task_done();
