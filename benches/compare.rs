@@ -16,13 +16,14 @@ mod compare {
     pub mod latency;
     pub mod memory;
     pub mod preempt;
+    pub mod profile;
     pub mod spawn;
     pub mod util;
     pub mod yields;
 }
 
 use compare::util::{Mode, machine_info};
-use compare::{chunks, fib, latency, memory, preempt, spawn, yields};
+use compare::{chunks, fib, latency, memory, preempt, profile, spawn, util, yields};
 
 fn main() {
     let mode = Mode::from_env();
@@ -46,7 +47,17 @@ fn main() {
     let run = |name: &str, f: &dyn Fn(&Mode)| {
         if only.as_ref().is_none_or(|o| o.iter().any(|x| x == name)) {
             let t = std::time::Instant::now();
-            f(&mode);
+            let cpu = util::CpuUse::now();
+            // One workload failing (a peer panicking under a kernel limit)
+            // must not cost the tables of the others.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mode))).is_err() {
+                println!("\n### {name}: FAILED (panic, see stderr); continuing\n");
+            }
+            println!(
+                "_Background load while this ran: other processes kept {:.2} of the machine's \
+                 CPUs busy on average._",
+                cpu.others_since()
+            );
             eprintln!("[compare] {name} took {:.1} s", t.elapsed().as_secs_f64());
         }
     };
@@ -73,6 +84,7 @@ fn child(job: &str, mode: &Mode) {
     match job {
         "may-yield" => yields::may_child(&args),
         "memory" => memory::child(&args, mode),
+        "profile" => profile::child(&args, mode),
         other => {
             eprintln!("unknown child job {other:?}");
             std::process::exit(2);

@@ -1,15 +1,21 @@
 //! (a) Spawn and complete N empty tasks: amortised cost per task, from the
 //! time the first spawn starts until every task has finished and was joined.
+//! Tasks are spawned in batches of [`BATCH`], each batch joined before the
+//! next: may gives every coroutine its stack at spawn time, and N stacks at
+//! once would exceed the kernel's map count limit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, Yielder};
 use parking_lot::{Condvar, Mutex};
 
-use super::util::{Mode, Stats, Table, fmt_n, measure, per_op, ratio, time};
+use super::util::{Mode, Stats, Table, fmt_n, per_op, ratio, time, try_measure};
+
+/// Tasks alive at most at once (spawned, not yet joined).
+const BATCH: u64 = 10_000;
 
 /// One measured row: who, how, how many, what it cost.
 struct Row {
@@ -17,7 +23,12 @@ struct Row {
     how: &'static str,
     origin: &'static str,
     n: u64,
-    stats: Stats,
+    stats: Result<Stats, String>,
+}
+
+/// Sizes of the batches that make up `n` tasks.
+fn batches(n: u64) -> impl Iterator<Item = u64> {
+    (0..n.div_ceil(BATCH)).map(move |i| BATCH.min(n - i * BATCH))
 }
 
 pub fn run(mode: &Mode) {
@@ -37,11 +48,13 @@ pub fn run(mode: &Mode) {
         how: "rt.spawn + join",
         origin: "outside",
         n,
-        stats: measure(reps, || {
+        stats: try_measure(reps, || {
             time(|| {
-                let hs: Vec<_> = (0..n).map(|_| rt.spawn(|| ())).collect();
-                for h in hs {
-                    h.join().expect("task");
+                for b in batches(n) {
+                    let hs: Vec<_> = (0..b).map(|_| rt.spawn(|| ())).collect();
+                    for h in hs {
+                        h.join().expect("task");
+                    }
                 }
             })
         }),
@@ -51,12 +64,14 @@ pub fn run(mode: &Mode) {
         how: "kvant::spawn + join",
         origin: "inside",
         n,
-        stats: measure(reps, || {
+        stats: try_measure(reps, || {
             rt.block_on(move || {
                 time(|| {
-                    let hs: Vec<_> = (0..n).map(|_| kvant::spawn(|| ())).collect();
-                    for h in hs {
-                        h.join().expect("task");
+                    for b in batches(n) {
+                        let hs: Vec<_> = (0..b).map(|_| kvant::spawn(|| ())).collect();
+                        for h in hs {
+                            h.join().expect("task");
+                        }
                     }
                 })
             })
@@ -70,7 +85,7 @@ pub fn run(mode: &Mode) {
         how: "spawn + join",
         origin: "outside",
         n: n_threads,
-        stats: measure(reps, || {
+        stats: try_measure(reps, || {
             time(|| {
                 let hs: Vec<_> = (0..n_threads).map(|_| std::thread::spawn(|| ())).collect();
                 for h in hs {
@@ -89,21 +104,23 @@ pub fn run(mode: &Mode) {
         how: "pool.spawn + counter latch",
         origin: "outside",
         n,
-        stats: measure(reps, || {
-            let latch = Arc::new((AtomicU64::new(n), Mutex::new(false), Condvar::new()));
+        stats: try_measure(reps, || {
             time(|| {
-                for _ in 0..n {
-                    let l = latch.clone();
-                    pool.spawn(move || {
-                        if l.0.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            *l.1.lock() = true;
-                            l.2.notify_one();
-                        }
-                    });
-                }
-                let mut done = latch.1.lock();
-                while !*done {
-                    latch.2.wait(&mut done);
+                for b in batches(n) {
+                    let latch = Arc::new((AtomicU64::new(b), Mutex::new(false), Condvar::new()));
+                    for _ in 0..b {
+                        let l = latch.clone();
+                        pool.spawn(move || {
+                            if l.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+                                *l.1.lock() = true;
+                                l.2.notify_one();
+                            }
+                        });
+                    }
+                    let mut done = latch.1.lock();
+                    while !*done {
+                        latch.2.wait(&mut done);
+                    }
                 }
             })
         }),
@@ -113,14 +130,16 @@ pub fn run(mode: &Mode) {
         how: "scope + s.spawn",
         origin: "inside",
         n,
-        stats: measure(reps, || {
+        stats: try_measure(reps, || {
             pool.install(|| {
                 time(|| {
-                    rayon::scope(|s| {
-                        for _ in 0..n {
-                            s.spawn(|_| ());
-                        }
-                    })
+                    for b in batches(n) {
+                        rayon::scope(|s| {
+                            for _ in 0..b {
+                                s.spawn(|_| ());
+                            }
+                        })
+                    }
                 })
             })
         }),
@@ -136,14 +155,16 @@ pub fn run(mode: &Mode) {
         how: "rt.spawn + await",
         origin: "outside",
         n,
-        stats: measure(reps, || {
+        stats: try_measure(reps, || {
             time(|| {
-                let hs: Vec<_> = (0..n).map(|_| trt.spawn(async {})).collect();
-                trt.block_on(async {
-                    for h in hs {
-                        h.await.expect("task");
-                    }
-                });
+                for b in batches(n) {
+                    let hs: Vec<_> = (0..b).map(|_| trt.spawn(async {})).collect();
+                    trt.block_on(async {
+                        for h in hs {
+                            h.await.expect("task");
+                        }
+                    });
+                }
             })
         }),
     });
@@ -152,13 +173,15 @@ pub fn run(mode: &Mode) {
         how: "tokio::spawn + await",
         origin: "inside",
         n,
-        stats: measure(reps, || {
+        stats: try_measure(reps, || {
             trt.block_on(async move {
                 tokio::spawn(async move {
                     let t = Instant::now();
-                    let hs: Vec<_> = (0..n).map(|_| tokio::spawn(async {})).collect();
-                    for h in hs {
-                        h.await.expect("task");
+                    for b in batches(n) {
+                        let hs: Vec<_> = (0..b).map(|_| tokio::spawn(async {})).collect();
+                        for h in hs {
+                            h.await.expect("task");
+                        }
                     }
                     t.elapsed()
                 })
@@ -174,11 +197,13 @@ pub fn run(mode: &Mode) {
         how: "go! + join",
         origin: "outside",
         n,
-        stats: measure(reps, || {
+        stats: try_measure(reps, || {
             time(|| {
-                let hs: Vec<_> = (0..n).map(|_| may::go!(|| ())).collect();
-                for h in hs {
-                    h.join().expect("coroutine");
+                for b in batches(n) {
+                    let hs: Vec<_> = (0..b).map(|_| may::go!(|| ())).collect();
+                    for h in hs {
+                        h.join().expect("coroutine");
+                    }
                 }
             })
         }),
@@ -188,12 +213,14 @@ pub fn run(mode: &Mode) {
         how: "go! + join",
         origin: "inside",
         n,
-        stats: measure(reps, || {
+        stats: try_measure(reps, || {
             may::go!(move || {
                 time(|| {
-                    let hs: Vec<_> = (0..n).map(|_| may::go!(|| ())).collect();
-                    for h in hs {
-                        h.join().expect("coroutine");
+                    for b in batches(n) {
+                        let hs: Vec<_> = (0..b).map(|_| may::go!(|| ())).collect();
+                        for h in hs {
+                            h.join().expect("coroutine");
+                        }
                     }
                 })
             })
@@ -208,7 +235,7 @@ pub fn run(mode: &Mode) {
         how: "with_stack + resume, 1 thread",
         origin: "inside",
         n: n_coro,
-        stats: measure(reps, || {
+        stats: try_measure(reps, || {
             time(|| {
                 for i in 0..n_coro {
                     let s = stack.take().expect("the stack is back");
@@ -222,10 +249,15 @@ pub fn run(mode: &Mode) {
         }),
     });
 
+    print(&rows, w, quantum, n_threads);
+}
+
+fn print(rows: &[Row], w: usize, quantum: Option<Duration>, n_threads: u64) {
     let base = |origin: &str| {
         rows.iter()
             .find(|r| r.runtime == "kvant" && r.origin == origin)
-            .map_or(f64::NAN, |r| per_op(r.stats.median, r.n))
+            .and_then(|r| r.stats.as_ref().ok().map(|s| per_op(s.median, r.n)))
+            .unwrap_or(f64::NAN)
     };
     let mut t = Table::new(
         "(a) spawn + complete empty tasks (ns per task, amortised)",
@@ -239,28 +271,39 @@ pub fn run(mode: &Mode) {
             "peer/kvant",
         ],
     );
-    for r in &rows {
-        let ns = per_op(r.stats.median, r.n);
+    for r in rows {
+        let (ns, min) = match &r.stats {
+            Ok(s) => (
+                format!("{:.0}", per_op(s.median, r.n)),
+                format!("({:.0})", per_op(s.min, r.n)),
+            ),
+            Err(e) => (e.clone(), String::new()),
+        };
+        let rel = match &r.stats {
+            Ok(_) if r.runtime == "kvant" => "1 (base)".into(),
+            Ok(s) => ratio(per_op(s.median, r.n), base(r.origin)),
+            Err(_) => "-".into(),
+        };
         t.row(vec![
             r.runtime.into(),
             r.how.into(),
             r.origin.into(),
             fmt_n(r.n),
-            format!("{ns:.0}"),
-            format!("({:.0})", per_op(r.stats.min, r.n)),
-            if r.runtime == "kvant" {
-                "1 (base)".into()
-            } else {
-                ratio(ns, base(r.origin))
-            },
+            ns,
+            min,
+            rel,
         ]);
     }
     t.note(format!(
-        "All N tasks are spawned first, then joined in order. Pools have {w} workers; kvant uses its \
-         defaults (256 KiB pooled stacks, quantum {quantum:?}). `peer/kvant` compares with the kvant \
-         row of the same origin (`inside`: spawned by a task running on the pool); above 1 means \
-         kvant is faster. std::thread uses N = {}; raw corosensei runs single-threaded on one reused \
-         64 KiB stack (no scheduler, no queue, no join handle: the floor for a stackful task).",
+        "Tasks are spawned in batches of {} and each batch is joined in order before the next \
+         (may allocates a coroutine's stack at spawn time; more unjoined coroutines than \
+         vm.max_map_count / 2 make its spawn panic). Pools have {w} workers; kvant uses its \
+         defaults (256 KiB pooled stacks, quantum {quantum:?}). `peer/kvant` compares with the \
+         kvant row of the same origin (`inside`: spawned by a task running on the pool); above 1 \
+         means kvant is faster. std::thread uses N = {} (all spawned, then joined); raw corosensei \
+         runs single-threaded on one reused 64 KiB stack (no scheduler, no queue, no join handle: \
+         the floor for a stackful task).",
+        fmt_n(BATCH),
         fmt_n(n_threads)
     ));
     t.print();

@@ -55,6 +55,19 @@ pub fn measure(reps: usize, mut f: impl FnMut() -> Duration) -> Stats {
     }
 }
 
+/// Like [`measure`], but a panic (a peer failing under load) becomes an
+/// error message for the table instead of ending the whole run.
+pub fn try_measure(reps: usize, f: impl FnMut() -> Duration) -> Result<Stats, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| measure(reps, f))).map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panicked".into());
+        format!("failed: {msg}")
+    })
+}
+
 /// Time one call of `f`.
 pub fn time(f: impl FnOnce()) -> Duration {
     let t = Instant::now();
@@ -447,4 +460,55 @@ pub fn run_child(job: &str, args: &[String], limit: Duration) -> ChildOutput {
         Some(_) => None,
     };
     ChildOutput { values, error }
+}
+
+/// CPU ticks (USER_HZ) used by the whole machine and by this process (with
+/// its waited-for children), to tell how much other load shared the CPUs.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuUse {
+    machine_busy: u64,
+    ours: u64,
+    at: Instant,
+}
+
+impl CpuUse {
+    /// A snapshot now.
+    pub fn now() -> CpuUse {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let get = |i: usize| f.get(i).copied().unwrap_or(0);
+        let machine_busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
+        let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the parenthesised command name; utime is field 14.
+        let rest = me.rsplit_once(')').map_or("", |(_, r)| r);
+        let g: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        CpuUse {
+            machine_busy,
+            ours: g.iter().sum(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Average number of CPUs that other processes kept busy since `self`.
+    pub fn others_since(&self) -> f64 {
+        let now = CpuUse::now();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let other = now.machine_busy.saturating_sub(self.machine_busy) as f64
+            - now.ours.saturating_sub(self.ours) as f64;
+        (other.max(0.0) / hz) / self.at.elapsed().as_secs_f64().max(1e-3)
+    }
 }
