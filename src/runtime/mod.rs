@@ -176,6 +176,8 @@ impl Shared {
         !self.stealers[w].is_empty()
             || self.workers[w].pinned_len.load(Ordering::Relaxed) > 0
             || !self.injector.is_empty()
+            // Shutdown needs the worker back to cancel (or leak) the task.
+            || self.cancelling.load(Ordering::Relaxed)
     }
 
     /// A task is finished for good.
