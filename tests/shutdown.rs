@@ -303,6 +303,15 @@ fn preempted_hog_is_leaked_not_unwound() {
             std::hint::spin_loop();
         }
     });
+    // A lone task is not preempted (nothing else wants its worker): a
+    // yielding companion makes the quantum matter. At shutdown the companion
+    // is unwound at its yield (cancelled), the hog leaked.
+    let s2 = stop.clone();
+    let companion = rt.spawn(move || {
+        while !s2.load(Ordering::Acquire) {
+            kvant::yield_now();
+        }
+    });
     wait_for("the hog to be preempted", || hog.stats().preemptions >= 2);
     let t = Instant::now();
     let report = rt.shutdown_timeout(Duration::ZERO);
@@ -314,7 +323,8 @@ fn preempted_hog_is_leaked_not_unwound() {
         "preemption frees the worker: {report:?}"
     );
     assert_eq!(report.leaked, 1, "{report:?}");
-    assert_eq!(report.cancelled, 0, "{report:?}");
+    assert_eq!(report.cancelled, 1, "{report:?}");
+    assert!(join_failure(companion).is_cancelled());
     let e = join_failure(hog);
     assert!(e.is_leaked(), "{e}");
     assert!(!e.is_cancelled() && !e.is_panic());
