@@ -139,6 +139,11 @@ impl WorkerMetrics {
 }
 
 /// A snapshot of the runtime's counters, from [`Runtime::metrics`](crate::Runtime::metrics).
+///
+/// Counters are relaxed and updated by each worker right after the event:
+/// a `join` can return a hair before the finished task shows up in
+/// `completed` and leaves `live_tasks`. Poll (with a bound) if you need them
+/// to settle.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
     /// One entry per worker, by worker index.

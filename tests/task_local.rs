@@ -319,7 +319,6 @@ fn destructors_run_inside_the_task() {
 /// A task-local whose destructor panics must fail that task (or abort the
 /// process, as std does for thread-locals), never silently kill the worker.
 #[test]
-#[ignore = "core bug: a panic in a task-local destructor kills the worker (see report)"]
 fn a_panicking_destructor_fails_only_its_task() {
     struct Bomb;
     impl Drop for Bomb {

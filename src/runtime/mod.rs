@@ -4,6 +4,7 @@
 mod blocking;
 mod builder;
 mod context;
+mod handle;
 mod idle;
 mod registry;
 mod shutdown;
@@ -23,12 +24,13 @@ pub use builder::{
     Builder, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS,
     MIN_QUANTUM, MIN_STACK_SIZE,
 };
+pub use handle::Handle;
 pub use shutdown::ShutdownReport;
 
 use crate::error::Error;
 use crate::metrics::{Counter, Metrics, WorkerCounters};
 use crate::preempt::{Monitor, WorkerSlot};
-use crate::task::join::{Handle, Packet};
+use crate::task::join::{Handle as JoinInner, Packet};
 use crate::task::stack::StackPool;
 use crate::task::{self, JoinHandle, Task, TaskCell};
 use crate::time::driver::TimerDriver;
@@ -165,7 +167,7 @@ impl Shared {
         }
         self.schedule(task);
         Ok(JoinHandle {
-            inner: Handle::Task(typed),
+            inner: JoinInner::Task(typed),
         })
     }
 

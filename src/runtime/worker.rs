@@ -106,11 +106,13 @@ impl WorkerCtx {
 
     fn steal_global(&self) -> Option<Arc<Task>> {
         loop {
+            let before = self.local.len();
             match self.shared.injector.steal_batch_and_pop(&self.local) {
                 Steal::Success(t) => {
                     let c = self.counters();
                     c.steal_ops.bump(1);
-                    c.stolen.bump(1 + self.local.len() as u64);
+                    c.stolen
+                        .bump(1 + self.local.len().saturating_sub(before) as u64);
                     return Some(t);
                 }
                 Steal::Empty => return None,
@@ -134,11 +136,13 @@ impl WorkerCtx {
                 if v == self.index {
                     continue;
                 }
+                let before = self.local.len();
                 match stealers[v].steal_batch_and_pop(&self.local) {
                     Steal::Success(t) => {
                         let c = self.counters();
                         c.steal_ops.bump(1);
-                        c.stolen.bump(1 + self.local.len() as u64);
+                        c.stolen
+                            .bump(1 + self.local.len().saturating_sub(before) as u64);
                         return Some(t);
                     }
                     Steal::Retry => retry = true,

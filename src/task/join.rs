@@ -128,14 +128,21 @@ impl<T: Send> Completion for Packet<T> {
         let Some(f) = self.inner.lock().body.take() else {
             return;
         };
-        let r = catch_unwind(AssertUnwindSafe(|| current::run_user(f))).map_err(|payload| {
+        let failure = |payload: Box<dyn std::any::Any + Send>| {
             if payload.is::<CancelUnwind>() {
                 Failure::Cancelled
             } else {
                 Failure::Panic(payload)
             }
-        });
-        finish();
+        };
+        let mut r = catch_unwind(AssertUnwindSafe(|| current::run_user(f))).map_err(failure);
+        // A panicking task-local destructor fails the task (if it had not
+        // failed already); it must never unwind into the worker.
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(finish))
+            && r.is_ok()
+        {
+            r = Err(failure(payload));
+        }
         self.complete(r);
     }
 
