@@ -34,6 +34,8 @@ mod overflow;
 mod safepoint;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod signal;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod symbols;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use monitor::Monitor;
