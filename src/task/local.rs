@@ -8,6 +8,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
@@ -17,6 +18,9 @@ use super::current;
 /// reads or inserts; the lock is never contended and only guards the list.
 #[derive(Default)]
 pub(crate) struct LocalMap {
+    /// Whether any value was ever stored: most tasks never touch a
+    /// task-local, and their exit then skips the lock.
+    used: AtomicBool,
     slots: Mutex<Vec<(usize, Box<dyn Any + Send>)>>,
 }
 
@@ -24,6 +28,9 @@ impl LocalMap {
     /// Drop every value (the task finished). Destructors run outside the
     /// lock, so they may use other task-locals.
     pub(crate) fn clear(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            return;
+        }
         loop {
             let slots = std::mem::take(&mut *self.slots.lock());
             if slots.is_empty() {
@@ -75,6 +82,7 @@ impl<T: Send + 'static> LocalKey<T> {
             let pos = match slots.iter().position(|(k, _)| *k == key) {
                 Some(i) => i,
                 None => {
+                    task.locals.used.store(true, Ordering::Relaxed);
                     slots.push((key, Box::new((self.init)())));
                     slots.len() - 1
                 }
