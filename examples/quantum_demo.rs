@@ -204,8 +204,9 @@ fn report(title: &str, o: &Outcome, width: usize) {
     let done: Vec<String> = o.hog_done.iter().map(|d| ms(*d)).collect();
     println!("hogs finished at   {}", done.join(", "));
     println!(
-        "sleeper            {} wake-ups, lateness p50 {}, p99 {}, max {}",
+        "sleeper            {} wake-up{}, lateness p50 {}, p99 {}, max {}",
         o.lateness.len(),
+        if o.lateness.len() == 1 { "" } else { "s" },
         ms(pct(&o.lateness, 0.5)),
         ms(pct(&o.lateness, 0.99)),
         ms(o.lateness.last().copied().unwrap_or_default()),
