@@ -2,6 +2,11 @@
 //! fixed iteration count) on a cooperative runtime and on preemptive ones
 //! with shrinking quanta. Configurations are interleaved run by run so that
 //! background load on a shared machine hits all of them alike.
+//!
+//! Two costs show up separately: CPU time (signals, monitor wake-ups) and
+//! wall time, which also suffers when the hogs end up unevenly spread over
+//! the workers (a preempted task is pinned to its worker by default), hence
+//! the `migrate_preempted(true)` rows and the busy-time split per worker.
 
 use std::time::{Duration, Instant};
 
@@ -9,23 +14,43 @@ use super::util::{self, Mode, Table, burn, calibrate_burn, fmt_dur};
 
 const HOGS: usize = 4;
 
+#[derive(Clone, Copy)]
+struct Config {
+    quantum: Option<Duration>,
+    migrate: bool,
+}
+
+impl Config {
+    fn label(&self) -> String {
+        match (self.quantum, self.migrate) {
+            (None, _) => "None (cooperative)".into(),
+            (Some(q), false) => format!("{q:?}"),
+            (Some(q), true) => format!("{q:?}, migrate_preempted"),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Acc {
     wall: Vec<Duration>,
     cpu: Vec<Duration>,
+    /// Busiest worker's share of the summed busy time, per run.
+    busiest: Vec<f64>,
     preemptions: u64,
     signals: u64,
     deferrals: u64,
     runs: u64,
 }
 
-fn one_run(w: usize, quantum: Option<Duration>, iters: u64, acc: &mut Acc) {
+fn one_run(w: usize, cfg: Config, iters: u64, acc: &mut Acc) {
     let rt = kvant::Runtime::builder()
         .workers(w)
-        .quantum(quantum)
+        .quantum(cfg.quantum)
+        .migrate_preempted(cfg.migrate)
         .build()
         .expect("kvant runtime");
     rt.block_on(|| ()); // workers are up and the monitor has started
+    let before = rt.metrics();
     let cpu0 = util::process_cpu_time();
     let t0 = Instant::now();
     let hs: Vec<_> = (0..HOGS).map(|_| rt.spawn(move || burn(iters))).collect();
@@ -34,16 +59,27 @@ fn one_run(w: usize, quantum: Option<Duration>, iters: u64, acc: &mut Acc) {
     }
     acc.wall.push(t0.elapsed());
     acc.cpu.push(util::process_cpu_time().saturating_sub(cpu0));
-    let m = rt.metrics().total();
+    let after = rt.metrics();
+    let busy: Vec<f64> = after
+        .workers
+        .iter()
+        .zip(&before.workers)
+        .map(|(a, b)| a.busy_time.saturating_sub(b.busy_time).as_secs_f64())
+        .collect();
+    let total: f64 = busy.iter().sum();
+    let max = busy.iter().copied().fold(0.0, f64::max);
+    acc.busiest
+        .push(if total > 0.0 { max / total } else { 0.0 });
+    let m = after.total();
     acc.preemptions += m.preemptions;
     acc.signals += m.signals;
     acc.deferrals += m.deferrals;
     acc.runs += 1;
 }
 
-fn median(v: &[Duration]) -> Duration {
+fn median<T: Copy + PartialOrd>(v: &[T]) -> T {
     let mut v = v.to_vec();
-    v.sort();
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     v[v.len() / 2]
 }
 
@@ -52,20 +88,29 @@ pub fn run(mode: &Mode) {
     let reps = mode.reps();
     let per_hog = Duration::from_millis(mode.pick(50, 250));
     let iters = calibrate_burn(per_hog);
-    let configs: [Option<Duration>; 4] = [
-        None,
-        Some(Duration::from_millis(10)),
-        Some(Duration::from_millis(1)),
-        Some(Duration::from_micros(100)),
+    let q = |us: u64, migrate: bool| Config {
+        quantum: Some(Duration::from_micros(us)),
+        migrate,
+    };
+    let configs = [
+        Config {
+            quantum: None,
+            migrate: false,
+        },
+        q(10_000, false),
+        q(1_000, false),
+        q(100, false),
+        q(10_000, true),
+        q(1_000, true),
     ];
     let mut accs: Vec<Acc> = configs.iter().map(|_| Acc::default()).collect();
     // One warm-up round, discarded.
-    for q in configs {
-        one_run(w, q, iters, &mut Acc::default());
+    for c in configs {
+        one_run(w, c, iters, &mut Acc::default());
     }
     for _ in 0..reps {
-        for (q, acc) in configs.iter().zip(accs.iter_mut()) {
-            one_run(w, *q, iters, acc);
+        for (c, acc) in configs.iter().zip(accs.iter_mut()) {
+            one_run(w, *c, iters, acc);
         }
     }
     let base_wall = median(&accs[0].wall).as_secs_f64();
@@ -89,6 +134,7 @@ pub fn run(mode: &Mode) {
             "spread",
             "overhead",
             "overhead (min/min)",
+            "busiest worker (worst)",
             "CPU time",
             "CPU overhead",
             "preemptions/run",
@@ -96,7 +142,7 @@ pub fn run(mode: &Mode) {
             "deferred/run",
         ],
     );
-    for (q, a) in configs.iter().zip(&accs) {
+    for (i, (c, a)) in configs.iter().zip(&accs).enumerate() {
         let wall = median(&a.wall).as_secs_f64();
         let min = a
             .wall
@@ -114,26 +160,20 @@ pub fn run(mode: &Mode) {
             .as_secs_f64();
         let cpu = median(&a.cpu).as_secs_f64();
         let runs = a.runs.max(1);
+        let base = |s: String| if i == 0 { "base".to_string() } else { s };
         t.row(vec![
-            q.map_or("None (cooperative)".into(), |q| format!("{q:?}")),
+            c.label(),
             fmt_dur(median(&a.wall)),
             format!("{:.1}%", 100.0 * (max - min) / wall),
-            if q.is_none() {
-                "base".into()
-            } else {
-                pct(wall, base_wall)
-            },
-            if q.is_none() {
-                "base".into()
-            } else {
-                pct(min, base_min)
-            },
+            base(pct(wall, base_wall)),
+            base(pct(min, base_min)),
+            format!(
+                "{:.0}% ({:.0}%)",
+                100.0 * median(&a.busiest),
+                100.0 * a.busiest.iter().copied().fold(0.0, f64::max)
+            ),
             fmt_dur(median(&a.cpu)),
-            if q.is_none() {
-                "base".into()
-            } else {
-                pct(cpu, base_cpu)
-            },
+            base(pct(cpu, base_cpu)),
             format!("{}", a.preemptions / runs),
             format!("{}", a.signals / runs),
             format!("{}", a.deferrals / runs),
@@ -142,9 +182,12 @@ pub fn run(mode: &Mode) {
     t.note(format!(
         "Each hog runs {iters} LCG rounds (no yields, no allocation). Wall: spawn of the first hog \
          to join of the last, median of {reps} interleaved runs (min/min compares the fastest run \
-         of each); spread = (max - min) / median of the wall times. CPU time: the whole process (workers, timer and monitor threads). Counters are \
-         from rt.metrics().total(). Goals: <= 1% at 1 ms, <= 5% at 100 µs. On a shared machine, \
-         differences below the run-to-run spread of the cooperative row are noise."
+         of each); spread = (max - min) / median of the wall times. Busiest worker: its share of \
+         the workers' summed busy time (median, and the worst run in parentheses) (50% = even split on 2 workers; with {HOGS} equal hogs on \
+         {w} workers a 3:1 split shows as 75% and costs +50% wall time). CPU time: the whole \
+         process (workers, timer and monitor threads); it does not depend on how the hogs are \
+         spread, so CPU overhead is the cost of preemption itself. Counters are from \
+         rt.metrics(). Goals: <= 1% at 1 ms, <= 5% at 100 µs."
     ));
     t.print();
 }
