@@ -92,6 +92,18 @@ impl WorkerCtx {
         if let Some(t) = self.local.pop() {
             return Some(t);
         }
+        // Only tasks pinned here are left. Before resuming one, take movable
+        // work others have queued: pinned tasks can never be stolen, so this
+        // is the only way a worker whose preempted hogs outnumber another's
+        // gets relieved (4 hogs on 2 workers would otherwise stay 3:1).
+        if self.shared.workers[self.index]
+            .pinned_len
+            .load(Ordering::Relaxed)
+            > 0
+            && let Some(t) = self.steal()
+        {
+            return Some(t);
+        }
         self.pop_pinned()
     }
 
@@ -275,6 +287,11 @@ impl WorkerCtx {
                     shared.workers[self.index].slot.preemptions.add(1);
                 }
                 task.requeue();
+                let alone = self.local.is_empty()
+                    && shared.workers[self.index]
+                        .pinned_len
+                        .load(Ordering::Relaxed)
+                        == 0;
                 if shared.config.migrate_preempted {
                     self.local.push(task);
                 } else {
@@ -283,6 +300,14 @@ impl WorkerCtx {
                     shared.workers[self.index]
                         .pinned_len
                         .store(pinned.len(), Ordering::Relaxed);
+                }
+                // The monitor preempts a task alone on its worker only when
+                // other workers have work queued: take some of it, so hogs
+                // spread over workers instead of staying where they started
+                // (plain work stealing only steals when a worker runs dry,
+                // which a worker with a hog never does).
+                if alone && let Some(t) = self.steal() {
+                    self.local.push(t);
                 }
             }
             Ran::Switched(Switch::Park) => {
