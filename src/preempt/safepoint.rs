@@ -67,15 +67,19 @@ pub(crate) fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdi
         // Without symbols only the PC check is possible (announced at start).
         return Verdict::Safe;
     }
-    // At a function's first instructions the return address is at [sp], not
-    // yet behind a frame record: check it too (a false "unsafe" only defers).
-    let top = read(at.sp);
-    if map.is_denied(top) {
-        return Verdict::FrameUnsafe;
-    }
     if stack.root_fp == 0 {
         // Not inside the user's closure (starting up or finishing): runtime code.
         return Verdict::PcUnsafe;
+    }
+    // A function that has not set up its frame record yet (its first
+    // instructions, or all of a shrink-wrapped loop that only pushes `rbp`
+    // on a slow path) has its return address at [sp], and `rbp` still holds
+    // its caller's frame: check that address too (a false "unsafe" only
+    // defers). Exception: when `rbp` is the root frame, the caller is
+    // `run_user` itself, the boundary whose return address needs no check;
+    // user closures inlined into a vtable shim look exactly like that.
+    if at.fp != stack.root_fp && map.is_denied(read(at.sp)) {
+        return Verdict::FrameUnsafe;
     }
     let mut fp = at.fp;
     let mut prev = at.sp;
