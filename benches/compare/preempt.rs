@@ -183,8 +183,8 @@ pub fn run(mode: &Mode) {
         "Each hog runs {iters} LCG rounds (no yields, no allocation). Wall: spawn of the first hog \
          to join of the last, median of {reps} interleaved runs (min/min compares the fastest run \
          of each); spread = (max - min) / median of the wall times. Busiest worker: its share of \
-         the workers' summed busy time (median, and the worst run in parentheses) (50% = even split on 2 workers; with {HOGS} equal hogs on \
-         {w} workers a 3:1 split shows as 75% and costs +50% wall time). CPU time: the whole \
+         the workers' summed busy time, median and (worst run); 50% is an even split on 2 workers, and \
+         with {HOGS} equal hogs on {w} workers a 3:1 split shows as 75% and costs +50% wall time. CPU time: the whole \
          process (workers, timer and monitor threads); it does not depend on how the hogs are \
          spread, so CPU overhead is the cost of preemption itself. Counters are from \
          rt.metrics(). Goals: <= 1% at 1 ms, <= 5% at 100 µs."
