@@ -1,8 +1,8 @@
 //! Reliability: a task that overflows its stack ends alone (its joiner gets
 //! `JoinError::is_stack_overflow`, every other task keeps running), faults
 //! that are *not* a task overflow still crash the process exactly as without
-//! kvant, and misuse of the API is a typed error or a clear panic, never a
-//! hang.
+//! kvant, and misuse of the API (`tests/misuse.rs`) is a typed error or a clear panic,
+//! never a hang.
 //!
 //! Crashes are tested in a child process: the parent re-runs this test
 //! binary with `--exact <child test>` and [`CHILD`] set to the scenario; the
@@ -22,11 +22,11 @@ use std::hint::black_box;
 use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kvant::{Error, JoinError, JoinHandle, Runtime};
+use kvant::{JoinError, JoinHandle, Runtime};
 
 /// Far beyond anything a passing test needs; only a hang reaches it.
 const HANG: Duration = Duration::from_secs(60);
@@ -462,129 +462,4 @@ fn preemption_signals_near_the_end_of_a_task_stack() {
         status.success() && stderr.contains("near stack end: survived"),
         "child died: {status}; stderr:\n{stderr}"
     );
-}
-
-// ------------------------------------------------------------------ misuse
-
-#[test]
-fn calls_that_need_a_runtime_panic_clearly_outside_one() {
-    type Call = fn();
-    let calls: [(&str, Call); 4] = [
-        ("kvant::spawn", || drop(kvant::spawn(|| 1))),
-        ("kvant::current", || drop(kvant::current())),
-        ("kvant::spawn_blocking", || {
-            drop(kvant::spawn_blocking(|| 1))
-        }),
-        ("kvant::scope", || kvant::scope(|_| ())),
-    ];
-    for (name, call) in calls {
-        let p = catch_unwind(call).expect_err(name);
-        let msg = panic_message(p);
-        let named = msg.contains(name) || msg.contains(name.trim_start_matches("kvant::"));
-        assert!(
-            named && msg.contains("outside a kvant"),
-            "{name}: unclear message: {msg}"
-        );
-    }
-    assert!(matches!(
-        kvant::task::Builder::new().spawn(|| ()),
-        Err(Error::NoRuntime)
-    ));
-}
-
-#[test]
-fn a_task_joining_itself_panics_instead_of_hanging() {
-    let rt = runtime(2, Some(Duration::from_millis(1)));
-    for timed in [false, true] {
-        let slot: Arc<Mutex<Option<JoinHandle<()>>>> = Arc::new(Mutex::new(None));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mine = slot.clone();
-        let h = rt.spawn(move || {
-            let deadline = Instant::now() + HANG;
-            let me = loop {
-                if let Some(h) = mine.lock().unwrap().take() {
-                    break h;
-                }
-                assert!(Instant::now() < deadline, "never got my handle");
-                kvant::yield_now();
-            };
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                if timed {
-                    drop(me.join_timeout(Duration::from_secs(1)));
-                } else {
-                    drop(me.join());
-                }
-            }));
-            tx.send(r.map_err(panic_message)).unwrap();
-        });
-        *slot.lock().unwrap() = Some(h);
-        let msg = rx
-            .recv_timeout(HANG)
-            .expect("the task reports back")
-            .expect_err("joining yourself must panic");
-        assert!(msg.contains("join itself"), "unclear message: {msg}");
-    }
-    wait_for("live_tasks == 0", || rt.metrics().live_tasks == 0);
-}
-
-extern "C" fn ignore_signal(_: libc::c_int) {}
-
-#[test]
-fn preempt_signal_with_a_handler_is_signal_in_use() {
-    // SAFETY: installs a handler that does nothing for SIGUSR2, which no
-    // other test in this binary uses; the sigaction struct is zeroed and
-    // its mask initialised before use.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = ignore_signal as *const () as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()), 0);
-    }
-    let t = Instant::now();
-    let err = Runtime::builder()
-        .workers(2)
-        .quantum(Some(Duration::from_millis(1)))
-        .preempt_signal(libc::SIGUSR2)
-        .build()
-        .expect_err("SIGUSR2 has a handler");
-    let took = t.elapsed();
-    eprintln!("failed build took {took:?}");
-    // A failed start must not wait for worker threads it never started
-    // (it used to wait out the 500 ms STOP_GRACE for them).
-    assert!(
-        took < Duration::from_millis(500),
-        "failed build took {took:?}"
-    );
-    assert!(
-        matches!(err, Error::SignalInUse(s) if s == libc::SIGUSR2),
-        "{err:?}"
-    );
-    let msg = err.to_string();
-    assert!(
-        msg.contains(&libc::SIGUSR2.to_string()) && msg.contains("preempt_signal"),
-        "unclear message: {msg}"
-    );
-    // A signal nobody handles works, and really preempts.
-    let rt = Runtime::builder()
-        .workers(1)
-        .quantum(Some(Duration::from_millis(1)))
-        .preempt_signal(libc::SIGUSR1)
-        .build()
-        .expect("SIGUSR1 is free");
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hogs: Vec<_> = (0..2)
-        .map(|_| {
-            let stop = stop.clone();
-            rt.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::hint::spin_loop();
-                }
-            })
-        })
-        .collect();
-    wait_for("a preemption", || rt.metrics().total().preemptions > 0);
-    stop.store(true, Ordering::Relaxed);
-    for h in hogs {
-        join_ok(h);
-    }
 }
