@@ -120,17 +120,21 @@ impl WorkerCtx {
         loop {
             let before = self.local.len();
             match self.shared.injector.steal_batch_and_pop(&self.local) {
-                Steal::Success(t) => {
-                    let c = self.counters();
-                    c.steal_ops.bump(1);
-                    c.stolen
-                        .bump(1 + self.local.len().saturating_sub(before) as u64);
-                    return Some(t);
-                }
+                Steal::Success(t) => return Some(self.stole(t, before)),
                 Steal::Empty => return None,
                 Steal::Retry => {}
             }
         }
+    }
+
+    /// Count a successful batch steal that returned `t` and moved the rest
+    /// into the local deque (which held `before` tasks).
+    fn stole(&self, t: Arc<Task>, before: usize) -> Arc<Task> {
+        let c = self.counters();
+        c.steal_ops.bump(1);
+        c.stolen
+            .bump(1 + self.local.len().saturating_sub(before) as u64);
+        t
     }
 
     /// Steal from the global queue or another worker.
@@ -150,13 +154,7 @@ impl WorkerCtx {
                 }
                 let before = self.local.len();
                 match stealers[v].steal_batch_and_pop(&self.local) {
-                    Steal::Success(t) => {
-                        let c = self.counters();
-                        c.steal_ops.bump(1);
-                        c.stolen
-                            .bump(1 + self.local.len().saturating_sub(before) as u64);
-                        return Some(t);
-                    }
+                    Steal::Success(t) => return Some(self.stole(t, before)),
                     Steal::Retry => retry = true,
                     Steal::Empty => {}
                 }
