@@ -11,27 +11,9 @@ use kvant::channel::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError, bounded,
     unbounded,
 };
-use kvant::{JoinHandle, Runtime};
 
-const HANG: Duration = Duration::from_secs(60);
-
-fn rt(workers: usize, quantum: Option<Duration>) -> Runtime {
-    Runtime::builder()
-        .workers(workers)
-        .quantum(quantum)
-        .build()
-        .unwrap()
-}
-
-fn done<T: Send + 'static>(h: JoinHandle<T>) -> T {
-    match h.join_timeout(HANG) {
-        Ok(r) => r.unwrap(),
-        Err(h) => panic!(
-            "task {:?} still running after {HANG:?}: lost wake-up or deadlock",
-            h.id()
-        ),
-    }
-}
+mod common;
+use common::{HANG, done, rt};
 
 #[test]
 fn endpoints_are_send_sync_and_clone() {

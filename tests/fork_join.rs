@@ -5,15 +5,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kvant::Runtime;
-
-fn rt(workers: usize, quantum: Option<Duration>) -> Runtime {
-    Runtime::builder()
-        .workers(workers)
-        .quantum(quantum)
-        .build()
-        .unwrap()
-}
+mod common;
+use common::rt;
 
 fn fib(n: u64) -> u64 {
     if n < 10 {

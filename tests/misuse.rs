@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use kvant::{Error, JoinHandle, Runtime};
 
-/// Far beyond anything a passing test needs; only a hang reaches it.
-const HANG: Duration = Duration::from_secs(60);
+mod common;
+use common::{HANG, join_ok, panic_message, wait_for};
 
 fn runtime(workers: usize, quantum: Option<Duration>) -> Runtime {
     Runtime::builder()
@@ -18,30 +18,6 @@ fn runtime(workers: usize, quantum: Option<Duration>) -> Runtime {
         .quantum(quantum)
         .build()
         .expect("runtime")
-}
-
-fn join_ok<T: Send + 'static>(h: JoinHandle<T>) -> T {
-    match h.join_timeout(HANG) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("task failed: {e}"),
-        Err(h) => panic!("{h:?} did not finish within {HANG:?}"),
-    }
-}
-
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "<non-string payload>".to_owned())
-}
-
-/// Poll `cond` until it holds, failing the test after [`HANG`].
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + HANG;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 // ------------------------------------------------------------------ misuse

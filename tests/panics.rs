@@ -10,22 +10,14 @@ use std::time::Duration;
 
 use kvant::{JoinError, JoinHandle, Runtime};
 
-/// Far beyond anything a passing test needs; only a hang reaches it.
-const HANG: Duration = Duration::from_secs(60);
+mod common;
+use common::{HANG, join_ok};
 
 /// Join `h` expecting the task to have failed; fail the test on a hang.
 fn join_err<T: Send + std::fmt::Debug + 'static>(h: JoinHandle<T>) -> JoinError {
     match h.join_timeout(HANG) {
         Ok(Ok(v)) => panic!("the task should have panicked, returned {v:?}"),
         Ok(Err(e)) => e,
-        Err(h) => panic!("task {h:?} did not finish within {HANG:?}"),
-    }
-}
-
-fn join_ok<T: Send + 'static>(h: JoinHandle<T>) -> T {
-    match h.join_timeout(HANG) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("task failed: {e}"),
         Err(h) => panic!("task {h:?} did not finish within {HANG:?}"),
     }
 }

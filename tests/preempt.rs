@@ -11,19 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kvant::{JoinHandle, Runtime};
+use kvant::Runtime;
 
-/// Far beyond anything a passing test needs; only a hang reaches it.
-const HANG: Duration = Duration::from_secs(60);
+mod common;
+use common::{HANG, join_or_fail, wait_for};
+
 const QUANTUM: Duration = Duration::from_millis(1);
-
-fn join_or_fail<T: Send + 'static>(h: JoinHandle<T>) -> T {
-    match h.join_timeout(HANG) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("task failed: {e}"),
-        Err(h) => panic!("task {h:?} did not finish within {HANG:?}"),
-    }
-}
 
 fn preemptive(workers: usize) -> Runtime {
     Runtime::builder()
@@ -38,15 +31,6 @@ fn spin_for(d: Duration) {
     let until = Instant::now() + d;
     while Instant::now() < until {
         std::hint::spin_loop();
-    }
-}
-
-/// Poll `cond` until it holds, failing the test after [`HANG`].
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + HANG;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -5,18 +5,12 @@
 
 use std::time::Duration;
 
+use kvant::Runtime;
 use kvant::channel::{RecvTimeoutError, TryRecvError, bounded, unbounded};
-use kvant::{JoinHandle, Runtime};
 use proptest::prelude::*;
 
-const HANG: Duration = Duration::from_secs(60);
-
-fn done<T: Send + 'static>(h: JoinHandle<T>) -> T {
-    match h.join_timeout(HANG) {
-        Ok(r) => r.unwrap(),
-        Err(h) => panic!("task {:?} still running after {HANG:?}", h.id()),
-    }
-}
+mod common;
+use common::done;
 
 /// How a consumer takes messages.
 #[derive(Clone, Copy, Debug)]

@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 
 use kvant::{JoinError, JoinHandle, Runtime};
 
-/// Far beyond anything a passing test needs; only a hang reaches it.
-const HANG: Duration = Duration::from_secs(60);
+mod common;
+use common::{HANG, join_ok, panic_message, wait_for};
+
 /// The environment variable that turns a child test on (value: scenario).
 const CHILD: &str = "KVANT_RELIABILITY_CHILD";
 /// Stack size of the overflowing tasks.
@@ -43,35 +44,11 @@ fn runtime(workers: usize, quantum: Option<Duration>) -> Runtime {
         .expect("runtime")
 }
 
-fn join_ok<T: Send + 'static>(h: JoinHandle<T>) -> T {
-    match h.join_timeout(HANG) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("task failed: {e}"),
-        Err(h) => panic!("{h:?} did not finish within {HANG:?}"),
-    }
-}
-
 fn join_err<T: Send + 'static>(h: JoinHandle<T>) -> JoinError {
     match h.join_timeout(HANG) {
         Ok(Ok(_)) => panic!("expected the task to fail"),
         Ok(Err(e)) => e,
         Err(h) => panic!("{h:?} did not finish within {HANG:?}"),
-    }
-}
-
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "<non-string payload>".to_owned())
-}
-
-/// Poll `cond` until it holds, failing the test after [`HANG`].
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + HANG;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use kvant::{Error, JoinError, JoinHandle, Runtime};
 
-/// Far beyond anything a passing test needs; only a hang reaches it.
-const HANG: Duration = Duration::from_secs(60);
+mod common;
+use common::{HANG, wait_for};
+
 /// How long a shutdown that has to cancel or detach may take at most.
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(3);
 
@@ -35,15 +36,6 @@ fn join_failure<T: Send + std::fmt::Debug + 'static>(h: JoinHandle<T>) -> JoinEr
         Ok(Ok(v)) => panic!("expected the task to be cancelled or leaked, it returned {v:?}"),
         Ok(Err(e)) => e,
         Err(h) => panic!("{h:?} still not complete {HANG:?} after shutdown"),
-    }
-}
-
-/// Poll `cond` until it holds, failing the test after [`HANG`].
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + HANG;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -9,39 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use kvant::sync::{Barrier, Condvar, Mutex, RwLock, Semaphore, WaitGroup};
-use kvant::{JoinHandle, Runtime};
 
-const HANG: Duration = Duration::from_secs(60);
+mod common;
+use common::{HANG, done, eventually, rt};
+
 const Q50: Option<Duration> = Some(Duration::from_micros(50));
 const Q1MS: Option<Duration> = Some(Duration::from_millis(1));
-
-fn rt(workers: usize, quantum: Option<Duration>) -> Runtime {
-    Runtime::builder()
-        .workers(workers)
-        .quantum(quantum)
-        .build()
-        .unwrap()
-}
-
-/// Join with a hang guard.
-fn done<T: Send + 'static>(h: JoinHandle<T>) -> T {
-    match h.join_timeout(HANG) {
-        Ok(r) => r.unwrap(),
-        Err(h) => panic!(
-            "task {:?} still running after {HANG:?}: lost wake-up or deadlock",
-            h.id()
-        ),
-    }
-}
-
-/// Poll `cond` (from an OS thread) until it holds; fail instead of hanging.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + HANG;
-    while !cond() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 /// A little work that the quantum timer can interrupt.
 fn busy(n: u64) -> u64 {

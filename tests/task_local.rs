@@ -8,23 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use kvant::Runtime;
 use kvant::task::AccessError;
-use kvant::{JoinHandle, Runtime};
 
-/// Far beyond anything a passing test needs; only a hang reaches it.
-const HANG: Duration = Duration::from_secs(60);
+mod common;
+use common::{HANG, join_or_fail};
 
 kvant::task_local! {
     static VALUE: Cell<u64> = Cell::new(0);
     static NAME: std::cell::RefCell<String> = std::cell::RefCell::new(String::from("unset"));
-}
-
-fn join_or_fail<T: Send + 'static>(h: JoinHandle<T>) -> T {
-    match h.join_timeout(HANG) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("task failed: {e}"),
-        Err(h) => panic!("task {h:?} did not finish within {HANG:?}"),
-    }
 }
 
 /// The current worker thread's name, looked up afresh on every call (not

@@ -1,0 +1,64 @@
+//! Helpers shared by the integration tests. Every wait is bounded by
+//! [`HANG`], so a scheduler bug fails a test instead of hanging the suite.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use kvant::{JoinHandle, Runtime};
+
+/// Far beyond anything a passing test needs; only a hang reaches it.
+pub const HANG: Duration = Duration::from_secs(60);
+
+/// A runtime with `workers` workers and the given quantum.
+pub fn rt(workers: usize, quantum: Option<Duration>) -> Runtime {
+    Runtime::builder()
+        .workers(workers)
+        .quantum(quantum)
+        .build()
+        .unwrap()
+}
+
+/// Join `h`, failing the test (not hanging it) if the task does not finish
+/// within [`HANG`] or ends without a value.
+pub fn join_ok<T: Send + 'static>(h: JoinHandle<T>) -> T {
+    match h.join_timeout(HANG) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("task failed: {e}"),
+        Err(h) => panic!(
+            "task {:?} still running after {HANG:?}: lost wake-up or deadlock",
+            h.id()
+        ),
+    }
+}
+
+/// Same as [`join_ok`].
+pub fn done<T: Send + 'static>(h: JoinHandle<T>) -> T {
+    join_ok(h)
+}
+
+/// Same as [`join_ok`].
+pub fn join_or_fail<T: Send + 'static>(h: JoinHandle<T>) -> T {
+    join_ok(h)
+}
+
+/// The message of a caught panic.
+pub fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "<non-string payload>".to_owned())
+}
+
+/// Poll `cond` until it holds, failing the test after [`HANG`].
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + HANG;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Same as [`wait_for`].
+pub fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    wait_for(what, cond)
+}
