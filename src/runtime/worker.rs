@@ -119,7 +119,12 @@ impl WorkerCtx {
     fn steal_global(&self) -> Option<Arc<Task>> {
         loop {
             let before = self.local.len();
-            match self.shared.injector.steal_batch_and_pop(&self.local) {
+            // Take a fair share, not half: with 4 hogs queued and 2 workers,
+            // the first worker to wake must take 2, not 3 (a preempted task
+            // stays pinned, so a lopsided start would last).
+            let injector = &self.shared.injector;
+            let share = injector.len().div_ceil(self.shared.config.workers).max(1);
+            match injector.steal_batch_with_limit_and_pop(&self.local, share) {
                 Steal::Success(t) => return Some(self.stole(t, before)),
                 Steal::Empty => return None,
                 Steal::Retry => {}
