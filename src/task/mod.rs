@@ -148,6 +148,9 @@ pub(crate) struct Header {
     /// Its work was done elsewhere (a `join` half run inline): if it has not
     /// started, finish it without giving it a stack.
     pub abandoned: AtomicBool,
+    /// The task has run at least once (for scheduling hints only; the body
+    /// cell is the authority, under the run claim).
+    pub started: AtomicBool,
     /// The task ran into its stack's guard page and was ended by the fault handler.
     pub overflowed: AtomicBool,
     /// How to force the coroutine to return from a fault handler (set at start).
@@ -188,6 +191,7 @@ impl<P: Completion> TaskCell<P> {
                 cancelled: AtomicBool::new(false),
                 abandoned: AtomicBool::new(false),
                 overflowed: AtomicBool::new(false),
+                started: AtomicBool::new(false),
                 trap: coroutine::TrapCell::new(),
                 shared,
                 body: BodyCell::new(),
