@@ -230,8 +230,15 @@ pub struct TaskSummary {
 /// ```
 /// let rt = kvant::Runtime::builder().workers(1).trace(true).build().unwrap();
 /// rt.spawn(|| kvant::yield_now()).join().unwrap();
-/// let trace = rt.trace().unwrap();
-/// assert_eq!(trace.slices().len(), 2); // yield, then done
+/// // The worker records a slice right after it ends, which can be a moment
+/// // after `join` returned: wait for the task's last slice to show up.
+/// let trace = loop {
+///     let t = rt.trace().unwrap();
+///     if t.slices().len() == 2 {
+///         break t; // yield, then done
+///     }
+///     std::thread::yield_now();
+/// };
 /// println!("{}", trace.ascii_timeline(80));
 /// let json: String = trace.to_chrome_json(); // open in https://ui.perfetto.dev
 /// assert!(json.contains("traceEvents"));
