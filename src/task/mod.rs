@@ -52,12 +52,28 @@ const NOTIFIED: u8 = 4;
 pub struct TaskId(u64);
 
 impl TaskId {
+    /// Ids are unique process-wide, but handed out to each thread in blocks:
+    /// a shared counter bumped at every spawn is a cache line bouncing
+    /// between the cores that spawn (profiled at ~12 % of a spawn).
     fn next() -> TaskId {
+        const BLOCK: u64 = 1024;
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        TaskId(NEXT.fetch_add(1, Ordering::Relaxed))
+        thread_local! {
+            static RANGE: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+        }
+        RANGE.with(|r| {
+            let (mut next, mut end) = r.get();
+            if next == end {
+                next = NEXT.fetch_add(BLOCK, Ordering::Relaxed);
+                end = next + BLOCK;
+            }
+            r.set((next + 1, end));
+            TaskId(next)
+        })
     }
 
-    /// The id as a number (ids start at 1 and are never reused).
+    /// The id as a number (ids start at 1 and are never reused; they are
+    /// unique, but not in spawn order across threads).
     pub fn as_u64(self) -> u64 {
         self.0
     }
