@@ -26,6 +26,29 @@
 //! }
 //! ```
 //!
+//! ## Map of the crate
+//!
+//! | you want to | look at |
+//! |:--|:--|
+//! | start a pool, spawn, block on a result, shut down | [`Runtime`], [`Builder`], [`spawn`], [`Handle`] |
+//! | name a task, size its stack, make it non-preemptible | [`task::Builder`] |
+//! | wait with a deadline, on one or many tasks | [`JoinHandle::join_timeout`], [`wait`] + [`WaitFor`] |
+//! | fork-join and borrowing tasks | [`join`], [`scope`], [`Runtime::scope`] |
+//! | block without blocking the worker | [`sleep`], [`sync`], [`channel`], [`spawn_blocking`] |
+//! | per-task state | [`task_local!`], [`task::LocalKey`] |
+//! | control preemption | [`Builder::quantum`], [`preempt::disable`], [`Builder::migrate_preempted`] |
+//! | see what the scheduler did | [`Runtime::metrics`], [`Builder::trace`], [`Trace`] |
+//! | know what is safe inside a preemptible task | [`safety`] |
+//!
+//! Everything that waits parks only the *green* thread when called from a
+//! task (the worker runs other tasks meanwhile) and blocks the OS thread when
+//! called from a plain thread, so the same types serve both.
+//!
+//! How preemption works (monitor thread, signal handler switching the task
+//! out on its own stack, frame-pointer safe points) is written up in
+//! `src/preempt/README.md`; build programs that use it with
+//! `-C force-frame-pointers=yes` (see the README).
+//!
 //! [corosensei]: https://docs.rs/corosensei
 
 #![warn(missing_docs)]
