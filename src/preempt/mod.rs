@@ -85,7 +85,7 @@ pub(crate) fn set_precise_timers() {
 }
 
 /// Address of the calling function's frame record (its saved frame pointer),
-/// recorded at a task's entry so the safe-point walk knows where user frames end.
+/// recorded by `run_user` so the safe-point walk knows where user frames end.
 #[inline(always)]
 pub(crate) fn frame_address() -> usize {
     #[cfg(target_arch = "x86_64")]

@@ -9,7 +9,8 @@
 //! So we look at every frame on the task's stack, not just the PC: the PC can
 //! be in a user `Debug::fmt` impl while a frame further up holds the stdout
 //! lock. The chain of frame records (`[rbp] = caller's rbp`, `[rbp+8] = return
-//! address`) is walked from the interrupted frame up to the task's entry frame;
+//! address`) is walked from the interrupted frame up to the task's root frame
+//! (`run_user`, which calls the user's closure);
 //! every address must be in the main executable and outside the deny-listed
 //! code in `codemap.rs`. Anything we cannot vouch for (a chain that leaves the
 //! stack, goes backwards, or is too deep) means "not here": defer and retry.
@@ -40,8 +41,8 @@ pub(crate) struct TaskStack {
     pub lo: usize,
     /// Highest address (exclusive).
     pub hi: usize,
-    /// Frame record of the task's entry function: frames at or above it are
-    /// the runtime's own entry frames, not user code.
+    /// Frame record of `run_user`, the boundary between kvant's task entry
+    /// (above) and the user's closure (below); 0 outside the closure.
     pub root_fp: usize,
 }
 

@@ -127,7 +127,8 @@ pub(crate) struct PreemptState {
     pub pending: AtomicBool,
     /// The task's last switch was a preemption (it is pinned unless migration is allowed).
     pub preempted: AtomicBool,
-    /// Frame address of the task's entry frame: the frame walk stops there.
+    /// Frame address of `run_user` while the user's closure runs (0 before
+    /// and after): the safe-point walk stops there.
     pub root_fp: AtomicUsize,
     /// The corosensei yielder on the task's stack (valid once started).
     pub yielder: AtomicUsize,
