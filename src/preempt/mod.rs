@@ -4,8 +4,11 @@
 //!
 //! Files: `monitor.rs` decides *when* (Go's sysmon idea), `signal.rs` is the
 //! handler that does the switch, `safepoint.rs` decides *whether* the
-//! interrupted point is safe, `codemap.rs` knows which code is unsafe to
-//! interrupt, and `disable.rs` lets a task forbid preemption for a while.
+//! interrupted point is safe, `codemap.rs` maps addresses to functions and
+//! `symbols.rs` says which functions are unsafe to interrupt, `slot.rs` is
+//! what the worker, monitor and handler share, `disable.rs` lets a task
+//! forbid preemption for a while, and `overflow.rs` turns a task's stack
+//! overflow into a failed task instead of a dead process.
 //! The design and its trade-offs are written up in `src/preempt/README.md`.
 //!
 //! Only Linux on x86_64 has the machinery (ucontext layout, frame-pointer

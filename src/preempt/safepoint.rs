@@ -12,7 +12,7 @@
 //! address`) is walked from the interrupted frame up to the task's root frame
 //! (`run_user`, which calls the user's closure);
 //! every address must be in the main executable and outside the deny-listed
-//! code in `codemap.rs`. Anything we cannot vouch for (a chain that leaves the
+//! code (`codemap.rs`, rules in `symbols.rs`). Anything we cannot vouch for (a chain that leaves the
 //! stack, goes backwards, or is too deep) means "not here": defer and retry.
 //!
 //! Everything here runs inside the signal handler: no allocation, no locks,
