@@ -10,15 +10,7 @@ use std::time::{Duration, Instant};
 use kvant::{Error, JoinHandle, Runtime};
 
 mod common;
-use common::{HANG, join_ok, panic_message, wait_for};
-
-fn runtime(workers: usize, quantum: Option<Duration>) -> Runtime {
-    Runtime::builder()
-        .workers(workers)
-        .quantum(quantum)
-        .build()
-        .expect("runtime")
-}
+use common::{HANG, join_ok, panic_message, rt as runtime, wait_for};
 
 // ------------------------------------------------------------------ misuse
 

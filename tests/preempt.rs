@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use kvant::Runtime;
 
 mod common;
-use common::{HANG, join_or_fail, wait_for};
+use common::{HANG, join_or_fail, wait_for, worker_name};
 
 const QUANTUM: Duration = Duration::from_millis(1);
 
@@ -39,15 +39,6 @@ fn jain(xs: &[u64]) -> f64 {
     let sum: f64 = xs.iter().map(|&x| x as f64).sum();
     let sq: f64 = xs.iter().map(|&x| (x as f64) * (x as f64)).sum();
     sum * sum / (xs.len() as f64 * sq)
-}
-
-/// The current worker thread's name, looked up afresh on every call.
-#[inline(never)]
-fn worker_name() -> String {
-    std::thread::current()
-        .name()
-        .unwrap_or("unnamed")
-        .to_owned()
 }
 
 #[test]

@@ -29,20 +29,12 @@ use std::time::{Duration, Instant};
 use kvant::{JoinError, JoinHandle, Runtime};
 
 mod common;
-use common::{HANG, join_ok, panic_message, wait_for};
+use common::{HANG, join_ok, panic_message, rt as runtime, wait_for};
 
 /// The environment variable that turns a child test on (value: scenario).
 const CHILD: &str = "KVANT_RELIABILITY_CHILD";
 /// Stack size of the overflowing tasks.
 const SMALL_STACK: usize = 32 * 1024;
-
-fn runtime(workers: usize, quantum: Option<Duration>) -> Runtime {
-    Runtime::builder()
-        .workers(workers)
-        .quantum(quantum)
-        .build()
-        .expect("runtime")
-}
 
 fn join_err<T: Send + 'static>(h: JoinHandle<T>) -> JoinError {
     match h.join_timeout(HANG) {

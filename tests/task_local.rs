@@ -12,21 +12,11 @@ use kvant::Runtime;
 use kvant::task::AccessError;
 
 mod common;
-use common::{HANG, join_or_fail};
+use common::{HANG, join_or_fail, worker_name};
 
 kvant::task_local! {
     static VALUE: Cell<u64> = Cell::new(0);
     static NAME: std::cell::RefCell<String> = std::cell::RefCell::new(String::from("unset"));
-}
-
-/// The current worker thread's name, looked up afresh on every call (not
-/// inlined, so a cached thread-local address cannot survive a migration).
-#[inline(never)]
-fn worker_name() -> String {
-    std::thread::current()
-        .name()
-        .unwrap_or("unnamed")
-        .to_owned()
 }
 
 /// Each task stores its own number and checks it after every yield and
@@ -219,14 +209,17 @@ fn initialised_lazily_once_per_task() {
     assert_eq!(INITS.load(Ordering::Relaxed), 5);
 }
 
+/// Sets its flag when dropped.
+struct Tracked(Arc<AtomicBool>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 #[test]
 fn values_are_dropped_when_the_task_ends() {
-    struct Tracked(Arc<AtomicBool>);
-    impl Drop for Tracked {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Release);
-        }
-    }
     kvant::task_local! {
         static SLOT: std::cell::RefCell<Option<Tracked>> = std::cell::RefCell::new(None);
     }
@@ -248,12 +241,6 @@ fn values_are_dropped_when_the_task_ends() {
 /// last reference to the task (a live `JoinHandle`) goes.
 #[test]
 fn values_are_dropped_when_the_task_ends_even_if_its_handle_lives() {
-    struct Tracked(Arc<AtomicBool>);
-    impl Drop for Tracked {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Release);
-        }
-    }
     kvant::task_local! {
         static SLOT: std::cell::RefCell<Option<Tracked>> = std::cell::RefCell::new(None);
     }

@@ -62,3 +62,14 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 pub fn eventually(what: &str, cond: impl FnMut() -> bool) {
     wait_for(what, cond)
 }
+
+/// The current worker thread's name, looked up afresh on every call (not
+/// inlined, so a thread-local address cached before a migration cannot be
+/// reused after it).
+#[inline(never)]
+pub fn worker_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_owned()
+}
