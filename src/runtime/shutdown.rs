@@ -101,8 +101,7 @@ impl Runtime {
                 shared.report.leaked.fetch_add(1, Ordering::Relaxed);
                 Failure::Leaked
             } else {
-                claim.drop_fresh();
-                t.packet.drop_body();
+                t.discard_fresh(&claim);
                 shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
                 Failure::Cancelled
             };

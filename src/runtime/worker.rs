@@ -282,8 +282,7 @@ impl WorkerCtx {
         let claim = task.begin_run();
         if !claim.started() && task.abandoned.load(Ordering::Acquire) {
             // Its closure only checks a flag and returns: skip the stack.
-            claim.drop_fresh();
-            task.packet.drop_body();
+            task.discard_fresh(&claim);
             task.packet.fail(Failure::Cancelled);
             self.retire(&task);
             return;
@@ -295,8 +294,7 @@ impl WorkerCtx {
                     task.started.store(true, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    claim.drop_fresh();
-                    task.packet.drop_body();
+                    task.discard_fresh(&claim);
                     task.packet.fail(Failure::NoStack(e));
                     self.retire(&task);
                     return;
@@ -327,7 +325,6 @@ impl WorkerCtx {
         match ran {
             Ran::Switched(Switch::Yield) => {
                 c.yields.bump(1);
-                task.requeue();
                 self.local.push(task);
             }
             Ran::Switched(Switch::Preempted) => {
@@ -336,7 +333,6 @@ impl WorkerCtx {
                     // A deferred preemption taken at a `preempt::disable` guard drop.
                     shared.workers[self.index].slot.preemptions.add(1);
                 }
-                task.requeue();
                 let alone = self.local.is_empty()
                     && shared.workers[self.index]
                         .pinned_len
@@ -395,8 +391,7 @@ impl WorkerCtx {
         let claim = task.begin_run();
         task.cancelled.store(true, Ordering::Release);
         if !claim.started() {
-            claim.drop_fresh();
-            task.packet.drop_body();
+            task.discard_fresh(&claim);
             task.packet.fail(Failure::Cancelled);
             self.shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
             self.retire(&task);
@@ -424,7 +419,6 @@ impl WorkerCtx {
             Ran::Switched(_) => {
                 // Cancelled tasks do not switch (suspend short-circuits), but a
                 // destructor could catch the unwind; treat it like any task.
-                task.requeue();
                 self.local.push(task);
             }
         }

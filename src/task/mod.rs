@@ -181,6 +181,15 @@ pub(crate) struct Header {
     pub registry_slot: AtomicUsize,
 }
 
+impl Task {
+    /// Give up on a task that never ran: its coroutine is never created and
+    /// the user's closure is dropped (on this thread, with its captures).
+    pub(crate) fn discard_fresh(&self, claim: &RunClaim<'_>) {
+        claim.drop_fresh();
+        self.packet.drop_body();
+    }
+}
+
 impl<P: ?Sized> std::ops::Deref for TaskCell<P> {
     type Target = Header;
 
@@ -231,9 +240,11 @@ impl Header {
     /// Queue membership is exclusive (a task is pushed to a queue only by the
     /// thread that moved it to `QUEUED`), so the returned claim is unique.
     ///
-    /// A task that yielded or was preempted is queued *without* leaving
-    /// `RUNNING` (see `requeue`), which saves two locked instructions per
-    /// yield; only tasks coming from `QUEUED` need the transition.
+    /// A task that yielded or was preempted goes back to a queue *without*
+    /// leaving `RUNNING`: to a waker, "queued after a yield" and "running"
+    /// mean the same thing (set the token, do not queue it again). That saves
+    /// two locked instructions per yield; only tasks coming from `QUEUED`
+    /// need the transition.
     pub(crate) fn begin_run(&self) -> RunClaim<'_> {
         if self.state.load(Ordering::Acquire) & LIFECYCLE == QUEUED {
             let prev = self.state.fetch_add(RUNNING - QUEUED, Ordering::Acquire);
@@ -244,12 +255,6 @@ impl Header {
             _thread_bound: std::marker::PhantomData,
         }
     }
-
-    /// After a `Yield` or `Preempted` switch the task goes back to a queue
-    /// still marked `RUNNING`: to a waker, "queued after a yield" and
-    /// "running" mean the same thing (set the token, do not queue it again),
-    /// so the state need not change at all.
-    pub(crate) fn requeue(&self) {}
 
     /// After a `Park` switch. Returns true if the task must be queued again
     /// because a wake-up arrived while it was switching out (token consumed).
