@@ -47,6 +47,15 @@ pub enum Error {
         /// Largest accepted quantum.
         max: Duration,
     },
+    /// `Builder::blocking_threshold` is outside the accepted range.
+    BlockingThresholdOutOfRange {
+        /// What was asked for.
+        requested: Duration,
+        /// Smallest accepted threshold.
+        min: Duration,
+        /// Largest accepted threshold.
+        max: Duration,
+    },
     /// Preemption was asked for on a target where kvant only runs cooperatively.
     PreemptionUnsupported,
     /// The preemption signal is not usable (out of range, or one the runtime
@@ -103,6 +112,14 @@ impl fmt::Display for Error {
                 f,
                 "quantum {requested:?} is outside the accepted range {min:?}..={max:?} \
                  (use quantum(None) for cooperative scheduling)"
+            ),
+            Error::BlockingThresholdOutOfRange {
+                requested,
+                min,
+                max,
+            } => write!(
+                f,
+                "blocking_threshold {requested:?} is outside the accepted range {min:?}..={max:?}"
             ),
             Error::PreemptionUnsupported => write!(
                 f,

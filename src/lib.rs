@@ -68,8 +68,9 @@ pub mod trace;
 
 pub use error::{Error, JoinError};
 pub use metrics::{Metrics, WorkerMetrics};
+pub use preempt::PreemptionMode;
 pub use runtime::{
-    Builder, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, Handle, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS,
+    Builder, DEFAULT_BLOCKING_THRESHOLD, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, Handle, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS,
     MIN_QUANTUM, MIN_STACK_SIZE, Runtime, ShutdownReport, spawn, spawn_blocking,
 };
 pub use task::{

@@ -79,6 +79,10 @@ pub struct WorkerMetrics {
     pub deferrals: u64,
     /// Preemption signals sent to this worker.
     pub signals: u64,
+    /// Slices ended because the task was blocked in a contended std::sync
+    /// wait (`Mutex::lock`, `Condvar::wait`, `LazyLock`...) while other
+    /// tasks waited for the worker: a sync-wait switch (see `kvant::safety`).
+    pub sync_switches: u64,
     /// Successful steal operations (from another worker or the global queue).
     pub steal_ops: u64,
     /// Tasks obtained by those steals.
@@ -100,6 +104,7 @@ impl WorkerCounters {
             preemptions: self.preemptions.get(),
             deferrals: self.deferrals.get(),
             signals: self.signals.get(),
+            sync_switches: 0,
             steal_ops: self.steal_ops.get(),
             stolen_tasks: self.stolen.get(),
             parks: self.parks.get(),
@@ -131,6 +136,7 @@ impl WorkerMetrics {
         self.preemptions += o.preemptions;
         self.deferrals += o.deferrals;
         self.signals += o.signals;
+        self.sync_switches += o.sync_switches;
         self.steal_ops += o.steal_ops;
         self.stolen_tasks += o.stolen_tasks;
         self.parks += o.parks;

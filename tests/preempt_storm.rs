@@ -7,16 +7,16 @@
 //! the same worker would find the lock held by "itself" (a `RefCell`
 //! "already borrowed" panic, or a deadlock).
 //!
-//! The std `Mutex` is used the way preemptible tasks must use it: `try_lock`
-//! and `kvant::yield_now()` on contention. A blocking `lock()` could deadlock
-//! the worker if the holder was preempted on the same worker.
+//! The std `Mutex` is used the way users write it: a plain `lock()`. A
+//! holder preempted on the same worker as a waiter would deadlock the worker
+//! if the waiter's futex wait were not a switch point.
 //!
 //! Runs for `KVANT_STRESS_SECS` seconds (default 2).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvant::Runtime;
@@ -84,23 +84,9 @@ struct Ops {
     pushes: u64,
     map_ops: u64,
     locks: u64,
-    lock_retries: u64,
     children: u64,
 }
 
-/// `try_lock`, yielding to other tasks while someone else holds it.
-fn lock_green<'a, T>(m: &'a Mutex<T>, retries: &mut u64) -> std::sync::MutexGuard<'a, T> {
-    loop {
-        match m.try_lock() {
-            Ok(g) => return g,
-            Err(TryLockError::WouldBlock) => {
-                *retries += 1;
-                kvant::yield_now();
-            }
-            Err(TryLockError::Poisoned(e)) => panic!("mutex poisoned: {e}"),
-        }
-    }
-}
 
 fn storm_task(
     me: usize,
@@ -131,7 +117,7 @@ fn storm_task(
         ops.map_ops += 1;
         // Shared state behind a std Mutex, held across a HashMap update.
         {
-            let mut g = lock_green(&shared, &mut ops.lock_retries);
+            let mut g = shared.lock().unwrap();
             g.total += 1;
             *g.per_task.entry(me).or_default() += 1;
         }
@@ -202,18 +188,17 @@ fn preemption_storm() {
         t,
         m.workers
             .iter()
-            .map(|w| (w.preemptions, w.deferrals, w.signals))
+            .map(|w| (w.preemptions, w.deferrals, w.signals, w.sync_switches))
             .collect::<Vec<_>>()
     );
     assert!(failures.is_empty(), "crashed tasks: {failures:#?}");
 
     let sum = |f: fn(&Ops) -> u64| per_task.iter().map(f).sum::<u64>();
     eprintln!(
-        "iterations {} prints {} locks {} (retries {}) children {} map ops {} pushes {}",
+        "iterations {} prints {} locks {} children {} map ops {} pushes {}",
         sum(|o| o.iterations),
         sum(|o| o.prints),
         sum(|o| o.locks),
-        sum(|o| o.lock_retries),
         sum(|o| o.children),
         sum(|o| o.map_ops),
         sum(|o| o.pushes)

@@ -1,95 +1,128 @@
 //! Code-address classification for the preemption signal handler.
 //!
-//! Tasks are preempted from a `SIGURG` handler that switches stacks. That is
-//! only sound at a *safe point*: if the interrupted thread is inside the
-//! allocator, holds a `std`/`parking_lot` lock, is formatting into a locked
-//! `Stdout`, unwinding, or running kvant's own scheduler code, switching to
-//! another task on the same OS thread can deadlock or corrupt state. The
-//! handler therefore checks the interrupted PC *and* every return address
-//! found by walking the frame-pointer chain up to the task's root frame: the
-//! PC alone is not enough, because user code called back from e.g.
-//! `core::fmt::write` while `Stdout`'s lock is held is itself "safe" code.
+//! The handler may switch a task out only at a *safe point* (see
+//! `safepoint.rs`): it looks at the interrupted PC and every return address
+//! on the task's stack and asks this map what code each one is in. The answer
+//! is a [`Class`]: the user's Rust code, std::sync's blocking front ends,
+//! std::sys::sync's futex waits, or denied.
 //!
-//! Symbol names are only available at startup, so [`CodeMap::load`] reads the
-//! symbol table of `/proc/self/exe` once (allocation allowed) and records two
-//! immutable sorted tables of half-open address ranges: the main executable's
-//! executable segments (anything outside them, e.g. libc or the vDSO, is
-//! deferred) and the functions whose paths are on the deny list below. The
-//! per-address queries ([`CodeMap::in_main_text`], [`CodeMap::is_denied`],
-//! [`CodeMap::must_defer`]) run inside the signal handler, so they must be
-//! async-signal-safe: they only binary-search immutable slices, with no
-//! allocation, locks, syscalls or panicking indexing.
+//! The map is an *allow list*. [`CodeMap::load`] reads the main executable's
+//! symbol table once at start-up (allocation allowed) and classifies every
+//! function symbol by its mangled name (`symbols.rs`): Rust functions outside
+//! the deny list are user code; denied paths (std io/thread/alloc/..., kvant,
+//! lock_api...) and everything that is not Rust (statically linked C and C++
+//! such as mimalloc, jemalloc or sqlite, `#[no_mangle]` shims) are denied.
+//! Any address no symbol covers (libc and other shared objects, the vDSO,
+//! code without a symbol) is denied too. When the executable has DWARF,
+//! inlined calls to non-user code (`inlined.rs`) are laid over their callers,
+//! so std code inlined into a user function is still std.
+//!
+//! Queries ([`CodeMap::class`]) run inside the signal handler, so they only
+//! binary-search one immutable slice: no allocation, locks, syscalls or
+//! panicking indexing.
 //!
 //! Building must be cheap even in unoptimized test binaries, where
-//! `rustc_demangle` costs ~10 µs per symbol. Deny decisions therefore come from
-//! a small structural parser of legacy (`_ZN`) and v0 (`_R`) mangled names that
-//! only extracts the leading path components (and the `Self`/trait paths of
-//! `<T as Trait>` impls); unparseable names fall back to `rustc_demangle`.
+//! `rustc_demangle` costs ~10 µs per symbol: `symbols.rs` decides most names
+//! with a small parser of the mangled form.
 
 use std::ffi::CStr;
 use std::os::unix::fs::FileExt as _;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use object::elf::{
-    FileHeader64, SHN_UNDEF, SHT_DYNSYM, SHT_SYMTAB, STT_FUNC, STT_GNU_IFUNC, Sym64,
-};
+use object::elf::{FileHeader64, SHN_UNDEF, SHT_SYMTAB, STT_FUNC, STT_GNU_IFUNC, Sym64};
 use object::read::elf::{FileHeader, SectionHeader, Sym};
 use object::{Endianness, ReadCache, SectionIndex};
 
-use super::symbols::symbol_denied;
-#[cfg(test)]
-use super::symbols::{DENY_EXACT, DENY_RAW_PREFIXES, path_denied};
+use super::inlined::{self, InlineStats};
+use super::symbols::{Class, classify};
+
+/// What the executable lets the safe-point check see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Coverage {
+    /// No symbol table (`strip`): no sound decision is possible.
+    NoSymbols,
+    /// Symbols only, and std's code was inlined across crates (LTO): the
+    /// symbols no longer show where std's code runs.
+    StdInlinedUnseen,
+    /// Symbols only, std linked as its own functions (no LTO): the symbol
+    /// rules see every non-generic std frame.
+    Symbols,
+    /// Symbols and DWARF inline records: inlined std code is seen too.
+    LineTables,
+}
+
+/// One classified address range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seg {
+    start: usize,
+    end: usize,
+    class: Class,
+}
 
 /// Immutable map of the main executable's code, built once at startup.
 pub(crate) struct CodeMap {
-    /// Executable `PT_LOAD` segments of the main program, sorted, half-open.
-    text: Box<[(usize, usize)]>,
-    /// Denied function ranges: sorted, merged, disjoint, half-open.
-    denied: Box<[(usize, usize)]>,
+    /// Sorted, disjoint, half-open; an address in none of them is
+    /// [`Class::Denied`] (another object, code without a symbol).
+    segs: Box<[Seg]>,
     /// Load bias of the main program (0 for non-PIE).
     bias: usize,
-    has_symbols: bool,
+    /// Address of the `syscall` instruction inside libc's `syscall()`, the one
+    /// std's futex waits go through (0 if not found).
+    syscall_insn: usize,
+    coverage: Coverage,
+    /// What reading the DWARF found (`None`: no `.debug_info`).
+    inline_stats: Option<InlineStats>,
+    build_time: Duration,
 }
 
 static GLOBAL: OnceLock<CodeMap> = OnceLock::new();
 
-/// True if sorted, disjoint, half-open `ranges` contain `addr`. Signal-safe.
-#[inline]
-fn ranges_contain(ranges: &[(usize, usize)], addr: usize) -> bool {
-    let idx = ranges.partition_point(|&(start, _)| start <= addr);
-    match idx.checked_sub(1).and_then(|i| ranges.get(i)) {
-        Some(&(_, end)) => addr < end,
-        None => false,
-    }
+/// Reads parts of the ELF file at `path`: function symbols and sections.
+struct Elf {
+    file: std::fs::File,
+    len: u64,
 }
 
-/// Calls `f(link_address, size, raw_name)` for every defined function symbol
-/// of the ELF file at `path` (`.symtab`, else `.dynsym`); false if none. Only
-/// the headers and the symbol/string tables are read, never the debug info.
-fn for_each_function(path: &str, mut f: impl FnMut(u64, u64, &str)) -> bool {
-    let Ok(file) = std::fs::File::open(path) else {
-        return false;
-    };
-    // `vec![0; n]` is a calloc; `ReadCache` would zero-fill byte by byte,
-    // which dominates the build time of unoptimized binaries.
-    let file_len = file.metadata().map_or(0, |m| m.len());
-    let read = |(offset, len): (u64, u64)| {
-        let mut buf = vec![0u8; usize::try_from(len).ok().filter(|_| len <= file_len)?];
-        file.read_exact_at(&mut buf, offset).ok().map(|()| buf)
-    };
-    let cache = ReadCache::new(&file);
-    let mut found = false;
-    let _ = (|| -> Option<()> {
+impl Elf {
+    fn open(path: &str) -> Option<Elf> {
+        let file = std::fs::File::open(path).ok()?;
+        let len = file.metadata().ok()?.len();
+        Some(Elf { file, len })
+    }
+
+    /// `len` bytes at `offset`. `vec![0; n]` is a calloc; `ReadCache` would
+    /// zero-fill byte by byte, which dominates unoptimized builds.
+    fn read(&self, (offset, len): (u64, u64)) -> Option<Vec<u8>> {
+        let fits = offset.checked_add(len).is_some_and(|end| end <= self.len);
+        let n = usize::try_from(len).ok().filter(|_| fits)?;
+        let mut buf = vec![0u8; n];
+        self.file.read_exact_at(&mut buf, offset).ok().map(|()| buf)
+    }
+
+    /// The contents of the section called `name`.
+    fn section(&self, name: &str) -> Option<Vec<u8>> {
+        let cache = ReadCache::new(&self.file);
         let header = FileHeader64::<Endianness>::parse(&cache).ok()?;
         let endian = header.endian().ok()?;
         let sections = header.sections(endian, &cache).ok()?;
-        for kind in [SHT_SYMTAB, SHT_DYNSYM] {
-            let Some(table) = sections.iter().find(|s| s.sh_type(endian) == kind) else {
-                continue;
-            };
+        let (_, s) = sections.section_by_name(endian, name.as_bytes())?;
+        self.read(s.file_range(endian)?)
+    }
+
+    /// Calls `f(link_address, size, raw_name)` for every defined function
+    /// symbol of `.symtab`; false if there is none (stripped).
+    fn for_each_function(&self, mut f: impl FnMut(u64, u64, &str)) -> bool {
+        let cache = ReadCache::new(&self.file);
+        let mut found = false;
+        let _ = (|| -> Option<()> {
+            let header = FileHeader64::<Endianness>::parse(&cache).ok()?;
+            let endian = header.endian().ok()?;
+            let sections = header.sections(endian, &cache).ok()?;
+            let table = sections.iter().find(|s| s.sh_type(endian) == SHT_SYMTAB)?;
             let link = SectionIndex(table.sh_link(endian) as usize);
-            let symbols = read(table.file_range(endian)?)?;
-            let strings = read(sections.section(link).ok()?.file_range(endian)?)?;
+            let symbols = self.read(table.file_range(endian)?)?;
+            let strings = self.read(sections.section(link).ok()?.file_range(endian)?)?;
             for sym in object::pod::slice_from_all_bytes::<Sym64<Endianness>>(&symbols).ok()? {
                 let size = sym.st_size(endian);
                 let func = matches!(sym.st_type(), STT_FUNC | STT_GNU_IFUNC);
@@ -103,13 +136,10 @@ fn for_each_function(path: &str, mut f: impl FnMut(u64, u64, &str)) -> bool {
                     f(sym.st_value(endian), size, name);
                 }
             }
-            if found {
-                break;
-            }
-        }
-        Some(())
-    })();
-    found
+            Some(())
+        })();
+        found
+    }
 }
 
 /// Relocate a link-time symbol range by `bias`; `None` on overflow.
@@ -118,18 +148,25 @@ fn runtime_range(bias: usize, addr: u64, size: u64) -> Option<(usize, usize)> {
     Some((start, start.checked_add(usize::try_from(size).ok()?)?))
 }
 
-/// Load bias and executable `PT_LOAD` ranges of the main program.
-fn main_program_text() -> (usize, Vec<(usize, usize)>) {
-    unsafe extern "C" fn first_object(
+/// Load bias of the main program, and the executable segments of every
+/// other object loaded now (libc, the vDSO...).
+fn loaded_objects() -> (usize, Vec<(usize, usize)>) {
+    unsafe extern "C" fn each(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
         data: *mut libc::c_void,
     ) -> libc::c_int {
-        // SAFETY: `data` is the `&mut (usize, Vec<_>)` passed to `dl_iterate_phdr`
-        // below, exclusively borrowed for that synchronous call; `info` is a
-        // valid entry supplied by the loader for the duration of this callback.
-        let ((bias, text), info) = unsafe { (&mut *data.cast::<(usize, Vec<_>)>(), &*info) };
-        *bias = info.dlpi_addr as usize;
+        // SAFETY: `data` is the `&mut (Option<usize>, Vec<_>)` passed to
+        // `dl_iterate_phdr` below, exclusively borrowed for that synchronous
+        // call; `info` is a valid entry supplied by the loader for the
+        // duration of this callback.
+        let ((bias, others), info) =
+            unsafe { (&mut *data.cast::<(Option<usize>, Vec<(usize, usize)>)>(), &*info) };
+        let Some(_) = bias else {
+            // glibc reports the main program first.
+            *bias = Some(info.dlpi_addr as usize);
+            return 0;
+        };
         let phdrs: &[libc::Elf64_Phdr] = match info.dlpi_phdr.is_null() {
             true => &[],
             // SAFETY: the loader guarantees `dlpi_phdr` points to `dlpi_phnum`
@@ -140,97 +177,223 @@ fn main_program_text() -> (usize, Vec<(usize, usize)>) {
             .iter()
             .filter(|ph| ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0)
         {
-            text.extend(runtime_range(*bias, ph.p_vaddr, ph.p_memsz));
+            others.extend(runtime_range(info.dlpi_addr as usize, ph.p_vaddr, ph.p_memsz));
         }
-        1 // glibc reports the main program first; stop after it.
+        0
     }
-    let mut out: (usize, Vec<(usize, usize)>) = (0, Vec::new());
-    // SAFETY: `first_object` has the required signature and only dereferences
-    // `data` as the tuple we pass, which outlives the (synchronous) call.
-    unsafe { libc::dl_iterate_phdr(Some(first_object), (&raw mut out).cast()) };
-    out.1.sort_unstable();
+    let mut out: (Option<usize>, Vec<(usize, usize)>) = (None, Vec::new());
+    // SAFETY: `each` has the required signature and only dereferences `data`
+    // as the tuple we pass, which outlives the (synchronous) call.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut out).cast()) };
+    (out.0.unwrap_or(0), out.1)
+}
+
+/// Where libc's `syscall()` executes its `syscall` instruction. std's futex
+/// waits call `syscall(SYS_futex, ..)`; a wait interrupted by a signal shows
+/// this address as its PC (the kernel rewinds a restartable call onto it).
+fn find_syscall_insn() -> usize {
+    let f = libc::syscall as unsafe extern "C" fn(libc::c_long, ...) -> libc::c_long as usize;
+    // glibc's x86_64 `syscall()` shuffles six argument registers first (25
+    // bytes; 29 with `endbr64`): the instruction is near the start.
+    for off in 0..64 {
+        // SAFETY: `f` is the entry of libc's `syscall()` in mapped, readable
+        // text. The scan stops at its first `ret` (byte 33 in glibc 2.36) and
+        // never passes 65 bytes, all inside libc's text mapping, which holds
+        // far more code after this function.
+        let b = unsafe { std::ptr::read_volatile((f + off) as *const [u8; 2]) };
+        if b == [0x0f, 0x05] {
+            return f + off;
+        }
+        if b[0] == 0xc3 {
+            break; // `ret` before any `syscall`: not the shape we know
+        }
+    }
+    0
+}
+
+/// A std function that LTO inlines into its caller while a normal build
+/// calls it out of line: if these std symbols are missing from the symbol
+/// table, std's code was inlined across crates. Never called; it only has to
+/// exist and reference them.
+#[inline(never)]
+fn lto_canary() {
+    let _ = std::hint::black_box(std::process::id());
+    std::thread::yield_now();
+}
+
+/// Raw-name fragments of the canary's callees and their demangled paths.
+const CANARIES: [(&str, &str); 2] = [
+    ("7process2id", "std::process::id"),
+    ("9yield_now", "std::thread::functions::yield_now"),
+];
+
+/// Where a range came from: a function symbol (or another object's text),
+/// or a DWARF record of code inlined into such a function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Symbol,
+    Inlined,
+}
+
+/// Sweep possibly overlapping ranges into disjoint segments. Each point gets
+/// the greatest class of the symbols covering it; where that is user code,
+/// inlined non-user code covering it raises it. Inline records never change
+/// the class of a function that is not user code: std's own futex wait has
+/// std's errno inlined into it and stays a sync wait.
+fn sweep(ranges: Vec<(usize, usize, Class, Source)>) -> Vec<Seg> {
+    const CLASSES: [Class; 4] = [Class::User, Class::SyncApi, Class::SyncWait, Class::Denied];
+    let mut events: Vec<(usize, bool, Class, Source)> = Vec::with_capacity(ranges.len() * 2);
+    for (s, e, c, src) in ranges {
+        if s < e {
+            events.push((s, true, c, src));
+            events.push((e, false, c, src));
+        }
+    }
+    events.sort_unstable_by_key(|&(at, ..)| at);
+    let mut open = [[0usize; 4]; 2];
+    let top = |counts: &[usize; 4]| (0..4).rev().find(|&c| counts[c] > 0);
+    let mut out: Vec<Seg> = Vec::new();
+    let mut i = 0;
+    while i < events.len() {
+        let at = events[i].0;
+        while i < events.len() && events[i].0 == at {
+            let (_, start, c, src) = events[i];
+            let n = &mut open[src as usize][c as usize];
+            *n = if start { *n + 1 } else { n.saturating_sub(1) };
+            i += 1;
+        }
+        let Some(next) = events.get(i).map(|e| e.0) else {
+            break;
+        };
+        let class = match top(&open[Source::Symbol as usize]) {
+            None => continue,
+            Some(0) => CLASSES[top(&open[Source::Inlined as usize]).unwrap_or(0)],
+            Some(c) => CLASSES[c],
+        };
+        match out.last_mut() {
+            Some(last) if last.end == at && last.class == class => last.end = next,
+            _ => out.push(Seg { start: at, end: next, class }),
+        }
+    }
     out
 }
 
 impl CodeMap {
-    /// Build from the running executable. Never panics; on any failure returns
-    /// a map with `has_symbols() == false` (text ranges are still valid).
+    /// Build from the running executable. Never panics; on any failure the
+    /// map denies everything and says why through [`CodeMap::coverage`].
     pub(crate) fn load() -> CodeMap {
-        let (bias, text) = main_program_text();
-        let (mut denied, mut buf) = (Vec::new(), String::new());
-        let has_symbols = for_each_function("/proc/self/exe", |addr, size, name| {
-            if symbol_denied(name, &mut buf) {
-                denied.extend(runtime_range(bias, addr, size));
-            }
-        });
-        denied.sort_unstable();
-        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(denied.len());
-        for (start, end) in denied {
-            match merged.last_mut() {
-                Some(last) if start <= last.1 => last.1 = last.1.max(end),
-                _ => merged.push((start, end)),
-            }
+        Self::load_from("/proc/self/exe")
+    }
+
+    fn load_from(path: &str) -> CodeMap {
+        let t0 = Instant::now();
+        if std::hint::black_box(false) {
+            lto_canary();
         }
+        let (bias, others) = loaded_objects();
+        let mut ranges: Vec<(usize, usize, Class, Source)> = others
+            .into_iter()
+            .map(|(s, e)| (s, e, Class::Denied, Source::Symbol))
+            .collect();
+        let mut canaries = [false; CANARIES.len()];
+        let mut buf = String::new();
+        let elf = Elf::open(path);
+        let has_symbols = elf.as_ref().is_some_and(|elf| {
+            elf.for_each_function(|addr, size, name| {
+                if let Some((start, end)) = runtime_range(bias, addr, size) {
+                    ranges.push((start, end, classify(name, &mut buf), Source::Symbol));
+                }
+                for (seen, (frag, path)) in canaries.iter_mut().zip(CANARIES) {
+                    if !*seen && name.contains(frag) {
+                        buf.clear();
+                        use std::fmt::Write as _;
+                        let _ = write!(buf, "{:#}", rustc_demangle::demangle(name));
+                        *seen = buf == path;
+                    }
+                }
+            })
+        });
+        let inline_stats = elf.as_ref().filter(|_| has_symbols).and_then(|elf| {
+            inlined::read(&|name| elf.section(name), |s, e, class| {
+                if let Some((start, end)) = runtime_range(bias, s, e.saturating_sub(s)) {
+                    ranges.push((start, end, class, Source::Inlined));
+                }
+            })
+        });
+        let coverage = match (has_symbols, inline_stats) {
+            (false, _) => Coverage::NoSymbols,
+            (true, Some(_)) => Coverage::LineTables,
+            (true, None) if canaries.iter().all(|&c| c) => Coverage::Symbols,
+            (true, None) => Coverage::StdInlinedUnseen,
+        };
         CodeMap {
-            text: text.into(),
-            denied: merged.into(),
+            segs: sweep(ranges).into(),
             bias,
-            has_symbols,
+            syscall_insn: find_syscall_insn(),
+            coverage,
+            inline_stats,
+            build_time: t0.elapsed(),
         }
     }
 
     /// The process-wide instance, built on first call. Call it before the
-    /// signal handler is installed; the handler itself should use [`CodeMap::get`].
+    /// signal handler is installed (it allocates).
     pub(crate) fn global() -> &'static CodeMap {
         GLOBAL.get_or_init(CodeMap::load)
     }
 
-    /// The process-wide instance if already built. Async-signal-safe (one
-    /// atomic load; never initializes).
-    #[allow(dead_code)]
+    /// Class of the code at `addr`; anything unknown is denied.
     #[inline]
-    pub(crate) fn get() -> Option<&'static CodeMap> {
-        GLOBAL.get()
+    pub(crate) fn class(&self, addr: usize) -> Class {
+        self.known(addr).unwrap_or(Class::Denied)
     }
 
-    /// True if `addr` is in an executable `PT_LOAD` segment of the main program.
+    /// Class of `addr` if it is in code the map knows: a function of the
+    /// executable or the text of another object loaded at start-up.
+    /// Signal-safe: a binary search of an immutable slice, no allocation, no
+    /// locks, no panicking index.
     #[inline]
-    pub(crate) fn in_main_text(&self, addr: usize) -> bool {
-        ranges_contain(&self.text, addr)
+    pub(crate) fn known(&self, addr: usize) -> Option<Class> {
+        let idx = self.segs.partition_point(|s| s.start <= addr);
+        match idx.checked_sub(1).and_then(|i| self.segs.get(i)) {
+            Some(s) if addr < s.end => Some(s.class),
+            _ => None,
+        }
     }
 
-    /// True if `addr` is inside a denied (runtime/std/allocator) function.
+    /// Where libc's `syscall()` traps into the kernel (0: unknown).
     #[inline]
-    pub(crate) fn is_denied(&self, addr: usize) -> bool {
-        ranges_contain(&self.denied, addr)
+    pub(crate) fn syscall_insn(&self) -> usize {
+        self.syscall_insn
     }
 
-    /// `!in_main_text(addr) || is_denied(addr)`.
-    #[inline]
-    pub(crate) fn must_defer(&self, addr: usize) -> bool {
-        !self.in_main_text(addr) || self.is_denied(addr)
+    /// What the executable lets the check see.
+    pub(crate) fn coverage(&self) -> Coverage {
+        self.coverage
     }
 
-    /// Whether function symbols were found (if not, `is_denied` is always false).
-    #[allow(dead_code)]
-    #[inline]
-    pub(crate) fn has_symbols(&self) -> bool {
-        self.has_symbols
+    /// Time spent building the map (reading symbols and DWARF).
+    pub(crate) fn build_time(&self) -> Duration {
+        self.build_time
     }
 
-    /// Number of merged denied ranges (diagnostics).
-    #[allow(dead_code)]
-    pub(crate) fn denied_ranges(&self) -> usize {
-        self.denied.len()
+    /// Number of classified segments.
+    pub(crate) fn segments(&self) -> usize {
+        self.segs.len()
     }
 
-    /// Demangled name of the innermost function containing `addr`. NOT
-    /// signal-safe: re-reads the symbol table on every call (names are not kept
-    /// resident); for tests and diagnostics only.
-    #[allow(dead_code)]
+    /// What the DWARF inline records held, if the executable has DWARF.
+    pub(crate) fn inline_stats(&self) -> Option<InlineStats> {
+        self.inline_stats
+    }
+
+    /// Demangled name of the innermost function symbol containing `addr`.
+    #[allow(dead_code)] // used by tests, and by diagnostics to come
+    /// NOT signal-safe: re-reads the symbol table on every call (names are
+    /// not kept resident); for diagnostics only.
     pub(crate) fn symbol_name(&self, addr: usize) -> Option<String> {
         let mut best: Option<(u64, String)> = None;
-        for_each_function("/proc/self/exe", |a, size, raw| {
+        Elf::open("/proc/self/exe")?.for_each_function(|a, size, raw| {
             let hit = runtime_range(self.bias, a, size).is_some_and(|(s, e)| s <= addr && addr < e);
             if hit && best.as_ref().is_none_or(|b| size < b.0) {
                 best = Some((size, format!("{:#}", rustc_demangle::demangle(raw))));
@@ -243,6 +406,7 @@ impl CodeMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preempt::symbols::{DENY_EXACT, DENY_RAW_PREFIXES, path_denied, symbol_denied};
 
     #[inline(never)]
     fn codemap_probe_fn(x: usize) -> usize {
@@ -257,48 +421,71 @@ mod tests {
     }
 
     #[test]
-    fn bias_and_text() {
+    fn classes_of_known_functions() {
         let map = CodeMap::global();
-        assert!(map.has_symbols(), "test binaries are not stripped");
+        assert_ne!(map.coverage(), Coverage::NoSymbols, "test binaries are not stripped");
         let probe = codemap_probe_fn as fn(usize) -> usize as usize;
         let name = map.symbol_name(probe).expect("probe symbol");
         assert!(name.contains("codemap_probe_fn"), "{name}");
-        let load = CodeMap::load as fn() -> CodeMap as usize;
-        let name = map.symbol_name(load).expect("load symbol");
-        assert!(name.contains("CodeMap") && name.contains("load"), "{name}");
-        assert!(map.in_main_text(probe) && map.in_main_text(load));
+        assert_eq!(map.class(probe), Class::Denied, "kvant itself");
+        // Some `core::` (non-fmt/alloc) function is user code.
+        let mut user = None;
+        Elf::open("/proc/self/exe").unwrap().for_each_function(|a, size, raw| {
+            let name = format!("{:#}", rustc_demangle::demangle(raw));
+            if user.is_none() && name.starts_with("core::slice::") && !slow_denied(raw) {
+                user = runtime_range(map.bias, a, size);
+            }
+        });
+        let (start, end) = user.expect("a core::slice function");
+        // Identical-code-folded aliases of denied symbols may overlap it.
+        assert!((start..end).any(|a| map.class(a) == Class::User));
+        // libc lives in another object: no symbol of ours covers it.
         let malloc = libc::malloc as unsafe extern "C" fn(usize) -> *mut libc::c_void as usize;
-        // Statically linked libc lives in main text, but is denied by name.
-        let static_libc = cfg!(target_feature = "crt-static");
-        assert_eq!(map.in_main_text(malloc), static_libc);
-        assert!(map.must_defer(malloc));
+        assert_eq!(map.class(malloc), Class::Denied);
+        let stdout = std::io::stdout as fn() -> std::io::Stdout as usize;
+        assert_eq!(map.class(stdout), Class::Denied);
+        assert_eq!(map.class(0), Class::Denied);
+        assert_eq!(map.class(usize::MAX), Class::Denied);
     }
 
     #[test]
-    fn denied_functions() {
+    fn std_futex_waits_are_sync_wait() {
         let map = CodeMap::global();
-        assert!(map.denied_ranges() > 0);
-        // A function pointer forces an out-of-line instance of the std fn.
-        let stdout = std::io::stdout as fn() -> std::io::Stdout as usize;
-        assert!(map.is_denied(stdout) && map.must_defer(stdout));
-        // Negative case: some `core::` (non-fmt/alloc) function in main text.
-        let mut allowed = None;
-        for_each_function("/proc/self/exe", |a, size, raw| {
+        let mut found = Vec::new();
+        Elf::open("/proc/self/exe").unwrap().for_each_function(|a, size, raw| {
             let name = format!("{:#}", rustc_demangle::demangle(raw));
-            if allowed.is_none() && name.starts_with("core::") && !slow_denied(raw) {
-                allowed = runtime_range(map.bias, a, size);
+            if name.contains("std::sys::sync::mutex::futex::Mutex>::lock_contended") {
+                found.push(runtime_range(map.bias, a, size).unwrap());
             }
         });
-        if let Some((start, end)) = allowed {
-            // Identical-code-folded aliases of denied symbols may overlap it.
-            assert!(map.in_main_text(start) && (start..end).any(|a| !map.is_denied(a)));
+        assert!(!found.is_empty(), "std's contended lock is linked into every test binary");
+        for (start, _) in found {
+            assert_eq!(map.class(start), Class::SyncWait);
         }
+    }
+
+    #[test]
+    fn syscall_instruction_found() {
+        let map = CodeMap::global();
+        let f = libc::syscall as unsafe extern "C" fn(libc::c_long, ...) -> libc::c_long as usize;
+        let insn = map.syscall_insn();
+        assert!(insn > f && insn < f + 64, "{insn:#x} vs {f:#x}");
+        // SAFETY: `insn` was found inside libc's mapped text.
+        assert_eq!(unsafe { *(insn as *const [u8; 2]) }, [0x0f, 0x05]);
+    }
+
+    #[test]
+    fn test_binaries_have_line_tables() {
+        let map = CodeMap::global();
+        assert_eq!(map.coverage(), Coverage::LineTables);
+        let stats = map.inline_stats().unwrap();
+        assert!(stats.units > 0, "{stats:?}");
     }
 
     #[test]
     fn fast_classifier_matches_rustc_demangle() {
         let (mut buf, mut mismatches, mut n) = (String::new(), Vec::new(), 0);
-        for_each_function("/proc/self/exe", |_, _, raw| {
+        Elf::open("/proc/self/exe").unwrap().for_each_function(|_, _, raw| {
             n += 1;
             if symbol_denied(raw, &mut buf) != slow_denied(raw) && mismatches.len() < 5 {
                 mismatches.push(raw.to_owned());
@@ -319,6 +506,7 @@ mod tests {
             "<<std::io::Foo as user::T>::X as user::U>::f",
             "kvant::sched::run",
             "std::sys_common::x",
+            "__rustc::__rust_alloc",
         ];
         let no = [
             "std::iox::f",
@@ -332,21 +520,70 @@ mod tests {
         let mut buf = String::new();
         for raw in [
             "malloc",
+            "mi_malloc",
+            "je_malloc",
+            "sqlite3_step",
+            "_ZN7mystuff3fooEv", // C++: no Rust hash
             "__rust_alloc",
-            "__rdl_alloc",
-            "_Unwind_Resume",
-            "pthread_mutex_lock",
+            "_RNvCsfLfy6EI15iL_7___rustc12___rust_alloc",
         ] {
-            assert!(symbol_denied(raw, &mut buf), "{raw}");
+            assert_eq!(classify(raw, &mut buf), Class::Denied, "{raw}");
         }
-        assert!(!symbol_denied("mallocx", &mut buf) && !symbol_denied("memcpy", &mut buf));
+        let user = "_ZN4user4main17h0123456789abcdefE";
+        assert_eq!(classify(user, &mut buf), Class::User);
+        assert_eq!(classify(&format!("{user}.llvm.1234"), &mut buf), Class::User);
+        let closure = "_ZN4user4main28_$u7b$$u7b$closure$u7d$$u7d$17h0123456789abcdefE";
+        assert_eq!(classify(closure, &mut buf), Class::User);
+        let dotted = "_ZN4core3ptr13drop_in_place$LT$std..rt..X$GT$17h0123456789abcdefE";
+        assert!(crate::preempt::symbols::is_rust_symbol(dotted));
     }
 
     #[test]
-    fn range_lookup_edges() {
-        let r = [(10, 20), (30, 40)];
-        let hits: Vec<usize> = (0..50).filter(|&a| ranges_contain(&r, a)).collect();
-        assert_eq!(hits, (10..20).chain(30..40).collect::<Vec<_>>());
-        assert!(!ranges_contain(&[], 5) && !ranges_contain(&r, usize::MAX));
+    fn sync_classes() {
+        use crate::preempt::symbols::classify_path;
+        assert_eq!(classify_path("<std::sys::sync::mutex::futex::Mutex>::lock_contended"), Class::SyncWait);
+        assert_eq!(classify_path("<std::sys::sync::once::futex::Once>::call"), Class::SyncWait);
+        assert_eq!(classify_path("<std::sync::poison::mutex::Mutex<u64>>::lock"), Class::SyncApi);
+        assert_eq!(classify_path("<std::sync::lazy_lock::LazyLock<T, F>>::force"), Class::SyncApi);
+        for denied in [
+            "<std::sys::sync::thread_parking::futex::Parker>::park",
+            "<std::sync::mpmc::list::Channel<T>>::recv",
+            "<std::sync::reentrant_lock::ReentrantLock<T>>::lock",
+            "std::io::stdio::_print",
+        ] {
+            assert_eq!(classify_path(denied), Class::Denied, "{denied}");
+        }
+    }
+
+    #[test]
+    fn sweep_overlaps() {
+        use Class::*;
+        use Source::*;
+        let segs = sweep(vec![
+            (10, 100, User, Symbol),
+            (20, 30, SyncWait, Inlined),
+            (25, 40, Denied, Inlined),
+            (100, 110, User, Symbol),
+            // std's own code with std code inlined: the symbol's class holds.
+            (200, 300, SyncWait, Symbol),
+            (250, 260, Denied, Inlined),
+            // Inline records without a symbol are not code we know.
+            (400, 410, User, Inlined),
+        ]);
+        let got: Vec<_> = segs.iter().map(|s| (s.start, s.end, s.class)).collect();
+        assert_eq!(
+            got,
+            vec![(10, 20, User), (20, 25, SyncWait), (25, 40, Denied), (40, 110, User), (200, 300, SyncWait)]
+        );
+        let map = CodeMap {
+            segs: segs.into(),
+            bias: 0,
+            syscall_insn: 0,
+            coverage: Coverage::Symbols,
+            inline_stats: None,
+            build_time: Duration::ZERO,
+        };
+        let classes: Vec<_> = [0, 10, 19, 20, 24, 25, 39, 40, 109, 110].map(|a| map.class(a)).into();
+        assert_eq!(classes, [Denied, User, User, SyncWait, SyncWait, Denied, Denied, User, User, Denied]);
     }
 }

@@ -30,6 +30,8 @@ pub(crate) use slot::WorkerSlot;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod codemap;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod inlined;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod monitor;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod overflow;
@@ -42,6 +44,138 @@ mod symbols;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use monitor::Monitor;
+
+/// How a runtime switches its tasks, from [`Runtime::preemption_mode`](crate::Runtime::preemption_mode).
+///
+/// Whatever the mode, a task blocked in a contended std::sync wait
+/// (`Mutex::lock`, `RwLock`, `Condvar::wait`, `Once`/`LazyLock`, `Barrier`)
+/// while other tasks wait for its worker is switched out there (a
+/// *sync-wait switch*), except in [`PreemptionMode::Unavailable`] and on
+/// targets without preemption. See the crate's safety notes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PreemptionMode {
+    /// No quantum was asked for: tasks switch only at switch points.
+    Cooperative,
+    /// Preemptive, with safe points from the symbol table: std's and the
+    /// runtime's own functions are seen, std *generics inlined into your
+    /// functions* are not (build with `debug = "line-tables-only"` for that).
+    Symbols,
+    /// Preemptive, with safe points from the symbol table and the DWARF
+    /// inline records: code inlined from std is seen where it runs.
+    LineTables,
+    /// A quantum was asked for, but this executable does not let kvant
+    /// decide soundly where a task may be preempted, so it runs
+    /// cooperatively (said once on stderr, with the fix).
+    Unavailable(Unavailable),
+}
+
+/// Why preemption is [`PreemptionMode::Unavailable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unavailable {
+    /// The executable has no symbol table (`strip = true`).
+    Stripped,
+    /// std's code was inlined into the executable's functions (LTO) and there
+    /// are no line tables to show where.
+    StdInlinedWithoutLineTables,
+}
+
+impl PreemptionMode {
+    /// Whether tasks are preempted when their quantum expires.
+    pub fn is_preemptive(self) -> bool {
+        matches!(self, PreemptionMode::Symbols | PreemptionMode::LineTables)
+    }
+}
+
+/// The mode a runtime asking for `quantum` gets in this executable, and
+/// whether sync-wait switches are possible. Builds the code map (once per
+/// process) on targets with preemption.
+pub(crate) fn decide_mode(quantum: Option<std::time::Duration>) -> (PreemptionMode, bool) {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        use codemap::{CodeMap, Coverage};
+        let coverage = CodeMap::global().coverage();
+        let unavailable = match coverage {
+            Coverage::NoSymbols => Some(Unavailable::Stripped),
+            Coverage::StdInlinedUnseen => Some(Unavailable::StdInlinedWithoutLineTables),
+            Coverage::Symbols | Coverage::LineTables => None,
+        };
+        let mode = match (quantum, unavailable) {
+            (None, _) => PreemptionMode::Cooperative,
+            (Some(_), Some(why)) => {
+                warn_unavailable(why);
+                PreemptionMode::Unavailable(why)
+            }
+            (Some(_), None) if coverage == Coverage::LineTables => PreemptionMode::LineTables,
+            (Some(_), None) => PreemptionMode::Symbols,
+        };
+        (mode, unavailable.is_none())
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        let _ = quantum;
+        (PreemptionMode::Cooperative, false)
+    }
+}
+
+/// Say once per process why a quantum is not honoured, and the fix.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn warn_unavailable(why: Unavailable) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let (what, fix) = match why {
+        Unavailable::Stripped => (
+            "this executable has no symbol table (it was stripped)",
+            "strip = false, debug = \"line-tables-only\"",
+        ),
+        Unavailable::StdInlinedWithoutLineTables => (
+            "LTO inlined std's code into this executable and it has no line tables to show where",
+            "debug = \"line-tables-only\"",
+        ),
+    };
+    eprintln!(
+        "kvant: preemption is off and tasks run cooperatively: {what}. \
+         Add to the Cargo profile that builds it: {fix}"
+    );
+}
+
+/// What the safe-point code map was built from, for diagnostics and
+/// benchmarks. `None` on targets without preemption.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct CodeMapInfo {
+    /// Time it took to build (once per process, at the first runtime start).
+    pub build_time: std::time::Duration,
+    /// Classified address segments the signal handler searches.
+    pub segments: usize,
+    /// DWARF compilation units read (0 without line tables).
+    pub dwarf_units: usize,
+    /// Inlined-call records seen in the DWARF.
+    pub inlined_records: usize,
+    /// Address ranges of inlined non-user code laid over their callers.
+    pub inlined_ranges: usize,
+}
+
+/// Build (if not yet built) and describe the process's code map.
+pub fn code_map_info() -> Option<CodeMapInfo> {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        let map = codemap::CodeMap::global();
+        let stats = map.inline_stats().unwrap_or_default();
+        Some(CodeMapInfo {
+            build_time: map.build_time(),
+            segments: map.segments(),
+            dwarf_units: stats.units,
+            inlined_records: stats.inlined,
+            inlined_ranges: stats.ranges,
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    None
+}
 
 /// Whether this target supports quantum preemption (Linux on x86_64).
 pub const SUPPORTED: bool = cfg!(all(target_os = "linux", target_arch = "x86_64"));
@@ -114,6 +248,8 @@ pub(crate) struct Monitor;
 impl Monitor {
     pub(crate) fn start(
         _shared: &std::sync::Arc<crate::runtime::Shared>,
+        _preemptive: bool,
+        _switch_waits: bool,
     ) -> Result<Option<Monitor>, crate::Error> {
         Ok(None)
     }

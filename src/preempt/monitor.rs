@@ -46,21 +46,66 @@ pub(crate) struct Monitor {
 /// Per-worker bookkeeping of the monitor (not shared).
 #[derive(Clone, Copy, Default)]
 struct Seen {
-    /// The slice we signalled (0: none yet).
-    target: u64,
+    /// The slice these notes are about (`WorkerSlot::seq`; 0: none).
+    seq: u64,
+    /// When the monitor first saw that slice running (ticks).
+    first_seen: u64,
+    /// Whether it was signalled (then `retry_at` and `backoff` apply).
+    signalled: bool,
     /// When to re-send if it is still running (ticks).
     retry_at: u64,
     /// Current re-send delay (ticks).
     backoff: u64,
+    /// Last sample of the worker's CPU clock during this slice: (ticks, ns).
+    cpu: Option<(u64, u64)>,
+}
+
+/// What the monitor works with, fixed at start.
+struct Policy {
+    /// The quantum in ticks, if slices may be preempted.
+    quantum: Option<u64>,
+    /// A slice that has run this long without its worker's CPU clock moving
+    /// is blocked in the kernel (ticks).
+    blocked_after: u64,
+    /// Whether signals may be sent at all (the handler is installed).
+    signals: bool,
+    sig: i32,
 }
 
 impl Monitor {
-    /// Install the signal handler and start the monitor, if the runtime has a quantum.
-    pub(crate) fn start(shared: &Arc<Shared>) -> Result<Option<Monitor>, crate::Error> {
-        let Some(quantum) = shared.config.quantum else {
-            return Ok(None);
+    /// Start the monitor. It preempts when the runtime has a quantum and the
+    /// executable supports it (`preemptive`), and in every mode switches out
+    /// tasks blocked in std::sync waits when `switch_waits` (the handler is
+    /// installed and the code map can recognise those waits).
+    pub(crate) fn start(
+        shared: &Arc<Shared>,
+        preemptive: bool,
+        switch_waits: bool,
+    ) -> Result<Option<Monitor>, crate::Error> {
+        let quantum = shared.config.quantum.filter(|_| preemptive);
+        let mut signals = preemptive || switch_waits;
+        if signals {
+            match signal::install(shared.config.signal) {
+                Ok(()) => {}
+                Err(crate::Error::SignalInUse(sig)) if !preemptive => {
+                    // A cooperative runtime never needed the signal before:
+                    // keep working, without the sync-wait switch.
+                    eprintln!(
+                        "kvant: signal {sig} already has a handler in this program, so tasks \
+                         blocked in std::sync waits are not switched out (choose another with \
+                         Builder::preempt_signal)"
+                    );
+                    signals = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let policy = Policy {
+            quantum: quantum.map(clock::duration_to_ticks),
+            blocked_after: clock::duration_to_ticks(shared.config.blocking_threshold).max(1),
+            signals,
+            sig: shared.config.signal,
         };
-        signal::install(shared.config.signal)?;
         let control = Arc::new((
             Mutex::new(Control {
                 stop: false,
@@ -72,7 +117,7 @@ impl Monitor {
         let (c, s, sh) = (control.clone(), sleeping.clone(), shared.clone());
         let thread = std::thread::Builder::new()
             .name(format!("{}-monitor", shared.config.name))
-            .spawn(move || run(&sh, quantum, &c, &s))?;
+            .spawn(move || run(&sh, &policy, &c, &s))?;
         Ok(Some(Monitor {
             control,
             sleeping,
@@ -103,62 +148,83 @@ impl Monitor {
     }
 }
 
-fn run(
-    shared: &Shared,
-    quantum: Duration,
-    control: &(Mutex<Control>, Condvar),
-    sleeping: &AtomicBool,
-) {
+fn run(shared: &Shared, policy: &Policy, control: &(Mutex<Control>, Condvar), sleeping: &AtomicBool) {
     super::set_precise_timers();
-    signal::unblock(shared.config.signal);
-    let sig = shared.config.signal;
-    let q = clock::duration_to_ticks(quantum);
+    signal::unblock(policy.sig);
     // Every monitor wake-up and every signal costs tens of µs of CPU on a VM
     // (measured: ~20 µs per timed wake-up, ~25 µs per pthread_kill round
     // trip), so the monitor wakes as rarely as the quantum allows: the first
     // re-check after a signal is half a quantum later (by then a successful
     // preemption has started a new slice anyway), and wake-up times are
     // rounded up to a grid of q/8 so several workers share one wake-up.
-    let first_retry = clock::duration_to_ticks(Duration::from_micros(20)).max(q / 2);
-    let grid = (q / 8).max(1);
+    let period = policy.quantum.unwrap_or(policy.blocked_after);
+    let first_retry = clock::duration_to_ticks(Duration::from_micros(20)).max(period / 2);
+    let grid = (period / 8).max(1);
     let mut seen = vec![Seen::default(); shared.workers.len()];
     let mut warned = false;
+    let mut probe = SyscallProbe::default();
     let (lock, cv) = control;
     loop {
         let now = clock::ticks();
-        let mut next = now + q;
+        let mut next = now + period;
         let mut any_running = false;
         for (i, (w, seen)) in shared.workers.iter().zip(seen.iter_mut()).enumerate() {
             let slot = &w.slot;
-            let start = slot.slice_start.load(Ordering::Acquire);
-            if start == 0 {
+            if slot.task.load(Ordering::Acquire) == 0 {
+                seen.seq = 0;
                 continue;
             }
             any_running = true;
-            if start != seen.target {
-                let due = start + q;
-                if now >= due && !shared.has_other_work(i) {
-                    // Alone on its worker: let it run, look again soon.
-                    next = next.min(now + q / 4);
-                } else if now >= due {
-                    seen.target = start;
-                    seen.backoff = first_retry;
-                    seen.retry_at = now + seen.backoff;
-                    slot.target.store(start, Ordering::Relaxed);
-                    signal::kick(slot, sig);
-                    next = next.min(seen.retry_at);
-                } else {
-                    next = next.min(due);
-                }
-            } else if now >= seen.retry_at {
-                // Still the same slice: the last signal was deferred.
-                seen.backoff = (seen.backoff * 2).min(q);
-                seen.retry_at = now + seen.backoff;
-                signal::kick(slot, sig);
-                next = next.min(seen.retry_at);
-            } else {
-                next = next.min(seen.retry_at);
+            let seq = slot.seq.load(Ordering::Acquire);
+            if seq != seen.seq {
+                *seen = Seen {
+                    seq,
+                    first_seen: now,
+                    ..Seen::default()
+                };
             }
+            let due = match (policy.quantum, slot.slice_start.load(Ordering::Relaxed)) {
+                // A preemptible slice: due a quantum after it started.
+                (Some(q), start) if start != 0 => Some(start + q),
+                // Anything else is looked at only when it seems blocked.
+                _ => None,
+            };
+            let wake = if seen.signalled {
+                if now < seen.retry_at {
+                    seen.retry_at
+                } else {
+                    // Still the same slice: the last signal was deferred.
+                    let cap = if due.is_some() { period } else { period * 16 };
+                    seen.backoff = (seen.backoff * 2).min(cap);
+                    seen.retry_at = now + seen.backoff;
+                    if due.is_some() || blocked(slot, seen, now, policy) {
+                        signal::kick(slot, policy.sig);
+                    }
+                    seen.retry_at
+                }
+            } else if let Some(due) = due {
+                if now < due {
+                    due
+                } else if !shared.has_other_work(i) {
+                    // Alone on its worker: let it run, look again soon.
+                    now + period / 4
+                } else {
+                    send(slot, seen, now, first_retry, policy)
+                }
+            } else if !policy.signals {
+                now + period
+            } else if now < seen.first_seen + policy.blocked_after {
+                seen.first_seen + policy.blocked_after
+            } else if !blocked(slot, seen, now, policy) || !shared.has_other_work(i) {
+                now + policy.blocked_after
+            } else if probe.waiting_on_futex(slot.tid.load(Ordering::Relaxed)) {
+                send(slot, seen, now, first_retry, policy)
+            } else {
+                // Blocked elsewhere in the kernel: a signal could only turn
+                // a non-restartable call into EINTR.
+                now + policy.blocked_after
+            };
+            next = next.min(wake);
         }
         if !warned {
             warned = warn_if_no_frame_pointers(shared);
@@ -183,6 +249,79 @@ fn run(
             }
         }
         c.kicked = false;
+    }
+}
+
+/// Ask the worker's handler to switch out slice `seen.seq`; returns when to
+/// look again.
+fn send(slot: &super::WorkerSlot, seen: &mut Seen, now: u64, first_retry: u64, policy: &Policy) -> u64 {
+    seen.signalled = true;
+    seen.backoff = first_retry;
+    seen.retry_at = now + seen.backoff;
+    slot.target.store(seen.seq, Ordering::Relaxed);
+    if policy.signals {
+        signal::kick(slot, policy.sig);
+    }
+    seen.retry_at
+}
+
+/// Whether the worker's CPU clock has stood (nearly) still since the last
+/// sample of this slice, at least `blocked_after` ago: its thread is waiting
+/// in the kernel, not computing. The first call of a slice only samples.
+fn blocked(slot: &super::WorkerSlot, seen: &mut Seen, now: u64, policy: &Policy) -> bool {
+    let clock = slot.cpu_clock.load(Ordering::Relaxed);
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `clock` is the worker's CPU clock id (or 0, CLOCK_REALTIME,
+    // harmless); `ts` is a valid out pointer.
+    if clock == 0 || unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return false;
+    }
+    let cpu = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    let verdict = seen.cpu.is_some_and(|(t0, c0)| {
+        let wall = clock::ticks_to_ns(now.saturating_sub(t0));
+        now >= t0 + policy.blocked_after / 2 && cpu.saturating_sub(c0) < wall / 8
+    });
+    if !verdict {
+        seen.cpu = Some((now, cpu));
+    }
+    verdict
+}
+
+/// Reads what a thread is blocked in from `/proc/self/task/TID/syscall`.
+#[derive(Default)]
+struct SyscallProbe {
+    path: String,
+    buf: Vec<u8>,
+}
+
+impl SyscallProbe {
+    /// Whether thread `tid` sits in a `FUTEX_WAIT`; true if the kernel does
+    /// not say (the handler re-checks everything anyway).
+    fn waiting_on_futex(&mut self, tid: i32) -> bool {
+        use std::fmt::Write as _;
+        use std::io::Read as _;
+        self.path.clear();
+        let _ = write!(self.path, "/proc/self/task/{tid}/syscall");
+        self.buf.clear();
+        let read = std::fs::File::open(&self.path).and_then(|mut f| f.read_to_end(&mut self.buf));
+        if tid == 0 || read.is_err() {
+            return true;
+        }
+        let text = String::from_utf8_lossy(&self.buf);
+        let mut fields = text.split_ascii_whitespace();
+        let nr = fields.next().and_then(|f| f.parse::<i64>().ok());
+        let op = fields
+            .nth(1)
+            .and_then(|f| i64::from_str_radix(f.trim_start_matches("0x"), 16).ok());
+        match (nr, op) {
+            (Some(nr), Some(op)) if nr == libc::SYS_futex => {
+                let cmd = op as i32 & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
+                cmd == libc::FUTEX_WAIT || cmd == libc::FUTEX_WAIT_BITSET
+            }
+            (Some(_), _) => false,
+            // "running" (not in a syscall right now) or unparsable.
+            _ => !text.starts_with("running"),
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //! reads only within the validated bounds of the task stack.
 
 use super::codemap::CodeMap;
+use super::symbols::Class;
 
 /// Stack the handler still needs below the interrupted SP: the kernel's
 /// signal frame (~3.5 KiB with AVX-512 state) is already there, plus the rest
@@ -33,6 +34,10 @@ pub(crate) struct Interrupted {
     pub pc: usize,
     pub sp: usize,
     pub fp: usize,
+    /// Syscall number (restart pending) or result, for the sync-wait rule.
+    pub rax: usize,
+    /// The futex operation, for the sync-wait rule (`syscall`'s 2nd argument).
+    pub rsi: usize,
 }
 
 /// Where the task's stack and user frames are.
@@ -46,42 +51,95 @@ pub(crate) struct TaskStack {
     pub root_fp: usize,
 }
 
-/// Why a preemption was deferred (for diagnostics and tests).
+/// What the handler may do at the interrupted point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
+    /// A safe point: the task may be preempted here.
     Safe,
+    /// The task is blocked in a contended std::sync futex wait: a switch
+    /// point in every mode (rule 5 below).
+    SyncWait,
     NotOnTaskStack,
     PcUnsafe,
     FrameUnsafe,
     BrokenChain,
 }
 
-/// Decide whether `at` is a safe point of a task running on `stack`.
+/// Decide what the handler may do with a task interrupted at `at` on `stack`.
+///
+/// The rules, each necessary for the next:
+/// 1. The SP is inside the task's stack with [`ROOM`] to spare.
+/// 2. The task is inside its user closure (`root_fp` set).
+/// 3. *Preemption*: the PC is in user code ([`Class::User`]), and so is the
+///    return address at `[sp]` when it is one the map knows (a function that
+///    has not pushed its frame record yet returns through it).
+/// 4. *Preemption*: every return address on the frame-pointer chain up to
+///    `run_user` is in user code. The chain must be 8-aligned, inside the
+///    stack, strictly increasing, at most [`MAX_FRAMES`] long.
+/// 5. *Sync-wait switch*: the PC is libc's `syscall` instruction with a
+///    `FUTEX_WAIT` pending (the kernel rewound the call to restart it) or
+///    just past it with `EINTR` (a timed wait), `[sp]` returns into std's
+///    sync code ([`Class::SyncWait`] or [`Class::SyncApi`]), and no return
+///    address on the chain is denied: above the wait only user code and
+///    std::sync's front ends may appear. Resuming re-runs the futex call,
+///    which re-checks the futex word (`src/preempt/README.md`, section 3.2).
 pub(crate) fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdict {
-    if at.sp < stack.lo.saturating_add(ROOM) || at.sp >= stack.hi {
+    if at.sp < stack.lo.saturating_add(ROOM) || at.sp.saturating_add(8) > stack.hi {
         return Verdict::NotOnTaskStack;
-    }
-    if map.must_defer(at.pc) {
-        return Verdict::PcUnsafe;
-    }
-    if !map.has_symbols() {
-        // Without symbols only the PC check is possible (announced at start).
-        return Verdict::Safe;
     }
     if stack.root_fp == 0 {
         // Not inside the user's closure (starting up or finishing): runtime code.
         return Verdict::PcUnsafe;
     }
+    if in_futex_wait(map, at) {
+        // std's sync code calls libc's `syscall()` itself (the futex wait is
+        // inlined into std::sys::sync, or further into std::sync's
+        // `Barrier::wait`): never user code, never the thread parker.
+        let caller = map.class(call_site(read(at.sp)));
+        if caller != Class::SyncWait && caller != Class::SyncApi {
+            return Verdict::PcUnsafe;
+        }
+        return match walk(at, stack, |ra| map.class(ra) != Class::Denied) {
+            Verdict::Safe => Verdict::SyncWait,
+            v => v,
+        };
+    }
+    if map.class(at.pc) != Class::User {
+        return Verdict::PcUnsafe;
+    }
     // A function that has not set up its frame record yet (its first
     // instructions, or all of a shrink-wrapped loop that only pushes `rbp`
     // on a slow path) has its return address at [sp], and `rbp` still holds
-    // its caller's frame: check that address too (a false "unsafe" only
-    // defers). Exception: when `rbp` is the root frame, the caller is
-    // `run_user` itself, the boundary whose return address needs no check;
-    // user closures inlined into a vtable shim look exactly like that.
-    if at.fp != stack.root_fp && map.is_denied(read(at.sp)) {
+    // its caller's frame: check that address too if it is code at all (a
+    // false "unsafe" only defers). Exception: when `rbp` is the root frame,
+    // the caller is `run_user` itself, the boundary whose return address
+    // needs no check; user closures inlined into a vtable shim look exactly
+    // like that.
+    if at.fp != stack.root_fp && map.known(call_site(read(at.sp))).is_some_and(|c| c != Class::User)
+    {
         return Verdict::FrameUnsafe;
     }
+    walk(at, stack, |ra| map.class(ra) == Class::User)
+}
+
+/// Whether `at` is stopped on libc's `syscall` instruction in a futex wait.
+fn in_futex_wait(map: &CodeMap, at: &Interrupted) -> bool {
+    let insn = map.syscall_insn();
+    if insn == 0 {
+        return false;
+    }
+    // `syscall` is two bytes long. A restartable call interrupted by a
+    // handled signal is rewound onto it with rax = the call number; a timed
+    // futex wait (ERESTART_RESTARTBLOCK) returns -EINTR just past it.
+    let pending = at.pc == insn && at.rax == libc::SYS_futex as usize;
+    let eintr = at.pc == insn + 2 && at.rax as isize == -(libc::EINTR as isize);
+    let cmd = at.rsi as i32 & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
+    (pending || eintr) && (cmd == libc::FUTEX_WAIT || cmd == libc::FUTEX_WAIT_BITSET)
+}
+
+/// Walk the frame-pointer chain from `at` up to the root frame; every return
+/// address must satisfy `ok`.
+fn walk(at: &Interrupted, stack: &TaskStack, ok: impl Fn(usize) -> bool) -> Verdict {
     let mut fp = at.fp;
     let mut prev = at.sp;
     for _ in 0..MAX_FRAMES {
@@ -97,7 +155,7 @@ pub(crate) fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdi
             // return address points into it and needs no check.
             return Verdict::Safe;
         }
-        if map.must_defer(read(fp + 8)) {
+        if !ok(call_site(read(fp + 8))) {
             return Verdict::FrameUnsafe;
         }
         if next <= fp {
@@ -107,6 +165,16 @@ pub(crate) fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdi
         fp = next;
     }
     Verdict::BrokenChain
+}
+
+/// The call instruction a return address returns from. A return address is
+/// the instruction *after* the call, which can belong to the next inlined
+/// scope (a `drop` inlined right after the call) or, after a call to a
+/// function that never returns, to the next function altogether; the byte
+/// before it is always inside the call (what debuggers look up, too).
+#[inline]
+fn call_site(ret: usize) -> usize {
+    ret.wrapping_sub(1)
 }
 
 #[inline]

@@ -21,7 +21,7 @@
 //! switch. No allocation, no locks, no formatting.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use super::WorkerSlot;
 use super::codemap::CodeMap;
@@ -37,7 +37,6 @@ thread_local! {
 
 static CODEMAP: AtomicPtr<CodeMap> = AtomicPtr::new(std::ptr::null_mut());
 static INSTALLED: parking_lot::Mutex<Vec<i32>> = parking_lot::Mutex::new(Vec::new());
-static WARNED_NO_SYMBOLS: AtomicBool = AtomicBool::new(false);
 
 pub(super) fn enter_worker(slot: &WorkerSlot) {
     SLOT.with(|s| s.set(slot as *const WorkerSlot));
@@ -63,12 +62,6 @@ pub(super) fn install(sig: i32) -> Result<(), crate::Error> {
         return Ok(());
     }
     let map: &'static CodeMap = CodeMap::global();
-    if !map.has_symbols() && !WARNED_NO_SYMBOLS.swap(true, Ordering::Relaxed) {
-        eprintln!(
-            "kvant: no symbol table in this executable; preemption safe points \
-             fall back to the PC check only (do not strip binaries that use preemption)"
-        );
-    }
     CODEMAP.store(map as *const CodeMap as *mut CodeMap, Ordering::Release);
     // SAFETY: a zeroed sigaction is a valid "query" argument; sigaction with a
     // null new action only reads the current disposition.
@@ -92,12 +85,9 @@ pub(super) fn install(sig: i32) -> Result<(), crate::Error> {
         if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
             return Err(std::io::Error::last_os_error().into());
         }
-        // Workers inherit the spawning thread's mask; make sure it is open.
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, sig);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
+    // Workers inherit the spawning thread's mask; make sure it is open.
+    unblock(sig);
     installed.push(sig);
     Ok(())
 }
@@ -137,15 +127,20 @@ fn preempt_here(uc: *mut libc::c_void) {
     let Some(slot) = current_slot() else {
         return;
     };
-    let start = slot.slice_start.load(Ordering::Acquire);
-    if start == 0 || start != slot.target.load(Ordering::Relaxed) {
-        return; // not in a preemptible slice, or a stale request
+    let seq = slot.seq.load(Ordering::Acquire);
+    let task = slot.task.load(Ordering::Relaxed);
+    if task == 0 || seq != slot.target.load(Ordering::Relaxed) {
+        return; // between slices, or a stale request
     }
-    // SAFETY: slice_start != 0 means the worker published `task` for this
-    // slice and holds its Arc until after it resets slice_start.
-    let task: &Header = unsafe { &*(slot.task.load(Ordering::Relaxed) as *const Header) };
+    // SAFETY: a non-zero `task` means the worker published it for this slice
+    // and holds its Arc until after `end` clears it.
+    let task: &Header = unsafe { &*(task as *const Header) };
+    // The quantum applies to this slice (preemptive runtime, preemptible task).
+    let preemptible = slot.slice_start.load(Ordering::Relaxed) != 0;
     if task.preempt.disabled.load(Ordering::Relaxed) > 0 {
-        task.preempt.pending.store(true, Ordering::Relaxed);
+        if preemptible {
+            task.preempt.pending.store(true, Ordering::Relaxed);
+        }
         slot.deferrals.add(1);
         return;
     }
@@ -162,14 +157,23 @@ fn preempt_here(uc: *mut libc::c_void) {
         pc: regs[libc::REG_RIP as usize] as usize,
         sp: regs[libc::REG_RSP as usize] as usize,
         fp: regs[libc::REG_RBP as usize] as usize,
+        rax: regs[libc::REG_RAX as usize] as usize,
+        rsi: regs[libc::REG_RSI as usize] as usize,
     };
     let stack = TaskStack {
         lo: slot.stack_lo.load(Ordering::Relaxed),
         hi: slot.stack_hi.load(Ordering::Relaxed),
         root_fp: task.preempt.root_fp.load(Ordering::Relaxed),
     };
-    match safepoint::check(map, &at, &stack) {
-        Verdict::Safe => {}
+    let why = match safepoint::check(map, &at, &stack) {
+        Verdict::Safe if preemptible => {
+            slot.preemptions.add(1);
+            Switch::Preempted
+        }
+        Verdict::SyncWait => {
+            slot.sync_switches.add(1);
+            Switch::SyncWait
+        }
         verdict => {
             slot.deferrals.add(1);
             if verdict == Verdict::BrokenChain {
@@ -177,10 +181,11 @@ fn preempt_here(uc: *mut libc::c_void) {
             }
             return;
         }
-    }
-    // Commit. From here a nested signal sees no preemptible slice.
+    };
+    // Commit. From here a nested signal finds no matching request (and a PC
+    // inside kvant if the monitor re-sends meanwhile).
+    slot.target.store(0, Ordering::Relaxed);
     slot.slice_start.store(0, Ordering::Relaxed);
-    slot.preemptions.add(1);
     task.preempt.preempted.store(true, Ordering::Relaxed);
     let yielder = task.preempt.yielder.load(Ordering::Relaxed) as *const TaskYielder;
     // SAFETY: pthread_self has no preconditions.
@@ -188,7 +193,7 @@ fn preempt_here(uc: *mut libc::c_void) {
     // SAFETY: the yielder lives on this task's stack, which we are running on
     // (checked above); suspending from a handler is a plain stack switch, and
     // the signal frame stays with the task until it is resumed.
-    let _ = unsafe { (*yielder).suspend(Switch::Preempted) };
+    let _ = unsafe { (*yielder).suspend(why) };
     // Resumed; the worker never resumes a preempted task with Cancel (it leaks
     // it instead), so we always return to the interrupted code from here.
     // SAFETY: pthread_self has no preconditions.

@@ -20,6 +20,8 @@ pub(super) const DENY_PATHS: &[(&str, &[&str])] = &[
     ("alloc", &["fmt", "alloc", "raw_vec"]),
     ("parking_lot", &[]), ("parking_lot_core", &[]), ("lock_api", &[]), ("crossbeam_epoch", &[]),
     ("crossbeam_deque", &[]), ("crossbeam_utils", &[]), ("corosensei", &[]), ("kvant", &[]),
+    // rustc's own shims (`__rust_alloc`, `__rdl_*`, `rust_begin_unwind`) live in this crate.
+    ("__rustc", &[]),
 ];
 /// Raw (non-Rust) symbol names denied exactly.
 #[rustfmt::skip]
@@ -33,6 +35,113 @@ pub(super) const DENY_RAW_PREFIXES: &[&str] = &[
     "__rust_", "__rdl_", "__rg_", "__libc", "pthread_", "__pthread", "_dl_", "__GI_",
     "_Unwind_", "__cxa_",
 ];
+
+/// What the safe-point check may do where an address's code is on the stack.
+/// Ordered: where ranges overlap (inlined code, folded aliases) the greater
+/// class wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Class {
+    /// Rust code outside the deny list: the user's.
+    User,
+    /// std::sync's blocking front ends (`Mutex::lock`, `Condvar::wait`,
+    /// `LazyLock::force`, `Barrier::wait`...): never preempted, but allowed
+    /// above a contended futex wait (a sync-wait switch point).
+    SyncApi,
+    /// std::sys::sync's futex-based mutex, rwlock, condvar and once: their
+    /// waits are the switch points (`safepoint.rs`, rule 5).
+    SyncWait,
+    /// Never switch with this code on the stack: std io/thread/alloc/...,
+    /// lock_api/parking_lot, kvant, and everything that is not Rust.
+    Denied,
+}
+
+/// std::sys::sync waits whose futex word is shared state, not a thread's own
+/// (the thread parker, `thread_parking`, is deliberately absent), and the
+/// futex wait itself should it ever stay out of line.
+const SYNC_WAIT: &[&str] = &[
+    "std::sys::sync::mutex::futex::",
+    "std::sys::sync::rwlock::futex::",
+    "std::sys::sync::condvar::futex::",
+    "std::sys::sync::once::futex::",
+    "std::sys::pal::unix::futex::futex_wait",
+    "std::sys::pal::linux::futex::futex_wait",
+    "std::sys::futex::futex_wait",
+];
+/// Their std::sync front ends. Not mpsc/mpmc (they park the thread) nor
+/// `ReentrantLock` (owned by a thread id).
+const SYNC_API: &[&str] = &[
+    "std::sync::poison::",
+    "std::sync::nonpoison::",
+    "std::sync::once::",
+    "std::sync::once_lock::",
+    "std::sync::lazy_lock::",
+    "std::sync::barrier::",
+];
+
+/// Class of one function symbol (or DWARF linkage name) from its raw name.
+/// Anything that is not a mangled Rust name (C, C++, assembly, a
+/// `#[no_mangle]` function) is [`Class::Denied`]: kvant cannot know what
+/// thread-owned state foreign code keeps (a C allocator's thread cache).
+pub(super) fn classify(raw: &str, buf: &mut String) -> Class {
+    if !is_rust_symbol(raw) {
+        return Class::Denied;
+    }
+    if !symbol_denied(raw, buf) {
+        return Class::User;
+    }
+    // Every path below contains the identifier `sync`, mangled `4sync` in
+    // both schemes: skip the full demangling for the rest of std.
+    if raw.contains("4sync") {
+        buf.clear();
+        let _ = write!(buf, "{:#}", rustc_demangle::demangle(raw));
+        if let Some(class) = sync_class(buf) {
+            return class;
+        }
+    }
+    Class::Denied
+}
+
+/// [`Class`] of a demangled path denied by [`path_denied`].
+pub(super) fn sync_class(path: &str) -> Option<Class> {
+    let path = path.trim_start_matches(['<', '&']);
+    if SYNC_WAIT.iter().any(|p| path.starts_with(p)) {
+        Some(Class::SyncWait)
+    } else if SYNC_API.iter().any(|p| path.starts_with(p)) {
+        Some(Class::SyncApi)
+    } else {
+        None
+    }
+}
+
+/// Class of a demangled path (DWARF subprograms without a linkage name).
+pub(super) fn classify_path(path: &str) -> Class {
+    if !path_denied(path, 0) {
+        Class::User
+    } else {
+        sync_class(path).unwrap_or(Class::Denied)
+    }
+}
+
+/// Whether `raw` is a Rust-mangled name: v0 (`_R...`) or legacy
+/// (`_ZN...17h<16 hex digits>E`), optionally with an LLVM suffix (`.llvm.N`).
+pub(super) fn is_rust_symbol(raw: &str) -> bool {
+    if raw.starts_with("_R") {
+        return true;
+    }
+    let Some(rest) = raw.strip_prefix("_ZN") else {
+        return false;
+    };
+    // Path elements may contain `.` (`..` for `::`), so look for the hash
+    // right before the end or before any `.` that starts a suffix.
+    let b = rest.as_bytes();
+    (0..=b.len()).any(|n| {
+        (n == b.len() || b[n] == b'.')
+            && n > 20
+            && b[n - 1] == b'E'
+            && &b[n - 20..n - 17] == b"17h"
+            && b[n - 17..n - 1].iter().all(u8::is_ascii_hexdigit)
+    })
+}
 
 /// Deny rule for a demangled (`{:#}`) path, looking through `&`, `*const`,
 /// `[`, `dyn` and into `<Self as Trait>` / `<Self>` (either side denies).
@@ -178,6 +287,13 @@ impl Head<'_> {
             Head::Done(denied) => denied,
         }
     }
+}
+
+/// Whether every function of crate `krate` is denied.
+pub(super) fn crate_denied(krate: &[u8]) -> bool {
+    DENY_PATHS
+        .iter()
+        .any(|(c, m)| m.is_empty() && c.as_bytes() == krate)
 }
 
 /// Deny rule for a path starting `krate::child` (see [`DENY_PATHS`]).

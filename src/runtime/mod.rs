@@ -21,7 +21,7 @@ use parking_lot::{Condvar, Mutex};
 pub use blocking::spawn_blocking;
 pub(crate) use builder::Config;
 pub use builder::{
-    Builder, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS,
+    Builder, DEFAULT_BLOCKING_THRESHOLD, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS,
     MIN_QUANTUM, MIN_STACK_SIZE,
 };
 pub use handle::Handle;
@@ -29,7 +29,7 @@ pub use shutdown::ShutdownReport;
 
 use crate::error::Error;
 use crate::metrics::{Counter, Metrics, WorkerCounters};
-use crate::preempt::{Monitor, WorkerSlot};
+use crate::preempt::{Monitor, PreemptionMode, WorkerSlot};
 use crate::task::join::{Handle as JoinInner, Packet};
 use crate::task::stack::StackPool;
 use crate::task::{self, JoinHandle, Task, TaskCell};
@@ -55,7 +55,9 @@ pub(crate) struct ShutdownCounts {
 /// State shared by the workers, the handles and every task of one runtime.
 pub(crate) struct Shared {
     pub config: Config,
+    /// Whether slices are preempted at the quantum (`mode.is_preemptive()`).
     pub preemptive: bool,
+    pub mode: PreemptionMode,
     /// Whether slices are timed (preemption, tracing or `task_timing`).
     pub timing: bool,
     pub injector: Injector<Arc<Task>>,
@@ -236,6 +238,7 @@ impl Shared {
                     m.preemptions = w.slot.preemptions.get();
                     m.deferrals = w.slot.deferrals.get();
                     m.signals = w.slot.signals.get();
+                    m.sync_switches = w.slot.sync_switches.get();
                     m
                 })
                 .collect(),
@@ -282,9 +285,11 @@ impl Runtime {
         let stealers = locals.iter().map(Worker::stealer).collect();
         let timers = TimerDriver::start(&config.name)?;
         let stack_size = crate::task::stack::round_to_pages(config.stack_size);
+        let (mode, switch_waits) = crate::preempt::decide_mode(config.quantum);
         let shared = Arc::new(Shared {
-            preemptive: config.quantum.is_some(),
-            timing: config.quantum.is_some() || config.trace || config.task_timing,
+            preemptive: mode.is_preemptive(),
+            mode,
+            timing: mode.is_preemptive() || config.trace || config.task_timing,
             injector: Injector::new(),
             stealers,
             idle: idle::Idle::new(n),
@@ -315,7 +320,7 @@ impl Runtime {
             finished: false,
         };
         // Install the signal handler before any worker can be signalled.
-        match Monitor::start(&shared) {
+        match Monitor::start(&shared, mode.is_preemptive(), switch_waits) {
             Ok(m) => *shared.monitor.lock() = m,
             Err(e) => {
                 rt.abort_start(n); // no worker was started yet
@@ -415,6 +420,13 @@ impl Runtime {
     /// The quantum, or `None` for a cooperative runtime.
     pub fn quantum(&self) -> Option<Duration> {
         self.shared.config.quantum
+    }
+
+    /// Whether tasks are preempted here and how safe points are found; a
+    /// quantum the executable cannot honour soundly shows up as
+    /// [`PreemptionMode::Unavailable`].
+    pub fn preemption_mode(&self) -> PreemptionMode {
+        self.shared.mode
     }
 
     /// The recorded slices, if the runtime was built with `trace(true)`.

@@ -327,9 +327,11 @@ impl WorkerCtx {
                 c.yields.bump(1);
                 self.local.push(task);
             }
-            Ran::Switched(Switch::Preempted) => {
-                task.stats.preemptions.bump(1);
-                if !task.preempt.preempted.load(Ordering::Relaxed) {
+            Ran::Switched(why @ (Switch::Preempted | Switch::SyncWait)) => {
+                if why == Switch::Preempted {
+                    task.stats.preemptions.bump(1);
+                }
+                if why == Switch::Preempted && !task.preempt.preempted.load(Ordering::Relaxed) {
                     // A deferred preemption taken at a `preempt::disable` guard drop.
                     shared.workers[self.index].slot.preemptions.add(1);
                 }

@@ -23,6 +23,9 @@ pub(crate) enum Switch {
     Park,
     /// The quantum expired and the signal handler switched it out.
     Preempted,
+    /// Blocked in a contended std::sync futex wait, switched out by the
+    /// signal handler like a preempted task; resuming re-runs the wait.
+    SyncWait,
 }
 
 /// What the worker tells a task it resumes.

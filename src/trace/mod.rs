@@ -76,7 +76,7 @@ impl TraceBuffers {
         let end_reason = match ran {
             Ran::Switched(Switch::Yield) => SliceEnd::Yield,
             Ran::Switched(Switch::Preempted) => SliceEnd::Preempted,
-            Ran::Switched(Switch::Park) => SliceEnd::Blocked,
+            Ran::Switched(Switch::Park | Switch::SyncWait) => SliceEnd::Blocked,
             Ran::Finished(_) => SliceEnd::Done,
         };
         self.push(

@@ -1,0 +1,1 @@
+fn main() { println!("{:?}", kvant::preempt::code_map_info()); }

@@ -1,0 +1,220 @@
+//! Inlined code the symbol table cannot show: DWARF inline records.
+//!
+//! A function inlined into another leaves no symbol of its own. std's
+//! generics (`LocalKey::with`, `Mutex::lock`) land in user functions in every
+//! build, and under LTO so does std's non-generic code (`println!`'s stdout
+//! lock). The symbol table then calls that code "user code" and a preemption
+//! could stop a task while it holds a thread's stdout borrow.
+//!
+//! DWARF keeps what the symbols lose: every inlined call is a
+//! `DW_TAG_inlined_subroutine` with the address ranges it occupies and a
+//! `DW_AT_abstract_origin` naming the inlined function. `debug =
+//! "line-tables-only"` is enough, and rustc keeps these records for std's
+//! code even under fat LTO. We read them once at start-up (gimli over the
+//! executable's own sections) and hand every inlined range whose origin is
+//! not user code to the code map, which marks it with that class.
+//!
+//! One pass over the DIEs of the units that can hold inlined std code
+//! outside std's own functions: every unit but std's, core's and alloc's
+//! (whose inline records lie inside their own symbols, denied already).
+//! Origins are resolved lazily, by reading just the origin DIE (which may sit
+//! in another unit under LTO), and cached: a binary has tens of thousands of
+//! functions but far fewer distinct inlined ones.
+
+use std::collections::HashMap;
+
+use gimli::{AttributeValue, DebugInfoOffset, EndianSlice, LittleEndian, SectionId, Unit};
+
+use super::symbols::{Class, classify, crate_denied};
+
+type Slice<'a> = EndianSlice<'a, LittleEndian>;
+
+/// What a subprogram DIE says about its class.
+#[derive(Clone, Copy)]
+enum Origin {
+    Known(Class),
+    /// Its name lives on another DIE (`DW_AT_specification` / `abstract_origin`).
+    Link(usize),
+}
+
+/// Counts of what the DWARF held, for diagnostics and the benchmark.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InlineStats {
+    /// Compilation units read.
+    pub units: usize,
+    /// Inlined-call records seen.
+    pub inlined: usize,
+    /// Ranges handed to the code map (inlined non-user code).
+    pub ranges: usize,
+}
+
+/// Read the inline records of the DWARF in `section` (a loader of the
+/// executable's sections by name) and call `push(start, end, class)` with
+/// link-time addresses for every range of inlined non-user code. `None` if
+/// the executable has no `.debug_info` (or it cannot be parsed).
+pub(crate) fn read(
+    section: &dyn Fn(&str) -> Option<Vec<u8>>,
+    mut push: impl FnMut(u64, u64, Class),
+) -> Option<InlineStats> {
+    let info = section(".debug_info")?;
+    let mut owned: HashMap<SectionId, Vec<u8>> = HashMap::new();
+    owned.insert(SectionId::DebugInfo, info);
+    let ids = [
+        SectionId::DebugAbbrev,
+        // `Unit::new` reads the line program's header.
+        SectionId::DebugLine,
+        SectionId::DebugStr,
+        SectionId::DebugLineStr,
+        SectionId::DebugStrOffsets,
+        SectionId::DebugRanges,
+        SectionId::DebugRngLists,
+        SectionId::DebugAddr,
+    ];
+    for id in ids {
+        if let Some(data) = section(id.name()) {
+            owned.insert(id, data);
+        }
+    }
+    let dwarf = gimli::Dwarf::load(|id| -> Result<Slice<'_>, ()> {
+        let data = owned.get(&id).map_or(&[][..], Vec::as_slice);
+        Ok(EndianSlice::new(data, LittleEndian))
+    })
+    .ok()?;
+    let mut headers = Vec::new();
+    let mut iter = dwarf.units();
+    while let Ok(Some(header)) = iter.next() {
+        headers.push((header.offset().0, header));
+    }
+    let mut origins = Origins {
+        dwarf: &dwarf,
+        headers: &headers,
+        units: HashMap::new(),
+        classes: HashMap::new(),
+        buf: String::new(),
+    };
+    let mut stats = InlineStats::default();
+    let mut ranges = Vec::new();
+    for &(_, header) in &headers {
+        let Ok(unit) = dwarf.unit(header) else {
+            continue;
+        };
+        if is_std_unit(&unit) {
+            continue;
+        }
+        stats.units += 1;
+        let mut entries = unit.entries();
+        let mut next = entries.next_dfs();
+        while let Ok(Some(entry)) = next {
+            if entry.tag() == gimli::DW_TAG_namespace && entry.depth() == 1 {
+                // A crate whose every function is denied (kvant itself,
+                // parking_lot...): nothing inlined there changes a class.
+                let name = entry.attr_value(gimli::DW_AT_name);
+                let name = name.and_then(|v| dwarf.attr_string(&unit, v).ok());
+                if name.is_some_and(|n| crate_denied(n.slice())) {
+                    next = entries.next_sibling();
+                    continue;
+                }
+            }
+            if entry.tag() != gimli::DW_TAG_inlined_subroutine {
+                next = entries.next_dfs();
+                continue;
+            }
+            stats.inlined += 1;
+            let Some(origin) = entry
+                .attr_value(gimli::DW_AT_abstract_origin)
+                .and_then(|v| global_offset(&unit, v))
+            else {
+                next = entries.next_dfs();
+                continue;
+            };
+            let class = origins.class(origin);
+            if class == Class::User {
+                next = entries.next_dfs();
+                continue;
+            }
+            ranges.clear();
+            if let Ok(mut iter) = dwarf.die_ranges(&unit, entry) {
+                while let Ok(Some(r)) = iter.next() {
+                    if r.begin < r.end {
+                        ranges.push((r.begin, r.end));
+                    }
+                }
+            }
+            for &(begin, end) in &ranges {
+                stats.ranges += 1;
+                push(begin, end, class);
+            }
+            next = entries.next_dfs();
+        }
+    }
+    Some(stats)
+}
+
+/// Units of std's own crates (built by rustc's CI: their name is a path under
+/// `library/`, their directory `/rustc/<commit>`).
+fn is_std_unit(unit: &Unit<Slice<'_>>) -> bool {
+    let name = unit.name.map_or(&[][..], |n| n.slice());
+    let dir = unit.comp_dir.map_or(&[][..], |d| d.slice());
+    let name = name.strip_prefix(dir).unwrap_or(name);
+    let name = name.strip_prefix(b"/").unwrap_or(name);
+    dir.starts_with(b"/rustc/")
+        && [&b"library/std/"[..], b"library/core/", b"library/alloc/"]
+            .iter()
+            .any(|p| name.starts_with(p))
+}
+
+/// Lazily resolved classes of inlined functions, by `.debug_info` offset.
+struct Origins<'d, 'a> {
+    dwarf: &'d gimli::Dwarf<Slice<'a>>,
+    /// Every unit header, sorted by offset.
+    headers: &'d [(usize, gimli::UnitHeader<Slice<'a>>)],
+    units: HashMap<usize, Option<Unit<Slice<'a>>>>,
+    classes: HashMap<usize, Class>,
+    buf: String,
+}
+
+impl Origins<'_, '_> {
+    fn class(&mut self, at: usize) -> Class {
+        if let Some(&c) = self.classes.get(&at) {
+            return c;
+        }
+        let c = self.lookup(at, 0).unwrap_or(Class::User);
+        self.classes.insert(at, c);
+        c
+    }
+
+    /// Class of the subprogram DIE at `at`: from its linkage name, else from
+    /// the DIE it refers to (`DW_AT_specification`, `DW_AT_abstract_origin`).
+    fn lookup(&mut self, at: usize, depth: u32) -> Option<Class> {
+        let idx = self.headers.partition_point(|(o, _)| *o <= at).checked_sub(1)?;
+        let (base, header) = self.headers[idx];
+        let dwarf = self.dwarf;
+        let unit = self
+            .units
+            .entry(base)
+            .or_insert_with(|| dwarf.unit(header).ok())
+            .as_ref()?;
+        let local = gimli::DebugInfoOffset(at).to_unit_offset(&unit.header)?;
+        let entry = unit.entry(local).ok()?;
+        if let Some(v) = entry.attr_value(gimli::DW_AT_linkage_name) {
+            let raw = dwarf.attr_string(unit, v).ok()?;
+            let raw = std::str::from_utf8(raw.slice()).ok()?;
+            return Some(classify(raw, &mut self.buf));
+        }
+        let next = [gimli::DW_AT_specification, gimli::DW_AT_abstract_origin]
+            .into_iter()
+            .find_map(|a| global_offset(unit, entry.attr_value(a)?));
+        match next {
+            Some(next) if depth < 4 => self.lookup(next, depth + 1),
+            _ => None,
+        }
+    }
+}
+/// A DIE reference as an offset into `.debug_info`.
+fn global_offset(unit: &Unit<Slice<'_>>, v: AttributeValue<Slice<'_>>) -> Option<usize> {
+    match v {
+        AttributeValue::UnitRef(r) => r.to_debug_info_offset(&unit.header).map(|o| o.0),
+        AttributeValue::DebugInfoRef(DebugInfoOffset(o)) => Some(o),
+        _ => None,
+    }
+}
