@@ -95,11 +95,10 @@ fn lost_preemption_signal(uc: *mut libc::c_void) -> bool {
     // per signal it sent: a genuine kernel-raised fault (a general protection
     // fault also reports SI_KERNEL) repeats without a new signal, and is then
     // passed on instead of looping forever.
-    let start = slot.slice_start.load(Ordering::Relaxed);
+    let seq = slot.seq.load(Ordering::Relaxed);
     let sent = slot.signals.get();
     if slot.task.load(Ordering::Relaxed) == 0
-        || start == 0
-        || slot.target.load(Ordering::Relaxed) != start
+        || slot.target.load(Ordering::Relaxed) != seq
         || slot.lost_at.swap(sent, Ordering::Relaxed) == sent
     {
         return false;
