@@ -1,1 +1,3 @@
-fn main() { println!("{:?}", kvant::preempt::code_map_info()); }
+fn main() {
+    println!("{:?}", kvant::preempt::code_map_info());
+}

@@ -87,7 +87,6 @@ struct Ops {
     children: u64,
 }
 
-
 fn storm_task(
     me: usize,
     until: Instant,

@@ -72,7 +72,8 @@ fn mutex_guard_held_while_computing() {
                 rt.spawn(move || {
                     for _ in 0..100 {
                         let mut g = m.lock().unwrap();
-                        *g += 1 + work(5_000) % 1;
+                        black_box(work(5_000));
+                        *g += 1;
                     }
                 })
             })
@@ -80,7 +81,10 @@ fn mutex_guard_held_while_computing() {
         join_all(&case, handles);
         assert_eq!(*m.lock().unwrap(), 800, "{case}");
         let t = rt.metrics().total();
-        eprintln!("{case}: {} preemptions, {} sync-wait switches", t.preemptions, t.sync_switches);
+        eprintln!(
+            "{case}: {} preemptions, {} sync-wait switches",
+            t.preemptions, t.sync_switches
+        );
         assert!(rt.preemption_mode().is_preemptive(), "{case}");
     }
 }
@@ -101,7 +105,7 @@ fn sync_wait_switches_are_counted() {
                     // with the lock held, and the next task blocks on it.
                     let until = Instant::now() + Duration::from_millis(3);
                     while Instant::now() < until {
-                        *g = g.wrapping_add(work(100) % 1);
+                        black_box((&mut *g, work(100)));
                     }
                     *g += 1;
                 }
@@ -202,7 +206,11 @@ fn condvar_producer_consumer() {
         }
         let mut all: Vec<u64> = join_all(&case, consumers).into_iter().flatten().collect();
         all.sort_unstable();
-        assert_eq!(all, (0..3 * PER).collect::<Vec<_>>(), "{case}: messages conserved");
+        assert_eq!(
+            all,
+            (0..3 * PER).collect::<Vec<_>>(),
+            "{case}: messages conserved"
+        );
     }
 }
 
@@ -218,11 +226,10 @@ fn slow_lazylock_initialiser() {
             Arc::new(LazyLock::new(move || {
                 inits.fetch_add(1, Ordering::Relaxed);
                 let until = Instant::now() + Duration::from_millis(20);
-                let mut x = 0;
                 while Instant::now() < until {
-                    x += work(100) % 2;
+                    black_box(work(100));
                 }
-                x % 1 + 7
+                7
             }))
         };
         let once = Arc::new(OnceLock::new());
@@ -230,7 +237,11 @@ fn slow_lazylock_initialiser() {
             .map(|i| {
                 let (lazy, once) = (lazy.clone(), once.clone());
                 rt.spawn(move || {
-                    let v = **lazy + *once.get_or_init(|| work(1_000) % 1 + 1);
+                    let v = **lazy
+                        + *once.get_or_init(|| {
+                            black_box(work(1_000));
+                            1
+                        });
                     black_box(work(1_000 * i));
                     v
                 })
@@ -298,7 +309,10 @@ fn cooperative_holder_yields_or_sleeps_with_the_guard() {
             join_all(&case, handles);
             assert_eq!(*m.lock().unwrap(), 40, "{case}");
             let t = rt.metrics().total();
-            assert_eq!(t.preemptions, 0, "{case}: cooperative runtimes never preempt");
+            assert_eq!(
+                t.preemptions, 0,
+                "{case}: cooperative runtimes never preempt"
+            );
         }
     }
 }

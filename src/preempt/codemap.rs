@@ -160,8 +160,12 @@ fn loaded_objects() -> (usize, Vec<(usize, usize)>) {
         // `dl_iterate_phdr` below, exclusively borrowed for that synchronous
         // call; `info` is a valid entry supplied by the loader for the
         // duration of this callback.
-        let ((bias, others), info) =
-            unsafe { (&mut *data.cast::<(Option<usize>, Vec<(usize, usize)>)>(), &*info) };
+        let ((bias, others), info) = unsafe {
+            (
+                &mut *data.cast::<(Option<usize>, Vec<(usize, usize)>)>(),
+                &*info,
+            )
+        };
         let Some(_) = bias else {
             // glibc reports the main program first.
             *bias = Some(info.dlpi_addr as usize);
@@ -177,7 +181,11 @@ fn loaded_objects() -> (usize, Vec<(usize, usize)>) {
             .iter()
             .filter(|ph| ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0)
         {
-            others.extend(runtime_range(info.dlpi_addr as usize, ph.p_vaddr, ph.p_memsz));
+            others.extend(runtime_range(
+                info.dlpi_addr as usize,
+                ph.p_vaddr,
+                ph.p_memsz,
+            ));
         }
         0
     }
@@ -272,7 +280,11 @@ fn sweep(ranges: Vec<(usize, usize, Class, Source)>) -> Vec<Seg> {
         };
         match out.last_mut() {
             Some(last) if last.end == at && last.class == class => last.end = next,
-            _ => out.push(Seg { start: at, end: next, class }),
+            _ => out.push(Seg {
+                start: at,
+                end: next,
+                class,
+            }),
         }
     }
     out
@@ -423,19 +435,25 @@ mod tests {
     #[test]
     fn classes_of_known_functions() {
         let map = CodeMap::global();
-        assert_ne!(map.coverage(), Coverage::NoSymbols, "test binaries are not stripped");
+        assert_ne!(
+            map.coverage(),
+            Coverage::NoSymbols,
+            "test binaries are not stripped"
+        );
         let probe = codemap_probe_fn as fn(usize) -> usize as usize;
         let name = map.symbol_name(probe).expect("probe symbol");
         assert!(name.contains("codemap_probe_fn"), "{name}");
         assert_eq!(map.class(probe), Class::Denied, "kvant itself");
         // Some `core::` (non-fmt/alloc) function is user code.
         let mut user = None;
-        Elf::open("/proc/self/exe").unwrap().for_each_function(|a, size, raw| {
-            let name = format!("{:#}", rustc_demangle::demangle(raw));
-            if user.is_none() && name.starts_with("core::slice::") && !slow_denied(raw) {
-                user = runtime_range(map.bias, a, size);
-            }
-        });
+        Elf::open("/proc/self/exe")
+            .unwrap()
+            .for_each_function(|a, size, raw| {
+                let name = format!("{:#}", rustc_demangle::demangle(raw));
+                if user.is_none() && name.starts_with("core::slice::") && !slow_denied(raw) {
+                    user = runtime_range(map.bias, a, size);
+                }
+            });
         let (start, end) = user.expect("a core::slice function");
         // Identical-code-folded aliases of denied symbols may overlap it.
         assert!((start..end).any(|a| map.class(a) == Class::User));
@@ -452,13 +470,18 @@ mod tests {
     fn std_futex_waits_are_sync_wait() {
         let map = CodeMap::global();
         let mut found = Vec::new();
-        Elf::open("/proc/self/exe").unwrap().for_each_function(|a, size, raw| {
-            let name = format!("{:#}", rustc_demangle::demangle(raw));
-            if name.contains("std::sys::sync::mutex::futex::Mutex>::lock_contended") {
-                found.push(runtime_range(map.bias, a, size).unwrap());
-            }
-        });
-        assert!(!found.is_empty(), "std's contended lock is linked into every test binary");
+        Elf::open("/proc/self/exe")
+            .unwrap()
+            .for_each_function(|a, size, raw| {
+                let name = format!("{:#}", rustc_demangle::demangle(raw));
+                if name.contains("std::sys::sync::mutex::futex::Mutex>::lock_contended") {
+                    found.push(runtime_range(map.bias, a, size).unwrap());
+                }
+            });
+        assert!(
+            !found.is_empty(),
+            "std's contended lock is linked into every test binary"
+        );
         for (start, _) in found {
             assert_eq!(map.class(start), Class::SyncWait);
         }
@@ -485,12 +508,14 @@ mod tests {
     #[test]
     fn fast_classifier_matches_rustc_demangle() {
         let (mut buf, mut mismatches, mut n) = (String::new(), Vec::new(), 0);
-        Elf::open("/proc/self/exe").unwrap().for_each_function(|_, _, raw| {
-            n += 1;
-            if symbol_denied(raw, &mut buf) != slow_denied(raw) && mismatches.len() < 5 {
-                mismatches.push(raw.to_owned());
-            }
-        });
+        Elf::open("/proc/self/exe")
+            .unwrap()
+            .for_each_function(|_, _, raw| {
+                n += 1;
+                if symbol_denied(raw, &mut buf) != slow_denied(raw) && mismatches.len() < 5 {
+                    mismatches.push(raw.to_owned());
+                }
+            });
         assert!(n > 0 && mismatches.is_empty(), "{mismatches:?}");
     }
 
@@ -531,7 +556,10 @@ mod tests {
         }
         let user = "_ZN4user4main17h0123456789abcdefE";
         assert_eq!(classify(user, &mut buf), Class::User);
-        assert_eq!(classify(&format!("{user}.llvm.1234"), &mut buf), Class::User);
+        assert_eq!(
+            classify(&format!("{user}.llvm.1234"), &mut buf),
+            Class::User
+        );
         let closure = "_ZN4user4main28_$u7b$$u7b$closure$u7d$$u7d$17h0123456789abcdefE";
         assert_eq!(classify(closure, &mut buf), Class::User);
         let dotted = "_ZN4core3ptr13drop_in_place$LT$std..rt..X$GT$17h0123456789abcdefE";
@@ -541,10 +569,22 @@ mod tests {
     #[test]
     fn sync_classes() {
         use crate::preempt::symbols::classify_path;
-        assert_eq!(classify_path("<std::sys::sync::mutex::futex::Mutex>::lock_contended"), Class::SyncWait);
-        assert_eq!(classify_path("<std::sys::sync::once::futex::Once>::call"), Class::SyncWait);
-        assert_eq!(classify_path("<std::sync::poison::mutex::Mutex<u64>>::lock"), Class::SyncApi);
-        assert_eq!(classify_path("<std::sync::lazy_lock::LazyLock<T, F>>::force"), Class::SyncApi);
+        assert_eq!(
+            classify_path("<std::sys::sync::mutex::futex::Mutex>::lock_contended"),
+            Class::SyncWait
+        );
+        assert_eq!(
+            classify_path("<std::sys::sync::once::futex::Once>::call"),
+            Class::SyncWait
+        );
+        assert_eq!(
+            classify_path("<std::sync::poison::mutex::Mutex<u64>>::lock"),
+            Class::SyncApi
+        );
+        assert_eq!(
+            classify_path("<std::sync::lazy_lock::LazyLock<T, F>>::force"),
+            Class::SyncApi
+        );
         for denied in [
             "<std::sys::sync::thread_parking::futex::Parker>::park",
             "<std::sync::mpmc::list::Channel<T>>::recv",
@@ -573,7 +613,13 @@ mod tests {
         let got: Vec<_> = segs.iter().map(|s| (s.start, s.end, s.class)).collect();
         assert_eq!(
             got,
-            vec![(10, 20, User), (20, 25, SyncWait), (25, 40, Denied), (40, 110, User), (200, 300, SyncWait)]
+            vec![
+                (10, 20, User),
+                (20, 25, SyncWait),
+                (25, 40, Denied),
+                (40, 110, User),
+                (200, 300, SyncWait)
+            ]
         );
         let map = CodeMap {
             segs: segs.into(),
@@ -583,7 +629,14 @@ mod tests {
             inline_stats: None,
             build_time: Duration::ZERO,
         };
-        let classes: Vec<_> = [0, 10, 19, 20, 24, 25, 39, 40, 109, 110].map(|a| map.class(a)).into();
-        assert_eq!(classes, [Denied, User, User, SyncWait, SyncWait, Denied, Denied, User, User, Denied]);
+        let classes: Vec<_> = [0, 10, 19, 20, 24, 25, 39, 40, 109, 110]
+            .map(|a| map.class(a))
+            .into();
+        assert_eq!(
+            classes,
+            [
+                Denied, User, User, SyncWait, SyncWait, Denied, Denied, User, User, Denied
+            ]
+        );
     }
 }

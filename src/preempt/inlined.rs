@@ -29,14 +29,6 @@ use super::symbols::{Class, classify, crate_denied};
 
 type Slice<'a> = EndianSlice<'a, LittleEndian>;
 
-/// What a subprogram DIE says about its class.
-#[derive(Clone, Copy)]
-enum Origin {
-    Known(Class),
-    /// Its name lives on another DIE (`DW_AT_specification` / `abstract_origin`).
-    Link(usize),
-}
-
 /// Counts of what the DWARF held, for diagnostics and the benchmark.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct InlineStats {
@@ -186,7 +178,10 @@ impl Origins<'_, '_> {
     /// Class of the subprogram DIE at `at`: from its linkage name, else from
     /// the DIE it refers to (`DW_AT_specification`, `DW_AT_abstract_origin`).
     fn lookup(&mut self, at: usize, depth: u32) -> Option<Class> {
-        let idx = self.headers.partition_point(|(o, _)| *o <= at).checked_sub(1)?;
+        let idx = self
+            .headers
+            .partition_point(|(o, _)| *o <= at)
+            .checked_sub(1)?;
         let (base, header) = self.headers[idx];
         let dwarf = self.dwarf;
         let unit = self

@@ -148,7 +148,12 @@ impl Monitor {
     }
 }
 
-fn run(shared: &Shared, policy: &Policy, control: &(Mutex<Control>, Condvar), sleeping: &AtomicBool) {
+fn run(
+    shared: &Shared,
+    policy: &Policy,
+    control: &(Mutex<Control>, Condvar),
+    sleeping: &AtomicBool,
+) {
     super::set_precise_timers();
     signal::unblock(policy.sig);
     // Every monitor wake-up and every signal costs tens of µs of CPU on a VM
@@ -254,7 +259,13 @@ fn run(shared: &Shared, policy: &Policy, control: &(Mutex<Control>, Condvar), sl
 
 /// Ask the worker's handler to switch out slice `seen.seq`; returns when to
 /// look again.
-fn send(slot: &super::WorkerSlot, seen: &mut Seen, now: u64, first_retry: u64, policy: &Policy) -> u64 {
+fn send(
+    slot: &super::WorkerSlot,
+    seen: &mut Seen,
+    now: u64,
+    first_retry: u64,
+    policy: &Policy,
+) -> u64 {
     seen.signalled = true;
     seen.backoff = first_retry;
     seen.retry_at = now + seen.backoff;
@@ -270,7 +281,10 @@ fn send(slot: &super::WorkerSlot, seen: &mut Seen, now: u64, first_retry: u64, p
 /// in the kernel, not computing. The first call of a slice only samples.
 fn blocked(slot: &super::WorkerSlot, seen: &mut Seen, now: u64, policy: &Policy) -> bool {
     let clock = slot.cpu_clock.load(Ordering::Relaxed);
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `clock` is the worker's CPU clock id (or 0, CLOCK_REALTIME,
     // harmless); `ts` is a valid out pointer.
     if clock == 0 || unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {

@@ -115,7 +115,10 @@ pub(crate) fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdi
     // the caller is `run_user` itself, the boundary whose return address
     // needs no check; user closures inlined into a vtable shim look exactly
     // like that.
-    if at.fp != stack.root_fp && map.known(call_site(read(at.sp))).is_some_and(|c| c != Class::User)
+    if at.fp != stack.root_fp
+        && map
+            .known(call_site(read(at.sp)))
+            .is_some_and(|c| c != Class::User)
     {
         return Verdict::FrameUnsafe;
     }

@@ -113,7 +113,8 @@ pub(super) fn sync_class(path: &str) -> Option<Class> {
     }
 }
 
-/// Class of a demangled path (DWARF subprograms without a linkage name).
+/// Class of a demangled path.
+#[cfg(test)]
 pub(super) fn classify_path(path: &str) -> Class {
     if !path_denied(path, 0) {
         Class::User

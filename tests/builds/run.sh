@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Build and run the storm (tests/builds/storm) the ways users ship programs.
+# Each run self-checks and has its own watchdog; any failure fails CI.
+set -euo pipefail
+cd "$(dirname "$0")/storm"
+secs="${KVANT_STRESS_SECS:-2}"
+export RUSTFLAGS="-C force-frame-pointers=yes"
+run() { # profile features expected-mode
+    local profile=$1 features=$2 expect=$3
+    echo "== storm: profile $profile, features [${features}], expecting $expect"
+    cargo build -q --profile "$profile" ${features:+--features "$features"}
+    ./target/"$profile"/kvant-storm "$expect" "$secs" > /dev/null 2> storm.err || { tail -20 storm.err; exit 1; }
+    grep "kvant-storm:" storm.err || true
+}
+run lto "" preemptive
+run lto mimalloc preemptive
+run lto-bare "" cooperative
+run stripped "" cooperative
+echo "== storm: all builds passed"
