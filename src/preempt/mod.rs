@@ -4,8 +4,9 @@
 //!
 //! Files: `monitor.rs` decides *when* (Go's sysmon idea), `signal.rs` is the
 //! handler that does the switch, `safepoint.rs` decides *whether* the
-//! interrupted point is safe, `codemap.rs` maps addresses to functions and
-//! `symbols.rs` says which functions are unsafe to interrupt, `slot.rs` is
+//! interrupted point is safe, `codemap.rs` maps addresses to classes of
+//! code, `symbols.rs` classifies functions by name, `inlined.rs` reads the
+//! DWARF records of inlined code, `slot.rs` is
 //! what the worker, monitor and handler share, `disable.rs` lets a task
 //! forbid preemption for a while, and `overflow.rs` turns a task's stack
 //! overflow into a failed task instead of a dead process.
