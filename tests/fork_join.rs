@@ -182,3 +182,112 @@ fn scope_outside_a_runtime_panics_clearly() {
         "{msg}"
     );
 }
+
+/// Order of two events, as the test saw them.
+#[derive(Default)]
+struct Order(std::sync::Mutex<Vec<&'static str>>);
+
+impl Order {
+    fn log(&self, what: &'static str) {
+        self.0.lock().unwrap().push(what);
+    }
+}
+
+/// Logs when it is dropped: the joiner's frame is gone.
+struct FrameGone(std::sync::Arc<Order>);
+impl Drop for FrameGone {
+    fn drop(&mut self) {
+        self.0.log("joiner frame gone");
+    }
+}
+
+/// Takes a while to unwind, so the stolen half finishes well after the
+/// joiner was cancelled.
+struct SlowUnwind(std::sync::Arc<Order>);
+impl Drop for SlowUnwind {
+    fn drop(&mut self) {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        self.0.log("stolen half done");
+    }
+}
+
+/// Shutdown cancels a task inside `kvant::join` while the stolen half runs
+/// on another worker. The half borrows the joiner's frame (its result slot),
+/// so that frame must outlive it, even while the joiner is being unwound.
+#[test]
+fn join_joiner_frame_outlives_the_stolen_half_under_cancellation() {
+    let rt = kvant::Runtime::builder()
+        .workers(2)
+        .quantum(None)
+        .build()
+        .unwrap();
+    let order = std::sync::Arc::new(Order::default());
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (o, s) = (order.clone(), started.clone());
+    let _h = rt.spawn(move || {
+        let _frame = FrameGone(o.clone());
+        kvant::join(
+            || loop {
+                kvant::yield_now();
+            },
+            || {
+                let _slow = SlowUnwind(o.clone());
+                s.store(true, std::sync::atomic::Ordering::SeqCst);
+                loop {
+                    kvant::yield_now();
+                }
+            },
+        )
+    });
+    common::wait_for("the second half to be stolen", || {
+        started.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    let report = rt.shutdown_timeout(std::time::Duration::ZERO);
+    let seen = order.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        ["stolen half done", "joiner frame gone"],
+        "{report:?}"
+    );
+}
+
+/// The same for `scope`: the scope's frame outlives its children.
+#[test]
+fn scope_frame_outlives_its_children_under_cancellation() {
+    let rt = kvant::Runtime::builder()
+        .workers(2)
+        .quantum(None)
+        .build()
+        .unwrap();
+    let order = std::sync::Arc::new(Order::default());
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (o, s) = (order.clone(), started.clone());
+    let _h = rt.spawn(move || {
+        let _frame = FrameGone(o.clone());
+        kvant::scope(|sc| {
+            sc.spawn(|| {
+                let _slow = SlowUnwind(o.clone());
+                s.store(true, std::sync::atomic::Ordering::SeqCst);
+                loop {
+                    kvant::yield_now();
+                }
+            });
+            loop {
+                kvant::yield_now();
+            }
+        })
+    });
+    common::wait_for("the child to start", || {
+        started.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    let report = rt.shutdown_timeout(std::time::Duration::ZERO);
+    let seen = order.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        ["stolen half done", "joiner frame gone"],
+        "{report:?}"
+    );
+}

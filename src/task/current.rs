@@ -80,23 +80,44 @@ pub(crate) fn in_task() -> bool {
 /// Switch the running task out. Returns when a worker resumes it. If the
 /// runtime cancels the task meanwhile, unwinds it instead (destructors run).
 pub(crate) fn suspend(why: Switch) {
-    let Some((yielder, cancelled)) = with_current(|t| {
+    let Some((yielder, cancelled, shielded)) = with_current(|t| {
         (
             t.preempt.yielder.load(Ordering::Relaxed) as *const TaskYielder,
             t.cancelled.load(Ordering::Acquire),
+            t.shield.load(Ordering::Relaxed) > 0,
         )
     }) else {
         panic!("kvant internal error: suspend outside a task");
     };
-    if cancelled {
+    if cancelled && !shielded {
         cancel_unwind();
         return;
     }
     // SAFETY: the yielder lives on the running coroutine's stack for as long
     // as the coroutine exists, and we are executing on that stack right now.
     let resumed = unsafe { (*yielder).suspend(why) };
-    if resumed == Resume::Cancel {
+    if resumed == Resume::Cancel && !shielded {
         cancel_unwind();
+    }
+}
+
+/// While alive, the current task's switch points do not unwind for
+/// cancellation: they return, and the wait around them goes on. For waits
+/// whose caller's frame other tasks borrow (`join`'s stolen half, `scope`'s
+/// children): that frame must not die before they finish, cancelled or not.
+/// The shutdown's bounded stop phase still ends, leaking (never reusing) a
+/// task that waits forever.
+pub(crate) struct CancelShield(bool);
+
+pub(crate) fn shield_cancel() -> CancelShield {
+    CancelShield(with_current(|t| t.shield.fetch_add(1, Ordering::Relaxed)).is_some())
+}
+
+impl Drop for CancelShield {
+    fn drop(&mut self) {
+        if self.0 {
+            with_current(|t| t.shield.fetch_sub(1, Ordering::Relaxed));
+        }
     }
 }
 

@@ -98,9 +98,16 @@ where
         handle.abandon();
         let f = split.f.lock().take().expect("b is taken once");
         rb = Some(catch_unwind(AssertUnwindSafe(f)));
-    } else if let Err(e) = handle.join() {
-        // Joining is what makes the borrow of `rb` sound: never skip it.
-        panic!("kvant::join: the task running the second closure failed: {e}");
+    } else {
+        // Joining is what makes the borrow of `rb` sound: never skip it, not
+        // even when shutdown cancels this task (it unwinds after the join).
+        let _shield = current::shield_cancel();
+        match handle.join() {
+            Ok(()) => {}
+            // The half was cancelled too: its result slot holds that unwind.
+            Err(e) if e.is_cancelled() && rb.is_some() => {}
+            Err(e) => panic!("kvant::join: the task running the second closure failed: {e}"),
+        }
     }
     let ra = ra.unwrap_or_else(|p| resume_unwind(p));
     match rb.expect("b ran") {

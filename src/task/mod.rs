@@ -162,6 +162,8 @@ pub(crate) struct Header {
     state: AtomicU8,
     /// Set once shutdown decided to cancel this task; switch points unwind.
     pub cancelled: AtomicBool,
+    /// Nesting depth of waits that must not unwind (`current::shield_cancel`).
+    pub shield: std::sync::atomic::AtomicU32,
     /// Its work was done elsewhere (a `join` half run inline): if it has not
     /// started, finish it without giving it a stack.
     pub abandoned: AtomicBool,
@@ -215,6 +217,7 @@ impl<P: Completion> TaskCell<P> {
                 preemptible,
                 state: AtomicU8::new(QUEUED),
                 cancelled: AtomicBool::new(false),
+                shield: std::sync::atomic::AtomicU32::new(0),
                 abandoned: AtomicBool::new(false),
                 overflowed: AtomicBool::new(false),
                 started: AtomicBool::new(false),

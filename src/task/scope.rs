@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
+use super::current;
 use super::join::{Handle, wait_complete};
 use super::{Builder, JoinHandle, Task, TaskId};
 use crate::error::JoinError;
@@ -129,6 +130,9 @@ where
         env: PhantomData,
     };
     let result = catch_unwind(AssertUnwindSafe(|| f(&scope)));
+    // The children borrow this frame: wait for them even when shutdown
+    // cancels this task (the cancellation unwinds from `result` afterwards).
+    let shield = current::shield_cancel();
     // Tasks may spawn more tasks into the scope while we wait: drain until stable.
     let mut unjoined_panic = false;
     let mut seen = 0;
@@ -145,6 +149,7 @@ where
             }
         }
     }
+    drop(shield);
     match result {
         Err(p) => resume_unwind(p),
         Ok(_) if unjoined_panic => panic!("a scoped kvant task panicked"),
