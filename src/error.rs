@@ -56,6 +56,13 @@ pub enum Error {
         /// Largest accepted threshold.
         max: Duration,
     },
+    /// `Builder::max_compensation` above the most threads a runtime runs.
+    TooManyCompensating {
+        /// What was asked for.
+        requested: usize,
+        /// The maximum.
+        max: usize,
+    },
     /// Preemption was asked for on a target where kvant only runs cooperatively.
     PreemptionUnsupported,
     /// The preemption signal is not usable (out of range, or one the runtime
@@ -120,6 +127,11 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "blocking_threshold {requested:?} is outside the accepted range {min:?}..={max:?}"
+            ),
+            Error::TooManyCompensating { requested, max } => write!(
+                f,
+                "max_compensation({requested}) requested, kvant supports at most {max} \
+                 compensating threads"
             ),
             Error::PreemptionUnsupported => write!(
                 f,

@@ -57,6 +57,12 @@ pub(crate) struct WorkerCounters {
     pub busy_ticks: Counter,
     /// Clock ticks when the worker last woke up; 0 while it sleeps.
     pub awake_since: Counter,
+    /// Blocked-in-kernel episodes, and their time (written by the monitor
+    /// and by the worker: `add`).
+    pub kernel_blocks: Counter,
+    pub kernel_ticks: Counter,
+    /// Compensating threads started because this worker was blocked.
+    pub compensations: Counter,
 }
 
 /// What one worker did since the runtime started.
@@ -91,6 +97,16 @@ pub struct WorkerMetrics {
     pub parks: u64,
     /// Time spent awake (running tasks or looking for them).
     pub busy_time: Duration,
+    /// Times the monitor found this worker's thread blocked in the kernel
+    /// inside a task (not computing, for at least `blocking_threshold`):
+    /// `std::thread::sleep`, `std::sync::mpsc`, a blocking read, C code...
+    pub kernel_blocks: u64,
+    /// Time spent in those episodes (as sampled by the monitor: from when
+    /// the thread was last seen computing to when it was seen again).
+    pub kernel_blocked_time: Duration,
+    /// Compensating threads started to run the tasks this worker left
+    /// queued while it was blocked.
+    pub compensations: u64,
 }
 
 impl WorkerCounters {
@@ -109,6 +125,11 @@ impl WorkerCounters {
             stolen_tasks: self.stolen.get(),
             parks: self.parks.get(),
             busy_time: Duration::from_nanos(crate::clock::ticks_to_ns(self.busy_ticks())),
+            kernel_blocks: self.kernel_blocks.get(),
+            kernel_blocked_time: Duration::from_nanos(crate::clock::ticks_to_ns(
+                self.kernel_ticks.get(),
+            )),
+            compensations: self.compensations.get(),
         }
     }
 }
@@ -141,6 +162,9 @@ impl WorkerMetrics {
         self.stolen_tasks += o.stolen_tasks;
         self.parks += o.parks;
         self.busy_time += o.busy_time;
+        self.kernel_blocks += o.kernel_blocks;
+        self.kernel_blocked_time += o.kernel_blocked_time;
+        self.compensations += o.compensations;
     }
 }
 
@@ -154,6 +178,10 @@ impl WorkerMetrics {
 pub struct Metrics {
     /// One entry per worker, by worker index.
     pub workers: Vec<WorkerMetrics>,
+    /// One entry per compensation slot (`Builder::max_compensation` of
+    /// them; trace lanes after the workers'): what the compensating threads
+    /// that used it did.
+    pub compensating: Vec<WorkerMetrics>,
     /// Tasks spawned from outside any worker (`Runtime::spawn` on a plain thread).
     pub spawned_external: u64,
     /// Tasks alive right now (spawned, not yet finished).
@@ -163,10 +191,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The sum over all workers.
+    /// The sum over all workers, compensating threads included.
     pub fn total(&self) -> WorkerMetrics {
         let mut t = WorkerMetrics::default();
-        for w in &self.workers {
+        for w in self.workers.iter().chain(&self.compensating) {
             t.add(w);
         }
         t.spawned += self.spawned_external;

@@ -400,18 +400,33 @@ impl CodeMap {
     }
 
     /// Demangled name of the innermost function symbol containing `addr`.
-    #[allow(dead_code)] // used by tests, and by diagnostics to come
-    /// NOT signal-safe: re-reads the symbol table on every call (names are
-    /// not kept resident); for diagnostics only.
+    #[cfg(test)]
     pub(crate) fn symbol_name(&self, addr: usize) -> Option<String> {
-        let mut best: Option<(u64, String)> = None;
-        Elf::open("/proc/self/exe")?.for_each_function(|a, size, raw| {
-            let hit = runtime_range(self.bias, a, size).is_some_and(|(s, e)| s <= addr && addr < e);
-            if hit && best.as_ref().is_none_or(|b| size < b.0) {
-                best = Some((size, format!("{:#}", rustc_demangle::demangle(raw))));
-            }
-        });
-        best.map(|b| b.1)
+        self.symbol_names(&[addr]).pop().flatten()
+    }
+
+    /// Demangled names of the innermost function symbols containing each of
+    /// `addrs`, in one pass over the symbol table.
+    /// NOT signal-safe: re-reads the symbol table (names are not kept
+    /// resident); for diagnostics only.
+    pub(crate) fn symbol_names(&self, addrs: &[usize]) -> Vec<Option<String>> {
+        let mut best: Vec<Option<(u64, String)>> = vec![None; addrs.len()];
+        if addrs.is_empty() {
+            return Vec::new();
+        }
+        if let Some(elf) = Elf::open("/proc/self/exe") {
+            elf.for_each_function(|a, size, raw| {
+                let Some((s, e)) = runtime_range(self.bias, a, size) else {
+                    return;
+                };
+                for (addr, b) in addrs.iter().zip(best.iter_mut()) {
+                    if s <= *addr && *addr < e && b.as_ref().is_none_or(|b| size < b.0) {
+                        *b = Some((size, format!("{:#}", rustc_demangle::demangle(raw))));
+                    }
+                }
+            });
+        }
+        best.into_iter().map(|b| b.map(|b| b.1)).collect()
     }
 }
 

@@ -2,14 +2,18 @@
 //! running its current task and, past the quantum, sends the worker a signal
 //! whose handler switches the task out right where it was interrupted.
 //!
-//! Files: `monitor.rs` decides *when* (Go's sysmon idea), `signal.rs` is the
-//! handler that does the switch, `safepoint.rs` decides *whether* the
+//! This module is the *mechanism*; *when* to preempt, and when a worker
+//! counts as blocked, is the monitor's policy in `runtime/sysmon` (Go keeps
+//! sysmon in proc.go and the mechanism in preempt.go). Files: `signal.rs` is
+//! the handler that does the switch, `safepoint.rs` decides *whether* the
 //! interrupted point is safe, `codemap.rs` maps addresses to classes of
 //! code, `symbols.rs` classifies functions by name, `inlined.rs` reads the
-//! DWARF records of inlined code, `slot.rs` is
-//! what the worker, monitor and handler share, `disable.rs` lets a task
-//! forbid preemption for a while, and `overflow.rs` turns a task's stack
-//! overflow into a failed task instead of a dead process.
+//! DWARF records of inlined code, `slot.rs` is what the worker, monitor and
+//! handler share, `fence.rs` lets the monitor look at a running task,
+//! `probe.rs` reads what the kernel says about a worker thread,
+//! `disable.rs` lets a task forbid preemption for a while, and
+//! `overflow.rs` turns a task's stack overflow into a failed task instead
+//! of a dead process.
 //! The design and its trade-offs are written up in `src/preempt/README.md`.
 //!
 //! Only Linux on x86_64 has the machinery (ucontext layout, frame-pointer
@@ -31,11 +35,13 @@ pub(crate) use slot::WorkerSlot;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod codemap;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod fence;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod inlined;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-mod monitor;
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod overflow;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod probe;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod safepoint;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -43,8 +49,15 @@ mod signal;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod symbols;
 
+// The mechanism the monitor (`runtime/sysmon`, the policy) works with.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub(crate) use monitor::Monitor;
+pub(crate) use fence::register as register_fence;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub(crate) use probe::{InSyscall, KernelState, Probe, Site, blocked_site, cpu_time};
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub(crate) use signal::{
+    install as signal_install, kick as signal_kick, unblock as signal_unblock,
+};
 
 /// How a runtime switches its tasks, from [`Runtime::preemption_mode`](crate::Runtime::preemption_mode).
 ///

@@ -56,7 +56,7 @@ pub(super) fn exit_worker() {
 
 /// Install the handler for `sig` (once per process and signal). Fails if the
 /// program already has its own handler there.
-pub(super) fn install(sig: i32) -> Result<(), crate::Error> {
+pub(crate) fn install(sig: i32) -> Result<(), crate::Error> {
     let mut installed = INSTALLED.lock();
     if installed.contains(&sig) {
         return Ok(());
@@ -93,7 +93,7 @@ pub(super) fn install(sig: i32) -> Result<(), crate::Error> {
 }
 
 /// Unblock `sig` on the calling thread (workers may inherit a blocked mask).
-pub(super) fn unblock(sig: i32) {
+pub(crate) fn unblock(sig: i32) {
     // SAFETY: the set is initialised by sigemptyset; only this thread's mask changes.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -104,12 +104,14 @@ pub(super) fn unblock(sig: i32) {
 }
 
 /// Send `sig` to the worker bound to `slot`.
-pub(super) fn kick(slot: &WorkerSlot, sig: i32) {
+pub(crate) fn kick(slot: &WorkerSlot, sig: i32) {
     slot.signals.add(1);
     let thread = slot.thread.load(Ordering::Relaxed) as libc::pthread_t;
-    // SAFETY: the monitor only signals workers of a running runtime; workers
-    // outlive the monitor (shutdown stops the monitor before any worker exits),
-    // so `thread` names a live thread.
+    // SAFETY: only the monitor signals, and only slots running a slice.
+    // Regular workers outlive the monitor (shutdown stops the monitor before
+    // any worker exits); compensating threads are joined by the monitor
+    // itself (`compensate.rs`), so a thread it signals is at worst exited
+    // but not yet joined, whose `pthread_t` is still valid (ESRCH at most).
     unsafe { libc::pthread_kill(thread, sig) };
 }
 

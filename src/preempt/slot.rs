@@ -41,6 +41,14 @@ pub(crate) struct WorkerSlot {
     pub signals: Counter,
     /// Tasks switched out while blocked in a std::sync futex wait.
     pub sync_switches: Counter,
+    /// The slice the monitor is looking at through [`WorkerSlot::inspect`]
+    /// (0: none); the worker does not let go of a task while it is set.
+    pub hold: AtomicU64,
+    /// Clock ticks when the monitor found the running slice blocked in the
+    /// kernel (0: it is not). Whoever swaps it back to 0 (the monitor when
+    /// the thread computes again, the worker at the slice's end) accounts
+    /// for the episode.
+    pub blocked_since: AtomicU64,
 }
 
 impl WorkerSlot {
@@ -80,10 +88,55 @@ impl WorkerSlot {
             .store(self.seq.load(Ordering::Relaxed) + 1, Ordering::Release);
     }
 
-    /// The slice ended.
+    /// The slice ended. Returns only once the monitor does not look at the
+    /// task any more (see `fence.rs` for why a compiler fence suffices here).
     #[inline]
     pub(crate) fn end(&self) {
         self.slice_start.store(0, Ordering::Relaxed);
         self.task.store(0, Ordering::Release);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if self.hold.load(Ordering::Relaxed) != 0 {
+            self.wait_hold();
+        }
+    }
+
+    #[cold]
+    fn wait_hold(&self) {
+        while self.hold.load(Ordering::Acquire) != 0 {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Run `f` on the task of the running slice, if slice `seq` (or a later
+    /// one) is running: from the monitor thread, which otherwise could not
+    /// know that the task is still alive. `f` runs while the worker is kept
+    /// from finishing a slice, so it must be short and must not block.
+    ///
+    /// A slice that starts during the call may be the one `f` sees (its
+    /// task is stored before its number): fine for the diagnostics this
+    /// serves, and the task is alive either way.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    pub(crate) fn inspect<R>(&self, seq: u64, f: impl FnOnce(&Header) -> R) -> Option<R> {
+        struct Release<'a>(&'a AtomicU64);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Ordering::Release);
+            }
+        }
+        self.hold.store(seq.max(1), Ordering::Relaxed);
+        // Cleared however `f` ends: a worker must never wait for nothing.
+        let _release = Release(&self.hold);
+        let mut r = None;
+        if super::fence::heavy() {
+            let task = self.task.load(Ordering::Acquire);
+            if task != 0 && self.seq.load(Ordering::Acquire) == seq {
+                // SAFETY: after the heavy fence, a non-zero `task` belongs
+                // to a slice whose `end` has not yet loaded `hold`, so that
+                // `end` sees our `hold` and waits before the worker lets go
+                // of its `Arc<Task>` (fence.rs); the task outlives `f`.
+                r = Some(f(unsafe { &*(task as *const Header) }));
+            }
+        }
+        r
     }
 }

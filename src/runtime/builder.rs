@@ -20,7 +20,7 @@ pub const MIN_QUANTUM: Duration = Duration::from_micros(50);
 /// Largest quantum accepted.
 pub const MAX_QUANTUM: Duration = Duration::from_secs(1);
 /// Default [`Builder::blocking_threshold`].
-pub const DEFAULT_BLOCKING_THRESHOLD: Duration = Duration::from_millis(1);
+pub const DEFAULT_BLOCKING_THRESHOLD: Duration = Duration::from_millis(2);
 /// Default quantum where preemption is supported: Go's choice of 10 ms.
 pub const DEFAULT_QUANTUM: Duration = Duration::from_millis(10);
 
@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub task_timing: bool,
     pub blocking_threads: usize,
     pub blocking_threshold: Duration,
+    pub max_compensation: usize,
+    pub panic_on_blocking: bool,
 }
 
 /// Builds a [`Runtime`]. Obtain one with [`Runtime::builder`].
@@ -57,6 +59,8 @@ pub struct Builder {
     task_timing: bool,
     blocking_threads: usize,
     blocking_threshold: Duration,
+    max_compensation: Option<usize>,
+    panic_on_blocking: bool,
 }
 
 impl Default for Builder {
@@ -76,6 +80,8 @@ impl Default for Builder {
             task_timing: false,
             blocking_threads: 64,
             blocking_threshold: DEFAULT_BLOCKING_THRESHOLD,
+            max_compensation: None,
+            panic_on_blocking: false,
         }
     }
 }
@@ -150,13 +156,40 @@ impl Builder {
         self
     }
 
-    /// How long a task may sit blocked in the kernel (its worker thread's CPU
-    /// clock standing still) before the monitor acts on it: a task blocked
-    /// in a contended std::sync wait is then switched out so the worker can
-    /// run the others (in a preemptive runtime the quantum usually comes
-    /// first). Default 1 ms; accepted range: 50 µs to 1 s.
+    /// How long a task may sit blocked in the kernel (its worker thread
+    /// asleep there, its CPU clock standing still) before the monitor acts:
+    /// a task blocked in a contended std::sync wait is switched out so the
+    /// worker can run the others; for any other blocking call (`mpsc`,
+    /// `thread::sleep`, a blocking `read`, parking_lot, C code) the worker's
+    /// movable tasks are handed to other workers or to a compensating thread
+    /// (see [`Builder::max_compensation`]), and a warning names the task.
+    /// The monitor notices between one and two thresholds after the call
+    /// started. Default 2 ms (the reasoning, measured, is in BENCHMARKS.md);
+    /// accepted range: 50 µs to 1 s.
     pub fn blocking_threshold(mut self, threshold: Duration) -> Self {
         self.blocking_threshold = threshold;
+        self
+    }
+
+    /// Most *compensating* worker threads alive at once (default: the
+    /// number of workers; 0 turns compensation off). While a worker's
+    /// thread is blocked in the kernel and no other worker is free, the
+    /// monitor starts one to run the tasks queued behind it (Loom's
+    /// ForkJoinPool does the same). It retires once the blocked worker is
+    /// back and the tasks preempted on it have reached a switch point or
+    /// finished (a preempted task never changes threads).
+    pub fn max_compensation(mut self, n: usize) -> Self {
+        self.max_compensation = Some(n);
+        self
+    }
+
+    /// Turn the monitor's blocking reports into panics, for tests: a task
+    /// found blocking its worker in the kernel panics at its next switch
+    /// point (or when it returns, if it reaches none), and a stall that
+    /// hand-off cannot resolve makes `join`/`block_on` on an OS thread panic
+    /// with the report. Default off (reports go to stderr).
+    pub fn panic_on_blocking(mut self, yes: bool) -> Self {
+        self.panic_on_blocking = yes;
         self
     }
 
@@ -218,6 +251,13 @@ impl Builder {
         if self.blocking_threads == 0 {
             return Err(Error::ZeroBlockingThreads);
         }
+        let max_compensation = self.max_compensation.unwrap_or(workers);
+        if max_compensation > MAX_WORKERS {
+            return Err(Error::TooManyCompensating {
+                requested: max_compensation,
+                max: MAX_WORKERS,
+            });
+        }
         Ok(Config {
             workers,
             stack_size: self.stack_size,
@@ -229,6 +269,8 @@ impl Builder {
             task_timing: self.task_timing,
             blocking_threads: self.blocking_threads,
             blocking_threshold: self.blocking_threshold,
+            max_compensation,
+            panic_on_blocking: self.panic_on_blocking,
         })
     }
 

@@ -3,11 +3,14 @@
 
 mod blocking;
 mod builder;
+mod compensate;
 mod context;
 mod handle;
 mod idle;
 mod registry;
 mod shutdown;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod sysmon;
 mod worker;
 
 use std::sync::Arc;
@@ -29,19 +32,26 @@ pub use shutdown::ShutdownReport;
 
 use crate::error::Error;
 use crate::metrics::{Counter, Metrics, WorkerCounters};
-use crate::preempt::{Monitor, PreemptionMode, WorkerSlot};
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+use crate::preempt::Monitor;
+use crate::preempt::{PreemptionMode, WorkerSlot};
 use crate::task::join::{Handle as JoinInner, Packet};
 use crate::task::stack::StackPool;
 use crate::task::{self, JoinHandle, Task, TaskCell};
 use crate::time::driver::TimerDriver;
 use crate::trace::{Trace, TraceBuffers};
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+use sysmon::Monitor;
 
 /// What each worker shares with the rest of the runtime.
 #[derive(Default)]
 pub(crate) struct WorkerShared {
     pub slot: WorkerSlot,
     pub counters: WorkerCounters,
-    /// Length of the worker's pinned queue (for the monitor).
+    /// Tasks preempted on this worker's thread, which must resume there.
+    /// Only that thread changes it; the monitor reads it for reports.
+    pub pinned: Mutex<std::collections::VecDeque<Arc<Task>>>,
+    /// Length of the worker's pinned queue (read without the lock).
     pub pinned_len: AtomicUsize,
 }
 
@@ -61,9 +71,12 @@ pub(crate) struct Shared {
     /// Whether slices are timed (preemption, tracing or `task_timing`).
     pub timing: bool,
     pub injector: Injector<Arc<Task>>,
+    /// One per worker slot: the regular workers, then the compensating ones.
     pub stealers: Box<[Stealer<Arc<Task>>]>,
     pub idle: idle::Idle,
+    /// The regular workers (`config.workers`), then the compensation slots.
     pub workers: Box<[WorkerShared]>,
+    pub compensation: compensate::Compensation,
     pub stacks: StackPool,
     pub registry: registry::Registry,
     pub timers: Arc<TimerDriver>,
@@ -83,6 +96,12 @@ pub(crate) struct Shared {
     workers_cv: Condvar,
     pub leftovers: Mutex<Vec<Arc<Task>>>,
     pub report: ShutdownCounts,
+    /// `panic_on_blocking`: reports the monitor filed against tasks, taken
+    /// by the task when it panics with it.
+    pub blocking_reports: Mutex<std::collections::HashMap<crate::task::TaskId, String>>,
+    /// `panic_on_blocking`: a stall hand-off cannot resolve; OS threads
+    /// waiting on this runtime's tasks panic with it.
+    pub stall: Mutex<Option<String>>,
     spawned_external: Counter,
     pub epoch_ticks: AtomicU64,
 }
@@ -187,6 +206,11 @@ impl Shared {
             || self.cancelling.load(Ordering::Relaxed)
     }
 
+    /// Whether any queue a thread could steal from holds work.
+    pub(crate) fn stealable_work(&self) -> bool {
+        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+    }
+
     /// A task is finished for good.
     pub(crate) fn task_done(&self) {
         if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -210,6 +234,10 @@ impl Shared {
         true
     }
 
+    pub(crate) fn worker_started(&self) {
+        *self.running_workers.lock() += 1;
+    }
+
     pub(crate) fn worker_exited(&self) {
         let mut n = self.running_workers.lock();
         *n -= 1;
@@ -229,19 +257,18 @@ impl Shared {
     }
 
     pub(crate) fn metrics(&self) -> Metrics {
+        let snapshot = |w: &WorkerShared| {
+            let mut m = w.counters.snapshot();
+            m.preemptions = w.slot.preemptions.get();
+            m.deferrals = w.slot.deferrals.get();
+            m.signals = w.slot.signals.get();
+            m.sync_switches = w.slot.sync_switches.get();
+            m
+        };
+        let (regular, spare) = self.workers.split_at(self.config.workers);
         Metrics {
-            workers: self
-                .workers
-                .iter()
-                .map(|w| {
-                    let mut m = w.counters.snapshot();
-                    m.preemptions = w.slot.preemptions.get();
-                    m.deferrals = w.slot.deferrals.get();
-                    m.signals = w.slot.signals.get();
-                    m.sync_switches = w.slot.sync_switches.get();
-                    m
-                })
-                .collect(),
+            workers: regular.iter().map(snapshot).collect(),
+            compensating: spare.iter().map(snapshot).collect(),
             spawned_external: self.spawned_external.get(),
             live_tasks: self.live() as u64,
             stacks_mapped: self.stacks.mapped() as u64,
@@ -281,8 +308,10 @@ impl Runtime {
         crate::clock::init();
         crate::preempt::init_process();
         let n = config.workers;
-        let locals: Vec<Worker<Arc<Task>>> = (0..n).map(|_| Worker::new_fifo()).collect();
+        let slots = n + config.max_compensation;
+        let mut locals: Vec<Worker<Arc<Task>>> = (0..slots).map(|_| Worker::new_fifo()).collect();
         let stealers = locals.iter().map(Worker::stealer).collect();
+        let spare = locals.split_off(n);
         let timers = TimerDriver::start(&config.name)?;
         let stack_size = crate::task::stack::round_to_pages(config.stack_size);
         let (mode, switch_waits) = crate::preempt::decide_mode(config.quantum);
@@ -293,13 +322,16 @@ impl Runtime {
             injector: Injector::new(),
             stealers,
             idle: idle::Idle::new(n),
-            workers: (0..n).map(|_| WorkerShared::default()).collect(),
+            workers: (0..slots).map(|_| WorkerShared::default()).collect(),
+            compensation: compensate::Compensation::new(n, spare),
             stacks: StackPool::new(stack_size, 1024.max(n * 64)),
             registry: registry::Registry::new(),
             timers,
             blocking: blocking::BlockingPool::new(config.blocking_threads, &config.name),
             monitor: Mutex::new(None),
-            trace: config.trace.then(|| TraceBuffers::new(n)),
+            trace: config
+                .trace
+                .then(|| TraceBuffers::new(n, config.max_compensation)),
             closed: AtomicBool::new(false),
             cancelling: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -310,6 +342,8 @@ impl Runtime {
             workers_cv: Condvar::new(),
             leftovers: Mutex::new(Vec::new()),
             report: ShutdownCounts::default(),
+            blocking_reports: Mutex::new(std::collections::HashMap::new()),
+            stall: Mutex::new(None),
             spawned_external: Counter::default(),
             epoch_ticks: AtomicU64::new(crate::clock::ticks()),
             config,
@@ -328,7 +362,8 @@ impl Runtime {
             }
         }
         for (i, local) in locals.into_iter().enumerate() {
-            match worker::spawn_thread(worker::WorkerCtx::new(i, shared.clone(), local)) {
+            let ctx = worker::WorkerCtx::new(i, shared.clone(), local);
+            match worker::spawn_thread(ctx, format!("worker-{i}"), None) {
                 Ok(h) => rt.threads.push(h),
                 Err(e) => {
                     rt.abort_start(n - i);

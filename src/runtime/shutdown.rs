@@ -78,8 +78,10 @@ impl Runtime {
             for h in self.threads.drain(..) {
                 let _ = h.join();
             }
+            shared.compensation.join_all();
         } else {
             self.threads.clear(); // detach: they exit when their task yields
+            shared.compensation.detach_all();
         }
 
         // Whatever is still queued: cancel here (no worker will run it again).

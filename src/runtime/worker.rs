@@ -13,7 +13,6 @@
 //! 3. stealing: the global queue, then other workers' deques, in batches.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -40,7 +39,6 @@ pub(crate) struct WorkerCtx {
     pub index: usize,
     pub shared: Arc<Shared>,
     pub local: Worker<Arc<Task>>,
-    pinned: RefCell<VecDeque<Arc<Task>>>,
     stacks: RefCell<Vec<Stack>>,
     rng: Cell<u32>,
     last_global: Cell<bool>,
@@ -56,7 +54,6 @@ impl WorkerCtx {
             index,
             shared,
             local,
-            pinned: RefCell::new(VecDeque::new()),
             stacks: RefCell::new(Vec::new()),
             rng: Cell::new(0x9E37_79B9 ^ (index as u32 + 1).wrapping_mul(0x85EB_CA6B)),
             last_global: Cell::new(false),
@@ -77,7 +74,7 @@ impl WorkerCtx {
     }
 
     /// Next task from this worker's own queues or the global queue.
-    fn next_local(&self) -> Option<Arc<Task>> {
+    pub(super) fn next_local(&self) -> Option<Arc<Task>> {
         let shared = &*self.shared;
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
@@ -110,10 +107,7 @@ impl WorkerCtx {
         // work others have queued: pinned tasks can never be stolen, so this
         // is the only way a worker whose preempted hogs outnumber another's
         // gets relieved (4 hogs on 2 workers would otherwise stay 3:1).
-        if self.shared.workers[self.index]
-            .pinned_len
-            .load(Ordering::Relaxed)
-            > 0
+        if self.pinned_len() > 0
             && let Some(t) = self.steal()
         {
             return Some(t);
@@ -130,8 +124,11 @@ impl WorkerCtx {
     /// worker has even woken up (measured at 100 µs: all 4 hogs on 1 of 2
     /// workers). Bounded, so fresh work waits a few slices at most.
     fn leave_fresh_work(&self) -> bool {
-        let workers = &self.shared.workers;
-        let mine = workers[self.index].pinned_len.load(Ordering::Relaxed);
+        // Compensating slots count only while in use, and their pinned
+        // queues are empty when they are not: comparing with the regular
+        // workers is enough.
+        let workers = &self.shared.workers[..self.shared.config.workers];
+        let mine = self.pinned_len();
         let lighter_elsewhere = || {
             self.shared.idle.wants_work()
                 || workers
@@ -145,13 +142,29 @@ impl WorkerCtx {
         leave
     }
 
-    fn pop_pinned(&self) -> Option<Arc<Task>> {
-        let mut pinned = self.pinned.borrow_mut();
+    pub(super) fn pop_pinned(&self) -> Option<Arc<Task>> {
+        let me = &self.shared.workers[self.index];
+        if me.pinned_len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut pinned = me.pinned.lock();
         let t = pinned.pop_front()?;
+        me.pinned_len.store(pinned.len(), Ordering::Relaxed);
+        Some(t)
+    }
+
+    /// Tasks pinned to this worker's thread.
+    pub(super) fn pinned_len(&self) -> usize {
         self.shared.workers[self.index]
             .pinned_len
-            .store(pinned.len(), Ordering::Relaxed);
-        Some(t)
+            .load(Ordering::Relaxed)
+    }
+
+    fn push_pinned(&self, task: Arc<Task>) {
+        let me = &self.shared.workers[self.index];
+        let mut pinned = me.pinned.lock();
+        pinned.push_back(task);
+        me.pinned_len.store(pinned.len(), Ordering::Relaxed);
     }
 
     fn steal_global(&self) -> Option<Arc<Task>> {
@@ -187,7 +200,7 @@ impl WorkerCtx {
     }
 
     /// Steal from the global queue or another worker.
-    fn steal(&self) -> Option<Arc<Task>> {
+    pub(super) fn steal(&self) -> Option<Arc<Task>> {
         if let Some(t) = self.steal_global() {
             return Some(t);
         }
@@ -235,12 +248,12 @@ impl WorkerCtx {
     fn work_anywhere(&self) -> bool {
         let shared = &*self.shared;
         !self.local.is_empty()
-            || !self.pinned.borrow().is_empty()
+            || self.pinned_len() > 0
             || !shared.injector.is_empty()
             || shared.stealers.iter().any(|s| !s.is_empty())
     }
 
-    fn counters(&self) -> &crate::metrics::WorkerCounters {
+    pub(super) fn counters(&self) -> &crate::metrics::WorkerCounters {
         &self.shared.workers[self.index].counters
     }
 
@@ -311,6 +324,9 @@ impl WorkerCtx {
         slot.begin(&task, lo, hi, start, shared.preemptive && task.preemptible);
         let ran = claim.resume(Resume::Run);
         slot.end();
+        if slot.blocked_since.load(Ordering::Relaxed) != 0 {
+            self.close_kernel_block(&task);
+        }
         let end = if shared.timing { clock::ticks() } else { 0 };
         current::set_current(None);
 
@@ -343,11 +359,7 @@ impl WorkerCtx {
                 if shared.config.migrate_preempted {
                     self.local.push(task);
                 } else {
-                    let mut pinned = self.pinned.borrow_mut();
-                    pinned.push_back(task);
-                    shared.workers[self.index]
-                        .pinned_len
-                        .store(pinned.len(), Ordering::Relaxed);
+                    self.push_pinned(task);
                 }
                 // The monitor preempts a task alone on its worker only when
                 // other workers have work queued: take some of it, so hogs
@@ -384,6 +396,25 @@ impl WorkerCtx {
                 self.give_stack(stack);
                 self.retire(&task);
             }
+        }
+    }
+
+    /// The slice ended inside a blocked-in-kernel episode the monitor
+    /// opened: account for it, unless the monitor just did (see
+    /// `sysmon/blocked.rs`).
+    #[cold]
+    fn close_kernel_block(&self, task: &Task) {
+        let slot = &self.shared.workers[self.index].slot;
+        let since = slot.blocked_since.swap(0, Ordering::Relaxed);
+        if since == 0 {
+            return;
+        }
+        let now = clock::ticks();
+        let d = now.saturating_sub(since);
+        task.stats.kernel_ticks.add(d);
+        self.counters().kernel_ticks.add(d);
+        if let Some(trace) = &self.shared.trace {
+            trace.record_kernel(self.index, task.id, task.name.clone(), since, now);
         }
     }
 
@@ -496,16 +527,30 @@ impl WorkerCtx {
         if searching {
             idle.stop_searching();
         }
-        // Tasks pinned here cannot be stolen; nobody else can cancel them.
-        let pinned: Vec<_> = self.pinned.borrow_mut().drain(..).collect();
-        for t in pinned {
-            shared.leftovers.lock().push(t);
-        }
+        self.leave_leftovers();
+    }
+
+    /// The thread stops: hand its queues to the shutdown and its stacks to
+    /// the pool. Tasks pinned here cannot be stolen; nobody else can cancel them.
+    pub(super) fn leave_leftovers(&self) {
+        let shared = &*self.shared;
+        let pinned: Vec<_> = {
+            let mut p = shared.workers[self.index].pinned.lock();
+            shared.workers[self.index]
+                .pinned_len
+                .store(0, Ordering::Relaxed);
+            p.drain(..).collect()
+        };
+        shared.leftovers.lock().extend(pinned);
         while let Some(t) = self.local.pop() {
             shared.leftovers.lock().push(t);
         }
+        self.release_stacks();
+    }
+
+    pub(super) fn release_stacks(&self) {
         let stacks: Vec<_> = self.stacks.borrow_mut().drain(..).collect();
-        shared.stacks.give(stacks.into_iter());
+        self.shared.stacks.give(stacks.into_iter());
     }
 }
 
@@ -520,18 +565,41 @@ fn task_entry(yielder: &TaskYielder, task: &Task, input: Resume) {
     }
 }
 
-/// Start worker `index`'s thread.
-pub(crate) fn spawn_thread(ctx: WorkerCtx) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let name = format!("{}-worker-{}", ctx.shared.config.name, ctx.index);
+/// Start the thread of worker `ctx.index`, named `{runtime}-{role}`;
+/// `compensating` is its compensation slot, if it is a compensating one.
+pub(crate) fn spawn_thread(
+    ctx: WorkerCtx,
+    role: String,
+    compensating: Option<usize>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let name = format!("{}-{role}", ctx.shared.config.name);
     std::thread::Builder::new().name(name).spawn(move || {
         let ctx = Rc::new(ctx);
         let shared = ctx.shared.clone();
         crate::preempt::enter_worker(&shared.workers[ctx.index].slot);
         context::enter(ctx.clone());
-        ctx.run();
+        match compensating {
+            None => ctx.run(),
+            Some(_) => ctx.run_compensating(),
+        }
         crate::preempt::exit_worker();
         context::exit();
-        drop(ctx);
+        // Tasks woken by this thread while it cleaned up land in its deque.
+        let local = Rc::try_unwrap(ctx).ok().map(|ctx| {
+            while let Some(t) = ctx.local.pop() {
+                if shared.stopping.load(Ordering::Acquire) {
+                    shared.leftovers.lock().push(t);
+                } else {
+                    shared.injector.push(t);
+                    shared.idle.notify_one();
+                }
+            }
+            ctx.release_stacks();
+            ctx.local
+        });
         shared.worker_exited();
+        if let Some(c) = compensating {
+            shared.compensation.exited(c, local);
+        }
     })
 }

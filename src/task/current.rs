@@ -69,6 +69,10 @@ pub(crate) fn run_user<T>(f: Box<dyn FnOnce() -> T + Send + '_>) -> T {
     let r = std::hint::black_box(f)();
     // Back in runtime code: no user frame is left to preempt.
     with_current(|t| t.preempt.root_fp.store(0, Ordering::Relaxed));
+    if let Some(report) = take_blocking_report() {
+        drop(r);
+        panic!("{report}");
+    }
     r
 }
 
@@ -80,15 +84,19 @@ pub(crate) fn in_task() -> bool {
 /// Switch the running task out. Returns when a worker resumes it. If the
 /// runtime cancels the task meanwhile, unwinds it instead (destructors run).
 pub(crate) fn suspend(why: Switch) {
-    let Some((yielder, cancelled, shielded)) = with_current(|t| {
+    let Some((yielder, cancelled, shielded, reported)) = with_current(|t| {
         (
             t.preempt.yielder.load(Ordering::Relaxed) as *const TaskYielder,
             t.cancelled.load(Ordering::Acquire),
             t.shield.load(Ordering::Relaxed) > 0,
+            t.blocking_reported.load(Ordering::Relaxed),
         )
     }) else {
         panic!("kvant internal error: suspend outside a task");
     };
+    if reported && !shielded {
+        panic_if_reported();
+    }
     if cancelled && !shielded {
         cancel_unwind();
         return;
@@ -119,6 +127,30 @@ impl Drop for CancelShield {
             with_current(|t| t.shield.fetch_sub(1, Ordering::Relaxed));
         }
     }
+}
+
+/// `Builder::panic_on_blocking`: if the monitor reported the running task
+/// for blocking its worker, panic with the report (once).
+fn panic_if_reported() {
+    if !std::thread::panicking()
+        && let Some(report) = take_blocking_report()
+    {
+        panic!("{report}");
+    }
+}
+
+/// The monitor's report on the running task, if it filed one (taken once).
+fn take_blocking_report() -> Option<String> {
+    with_current(|t| {
+        if t.blocking_reported.load(Ordering::Relaxed)
+            && t.blocking_reported.swap(false, Ordering::Relaxed)
+        {
+            t.shared.blocking_reports.lock().remove(&t.id)
+        } else {
+            None
+        }
+    })
+    .flatten()
 }
 
 fn cancel_unwind() {

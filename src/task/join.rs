@@ -209,7 +209,35 @@ impl<T: Send + 'static> JoinHandle<T> {
                 task.id
             );
         }
+        if let Handle::Task(task) = &self.inner
+            && task.shared.config.panic_on_blocking
+            && !current::in_task()
+        {
+            return self.wait_or_stall_panic(&task.shared, deadline);
+        }
         wait_complete(self.packet(), deadline)
+    }
+
+    /// `Builder::panic_on_blocking` on an OS thread: wait in steps, and
+    /// panic with the monitor's report if the runtime stalled for good.
+    fn wait_or_stall_panic(
+        &self,
+        shared: &crate::runtime::Shared,
+        deadline: Option<Instant>,
+    ) -> bool {
+        const STEP: Duration = Duration::from_millis(20);
+        loop {
+            let step = Instant::now() + STEP;
+            if wait_complete(self.packet(), Some(deadline.map_or(step, |d| d.min(step)))) {
+                return true;
+            }
+            if let Some(report) = shared.stall.lock().clone() {
+                panic!("{report}");
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+        }
     }
 }
 

@@ -95,6 +95,10 @@ pub struct TaskStats {
     pub slices: u64,
     /// Slices that ended because the quantum expired.
     pub preemptions: u64,
+    /// Time the task held its worker's thread blocked in the kernel (a
+    /// `std::thread::sleep`, `std::sync::mpsc`, blocking I/O...), as seen by
+    /// the monitor once it lasted `blocking_threshold`; part of `run_time`.
+    pub blocked_in_kernel: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -102,6 +106,9 @@ pub(crate) struct TaskCounters {
     pub run_ticks: Counter,
     pub slices: Counter,
     pub preemptions: Counter,
+    /// Written by the monitor or by the worker, whichever closes the
+    /// episode (`add`).
+    pub kernel_ticks: Counter,
 }
 
 impl TaskCounters {
@@ -112,6 +119,9 @@ impl TaskCounters {
             )),
             slices: self.slices.get(),
             preemptions: self.preemptions.get(),
+            blocked_in_kernel: std::time::Duration::from_nanos(crate::clock::ticks_to_ns(
+                self.kernel_ticks.get(),
+            )),
         }
     }
 }
@@ -162,6 +172,9 @@ pub(crate) struct Header {
     state: AtomicU8,
     /// Set once shutdown decided to cancel this task; switch points unwind.
     pub cancelled: AtomicBool,
+    /// `Builder::panic_on_blocking`: the monitor found this task blocking
+    /// its worker; it panics at its next switch point or when it returns.
+    pub blocking_reported: AtomicBool,
     /// Nesting depth of waits that must not unwind (`current::shield_cancel`).
     pub shield: std::sync::atomic::AtomicU32,
     /// Its work was done elsewhere (a `join` half run inline): if it has not
@@ -217,6 +230,7 @@ impl<P: Completion> TaskCell<P> {
                 preemptible,
                 state: AtomicU8::new(QUEUED),
                 cancelled: AtomicBool::new(false),
+                blocking_reported: AtomicBool::new(false),
                 shield: std::sync::atomic::AtomicU32::new(0),
                 abandoned: AtomicBool::new(false),
                 overflowed: AtomicBool::new(false),

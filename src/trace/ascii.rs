@@ -21,6 +21,7 @@ const SYMBOLS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 const OVERFLOW: char = '*';
 const IDLE: char = '.';
 const PREEMPT: char = '^';
+const IN_KERNEL: char = '~';
 /// Fewest time buckets drawn, however narrow `width` is.
 const MIN_COLS: usize = 10;
 
@@ -34,7 +35,11 @@ pub(super) fn render(trace: &Trace, width: usize) -> String {
     if trace.slices().is_empty() || to <= from {
         return format!("(empty trace: {workers} workers, no slices)\n");
     }
-    let label_w = format!("w{}", workers - 1).len() + 1;
+    let label_w = (0..workers)
+        .map(|w| trace.lane_label(w).len())
+        .max()
+        .unwrap_or(2)
+        + 1;
     let cols = width.saturating_sub(label_w + 2).max(MIN_COLS);
     let from_ns = from.as_nanos() as u64;
     let span_ns = (to - from).as_nanos() as u64;
@@ -52,9 +57,23 @@ pub(super) fn render(trace: &Trace, width: usize) -> String {
     let mut grid: Vec<Vec<Bucket>> = vec![vec![Vec::new(); cols]; workers];
     let mut preempt: Vec<Vec<bool>> = vec![vec![false; cols]; workers];
     let mut any_preempt = false;
+    // Time the worker's thread sat blocked in the kernel, per bucket.
+    let mut kernel: Vec<Vec<u64>> = vec![vec![0; cols]; workers];
+    let mut any_kernel = false;
 
     for s in trace.slices() {
         let w = s.worker.min(workers - 1);
+        if s.end_reason == SliceEnd::InKernel {
+            let (a, b) = (s.start.as_nanos() as u64, s.end.as_nanos() as u64);
+            let (a, b) = (a.max(from_ns), b.min(from_ns + span_ns));
+            if b > a {
+                let (first, last) = (bucket_of(a), bucket_of(b - 1));
+                for (i, k) in kernel[w].iter_mut().enumerate().take(last + 1).skip(first) {
+                    *k += b.min(edge(i + 1)).saturating_sub(a.max(edge(i)));
+                }
+            }
+            continue;
+        }
         let t = *task_index.entry(s.task).or_insert_with(|| {
             labels.push(s.label());
             busy.push(0);
@@ -154,9 +173,17 @@ pub(super) fn render(trace: &Trace, width: usize) -> String {
     for (w, row) in dominant.iter().enumerate() {
         let cells: String = row
             .iter()
-            .map(|d| d.map_or(IDLE, |t| symbol[t].unwrap_or(OVERFLOW)))
+            .enumerate()
+            .map(|(i, d)| {
+                if 2 * kernel[w][i] >= edge(i + 1) - edge(i) {
+                    any_kernel = true;
+                    IN_KERNEL
+                } else {
+                    d.map_or(IDLE, |t| symbol[t].unwrap_or(OVERFLOW))
+                }
+            })
             .collect();
-        let _ = writeln!(out, "{:<label_w$}|{cells}|", format!("w{w}"));
+        let _ = writeln!(out, "{:<label_w$}|{cells}|", trace.lane_label(w));
         if any_preempt {
             let marks: String = preempt[w]
                 .iter()
@@ -190,6 +217,9 @@ pub(super) fn render(trace: &Trace, width: usize) -> String {
     let mut key = format!("{IDLE}=idle");
     if any_preempt {
         let _ = write!(key, " {PREEMPT}=preempted");
+    }
+    if any_kernel {
+        let _ = write!(key, " {IN_KERNEL}=blocked in the kernel");
     }
     entries.push(key);
     wrap_into(&mut out, &entries, width.max(label_w + 2 + MIN_COLS));

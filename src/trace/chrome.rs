@@ -5,11 +5,13 @@
 //! with one thread track per worker (`tid` = worker index), and one complete
 //! event (`"ph": "X"`, start + duration in microseconds) per slice. Metadata
 //! events (`"ph": "M"`) name the tracks so the viewer shows `worker 0` rather
-//! than a bare number, and order them by index.
+//! than a bare number, and order them by index. Intervals a task spent
+//! blocked in the kernel are complete events of category `kernel`, nested in
+//! the slice they happened in.
 
 use serde_json::{Value, json};
 
-use super::Trace;
+use super::{SliceEnd, Trace};
 
 /// Microseconds as a float: the unit the format uses; fractions keep ns precision.
 fn us(d: std::time::Duration) -> f64 {
@@ -23,9 +25,14 @@ pub(super) fn to_value(trace: &Trace) -> Value {
         "args": { "name": "kvant" },
     }));
     for w in 0..trace.workers() {
+        let name = if trace.is_compensating(w) {
+            format!("compensating {}", &trace.lane_label(w)[1..])
+        } else {
+            format!("worker {w}")
+        };
         events.push(json!({
             "name": "thread_name", "ph": "M", "pid": 1, "tid": w,
-            "args": { "name": format!("worker {w}") },
+            "args": { "name": name },
         }));
         events.push(json!({
             "name": "thread_sort_index", "ph": "M", "pid": 1, "tid": w,
@@ -33,9 +40,16 @@ pub(super) fn to_value(trace: &Trace) -> Value {
         }));
     }
     for s in trace.slices() {
+        // An in-kernel interval lies inside one of the task's slices on the
+        // same track, so the viewers draw it nested under that slice.
+        let (name, cat) = if s.end_reason == SliceEnd::InKernel {
+            (format!("{} (blocked in kernel)", s.label()), "kernel")
+        } else {
+            (s.label(), "task")
+        };
         events.push(json!({
-            "name": s.label(),
-            "cat": "task",
+            "name": name,
+            "cat": cat,
             "ph": "X",
             "ts": us(s.start),
             "dur": us(s.duration()),

@@ -55,18 +55,24 @@ struct WorkerRing(Mutex<Ring>);
 
 /// Per-worker slice buffers.
 pub(crate) struct TraceBuffers {
+    /// The regular workers' rings, then the compensation slots'.
     rings: Box<[WorkerRing]>,
+    regular: usize,
     capacity: usize,
 }
 
 impl TraceBuffers {
-    pub(crate) fn new(workers: usize) -> Self {
-        Self::with_capacity(workers, SLICES_PER_WORKER)
+    /// Rings for `workers` regular workers and `spare` compensation slots.
+    pub(crate) fn new(workers: usize, spare: usize) -> Self {
+        Self::with_capacity(workers, spare, SLICES_PER_WORKER)
     }
 
-    fn with_capacity(workers: usize, capacity: usize) -> Self {
+    fn with_capacity(workers: usize, spare: usize, capacity: usize) -> Self {
         TraceBuffers {
-            rings: (0..workers).map(|_| WorkerRing::default()).collect(),
+            rings: (0..workers + spare)
+                .map(|_| WorkerRing::default())
+                .collect(),
+            regular: workers,
             capacity: capacity.max(1),
         }
     }
@@ -87,6 +93,28 @@ impl TraceBuffers {
                 start,
                 end,
                 end_reason,
+            },
+        );
+    }
+
+    /// Record that `task`, running on `worker`, held the thread blocked in
+    /// the kernel from `start` to `end` (ticks): inside one of its slices.
+    pub(crate) fn record_kernel(
+        &self,
+        worker: usize,
+        task: TaskId,
+        name: Option<Arc<str>>,
+        start: u64,
+        end: u64,
+    ) {
+        self.push(
+            worker,
+            RawSlice {
+                task,
+                name,
+                start,
+                end,
+                end_reason: SliceEnd::InKernel,
             },
         );
     }
@@ -133,7 +161,14 @@ impl TraceBuffers {
                 }
             }));
         }
-        Trace::new(slices, self.rings.len(), dropped)
+        // Compensation lanes show only up to the last one used.
+        let lanes = slices
+            .iter()
+            .map(|s| s.worker + 1)
+            .max()
+            .unwrap_or(0)
+            .max(self.regular);
+        Trace::new(slices, lanes, self.regular, dropped)
     }
 }
 
@@ -148,16 +183,23 @@ pub enum SliceEnd {
     Blocked,
     /// The task returned (or panicked): its last slice.
     Done,
+    /// Not a slice of its own: an interval *inside* one of the task's
+    /// slices during which it held its worker's thread blocked in the
+    /// kernel (`std::thread::sleep`, `std::sync::mpsc`, a blocking read...),
+    /// as the monitor saw it. Drawn as `~` in the timeline.
+    InKernel,
 }
 
 impl SliceEnd {
-    /// A lower-case word for the reason (`"yield"`, `"preempted"`, `"blocked"`, `"done"`).
+    /// A lower-case word for the reason (`"yield"`, `"preempted"`,
+    /// `"blocked"`, `"done"`, `"in-kernel"`).
     pub fn as_str(self) -> &'static str {
         match self {
             SliceEnd::Yield => "yield",
             SliceEnd::Preempted => "preempted",
             SliceEnd::Blocked => "blocked",
             SliceEnd::Done => "done",
+            SliceEnd::InKernel => "in-kernel",
         }
     }
 }
@@ -217,6 +259,9 @@ pub struct TaskSummary {
     pub yields: u64,
     /// Slices ended by blocking.
     pub blocked: u64,
+    /// Time inside its slices spent blocked in the kernel (included in
+    /// `run_time`; see [`SliceEnd::InKernel`]).
+    pub blocked_in_kernel: Duration,
     /// Whether its last slice (`Done`) is in the trace.
     pub done: bool,
     /// Start of its first recorded slice.
@@ -248,6 +293,8 @@ pub struct Trace {
     /// Sorted by start time (then worker).
     slices: Vec<Slice>,
     workers: usize,
+    /// Lanes from this index on are compensating threads.
+    regular: usize,
     dropped: u64,
     /// The time range the trace covers (and the timeline renders).
     from: Duration,
@@ -255,13 +302,14 @@ pub struct Trace {
 }
 
 impl Trace {
-    fn new(mut slices: Vec<Slice>, workers: usize, dropped: u64) -> Trace {
+    fn new(mut slices: Vec<Slice>, workers: usize, regular: usize, dropped: u64) -> Trace {
         slices.sort_by_key(|s| (s.start, s.worker));
         let from = slices.iter().map(|s| s.start).min().unwrap_or_default();
         let to = slices.iter().map(|s| s.end).max().unwrap_or_default();
         Trace {
             slices,
             workers,
+            regular,
             dropped,
             from,
             to,
@@ -280,9 +328,26 @@ impl Trace {
         self.dropped
     }
 
-    /// Number of workers of the runtime (timeline rows).
+    /// Timeline rows: the runtime's workers, then the compensation slots
+    /// used (`Slice::worker` counts on past the workers for those).
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// Whether row `lane` is a compensating thread's (see
+    /// `Builder::max_compensation`) rather than a worker's.
+    pub fn is_compensating(&self, lane: usize) -> bool {
+        lane >= self.regular
+    }
+
+    /// The short row label: `w0`, `w1`, ... for workers, `c0`, ... for
+    /// compensation slots.
+    pub fn lane_label(&self, lane: usize) -> String {
+        if self.is_compensating(lane) {
+            format!("c{}", lane - self.regular)
+        } else {
+            format!("w{lane}")
+        }
     }
 
     /// The time range covered: from the first slice's start to the last
@@ -304,6 +369,7 @@ impl Trace {
                 .cloned()
                 .collect(),
             workers: self.workers,
+            regular: self.regular,
             dropped: self.dropped,
             from,
             to,
@@ -315,6 +381,7 @@ impl Trace {
         let mut index: HashMap<TaskId, usize> = HashMap::new();
         let mut out: Vec<TaskSummary> = Vec::new();
         for s in &self.slices {
+            let in_kernel = s.end_reason == SliceEnd::InKernel;
             let i = *index.entry(s.task).or_insert_with(|| {
                 out.push(TaskSummary {
                     task: s.task,
@@ -324,6 +391,7 @@ impl Trace {
                     preempted: 0,
                     yields: 0,
                     blocked: 0,
+                    blocked_in_kernel: Duration::ZERO,
                     done: false,
                     first_start: s.start,
                     last_end: s.end,
@@ -331,6 +399,10 @@ impl Trace {
                 out.len() - 1
             });
             let t = &mut out[i];
+            if in_kernel {
+                t.blocked_in_kernel += s.duration();
+                continue;
+            }
             t.slices += 1;
             t.run_time += s.duration();
             t.last_end = t.last_end.max(s.end);
@@ -339,6 +411,7 @@ impl Trace {
                 SliceEnd::Preempted => t.preempted += 1,
                 SliceEnd::Blocked => t.blocked += 1,
                 SliceEnd::Done => t.done = true,
+                SliceEnd::InKernel => {}
             }
         }
         out

@@ -23,7 +23,7 @@ struct Builder {
 impl Builder {
     fn new(workers: usize, tasks: usize) -> Self {
         Builder {
-            bufs: TraceBuffers::with_capacity(workers, 1 << 16),
+            bufs: TraceBuffers::with_capacity(workers, 0, 1 << 16),
             ids: ids(tasks),
         }
     }
@@ -60,7 +60,7 @@ fn row(picture: &str, w: usize) -> String {
 
 #[test]
 fn ring_drops_oldest_and_counts() {
-    let bufs = TraceBuffers::with_capacity(2, 3);
+    let bufs = TraceBuffers::with_capacity(2, 0, 3);
     let id = ids(1)[0];
     for i in 0..5u64 {
         bufs.push(
@@ -89,7 +89,7 @@ fn ring_drops_oldest_and_counts() {
 
 #[test]
 fn snapshot_converts_and_clamps_before_epoch() {
-    let bufs = TraceBuffers::with_capacity(1, 8);
+    let bufs = TraceBuffers::with_capacity(1, 0, 8);
     let id = ids(1)[0];
     let raw = |start, end| RawSlice {
         task: id,
@@ -187,7 +187,7 @@ fn lines_fit_the_width() {
 
 #[test]
 fn empty_trace_renders() {
-    let t = TraceBuffers::with_capacity(2, 4).snapshot_at(0, |t| t);
+    let t = TraceBuffers::with_capacity(2, 0, 4).snapshot_at(0, |t| t);
     assert!(t.ascii_timeline(80).contains("empty trace"));
     let v: serde_json::Value = serde_json::from_str(&t.to_chrome_json()).unwrap();
     assert_eq!(v["traceEvents"].as_array().unwrap().len(), 1 + 2 * 2);

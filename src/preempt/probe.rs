@@ -1,0 +1,242 @@
+//! Looking at another thread from outside: its CPU clock, what the kernel
+//! says it is doing, and which functions are on its stack while it waits.
+//!
+//! This is the mechanism behind the monitor's "blocked in the kernel" rule
+//! (the policy lives in `runtime/sysmon`). Nothing here sends a signal: a
+//! signal would turn a non-restartable call (`poll`, a socket read with a
+//! timeout) into `EINTR`, which is exactly the fallout Go 1.14 had. What the
+//! kernel already publishes is enough: the thread CPU clock
+//! (`pthread_getcpuclockid`), its scheduler state (`/proc/self/task/TID/stat`)
+//! and, while it sits in a system call, that call's number, arguments, stack
+//! pointer and program counter (`/proc/self/task/TID/syscall`).
+
+use std::fmt::Write as _;
+use std::io::Read as _;
+
+use super::WorkerSlot;
+use super::codemap::CodeMap;
+use super::symbols::Class;
+
+/// What a thread is doing according to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KernelState {
+    /// Running or runnable: computing, or waiting for a CPU.
+    Running,
+    /// Asleep in the kernel (`S` or `D`): blocked.
+    Waiting,
+    /// The kernel did not say (no procfs, thread gone).
+    Unknown,
+}
+
+/// The system call a thread is blocked in.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InSyscall {
+    pub nr: i64,
+    /// The second argument (a futex's operation).
+    pub arg2: u64,
+    /// User stack pointer at the call.
+    pub sp: usize,
+}
+
+impl InSyscall {
+    /// Whether it is a `FUTEX_WAIT` (std::sync's waits and parkers use it).
+    pub(crate) fn is_futex_wait(&self) -> bool {
+        let cmd = self.arg2 as i32 & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
+        self.nr == libc::SYS_futex && (cmd == libc::FUTEX_WAIT || cmd == libc::FUTEX_WAIT_BITSET)
+    }
+}
+
+/// Reusable buffers for reading procfs (the monitor owns one).
+#[derive(Default)]
+pub(crate) struct Probe {
+    path: String,
+    buf: Vec<u8>,
+}
+
+impl Probe {
+    fn read(&mut self, tid: i32, file: &str) -> bool {
+        self.path.clear();
+        let _ = write!(self.path, "/proc/self/task/{tid}/{file}");
+        self.buf.clear();
+        tid != 0
+            && std::fs::File::open(&self.path)
+                .and_then(|mut f| f.read_to_end(&mut self.buf))
+                .is_ok()
+    }
+
+    /// The scheduler state of thread `tid`.
+    pub(crate) fn state(&mut self, tid: i32) -> KernelState {
+        if !self.read(tid, "stat") {
+            return KernelState::Unknown;
+        }
+        // "pid (comm) S ...": comm may hold spaces and parentheses.
+        let Some(close) = self.buf.iter().rposition(|&b| b == b')') else {
+            return KernelState::Unknown;
+        };
+        match self.buf.get(close + 2) {
+            Some(b'R') => KernelState::Running,
+            Some(b'S' | b'D') => KernelState::Waiting,
+            _ => KernelState::Unknown,
+        }
+    }
+
+    /// The system call thread `tid` is in, if it is in one.
+    pub(crate) fn syscall(&mut self, tid: i32) -> Option<InSyscall> {
+        if !self.read(tid, "syscall") {
+            return None;
+        }
+        let text = std::str::from_utf8(&self.buf).ok()?;
+        let mut f = text.split_ascii_whitespace();
+        let nr = f.next()?.parse::<i64>().ok()?;
+        let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+        let arg2 = hex(f.nth(1)?)?;
+        // Then arguments 3 to 6, the stack pointer and the program counter.
+        let sp = hex(f.nth(4)?)? as usize;
+        Some(InSyscall { nr, arg2, sp })
+    }
+}
+
+/// CPU time thread `slot` has used so far (ns), from its CPU clock.
+pub(crate) fn cpu_time(slot: &WorkerSlot) -> Option<u64> {
+    let clock = slot.cpu_clock.load(std::sync::atomic::Ordering::Relaxed);
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock` is the worker's CPU clock id; a stale id of an exited
+    // thread only makes the call fail. `ts` is a valid out pointer.
+    if clock == 0 || unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// Where a blocked thread waits: the functions on its stack, innermost first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Site {
+    /// The innermost named functions (std's, a crate's), innermost first,
+    /// up to three: what it blocks in.
+    pub blocks_in: Vec<String>,
+    /// The innermost function of the user's own code, if different.
+    pub called_from: Option<String>,
+}
+
+/// Most bytes of a blocked task's stack read to find its frames.
+const STACK_WINDOW: usize = 256 << 10;
+/// Most frames followed.
+const MAX_FRAMES: usize = 48;
+
+/// Find the functions on the stack of a thread blocked at `sys`, whose task
+/// stack is `[lo, hi)`. The stack is copied with `process_vm_readv`, which
+/// fails cleanly (instead of faulting) if the task has meanwhile finished
+/// and its stack is gone; the frames found are then only as good as a
+/// snapshot of memory the task was no longer using, which is why this is
+/// for diagnostics only.
+pub(crate) fn blocked_site(sys: &InSyscall, lo: usize, hi: usize) -> Site {
+    let map = CodeMap::global();
+    if sys.sp < lo || sys.sp >= hi {
+        return Site::default();
+    }
+    let base = sys.sp & !7;
+    let len = (hi - base).min(STACK_WINDOW) & !7;
+    let mut mem = vec![0u8; len];
+    if !read_own_memory(base, &mut mem) {
+        return Site::default();
+    }
+    let word = |addr: usize| -> Option<usize> {
+        let off = addr.checked_sub(base)?;
+        let b = mem.get(off..off.checked_add(8)?)?;
+        Some(usize::from_ne_bytes(b.try_into().ok()?))
+    };
+    let in_stack = |a: usize| a >= base && a - base <= len.saturating_sub(16) && a % 8 == 0;
+    // libc's wrapper keeps no frame record. The first return address into
+    // the executable above the stack pointer is the return into whoever
+    // called libc (further raw words may be stale: a scan cannot tell a
+    // live return address from a dead one). Above it, the first frame
+    // record [saved rbp][return address] starts the frame-pointer chain.
+    let mut raw = Vec::new();
+    let mut chain = Vec::new();
+    let mut at = base;
+    while at + 16 <= base + len {
+        let (Some(fp), Some(ra)) = (word(at), word(at + 8)) else {
+            break;
+        };
+        if in_stack(fp) && fp > at && map.known(ra.wrapping_sub(1)).is_some() {
+            chain.push(ra);
+            let mut fp = fp;
+            while chain.len() < MAX_FRAMES && in_stack(fp) {
+                let (Some(next), Some(ra)) = (word(fp), word(fp + 8)) else {
+                    break;
+                };
+                if map.known(ra.wrapping_sub(1)).is_none() {
+                    break;
+                }
+                chain.push(ra);
+                if next <= fp {
+                    break;
+                }
+                fp = next;
+            }
+            break;
+        }
+        if raw.len() < 8 && fp != 0 && map.known(fp.wrapping_sub(1)).is_some() {
+            raw.push(fp);
+        }
+        at += 8;
+    }
+    let calls: Vec<usize> = raw
+        .iter()
+        .chain(&chain)
+        .map(|ra| ra.wrapping_sub(1))
+        .collect();
+    let mut names = map.symbol_names(&calls);
+    // Of the raw words, only the first one in a named function counts.
+    let first_named = names[..raw.len()].iter().position(Option::is_some);
+    for (k, n) in names[..raw.len()].iter_mut().enumerate() {
+        if Some(k) != first_named {
+            *n = None;
+        }
+    }
+    let mut site = Site::default();
+    for (pc, name) in calls.iter().zip(names) {
+        let Some(name) = name.map(|n| readable(&n)) else {
+            continue;
+        };
+        if map.known(*pc) == Some(Class::User) {
+            site.called_from = Some(name);
+            break;
+        }
+        if site.blocks_in.len() < 3 && !site.blocks_in.contains(&name) {
+            site.blocks_in.push(name);
+        }
+    }
+    site
+}
+
+/// A user closure called through `Box<dyn FnOnce>` is usually inlined into
+/// the vtable shim, whose legacy-mangled name says only `FnOnce::call_once`.
+fn readable(name: &str) -> String {
+    if name.starts_with("core::ops::function::") {
+        "the task's closure".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// Copy `buf.len()` bytes at `addr` of this process; false if any of it is
+/// not mapped.
+fn read_own_memory(addr: usize, buf: &mut [u8]) -> bool {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which
+    // we own; the remote range is only read, by the kernel, which reports
+    // unmapped memory as an error instead of faulting.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    n == buf.len() as isize
+}

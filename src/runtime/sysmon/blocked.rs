@@ -1,0 +1,392 @@
+//! When a worker counts as blocked in the kernel, and what is said about it.
+//!
+//! A slice is *blocked* when, over at least `blocking_threshold`, its
+//! thread's CPU clock advanced by less than an eighth of the wall time *and*
+//! the kernel has the thread asleep (`S`/`D` in `/proc/self/task/TID/stat`).
+//! The CPU clock alone would also flag a thread that is merely waiting for a
+//! CPU (two busy test binaries on two cores); the kernel state tells the two
+//! apart, and is read only when the clock is suspicious.
+//!
+//! An open *episode* then gets, on each look (every half threshold):
+//!
+//! 1. if the thread sits in a `FUTEX_WAIT` and other work waits for the
+//!    worker, a signal: the handler switches the task out if the wait is a
+//!    std::sync one (`preempt/README.md` §3.2); if the slice is still there
+//!    half a threshold later, the wait was something else;
+//! 2. otherwise it is ready for hand-off (`handoff.rs`) and, while other
+//!    work waits, a warning on stderr, once per task and call site, naming
+//!    the function it blocks in (from a copy of its stack and the code map);
+//! 3. after `stall_after`, if tasks preempted on this thread wait for it
+//!    (they can run nowhere else), a stall report naming them.
+//!
+//! The episode ends when the thread computes again or the slice ends; its
+//! time goes to the worker's metrics, the task's `TaskStats` and the trace
+//! (whoever of the monitor and the worker swaps `blocked_since` back to 0
+//! accounts for it, so it is counted once).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{Policy, Watch};
+use crate::clock;
+use crate::preempt::{InSyscall, KernelState, Probe, Site, blocked_site, signal_kick};
+use crate::runtime::Shared;
+use crate::task::TaskId;
+
+/// One blocked-in-kernel episode of one slice.
+pub(super) struct Episode {
+    /// When the thread was last seen computing (ticks).
+    since: u64,
+    last_check: u64,
+    last_cpu: u64,
+    /// The task, if the monitor could look at it (`WorkerSlot::inspect`).
+    task: Option<(TaskId, Option<Arc<str>>)>,
+    /// `blocked_since` was published, so the worker may close the episode.
+    published: bool,
+    /// What it is blocked in, at the last look.
+    sys: Option<InSyscall>,
+    /// Until when a sync-wait switch may still resolve it (ticks; 0: none tried).
+    switch_until: u64,
+    site: Option<Site>,
+    warned: bool,
+    stall_reported: bool,
+    /// A compensating thread was started on its account.
+    pub(super) compensated: bool,
+}
+
+impl Episode {
+    /// Blocked for a threshold and not about to be switched out: hand-off
+    /// may start.
+    pub(super) fn handoff_ready(&self, now: u64, policy: &Policy) -> bool {
+        now >= self.since + policy.threshold && now >= self.switch_until
+    }
+}
+
+/// What the monitor already said (once per task and call site; one
+/// exhaustion report per stretch).
+#[derive(Default)]
+pub(super) struct Reports {
+    warned: HashSet<(u64, String)>,
+    exhausted_since: Option<u64>,
+    exhausted_reported: bool,
+}
+
+/// Look at worker `i`'s slice for blocking; returns when to look again.
+pub(super) fn check(
+    shared: &Shared,
+    i: usize,
+    watch: &mut Watch,
+    now: u64,
+    policy: &Policy,
+    probe: &mut Probe,
+    reports: &mut Reports,
+) -> u64 {
+    let slot = &shared.workers[i].slot;
+    let t = policy.threshold;
+    let cpu = crate::preempt::cpu_time(slot);
+    if let Some(ep) = watch.episode.as_mut() {
+        let computing = cpu.is_none_or(|c| {
+            c.saturating_sub(ep.last_cpu) > clock::ticks_to_ns(now - ep.last_check) / 8
+        });
+        if computing {
+            let ep = watch.episode.take().expect("episode is open");
+            close(shared, i, watch.seq, ep, now);
+            watch.cpu = cpu.map(|c| (now, c));
+            return now + t;
+        }
+        ep.last_cpu = cpu.unwrap_or(ep.last_cpu);
+        ep.last_check = now;
+        return act(shared, i, watch, now, policy, probe, reports);
+    }
+    let (Some((t0, c0)), Some(c)) = (watch.cpu, cpu) else {
+        watch.cpu = cpu.map(|c| (now, c));
+        return now + t;
+    };
+    if now < t0 + t {
+        return t0 + t;
+    }
+    let still = c.saturating_sub(c0) < clock::ticks_to_ns(now - t0) / 8;
+    let tid = slot.tid.load(Ordering::Relaxed);
+    if !still || probe.state(tid) != KernelState::Waiting {
+        watch.cpu = Some((now, c));
+        return now + t;
+    }
+    // Blocked since about the last sample: open an episode.
+    let seq = watch.seq;
+    let task = slot.inspect(seq, |task| {
+        slot.blocked_since.store(t0.max(1), Ordering::Relaxed);
+        (task.id, task.name.clone())
+    });
+    if task.is_none() && slot.seq.load(Ordering::Acquire) != seq {
+        return now + t; // the slice just ended
+    }
+    shared.workers[i].counters.kernel_blocks.add(1);
+    watch.episode = Some(Episode {
+        since: t0,
+        last_check: now,
+        last_cpu: c,
+        published: task.is_some(),
+        task,
+        sys: None,
+        switch_until: 0,
+        site: None,
+        warned: false,
+        stall_reported: false,
+        compensated: false,
+    });
+    act(shared, i, watch, now, policy, probe, reports)
+}
+
+/// The episode of slice `seq` is over (the thread computes again, or the
+/// slice ended): account for it unless the worker already did.
+pub(super) fn close(shared: &Shared, i: usize, seq: u64, ep: Episode, now: u64) {
+    let slot = &shared.workers[i].slot;
+    let since = if ep.published {
+        // Only while the slice runs may the monitor touch its task; if it
+        // ended, the worker accounted for the episode at the slice's end.
+        slot.inspect(seq, |task| {
+            let since = slot.blocked_since.swap(0, Ordering::Relaxed);
+            if since != 0 {
+                task.stats.kernel_ticks.add(now.saturating_sub(since));
+            }
+            since
+        })
+        .filter(|&s| s != 0)
+    } else {
+        Some(ep.since)
+    };
+    let Some(since) = since else { return };
+    let w = &shared.workers[i];
+    w.counters.kernel_ticks.add(now.saturating_sub(since));
+    if let (Some(trace), Some((id, name))) = (&shared.trace, &ep.task) {
+        trace.record_kernel(i, *id, name.clone(), since, now);
+    }
+}
+
+fn act(
+    shared: &Shared,
+    i: usize,
+    watch: &mut Watch,
+    now: u64,
+    policy: &Policy,
+    probe: &mut Probe,
+    reports: &mut Reports,
+) -> u64 {
+    let slot = &shared.workers[i].slot;
+    let next = now + (policy.threshold / 2).max(1);
+    let others = shared.has_other_work(i);
+    let sys = probe.syscall(slot.tid.load(Ordering::Relaxed));
+    let seq = watch.seq;
+    let ep = watch.episode.as_mut().expect("episode is open");
+    ep.sys = sys.or(ep.sys);
+    let futex = sys.is_some_and(|s| s.is_futex_wait());
+    if policy.signals && futex && others && slot.slice_start.load(Ordering::Relaxed) == 0 {
+        // A std::sync wait is switched out by the handler; a preemptible
+        // slice gets the same from its quantum signal (quantum.rs).
+        if ep.switch_until == 0 {
+            ep.switch_until = now + policy.first_retry;
+            watch.send(slot, now, policy);
+        } else if now >= watch.retry_at {
+            watch.backoff = (watch.backoff * 2).min(policy.threshold * 16);
+            watch.retry_at = now + watch.backoff;
+            signal_kick(slot, policy.sig);
+        }
+    }
+    let ep = watch.episode.as_mut().expect("episode is open");
+    if !ep.handoff_ready(now, policy) {
+        return next.min(ep.switch_until.max(ep.since + policy.threshold));
+    }
+    if others && !ep.warned {
+        ep.warned = true;
+        warn(shared, i, seq, ep, now, reports);
+    }
+    let pinned = shared.workers[i].pinned_len.load(Ordering::Relaxed);
+    if !ep.stall_reported && pinned > 0 && now >= ep.since + policy.stall_after {
+        ep.stall_reported = true;
+        report_stall(shared, i, seq, ep, now);
+    }
+    next
+}
+
+/// Where the blocked thread waits, worked out once per episode.
+fn site<'a>(shared: &Shared, i: usize, ep: &'a mut Episode) -> &'a Site {
+    if ep.site.is_none() {
+        let slot = &shared.workers[i].slot;
+        let (lo, hi) = (
+            slot.stack_lo.load(Ordering::Relaxed),
+            slot.stack_hi.load(Ordering::Relaxed),
+        );
+        ep.site = Some(match &ep.sys {
+            Some(sys) => blocked_site(sys, lo, hi),
+            None => Site::default(),
+        });
+    }
+    ep.site.as_ref().expect("site was just set")
+}
+
+fn describe_task(task: &Option<(TaskId, Option<Arc<str>>)>) -> String {
+    match task {
+        Some((id, Some(name))) => format!("task {id} '{name}'"),
+        Some((id, None)) => format!("task {id}"),
+        None => "a task".to_string(),
+    }
+}
+
+fn describe_worker(shared: &Shared, i: usize) -> String {
+    if shared.compensation.is_compensating(i) {
+        format!("compensating thread {}", i - shared.config.workers)
+    } else {
+        format!("worker {i}")
+    }
+}
+
+fn describe_site(site: &Site) -> String {
+    let chain = site
+        .blocks_in
+        .iter()
+        .map(|f| format!("`{f}`"))
+        .collect::<Vec<_>>()
+        .join(" <- ");
+    match (chain.is_empty(), &site.called_from) {
+        (false, Some(c)) => format!(" in {chain}, called from `{c}`"),
+        (false, None) => format!(" in {chain}"),
+        (true, Some(c)) => format!(" in `{c}`"),
+        (true, None) => String::new(),
+    }
+}
+
+fn ms(ticks: u64) -> f64 {
+    clock::ticks_to_ns(ticks) as f64 / 1e6
+}
+
+fn warn(shared: &Shared, i: usize, seq: u64, ep: &mut Episode, now: u64, reports: &mut Reports) {
+    let site = site(shared, i, ep).clone();
+    let key_site = describe_site(&site);
+    let id = ep.task.as_ref().map_or(0, |(id, _)| id.as_u64());
+    if !reports.warned.insert((id, key_site)) {
+        return;
+    }
+    let mut msg = format!(
+        "kvant: {} has blocked {} in the kernel for {:.1} ms{}, while other tasks wait for it. \
+         Tasks queued behind it are handed to other workers or to a compensating thread; tasks \
+         preempted on this thread wait until it returns. Wait with kvant::time::sleep, \
+         kvant::sync or kvant::channel instead, or run the call in kvant::spawn_blocking.",
+        describe_task(&ep.task),
+        describe_worker(shared, i),
+        ms(now - ep.since),
+        describe_site(&site),
+    );
+    if shared.config.panic_on_blocking {
+        file_report(shared, i, seq, ep, msg);
+    } else {
+        msg.push_str(" (said once per task and call site)");
+        eprintln!("{msg}");
+    }
+}
+
+/// `panic_on_blocking`: the task panics with `msg` when it can.
+fn file_report(shared: &Shared, i: usize, seq: u64, ep: &Episode, msg: String) {
+    let Some((id, _)) = &ep.task else { return };
+    shared.blocking_reports.lock().insert(*id, msg);
+    shared.workers[i].slot.inspect(seq, |task| {
+        task.blocking_reported.store(true, Ordering::Relaxed);
+    });
+}
+
+fn report_stall(shared: &Shared, i: usize, seq: u64, ep: &mut Episode, now: u64) {
+    let site = describe_site(site(shared, i, ep));
+    let pinned: Vec<String> = shared.workers[i]
+        .pinned
+        .lock()
+        .iter()
+        .map(|t| describe_task(&Some((t.id, t.name.clone()))))
+        .collect();
+    let mut list = pinned
+        .iter()
+        .take(8)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if pinned.len() > 8 {
+        let _ = write!(list, " and {} more", pinned.len() - 8);
+    }
+    let who = describe_task(&ep.task);
+    let msg = format!(
+        "kvant: stall: {who} has blocked {} in the kernel for {:.0} ms{site}, and {} task(s) \
+         preempted on that thread can run nowhere else until it returns: {list}. If {who} \
+         waits for one of them (a parking_lot or other non-kvant lock held across a \
+         preemption, a thread::park), this never ends: wait with kvant::sync or \
+         kvant::channel, or keep the critical section inside preempt::disable().",
+        describe_worker(shared, i),
+        ms(now - ep.since),
+        pinned.len(),
+    );
+    stall(shared, i, seq, ep, msg);
+}
+
+/// Every worker slot that could run queued work is blocked, compensation
+/// is at its limit, and work waits: report once per such stretch.
+pub(super) fn report_exhaustion(
+    shared: &Shared,
+    watches: &[Watch],
+    now: u64,
+    policy: &Policy,
+    reports: &mut Reports,
+) {
+    let comp = &shared.compensation;
+    let regular = shared.config.workers;
+    let all_blocked = (0..watches.len()).all(|i| {
+        let running = shared.workers[i].slot.task.load(Ordering::Relaxed) != 0;
+        let blocked = watches[i]
+            .episode
+            .as_ref()
+            .is_some_and(|e| e.handoff_ready(now, policy));
+        // Unused compensation slots do not count; regular workers always do.
+        (i >= regular && !running) || blocked
+    });
+    let exhausted =
+        all_blocked && comp.active() >= shared.config.max_compensation && shared.stealable_work();
+    if !exhausted {
+        reports.exhausted_since = None;
+        reports.exhausted_reported = false;
+        return;
+    }
+    let since = *reports.exhausted_since.get_or_insert(now);
+    if reports.exhausted_reported || now < since + policy.stall_after {
+        return;
+    }
+    reports.exhausted_reported = true;
+    let blocked: Vec<String> = watches
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let ep = w.episode.as_ref()?;
+            Some(format!(
+                "{} on {}",
+                describe_task(&ep.task),
+                describe_worker(shared, i)
+            ))
+        })
+        .collect();
+    let msg = format!(
+        "kvant: stall: every worker ({regular}) and every compensating thread allowed \
+         (max_compensation = {}) is blocked in the kernel while tasks wait to run: {}. Raise \
+         Builder::max_compensation, or wait with kvant::sync or kvant::channel instead.",
+        shared.config.max_compensation,
+        blocked.join(", "),
+    );
+    if shared.config.panic_on_blocking {
+        *shared.stall.lock() = Some(msg.clone());
+    }
+    eprintln!("{msg}");
+}
+
+fn stall(shared: &Shared, i: usize, seq: u64, ep: &Episode, msg: String) {
+    if shared.config.panic_on_blocking {
+        *shared.stall.lock() = Some(msg.clone());
+        file_report(shared, i, seq, ep, msg.clone());
+    }
+    eprintln!("{msg}");
+}

@@ -1,0 +1,321 @@
+//! The monitor thread (Go's sysmon): the runtime's *policy* for workers that
+//! hold on to one task, too long or in the kernel.
+//!
+//! One thread per runtime looks at every worker slot (regular and
+//! compensating) on its own schedule and decides:
+//!
+//! * `quantum.rs`: a preemptible slice older than the quantum is signalled
+//!   (the handler in `preempt/` decides whether the point is safe);
+//! * `blocked.rs`: a slice whose thread has stopped computing and sleeps in
+//!   the kernel for `blocking_threshold` is *blocked*: a std::sync futex
+//!   wait is signalled (the handler switches it out, every mode), anything
+//!   else is counted, traced, reported once per task and call site, and
+//!   reported as a stall if hand-off cannot help;
+//! * `handoff.rs`: while workers are blocked and queued work has nobody to
+//!   run it, compensating threads are started, and retired once the
+//!   blocked workers are back.
+//!
+//! The mechanisms it uses live in `preempt/` (signals, the thread probe, the
+//! code map) and `runtime/compensate.rs` (the extra threads).
+//!
+//! Cost. Every wake-up of this thread costs ~20 µs of CPU on a VM (a timed
+//! futex wait), so it wakes only when something could be due: the earliest
+//! quantum expiry, a re-send after a deferred signal, or the next blocked
+//! check (one threshold after it last saw a slice start, which is once per
+//! threshold while tasks run; see BENCHMARKS.md for what that costs). It
+//! never signals a slice that is not due, and it sleeps without a timeout
+//! while every worker is asleep.
+
+mod blocked;
+mod handoff;
+mod quantum;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::clock;
+use crate::preempt::{Probe, signal_kick, signal_unblock};
+use crate::runtime::Shared;
+
+struct Control {
+    stop: bool,
+    kicked: bool,
+}
+
+pub(crate) struct Monitor {
+    control: Arc<(Mutex<Control>, Condvar)>,
+    sleeping: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The monitor's notes on one worker slot (not shared).
+#[derive(Default)]
+struct Watch {
+    /// The slice these notes are about (`WorkerSlot::seq`; 0: none).
+    seq: u64,
+    /// Whether it was signalled (then `retry_at` and `backoff` apply).
+    signalled: bool,
+    /// When to re-send if it is still running (ticks).
+    retry_at: u64,
+    /// Current re-send delay (ticks).
+    backoff: u64,
+    /// Last sample of the thread's CPU clock in this slice: (ticks, ns).
+    cpu: Option<(u64, u64)>,
+    /// The blocked-in-kernel episode of this slice, if one is open.
+    episode: Option<blocked::Episode>,
+}
+
+/// What the monitor works with, fixed at start.
+struct Policy {
+    /// The quantum in ticks, if slices may be preempted.
+    quantum: Option<u64>,
+    /// `blocking_threshold` in ticks.
+    threshold: u64,
+    /// A blocked worker that hand-off cannot relieve is reported after this.
+    stall_after: u64,
+    /// Whether signals may be sent at all (the handler is installed).
+    signals: bool,
+    sig: i32,
+    /// First re-send delay after a deferred signal.
+    first_retry: u64,
+}
+
+/// Stall reports wait this many thresholds, within the bounds below.
+const STALL_THRESHOLDS: u64 = 100;
+const STALL_MIN: Duration = Duration::from_millis(100);
+const STALL_MAX: Duration = Duration::from_secs(2);
+
+impl Monitor {
+    /// Start the monitor. It preempts when the runtime has a quantum and the
+    /// executable supports it (`preemptive`), switches out tasks blocked in
+    /// std::sync waits when `switch_waits` (the handler is installed and the
+    /// code map can recognise those waits), and watches for blocked workers
+    /// in every mode.
+    pub(crate) fn start(
+        shared: &Arc<Shared>,
+        preemptive: bool,
+        switch_waits: bool,
+    ) -> Result<Option<Monitor>, crate::Error> {
+        let quantum = shared.config.quantum.filter(|_| preemptive);
+        let mut signals = preemptive || switch_waits;
+        if signals {
+            match crate::preempt::signal_install(shared.config.signal) {
+                Ok(()) => {}
+                Err(crate::Error::SignalInUse(sig)) if !preemptive => {
+                    // A cooperative runtime never needed the signal before:
+                    // keep working, without the sync-wait switch.
+                    eprintln!(
+                        "kvant: signal {sig} already has a handler in this program, so tasks \
+                         blocked in std::sync waits are not switched out (choose another with \
+                         Builder::preempt_signal)"
+                    );
+                    signals = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        crate::preempt::register_fence();
+        let threshold = clock::duration_to_ticks(shared.config.blocking_threshold).max(1);
+        let stall = (shared.config.blocking_threshold * STALL_THRESHOLDS as u32)
+            .clamp(STALL_MIN, STALL_MAX);
+        let period = quantum.map_or(threshold, |q| clock::duration_to_ticks(q).min(threshold));
+        let policy = Policy {
+            quantum: quantum.map(clock::duration_to_ticks),
+            threshold,
+            stall_after: clock::duration_to_ticks(stall),
+            signals,
+            sig: shared.config.signal,
+            first_retry: clock::duration_to_ticks(Duration::from_micros(20)).max(period / 2),
+        };
+        let control = Arc::new((
+            Mutex::new(Control {
+                stop: false,
+                kicked: false,
+            }),
+            Condvar::new(),
+        ));
+        let sleeping = Arc::new(AtomicBool::new(false));
+        let (c, s, sh) = (control.clone(), sleeping.clone(), shared.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-monitor", shared.config.name))
+            .spawn(move || run(&sh, &policy, &c, &s))?;
+        Ok(Some(Monitor {
+            control,
+            sleeping,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// A worker woke up from idle: the monitor may be parked waiting for work.
+    #[inline]
+    pub(crate) fn kick(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
+            let (m, cv) = &*self.control;
+            m.lock().kicked = true;
+            cv.notify_one();
+        }
+    }
+
+    /// Stop and join the monitor. After this returns no signal is sent and
+    /// no compensating thread is started.
+    pub(crate) fn stop(&self) {
+        {
+            let (m, cv) = &*self.control;
+            m.lock().stop = true;
+            cv.notify_one();
+        }
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(
+    shared: &Arc<Shared>,
+    policy: &Policy,
+    control: &(Mutex<Control>, Condvar),
+    sleeping: &AtomicBool,
+) {
+    crate::preempt::set_precise_timers();
+    signal_unblock(policy.sig);
+    // Wake-up times are rounded up to a grid so that several workers share
+    // one wake-up.
+    let period = policy
+        .quantum
+        .map_or(policy.threshold, |q| q.min(policy.threshold));
+    let grid = (period / 8).max(1);
+    let mut watches: Vec<Watch> = (0..shared.workers.len())
+        .map(|_| Watch::default())
+        .collect();
+    let mut reports = blocked::Reports::default();
+    let mut probe = Probe::default();
+    let mut warned = false;
+    let mut broken = false;
+    let (lock, cv) = control;
+    loop {
+        let now = clock::ticks();
+        // A bug in the diagnostics must not end preemption for the rest of
+        // the program: say so once and keep going.
+        let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pass(shared, policy, &mut watches, &mut reports, &mut probe, now)
+        }));
+        let (next, any_running) = pass.unwrap_or_else(|_| {
+            if !broken {
+                broken = true;
+                eprintln!("kvant internal error: the monitor's pass panicked (reported above)");
+            }
+            (now + period, true)
+        });
+        if !warned {
+            warned = quantum::warn_if_no_frame_pointers(shared);
+        }
+        let mut c = lock.lock();
+        if c.stop {
+            return;
+        }
+        // Announce the intent to sleep before looking at the workers, so that
+        // a worker waking up either sees the flag (and kicks) or is seen awake.
+        sleeping.store(true, Ordering::SeqCst);
+        let regular = shared.config.workers;
+        if !any_running && shared.idle.sleeping() == regular && !c.kicked {
+            // Everyone is asleep: wait for a worker to wake up.
+            cv.wait_for(&mut c, Duration::from_millis(100));
+            sleeping.store(false, Ordering::SeqCst);
+        } else {
+            sleeping.store(false, Ordering::SeqCst);
+            let next = next.div_ceil(grid) * grid;
+            let wait = clock::ticks_to_ns(next.saturating_sub(clock::ticks()));
+            if wait > 0 {
+                cv.wait_until(&mut c, Instant::now() + Duration::from_nanos(wait));
+            }
+        }
+        c.kicked = false;
+    }
+}
+
+/// One look at every worker slot; returns when to look again and whether
+/// any slot runs a slice.
+fn pass(
+    shared: &Arc<Shared>,
+    policy: &Policy,
+    watches: &mut [Watch],
+    reports: &mut blocked::Reports,
+    probe: &mut Probe,
+    now: u64,
+) -> (u64, bool) {
+    let period = policy
+        .quantum
+        .map_or(policy.threshold, |q| q.min(policy.threshold));
+    let mut next = now + period.max(policy.threshold);
+    let mut any_running = false;
+    for (i, watch) in watches.iter_mut().enumerate() {
+        let slot = &shared.workers[i].slot;
+        let ended = if slot.task.load(Ordering::Acquire) == 0 {
+            watch.leave()
+        } else {
+            watch.observe(slot, now)
+        };
+        if let Some((seq, ep)) = ended {
+            blocked::close(shared, i, seq, ep, now);
+        }
+        if watch.seq == 0 {
+            continue;
+        }
+        any_running = true;
+        next = next.min(quantum::check(shared, i, watch, now, policy));
+        next = next.min(blocked::check(
+            shared, i, watch, now, policy, probe, reports,
+        ));
+    }
+    handoff::balance(shared, watches, now, policy);
+    blocked::report_exhaustion(shared, watches, now, policy, reports);
+    (next, any_running)
+}
+
+impl Watch {
+    /// The slot runs no slice. Returns the episode of the slice that
+    /// ended, if one was open.
+    fn leave(&mut self) -> Option<(u64, blocked::Episode)> {
+        let ended = self.episode.take().map(|e| (self.seq, e));
+        self.seq = 0;
+        ended
+    }
+
+    /// Note the slice running now; a new one starts fresh notes, with a
+    /// first CPU-clock sample. Returns the episode of the slice that ended,
+    /// if one was open.
+    fn observe(
+        &mut self,
+        slot: &crate::preempt::WorkerSlot,
+        now: u64,
+    ) -> Option<(u64, blocked::Episode)> {
+        let seq = slot.seq.load(Ordering::Acquire);
+        if seq == self.seq {
+            return None;
+        }
+        let ended = self.episode.take().map(|e| (self.seq, e));
+        *self = Watch {
+            seq,
+            cpu: crate::preempt::cpu_time(slot).map(|c| (now, c)),
+            ..Watch::default()
+        };
+        ended
+    }
+
+    /// Ask the slot's handler to switch out slice `self.seq`; returns when
+    /// to look again.
+    fn send(&mut self, slot: &crate::preempt::WorkerSlot, now: u64, policy: &Policy) -> u64 {
+        self.signalled = true;
+        self.backoff = policy.first_retry;
+        self.retry_at = now + self.backoff;
+        slot.target.store(self.seq, Ordering::Relaxed);
+        if policy.signals {
+            signal_kick(slot, policy.sig);
+        }
+        self.retry_at
+    }
+}

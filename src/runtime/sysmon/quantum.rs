@@ -1,0 +1,77 @@
+//! When a preemptible slice has had its quantum.
+//!
+//! A slice is due a quantum after it started (`slice_start`, stamped by the
+//! worker). A due slice is signalled unless it is alone (nothing queued
+//! here or anywhere it could take work from: it would just be resumed, and
+//! the signal would cost ~1 µs and could turn a non-restartable syscall
+//! into `EINTR` for nothing).
+//!
+//! A deferred signal (unsafe point) leaves the slice unchanged, so the
+//! monitor re-sends after half a quantum, doubling with each deferral of
+//! the same slice up to the quantum: a task that sits in a long syscall is
+//! not interrupted thousands of times a second.
+
+use std::sync::atomic::Ordering;
+
+use super::{Policy, Watch};
+use crate::preempt::signal_kick;
+use crate::runtime::Shared;
+
+/// Signal worker `i` if its slice is due; returns when to look again
+/// (`u64::MAX`: never, for this rule).
+pub(super) fn check(
+    shared: &Shared,
+    i: usize,
+    watch: &mut Watch,
+    now: u64,
+    policy: &Policy,
+) -> u64 {
+    let slot = &shared.workers[i].slot;
+    let (Some(q), start) = (policy.quantum, slot.slice_start.load(Ordering::Relaxed)) else {
+        return u64::MAX;
+    };
+    if start == 0 {
+        return u64::MAX;
+    }
+    let due = start + q;
+    if watch.signalled {
+        if now < due {
+            // A sync-wait signal (blocked.rs re-sends those itself).
+            return due;
+        }
+        if now < watch.retry_at {
+            return watch.retry_at;
+        }
+        // Still the same slice: the last signal was deferred.
+        watch.backoff = (watch.backoff * 2).min(q);
+        watch.retry_at = now + watch.backoff;
+        signal_kick(slot, policy.sig);
+        return watch.retry_at;
+    }
+    if now < due {
+        due
+    } else if !shared.has_other_work(i) {
+        // Alone on its worker: let it run, look again soon.
+        now + q / 4
+    } else {
+        watch.send(slot, now, policy)
+    }
+}
+
+/// Code built without frame pointers leaves garbage in `rbp`, so the safe-
+/// point walk fails and every preemption is deferred: the runtime silently
+/// degrades to cooperative. Say so once, with the fix.
+pub(super) fn warn_if_no_frame_pointers(shared: &Shared) -> bool {
+    let (broken, preempted) = shared.workers.iter().fold((0, 0), |(b, p), w| {
+        (b + w.slot.broken_chains.get(), p + w.slot.preemptions.get())
+    });
+    if broken < 200 || broken < 20 * preempted {
+        return false;
+    }
+    eprintln!(
+        "kvant: {broken} preemptions were deferred because the interrupted code has no \
+         frame-pointer chain ({preempted} succeeded); build with \
+         RUSTFLAGS=\"-C force-frame-pointers=yes\" (see the README) or tasks will not be preempted"
+    );
+    true
+}
