@@ -89,6 +89,11 @@ pub struct WorkerMetrics {
     /// wait (`Mutex::lock`, `Condvar::wait`, `LazyLock`...) while other
     /// tasks waited for the worker: a sync-wait switch (see `kvant::safety`).
     pub sync_switches: u64,
+    /// Slices ended because the task was blocked in a system call (a
+    /// `read`, `std::thread::sleep`, `accept`...) when its quantum expired
+    /// and tasks preempted on this worker were waiting: a syscall switch
+    /// (see `kvant::safety`). Preemptive runtimes only.
+    pub syscall_switches: u64,
     /// Successful steal operations (from another worker or the global queue).
     pub steal_ops: u64,
     /// Tasks obtained by those steals.
@@ -121,6 +126,7 @@ impl WorkerCounters {
             deferrals: self.deferrals.get(),
             signals: self.signals.get(),
             sync_switches: 0,
+            syscall_switches: 0,
             steal_ops: self.steal_ops.get(),
             stolen_tasks: self.stolen.get(),
             parks: self.parks.get(),
@@ -158,6 +164,7 @@ impl WorkerMetrics {
         self.deferrals += o.deferrals;
         self.signals += o.signals;
         self.sync_switches += o.sync_switches;
+        self.syscall_switches += o.syscall_switches;
         self.steal_ops += o.steal_ops;
         self.stolen_tasks += o.stolen_tasks;
         self.parks += o.parks;
@@ -182,6 +189,9 @@ pub struct Metrics {
     /// them; trace lanes after the workers'): what the compensating threads
     /// that used it did.
     pub compensating: Vec<WorkerMetrics>,
+    /// Compensating threads alive right now (0 once every blocked worker is
+    /// back and they retired).
+    pub compensating_threads: usize,
     /// Tasks spawned from outside any worker (`Runtime::spawn` on a plain thread).
     pub spawned_external: u64,
     /// Tasks alive right now (spawned, not yet finished).

@@ -70,6 +70,8 @@ pub(crate) struct CodeMap {
     /// Address of the `syscall` instruction inside libc's `syscall()`, the one
     /// std's futex waits go through (0 if not found).
     syscall_insn: usize,
+    /// libc's thin syscall wrappers and how to unwind them (rule 6).
+    wrappers: super::wrappers::Wrappers,
     coverage: Coverage,
     /// What reading the DWARF found (`None`: no `.debug_info`).
     inline_stats: Option<InlineStats>,
@@ -79,13 +81,13 @@ pub(crate) struct CodeMap {
 static GLOBAL: OnceLock<CodeMap> = OnceLock::new();
 
 /// Reads parts of the ELF file at `path`: function symbols and sections.
-struct Elf {
+pub(super) struct Elf {
     file: std::fs::File,
     len: u64,
 }
 
 impl Elf {
-    fn open(path: &str) -> Option<Elf> {
+    pub(super) fn open(path: &str) -> Option<Elf> {
         let file = std::fs::File::open(path).ok()?;
         let len = file.metadata().ok()?.len();
         Some(Elf { file, len })
@@ -102,12 +104,17 @@ impl Elf {
 
     /// The contents of the section called `name`.
     fn section(&self, name: &str) -> Option<Vec<u8>> {
+        self.section_with_addr(name).map(|(data, _)| data)
+    }
+
+    /// The contents of the section called `name` and its link-time address.
+    pub(super) fn section_with_addr(&self, name: &str) -> Option<(Vec<u8>, u64)> {
         let cache = ReadCache::new(&self.file);
         let header = FileHeader64::<Endianness>::parse(&cache).ok()?;
         let endian = header.endian().ok()?;
         let sections = header.sections(endian, &cache).ok()?;
         let (_, s) = sections.section_by_name(endian, name.as_bytes())?;
-        self.read(s.file_range(endian)?)
+        Some((self.read(s.file_range(endian)?)?, s.sh_addr(endian)))
     }
 
     /// Calls `f(link_address, size, raw_name)` for every defined function
@@ -249,7 +256,14 @@ enum Source {
 /// the class of a function that is not user code: std's own futex wait has
 /// std's errno inlined into it and stays a sync wait.
 fn sweep(ranges: Vec<(usize, usize, Class, Source)>) -> Vec<Seg> {
-    const CLASSES: [Class; 4] = [Class::User, Class::SyncApi, Class::SyncWait, Class::Denied];
+    const N: usize = 5;
+    const CLASSES: [Class; N] = [
+        Class::User,
+        Class::BlockingApi,
+        Class::SyncApi,
+        Class::SyncWait,
+        Class::Denied,
+    ];
     let mut events: Vec<(usize, bool, Class, Source)> = Vec::with_capacity(ranges.len() * 2);
     for (s, e, c, src) in ranges {
         if s < e {
@@ -258,8 +272,8 @@ fn sweep(ranges: Vec<(usize, usize, Class, Source)>) -> Vec<Seg> {
         }
     }
     events.sort_unstable_by_key(|&(at, ..)| at);
-    let mut open = [[0usize; 4]; 2];
-    let top = |counts: &[usize; 4]| (0..4).rev().find(|&c| counts[c] > 0);
+    let mut open = [[0usize; N]; 2];
+    let top = |counts: &[usize; N]| (0..N).rev().find(|&c| counts[c] > 0);
     let mut out: Vec<Seg> = Vec::new();
     let mut i = 0;
     while i < events.len() {
@@ -342,6 +356,7 @@ impl CodeMap {
             segs: sweep(ranges).into(),
             bias,
             syscall_insn: find_syscall_insn(),
+            wrappers: super::wrappers::Wrappers::load(),
             coverage,
             inline_stats,
             build_time: t0.elapsed(),
@@ -377,6 +392,12 @@ impl CodeMap {
     #[inline]
     pub(crate) fn syscall_insn(&self) -> usize {
         self.syscall_insn
+    }
+
+    /// libc's syscall wrappers (rule 6).
+    #[inline]
+    pub(crate) fn wrappers(&self) -> &super::wrappers::Wrappers {
+        &self.wrappers
     }
 
     /// What the executable lets the check see.
@@ -640,6 +661,7 @@ mod tests {
             segs: segs.into(),
             bias: 0,
             syscall_insn: 0,
+            wrappers: Default::default(),
             coverage: Coverage::Symbols,
             inline_stats: None,
             build_time: Duration::ZERO,
@@ -653,5 +675,42 @@ mod tests {
                 Denied, User, User, SyncWait, SyncWait, Denied, Denied, User, User, Denied
             ]
         );
+    }
+
+    #[test]
+    fn std_blocking_front_ends_are_their_own_class() {
+        use super::super::symbols::classify_path;
+        for p in [
+            "std::thread::functions::sleep",
+            "std::sys::fd::unix::FileDesc::read",
+            "<std::fs::File as std::io::Read>::read",
+            "<&std::os::unix::net::stream::UnixStream as std::io::Read>::read",
+            "std::io::default_read_exact",
+        ] {
+            assert_eq!(classify_path(p), Class::BlockingApi, "{p}");
+        }
+        for p in [
+            "<std::io::stdio::StdoutLock as std::io::Write>::write_all",
+            "std::io::buffered::bufwriter::BufWriter<W>::flush_buf",
+            "std::sync::mpmc::list::Channel<T>::recv",
+            "std::thread::park",
+        ] {
+            assert_eq!(classify_path(p), Class::Denied, "{p}");
+        }
+    }
+
+    #[test]
+    fn libc_wrappers_unwind_from_their_syscall_instructions() {
+        let w = super::super::wrappers::Wrappers::load();
+        assert!(w.len() >= 10, "found only {} wrappers", w.len());
+        // SAFETY: dlsym only reads its NUL-terminated argument.
+        let read = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"read".as_ptr()) } as usize;
+        assert!(w.contains(read));
+        let insn = (read..read + 256)
+            .find(|&a| w.is_syscall(a))
+            .expect("a syscall instruction in read()");
+        assert!(w.frame(insn).is_some());
+        assert!(w.frame(insn + 2).is_some());
+        assert!(!w.contains(std::thread::sleep as fn(Duration) as usize));
     }
 }

@@ -48,6 +48,8 @@ mod safepoint;
 mod signal;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod symbols;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod wrappers;
 
 // The mechanism the monitor (`runtime/sysmon`, the policy) works with.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -171,6 +173,9 @@ pub struct CodeMapInfo {
     pub inlined_records: usize,
     /// Address ranges of inlined non-user code laid over their callers.
     pub inlined_ranges: usize,
+    /// libc's thin system-call wrappers found, whose blocking calls a
+    /// preemptible task may be switched out of (0: none, e.g. static musl).
+    pub syscall_wrappers: usize,
 }
 
 /// Build (if not yet built) and describe the process's code map.
@@ -185,6 +190,7 @@ pub fn code_map_info() -> Option<CodeMapInfo> {
             dwarf_units: stats.units,
             inlined_records: stats.inlined,
             inlined_ranges: stats.ranges,
+            syscall_wrappers: map.wrappers().len(),
         })
     }
     #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]

@@ -148,7 +148,8 @@ pub(crate) fn blocked_site(sys: &InSyscall, lo: usize, hi: usize) -> Site {
         let b = mem.get(off..off.checked_add(8)?)?;
         Some(usize::from_ne_bytes(b.try_into().ok()?))
     };
-    let in_stack = |a: usize| a >= base && a - base <= len.saturating_sub(16) && a % 8 == 0;
+    let in_stack =
+        |a: usize| a >= base && a - base <= len.saturating_sub(16) && a.is_multiple_of(8);
     // libc's wrapper keeps no frame record. The first return address into
     // the executable above the stack pointer is the return into whoever
     // called libc (further raw words may be stale: a scan cannot tell a

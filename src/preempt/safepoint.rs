@@ -30,6 +30,7 @@ pub(crate) const ROOM: usize = 6 * 1024;
 const MAX_FRAMES: usize = 128;
 
 /// Registers of the interrupted context that the decision needs.
+#[derive(Clone, Copy)]
 pub(crate) struct Interrupted {
     pub pc: usize,
     pub sp: usize,
@@ -59,6 +60,10 @@ pub(crate) enum Verdict {
     /// The task is blocked in a contended std::sync futex wait: a switch
     /// point in every mode (rule 5 below).
     SyncWait,
+    /// The task is blocked in a system call that std or the user's code
+    /// made through one of libc's thin wrappers: a switch point where the
+    /// task may be preempted (rule 6 below).
+    SyscallWait,
     NotOnTaskStack,
     PcUnsafe,
     FrameUnsafe,
@@ -83,6 +88,15 @@ pub(crate) enum Verdict {
 ///    address on the chain is denied: above the wait only user code and
 ///    std::sync's front ends may appear. Resuming re-runs the futex call,
 ///    which re-checks the futex word (`src/preempt/README.md`, section 3.2).
+/// 6. *Syscall switch*: the PC is the `syscall` instruction of one of
+///    libc's thin wrappers (`read`, `write`, `clock_nanosleep`, `accept`,
+///    ... in `wrappers.rs`) with the call rewound for restart, or just past
+///    it with `EINTR`; stepping out of the wrapper frames with libc's CFI
+///    reaches a return address into user code or into std's thin blocking
+///    front ends ([`Class::BlockingApi`]), and every return address on the
+///    chain above is one of those two. Resuming restarts the call or
+///    returns `EINTR`, exactly what the signal alone would have caused
+///    (section 3.3).
 pub(crate) fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdict {
     if at.sp < stack.lo.saturating_add(ROOM) || at.sp.saturating_add(8) > stack.hi {
         return Verdict::NotOnTaskStack;
@@ -103,6 +117,9 @@ pub(crate) fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdi
             Verdict::Safe => Verdict::SyncWait,
             v => v,
         };
+    }
+    if let Some(v) = in_blocking_call(map, at, stack) {
+        return v;
     }
     if map.class(at.pc) != Class::User {
         return Verdict::PcUnsafe;
@@ -138,6 +155,56 @@ fn in_futex_wait(map: &CodeMap, at: &Interrupted) -> bool {
     let eintr = at.pc == insn + 2 && at.rax as isize == -(libc::EINTR as isize);
     let cmd = at.rsi as i32 & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
     (pending || eintr) && (cmd == libc::FUTEX_WAIT || cmd == libc::FUTEX_WAIT_BITSET)
+}
+
+/// Rule 6: `None` if `at` is not stopped in one of libc's wrappers'
+/// `syscall` instructions, else the verdict.
+fn in_blocking_call(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Option<Verdict> {
+    let w = map.wrappers();
+    // As in rule 5: rewound onto the instruction to restart, or just past
+    // it with EINTR. Past it with any other value, the call has returned.
+    let pending = w.is_syscall(at.pc);
+    let eintr = at.rax as isize == -(libc::EINTR as isize) && w.is_syscall(at.pc.wrapping_sub(2));
+    if !pending && !eintr {
+        return None;
+    }
+    // Step out of the wrapper (and a wrapper it was called from, such as
+    // `nanosleep` around `clock_nanosleep`) with the rows of libc's CFI.
+    let (mut pc, mut sp, mut fp) = (at.pc, at.sp, at.fp);
+    for _ in 0..4 {
+        let Some(frame) = w.frame(pc) else {
+            return Some(Verdict::PcUnsafe);
+        };
+        let slot = sp.saturating_add(frame.ra_off);
+        if slot.saturating_add(8) > stack.hi {
+            return Some(Verdict::NotOnTaskStack);
+        }
+        if let Some(off) = frame.rbp_off {
+            // Saved below the return address, so inside the stack too.
+            fp = read(sp + off);
+        }
+        let ra = read(slot);
+        sp = slot + 8;
+        if !w.contains(call_site(ra)) {
+            if !matches!(map.class(call_site(ra)), Class::User | Class::BlockingApi) {
+                return Some(Verdict::FrameUnsafe);
+            }
+            // `fp` is now the caller's frame record: `rbp` as the wrapper
+            // found it, from the register or from where the CFI says the
+            // wrapper saved it.
+            let above = Interrupted { sp, fp, ..*at };
+            return Some(
+                match walk(&above, stack, |ra| {
+                    matches!(map.class(ra), Class::User | Class::BlockingApi)
+                }) {
+                    Verdict::Safe => Verdict::SyscallWait,
+                    v => v,
+                },
+            );
+        }
+        pc = call_site(ra);
+    }
+    Some(Verdict::PcUnsafe)
 }
 
 /// Walk the frame-pointer chain from `at` up to the root frame; every return

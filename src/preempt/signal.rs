@@ -176,6 +176,13 @@ fn preempt_here(uc: *mut libc::c_void) {
             slot.sync_switches.add(1);
             Switch::SyncWait
         }
+        // Only where the task could have been preempted anyway: a
+        // cooperative runtime keeps its promise that nothing but std::sync
+        // waits switches a task out behind its back.
+        Verdict::SyscallWait if preemptible => {
+            slot.syscall_switches.add(1);
+            Switch::SyncWait
+        }
         verdict => {
             slot.deferrals.add(1);
             if verdict == Verdict::BrokenChain {

@@ -41,6 +41,8 @@ pub(crate) struct WorkerSlot {
     pub signals: Counter,
     /// Tasks switched out while blocked in a std::sync futex wait.
     pub sync_switches: Counter,
+    /// Tasks switched out while blocked in a system call (rule 6).
+    pub syscall_switches: Counter,
     /// The slice the monitor is looking at through [`WorkerSlot::inspect`]
     /// (0: none); the worker does not let go of a task while it is set.
     pub hold: AtomicU64,

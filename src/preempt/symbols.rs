@@ -43,6 +43,11 @@ pub(super) const DENY_RAW_PREFIXES: &[&str] = &[
 pub(crate) enum Class {
     /// Rust code outside the deny list: the user's.
     User,
+    /// std's thin front ends of blocking system calls (`thread::sleep`,
+    /// `File`/`UnixStream`/`TcpStream` reads and writes, `read_exact`,
+    /// `Child::wait`): they hold nothing while the call blocks. Never
+    /// preempted, but allowed above a blocked call (rule 6).
+    BlockingApi,
     /// std::sync's blocking front ends (`Mutex::lock`, `Condvar::wait`,
     /// `LazyLock::force`, `Barrier::wait`...): never preempted, but allowed
     /// above a contended futex wait (a sync-wait switch point).
@@ -78,6 +83,54 @@ const SYNC_API: &[&str] = &[
     "std::sync::barrier::",
 ];
 
+/// std functions that only wrap a blocking system call, holding no lock and
+/// no thread-owned state across it. Deliberately absent: anything under
+/// `std::io::stdio` (stdout's lock), `BufReader`/`BufWriter`/`LineWriter`
+/// (their buffer is borrowed across the call, which is fine, but they sit
+/// under stdio's locks), mpsc and the thread parker.
+const BLOCKING_API: &[&str] = &[
+    "std::thread::sleep",
+    "std::thread::functions::sleep",
+    "std::sys::pal::unix::thread::Thread::sleep",
+    "std::sys::thread::unix::sleep",
+    "std::sys::fd::unix::FileDesc::",
+    "std::sys::pal::unix::fd::FileDesc::",
+    "std::sys::fs::unix::File::",
+    "std::sys::pal::unix::fs::File::",
+    "std::sys::net::connection::socket::",
+    "std::sys::pal::unix::net::Socket::",
+    "std::sys::net::",
+    "std::sys::process::unix::unix::Process::wait",
+    "std::sys::pal::unix::process::process_inner::Process::wait",
+    "std::sys::pal::unix::pipe::AnonPipe::",
+    "std::sys::anonymous_pipe::",
+    "std::process::Child::wait",
+    "std::fs::File::",
+    "<std::fs::File as std::io::",
+    "<&std::fs::File as std::io::",
+    "std::os::unix::net::",
+    "<std::os::unix::net::",
+    "<&std::os::unix::net::",
+    "std::net::tcp::",
+    "<std::net::tcp::",
+    "<&std::net::tcp::",
+    "std::net::udp::",
+    "std::io::pipe::",
+    "<std::io::pipe::",
+    "<&std::io::pipe::",
+    "std::io::default_read_exact",
+    "std::io::default_read_to_end",
+    "std::io::default_read_to_string",
+    "std::io::Read::read_exact",
+    "std::io::Write::write_all",
+];
+/// Fragments of the identifiers of every function [`BLOCKING_API`] can
+/// match (`read` covers `read_exact`, `default_read_to_end`...): only std
+/// symbols containing one are demangled to find out.
+const BLOCKING_IDENTS: &[&str] = &[
+    "sleep", "read", "write", "recv", "send", "accept", "connect", "wait", "peek",
+];
+
 /// Class of one function symbol (or DWARF linkage name) from its raw name.
 /// Anything that is not a mangled Rust name (C, C++, assembly, a
 /// `#[no_mangle]` function) is [`Class::Denied`]: kvant cannot know what
@@ -89,16 +142,26 @@ pub(super) fn classify(raw: &str, buf: &mut String) -> Class {
     if !symbol_denied(raw, buf) {
         return Class::User;
     }
-    // Every path below contains the identifier `sync`, mangled `4sync` in
-    // both schemes: skip the full demangling for the rest of std.
-    if raw.contains("4sync") {
+    // Every sync path below contains the identifier `sync`, mangled `4sync`
+    // in both schemes, and every blocking one an identifier of
+    // BLOCKING_IDENTS: skip the full demangling for the rest of std.
+    let sync = raw.contains("4sync");
+    if sync || (raw.contains("3std") && BLOCKING_IDENTS.iter().any(|i| raw.contains(i))) {
         buf.clear();
         let _ = write!(buf, "{:#}", rustc_demangle::demangle(raw));
-        if let Some(class) = sync_class(buf) {
+        if let Some(class) = sync.then(|| sync_class(buf)).flatten() {
             return class;
+        }
+        if blocking_api(buf) {
+            return Class::BlockingApi;
         }
     }
     Class::Denied
+}
+
+/// Whether a demangled path is one of std's thin blocking front ends.
+pub(super) fn blocking_api(path: &str) -> bool {
+    BLOCKING_API.iter().any(|p| path.starts_with(p))
 }
 
 /// [`Class`] of a demangled path denied by [`path_denied`].
@@ -118,6 +181,8 @@ pub(super) fn sync_class(path: &str) -> Option<Class> {
 pub(super) fn classify_path(path: &str) -> Class {
     if !path_denied(path, 0) {
         Class::User
+    } else if blocking_api(path) {
+        Class::BlockingApi
     } else {
         sync_class(path).unwrap_or(Class::Denied)
     }

@@ -80,6 +80,11 @@ impl Compensation {
         self.count(ACTIVE)
     }
 
+    /// Compensating threads alive (working, retiring or exiting).
+    pub(crate) fn alive(&self) -> usize {
+        self.count(ACTIVE) + self.count(RETIRING) + self.count(LEAVING)
+    }
+
     fn count(&self, state: u8) -> usize {
         self.slots
             .iter()

@@ -263,12 +263,14 @@ impl Shared {
             m.deferrals = w.slot.deferrals.get();
             m.signals = w.slot.signals.get();
             m.sync_switches = w.slot.sync_switches.get();
+            m.syscall_switches = w.slot.syscall_switches.get();
             m
         };
         let (regular, spare) = self.workers.split_at(self.config.workers);
         Metrics {
             workers: regular.iter().map(snapshot).collect(),
             compensating: spare.iter().map(snapshot).collect(),
+            compensating_threads: self.compensation.alive(),
             spawned_external: self.spawned_external.get(),
             live_tasks: self.live() as u64,
             stacks_mapped: self.stacks.mapped() as u64,

@@ -69,6 +69,9 @@ impl Episode {
 #[derive(Default)]
 pub(super) struct Reports {
     warned: HashSet<(u64, String)>,
+    /// (worker, slice) already reported as a stall: a slice whose thread
+    /// wakes up now and then (signals) opens several episodes.
+    stalled: HashSet<(usize, u64)>,
     exhausted_since: Option<u64>,
     exhausted_reported: bool,
 }
@@ -205,7 +208,9 @@ fn act(
     let pinned = shared.workers[i].pinned_len.load(Ordering::Relaxed);
     if !ep.stall_reported && pinned > 0 && now >= ep.since + policy.stall_after {
         ep.stall_reported = true;
-        report_stall(shared, i, seq, ep, now);
+        if reports.stalled.insert((i, seq)) {
+            report_stall(shared, i, seq, ep, now);
+        }
     }
     next
 }

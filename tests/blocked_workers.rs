@@ -1,0 +1,470 @@
+//! A task that blocks its worker *thread* in the kernel (std::sync::mpsc,
+//! `std::thread::sleep`, a blocking read, parking_lot) must not stall the
+//! tasks queued behind it: the monitor notices, hands them to a
+//! compensating thread, says which task blocks where, and reports what
+//! hand-off cannot fix. Code written the way users write it; every wait is
+//! bounded by a watchdog.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{HANG, join_ok, panic_message, wait_for};
+use kvant::Runtime;
+use kvant::trace::SliceEnd;
+
+const QUANTA: [Option<Duration>; 2] = [None, Some(Duration::from_millis(10))];
+
+fn rt1(quantum: Option<Duration>) -> Runtime {
+    Runtime::builder()
+        .workers(1)
+        .quantum(quantum)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn std_mpsc_between_tasks_on_one_worker_completes() {
+    for q in QUANTA {
+        let rt = rt1(q);
+        let (to_b, from_a) = std::sync::mpsc::channel::<u64>();
+        let (to_a, from_b) = std::sync::mpsc::channel::<u64>();
+        let a = rt.spawn(move || {
+            let mut sum = 0;
+            for i in 0..50 {
+                to_b.send(i).unwrap();
+                sum += from_b.recv().unwrap();
+            }
+            sum
+        });
+        let b = rt.spawn(move || {
+            for _ in 0..50 {
+                let v = from_a.recv().unwrap();
+                to_a.send(v * 2).unwrap();
+            }
+        });
+        assert_eq!(join_ok(a), 2 * (0..50).sum::<u64>(), "quantum {q:?}");
+        join_ok(b);
+        let m = rt.metrics();
+        assert!(
+            m.total().kernel_blocks >= 1 && m.total().compensations >= 1,
+            "quantum {q:?}: the blocked worker was seen and compensated: {:?}",
+            m.total()
+        );
+    }
+}
+
+/// Units of work a hog completes while another task sleeps 20 ms ten
+/// times with `std::thread::sleep`, against the same hog while an OS thread
+/// does the same sleeps.
+fn hog_progress(rt: &Runtime, sleeper_is_task: bool) -> (u64, u32) {
+    let units = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sleeps = {
+        let units = units.clone();
+        move || {
+            let mut progressed = 0;
+            let mut during = 0;
+            for _ in 0..10 {
+                let before = units.load(Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+                let after = units.load(Ordering::Relaxed);
+                during += after - before;
+                progressed += u32::from(after > before);
+            }
+            (during, progressed)
+        }
+    };
+    // The sleeper starts first, so the hog is still queued (movable) when
+    // the worker blocks.
+    let sleeper = sleeper_is_task.then(|| rt.spawn(sleeps.clone()));
+    let hog = {
+        let (units, stop) = (units.clone(), stop.clone());
+        rt.spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::black_box((0..1000u64).sum::<u64>());
+                units.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let r = match sleeper {
+        Some(s) => join_ok(s),
+        None => {
+            wait_for("the hog to start", || units.load(Ordering::Relaxed) > 0);
+            sleeps()
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    join_ok(hog);
+    r
+}
+
+#[test]
+fn thread_sleep_in_one_task_does_not_stop_another() {
+    for q in QUANTA {
+        let rt = rt1(q);
+        let (solo, _) = hog_progress(&rt, false);
+        let (shared, progressed) = hog_progress(&rt, true);
+        // Measured here: 88 % to 100 % of solo progress. Stated: a quarter.
+        assert!(
+            shared * 4 >= solo,
+            "quantum {q:?}: the hog made {shared} units beside a sleeping task, {solo} alone"
+        );
+        assert!(
+            progressed >= 5,
+            "quantum {q:?}: the hog advanced during only {progressed} of 10 sleeps"
+        );
+    }
+}
+
+#[test]
+fn blocking_read_whose_writer_is_a_task_on_the_same_worker() {
+    for q in QUANTA {
+        let rt = rt1(q);
+        let (mut reader, mut writer) = UnixStream::pair().unwrap();
+        let r = rt.spawn(move || {
+            let mut buf = [0u8; 5];
+            reader.read_exact(&mut buf).unwrap();
+            buf
+        });
+        let w = rt.spawn(move || {
+            std::hint::black_box((0..100_000u64).sum::<u64>());
+            writer.write_all(b"hello").unwrap();
+        });
+        assert_eq!(&join_ok(r), b"hello", "quantum {q:?}");
+        join_ok(w);
+    }
+}
+
+#[test]
+fn panic_on_blocking_names_the_task_and_where_it_blocks() {
+    let rt = Runtime::builder()
+        .workers(1)
+        .panic_on_blocking(true)
+        .build()
+        .unwrap();
+    let napper = kvant::task::Builder::new()
+        .name("napper")
+        .spawn_on(&rt, || {
+            std::thread::sleep(Duration::from_millis(50));
+            7
+        })
+        .unwrap();
+    let other = rt.spawn(|| 1);
+    let err = match napper.join_timeout(HANG) {
+        Ok(Err(e)) => e,
+        other => panic!("the napper was not turned into a panic: {other:?}"),
+    };
+    assert!(err.is_panic());
+    let msg = panic_message(err.into_panic());
+    assert!(msg.contains("'napper'"), "{msg}");
+    assert!(msg.contains("sleep"), "{msg}");
+    assert!(msg.contains("worker 0"), "{msg}");
+    assert_eq!(join_ok(other), 1);
+}
+
+/// Run in a child process (its stderr is what the user would see).
+#[test]
+fn the_warning_comes_once_per_task_and_call_site() {
+    if std::env::var_os("KVANT_BLOCKED_CHILD").is_some() {
+        let rt = rt1(None);
+        let napper = kvant::task::Builder::new()
+            .name("napper")
+            .spawn_on(&rt, || {
+                for _ in 0..5 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+            .unwrap();
+        let other = rt.spawn(|| std::hint::black_box(1));
+        join_ok(napper);
+        join_ok(other);
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_warning_comes_once_per_task_and_call_site",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("KVANT_BLOCKED_CHILD", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {err}");
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("kvant:") && l.contains("'napper'"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "stderr was:\n{err}");
+    let w = warnings[0];
+    assert!(w.contains("has blocked worker 0 in the kernel"), "{w}");
+    assert!(w.contains("sleep"), "{w}");
+    assert!(
+        w.contains("kvant::sync") && w.contains("spawn_blocking"),
+        "{w}"
+    );
+}
+
+#[test]
+fn a_cpu_only_workload_starts_no_compensating_thread() {
+    for q in QUANTA {
+        let rt = Runtime::builder().workers(2).quantum(q).build().unwrap();
+        let until = Instant::now() + Duration::from_millis(300);
+        let hogs: Vec<_> = (0..4)
+            .map(|_| {
+                rt.spawn(move || {
+                    let mut n = 0u64;
+                    while Instant::now() < until {
+                        n += std::hint::black_box((0..2000u64).sum::<u64>()) & 1;
+                        if q.is_none() {
+                            kvant::yield_now();
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        for h in hogs {
+            join_ok(h);
+        }
+        let m = rt.metrics();
+        let t = m.total();
+        assert_eq!(t.kernel_blocks, 0, "quantum {q:?}: {t:?}");
+        assert_eq!(t.compensations, 0, "quantum {q:?}: {t:?}");
+        assert!(
+            m.compensating.iter().all(|c| c.tasks_run == 0),
+            "quantum {q:?}: {:?}",
+            m.compensating
+        );
+        assert_eq!(m.compensating_threads, 0);
+    }
+}
+
+/// Once the blocked worker is back, the compensating thread retires even
+/// though work goes on (the tasks it ran yield, so they may move).
+#[test]
+fn compensating_threads_retire_when_the_worker_is_back() {
+    for q in QUANTA {
+        let rt = rt1(q);
+        let done = Arc::new(AtomicBool::new(false));
+        let sleeper = {
+            let done = done.clone();
+            rt.spawn(move || {
+                std::thread::sleep(Duration::from_millis(60));
+                while !done.load(Ordering::Relaxed) {
+                    kvant::yield_now();
+                }
+            })
+        };
+        let worker = {
+            let done = done.clone();
+            rt.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    std::hint::black_box((0..1000u64).sum::<u64>());
+                    kvant::yield_now();
+                }
+            })
+        };
+        wait_for("a compensating thread to start", || {
+            rt.metrics().compensating_threads > 0
+        });
+        wait_for("it to retire while both tasks still run", || {
+            rt.metrics().compensating_threads == 0
+        });
+        assert!(!sleeper.is_finished() && !worker.is_finished());
+        done.store(true, Ordering::Relaxed);
+        join_ok(sleeper);
+        join_ok(worker);
+        let m = rt.metrics();
+        assert!(m.workers[0].compensations >= 1, "quantum {q:?}: {m:?}");
+        assert!(m.compensating[0].tasks_run > 0, "quantum {q:?}: {m:?}");
+    }
+}
+
+/// A parking_lot lock held across a preemption: the holder is pinned to the
+/// worker whose thread the waiter blocks. Nothing can resolve that; it is
+/// reported, naming both, and `panic_on_blocking` makes the join panic.
+#[test]
+fn a_stall_hand_off_cannot_resolve_is_reported() {
+    let rt = Runtime::builder()
+        .workers(1)
+        .quantum(Some(Duration::from_millis(1)))
+        .panic_on_blocking(true)
+        .build()
+        .unwrap();
+    if !rt.preemption_mode().is_preemptive() {
+        return; // nothing is preempted, so nothing is pinned
+    }
+    let lock = Arc::new(parking_lot::Mutex::new(0u64));
+    let holder = {
+        let lock = lock.clone();
+        kvant::task::Builder::new()
+            .name("holder")
+            .spawn_on(&rt, move || {
+                let mut g = lock.lock();
+                // Hold the guard until preempted at least once.
+                while kvant::current().stats().preemptions == 0 {
+                    *g = std::hint::black_box(*g + 1);
+                }
+            })
+            .unwrap()
+    };
+    let waiter = {
+        let lock = lock.clone();
+        kvant::task::Builder::new()
+            .name("waiter")
+            .spawn_on(&rt, move || *lock.lock() += 1)
+            .unwrap()
+    };
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| holder.join()));
+    let msg = panic_message(joined.expect_err("the stall was not reported"));
+    assert!(msg.contains("stall"), "{msg}");
+    assert!(
+        msg.contains("'waiter'") && msg.contains("'holder'"),
+        "{msg}"
+    );
+    drop(waiter);
+    // The runtime is deadlocked for good: shutting it down detaches the
+    // stuck worker (bounded) instead of hanging.
+    let report = rt.shutdown_timeout(Duration::ZERO);
+    assert_eq!(report.stuck_workers, 1);
+}
+
+#[test]
+fn blocked_time_is_in_task_stats_metrics_and_the_trace() {
+    let rt = Runtime::builder()
+        .workers(1)
+        .quantum(None)
+        .trace(true)
+        .build()
+        .unwrap();
+    let napper = kvant::task::Builder::new()
+        .name("napper")
+        .spawn_on(&rt, || std::thread::sleep(Duration::from_millis(30)))
+        .unwrap();
+    let other = rt.spawn(|| std::hint::black_box(2));
+    wait_for("the napper to finish", || napper.is_finished());
+    // Its slices are recorded just after it finished.
+    wait_for("the in-kernel interval in the trace", || {
+        let t = rt.trace().unwrap();
+        t.slices()
+            .iter()
+            .any(|s| s.end_reason == SliceEnd::InKernel)
+            && t.slices().iter().any(|s| s.end_reason == SliceEnd::Done)
+    });
+    assert!(
+        napper.stats().blocked_in_kernel >= Duration::from_millis(15),
+        "{:?}",
+        napper.stats()
+    );
+    join_ok(napper);
+    join_ok(other);
+    let stats = rt.trace().unwrap();
+    let kernel: Vec<_> = stats
+        .slices()
+        .iter()
+        .filter(|s| s.end_reason == SliceEnd::InKernel)
+        .collect();
+    assert_eq!(kernel.len(), 1, "{:?}", stats.slices());
+    assert_eq!(kernel[0].name.as_deref(), Some("napper"));
+    assert!(kernel[0].duration() >= Duration::from_millis(15));
+    let summary = stats.tasks();
+    let napper_summary = summary
+        .iter()
+        .find(|t| t.name.as_deref() == Some("napper"))
+        .unwrap();
+    assert!(napper_summary.blocked_in_kernel >= Duration::from_millis(15));
+    assert!(stats.ascii_timeline(60).contains('~'));
+    assert!(stats.to_chrome_json().contains("\"kernel\""));
+    let m = rt.metrics();
+    assert_eq!(m.workers[0].kernel_blocks, 1);
+    assert!(m.workers[0].kernel_blocked_time >= Duration::from_millis(15));
+}
+
+/// The hog runs first and is preempted when the sleeper arrives, so it is
+/// pinned to the worker the sleeper then blocks: no other thread may run
+/// it. A preemptible task blocked in a system call is switched out at its
+/// quantum instead (a syscall switch), so the hog keeps running.
+#[test]
+fn thread_sleep_beside_a_task_preempted_on_the_same_worker() {
+    let rt = rt1(Some(Duration::from_millis(10)));
+    if !rt.preemption_mode().is_preemptive() {
+        return;
+    }
+    let units = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let hog = {
+        let (units, stop) = (units.clone(), stop.clone());
+        rt.spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::black_box((0..1000u64).sum::<u64>());
+                units.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    wait_for("the hog to start", || units.load(Ordering::Relaxed) > 0);
+    // Alone, in the same runtime, over 10 sleeps of an OS thread.
+    let t0 = units.load(Ordering::Relaxed);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let solo = units.load(Ordering::Relaxed) - t0;
+    let sleeper = {
+        let units = units.clone();
+        rt.spawn(move || {
+            let before = units.load(Ordering::Relaxed);
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            units.load(Ordering::Relaxed) - before
+        })
+    };
+    let shared = join_ok(sleeper);
+    stop.store(true, Ordering::Relaxed);
+    join_ok(hog);
+    // Measured here: about 90 % of solo progress. Stated: a quarter.
+    assert!(
+        shared * 4 >= solo,
+        "the preempted hog made {shared} units beside a sleeping task, {solo} alone"
+    );
+    let t = rt.metrics().total();
+    assert!(t.syscall_switches > 0, "{t:?}");
+}
+
+/// The writer is preempted on the worker the reader then blocks in `read`;
+/// the reader is switched out at its quantum, the writer resumes and writes,
+/// and the reader's `read` restarts and gets the data.
+#[test]
+fn blocking_read_whose_writer_was_preempted_on_the_same_worker() {
+    let rt = rt1(Some(Duration::from_millis(5)));
+    if !rt.preemption_mode().is_preemptive() {
+        return;
+    }
+    let (mut reader, mut writer) = UnixStream::pair().unwrap();
+    let started = Arc::new(AtomicBool::new(false));
+    let w = {
+        let started = started.clone();
+        rt.spawn(move || {
+            started.store(true, Ordering::Relaxed);
+            while kvant::current().stats().preemptions == 0 {
+                std::hint::black_box((0..1000u64).sum::<u64>());
+            }
+            writer.write_all(b"hello").unwrap();
+        })
+    };
+    wait_for("the writer to start", || started.load(Ordering::Relaxed));
+    let r = rt.spawn(move || {
+        let mut buf = [0u8; 5];
+        reader.read_exact(&mut buf).unwrap();
+        buf
+    });
+    assert_eq!(&join_ok(r), b"hello");
+    join_ok(w);
+    assert!(rt.metrics().total().syscall_switches > 0);
+}
