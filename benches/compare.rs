@@ -11,6 +11,7 @@
 //! set; see [`child`].
 
 mod compare {
+    pub mod blocking;
     pub mod chunks;
     pub mod fib;
     pub mod latency;
@@ -23,7 +24,7 @@ mod compare {
 }
 
 use compare::util::{Mode, machine_info};
-use compare::{chunks, fib, latency, memory, preempt, profile, spawn, util, yields};
+use compare::{blocking, chunks, fib, latency, memory, preempt, profile, spawn, util, yields};
 
 fn main() {
     let mode = Mode::from_env();
@@ -67,6 +68,7 @@ fn main() {
     run("chunks", &chunks::run);
     run("latency", &latency::run);
     run("preempt", &preempt::run);
+    run("blocking", &blocking::run);
     run("memory", &memory::run);
     println!("\nTotal run time: {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -88,6 +88,10 @@ pub(super) fn check(
 ) -> u64 {
     let slot = &shared.workers[i].slot;
     let t = policy.threshold;
+    // A slice may be judged at any look a threshold after its last sample;
+    // the monitor only *schedules* a look half a threshold later than that,
+    // so that looks due anyway (a quantum, another worker) usually do it.
+    let late = t + t / 2;
     let cpu = crate::preempt::cpu_time(slot);
     if let Some(ep) = watch.episode.as_mut() {
         let computing = cpu.is_none_or(|c| {
@@ -97,7 +101,7 @@ pub(super) fn check(
             let ep = watch.episode.take().expect("episode is open");
             close(shared, i, watch.seq, ep, now);
             watch.cpu = cpu.map(|c| (now, c));
-            return now + t;
+            return now + late;
         }
         ep.last_cpu = cpu.unwrap_or(ep.last_cpu);
         ep.last_check = now;
@@ -105,16 +109,16 @@ pub(super) fn check(
     }
     let (Some((t0, c0)), Some(c)) = (watch.cpu, cpu) else {
         watch.cpu = cpu.map(|c| (now, c));
-        return now + t;
+        return now + late;
     };
     if now < t0 + t {
-        return t0 + t;
+        return t0 + late;
     }
     let still = c.saturating_sub(c0) < clock::ticks_to_ns(now - t0) / 8;
     let tid = slot.tid.load(Ordering::Relaxed);
     if !still || probe.state(tid) != KernelState::Waiting {
         watch.cpu = Some((now, c));
-        return now + t;
+        return now + late;
     }
     // Blocked since about the last sample: open an episode.
     let seq = watch.seq;
@@ -123,7 +127,7 @@ pub(super) fn check(
         (task.id, task.name.clone())
     });
     if task.is_none() && slot.seq.load(Ordering::Acquire) != seq {
-        return now + t; // the slice just ended
+        return now + late; // the slice just ended
     }
     shared.workers[i].counters.kernel_blocks.add(1);
     watch.episode = Some(Episode {

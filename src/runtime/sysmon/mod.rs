@@ -122,7 +122,9 @@ impl Monitor {
         let threshold = clock::duration_to_ticks(shared.config.blocking_threshold).max(1);
         let stall = (shared.config.blocking_threshold * STALL_THRESHOLDS as u32)
             .clamp(STALL_MIN, STALL_MAX);
-        let period = quantum.map_or(threshold, |q| clock::duration_to_ticks(q).min(threshold));
+        // The monitor's own rhythm: the quantum if there is one, else the
+        // threshold. Blocked checks ride on it (see blocked.rs).
+        let period = quantum.map_or(threshold, clock::duration_to_ticks);
         let policy = Policy {
             quantum: quantum.map(clock::duration_to_ticks),
             threshold,
@@ -184,9 +186,7 @@ fn run(
     signal_unblock(policy.sig);
     // Wake-up times are rounded up to a grid so that several workers share
     // one wake-up.
-    let period = policy
-        .quantum
-        .map_or(policy.threshold, |q| q.min(policy.threshold));
+    let period = policy.quantum.unwrap_or(policy.threshold);
     let grid = (period / 8).max(1);
     let mut watches: Vec<Watch> = (0..shared.workers.len())
         .map(|_| Watch::default())
@@ -247,10 +247,9 @@ fn pass(
     probe: &mut Probe,
     now: u64,
 ) -> (u64, bool) {
-    let period = policy
-        .quantum
-        .map_or(policy.threshold, |q| q.min(policy.threshold));
-    let mut next = now + period.max(policy.threshold);
+    let period = policy.quantum.unwrap_or(policy.threshold);
+    // Each rule says when it next needs a look; this only bounds the sleep.
+    let mut next = now + 2 * period.max(policy.threshold);
     let mut any_running = false;
     for (i, watch) in watches.iter_mut().enumerate() {
         let slot = &shared.workers[i].slot;
