@@ -176,10 +176,13 @@ fn preempt_here(uc: *mut libc::c_void) {
             slot.sync_switches.add(1);
             Switch::SyncWait
         }
-        // Only where the task could have been preempted anyway: a
+        // Only where the task could have been preempted anyway (a
         // cooperative runtime keeps its promise that nothing but std::sync
-        // waits switches a task out behind its back.
-        Verdict::SyscallWait if preemptible => {
+        // waits switches a task out behind its back), and only when the
+        // monitor asked for it (tasks pinned to this thread wait).
+        Verdict::SyscallWait
+            if preemptible && slot.syscall_target.load(Ordering::Relaxed) == seq =>
+        {
             slot.syscall_switches.add(1);
             Switch::SyncWait
         }

@@ -19,6 +19,9 @@ pub(crate) struct WorkerSlot {
     pub slice_start: AtomicU64,
     /// The `seq` the monitor asked to interrupt.
     pub target: AtomicU64,
+    /// The `seq` the monitor allows to be switched out of a blocked system
+    /// call (rule 6): tasks pinned to this thread wait for it.
+    pub syscall_target: AtomicU64,
     /// The running task (`*const Header`), valid while a slice runs; 0
     /// between slices.
     pub task: AtomicUsize,

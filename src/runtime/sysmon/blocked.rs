@@ -189,7 +189,16 @@ fn act(
     let ep = watch.episode.as_mut().expect("episode is open");
     ep.sys = sys.or(ep.sys);
     let futex = sys.is_some_and(|s| s.is_futex_wait());
-    if policy.signals && futex && others && slot.slice_start.load(Ordering::Relaxed) == 0 {
+    let preemptible = slot.slice_start.load(Ordering::Relaxed) != 0;
+    let pinned = shared.workers[i].pinned_len.load(Ordering::Relaxed);
+    if policy.signals && preemptible && pinned > 0 && !futex && !watch.signalled {
+        // Tasks pinned here wait for this thread: switch the blocked task
+        // out of its system call now rather than at its quantum (rule 6).
+        super::quantum::allow_syscall_switch(shared, i, seq);
+        watch.send(slot, now, policy);
+    }
+    let ep = watch.episode.as_mut().expect("episode is open");
+    if policy.signals && futex && others && !preemptible {
         // A std::sync wait is switched out by the handler; a preemptible
         // slice gets the same from its quantum signal (quantum.rs).
         if ep.switch_until == 0 {
@@ -209,7 +218,6 @@ fn act(
         ep.warned = true;
         warn(shared, i, seq, ep, now, reports);
     }
-    let pinned = shared.workers[i].pinned_len.load(Ordering::Relaxed);
     if !ep.stall_reported && pinned > 0 && now >= ep.since + policy.stall_after {
         ep.stall_reported = true;
         if reports.stalled.insert((i, seq)) {

@@ -247,9 +247,13 @@ fn pass(
     probe: &mut Probe,
     now: u64,
 ) -> (u64, bool) {
-    let period = policy.quantum.unwrap_or(policy.threshold);
-    // Each rule says when it next needs a look; this only bounds the sleep.
-    let mut next = now + 2 * period.max(policy.threshold);
+    // Each rule says when it next needs a look; this bounds the sleep, so a
+    // slice that starts meanwhile is seen within a quantum (or one and a
+    // half thresholds, cooperatively, when blocked checks set the pace).
+    let mut next = now
+        + policy
+            .quantum
+            .unwrap_or(policy.threshold + policy.threshold / 2);
     let mut any_running = false;
     for (i, watch) in watches.iter_mut().enumerate() {
         let slot = &shared.workers[i].slot;

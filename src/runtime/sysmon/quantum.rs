@@ -45,6 +45,7 @@ pub(super) fn check(
         // Still the same slice: the last signal was deferred.
         watch.backoff = (watch.backoff * 2).min(q);
         watch.retry_at = now + watch.backoff;
+        allow_syscall_switch(shared, i, watch.seq);
         signal_kick(slot, policy.sig);
         return watch.retry_at;
     }
@@ -54,8 +55,22 @@ pub(super) fn check(
         // Alone on its worker: let it run, look again soon.
         now + q / 4
     } else {
+        // A task blocked in a system call may be switched out there too
+        // (rule 6), but only for tasks pinned to this thread: movable work
+        // is better handed to another thread (blocked.rs, handoff.rs) than
+        // pinned here by running it in the blocked task's place.
+        allow_syscall_switch(shared, i, watch.seq);
         watch.send(slot, now, policy)
     }
+}
+
+/// Let the handler switch slice `seq` out of a blocked system call if tasks
+/// pinned to worker `i` wait for its thread (they can run nowhere else).
+pub(super) fn allow_syscall_switch(shared: &Shared, i: usize, seq: u64) {
+    let pinned = shared.workers[i].pinned_len.load(Ordering::Relaxed) > 0;
+    let slot = &shared.workers[i].slot;
+    slot.syscall_target
+        .store(if pinned { seq } else { 0 }, Ordering::Relaxed);
 }
 
 /// Code built without frame pointers leaves garbage in `rbp`, so the safe-
