@@ -35,6 +35,7 @@
 //! | wait with a deadline, on one or many tasks | [`JoinHandle::join_timeout`], [`wait`] + [`WaitFor`] |
 //! | fork-join and borrowing tasks | [`join`], [`scope`], [`Runtime::scope`] |
 //! | block without blocking the worker | [`sleep`], [`sync`], [`channel`], [`spawn_blocking`] |
+//! | live with code that blocks the thread anyway | [`Builder::blocking_threshold`], [`Builder::max_compensation`], [`Builder::panic_on_blocking`], [`safety`] |
 //! | per-task state | [`task_local!`], [`task::LocalKey`] |
 //! | control preemption | [`Builder::quantum`], [`preempt::disable`], [`Builder::migrate_preempted`] |
 //! | see what the scheduler did | [`Runtime::metrics`], [`Builder::trace`], [`Trace`] |
@@ -46,7 +47,10 @@
 //!
 //! How preemption works (monitor thread, signal handler switching the task
 //! out on its own stack, frame-pointer safe points) is written up in
-//! `src/preempt/README.md`; build programs that use it with
+//! `src/preempt/README.md`; the monitor's policy (when to preempt, when a
+//! worker counts as blocked, when to start a compensating thread) lives in
+//! `src/runtime/sysmon/`, the mechanism in `src/preempt/`. Build programs
+//! that use it with
 //! `-C force-frame-pointers=yes` (see the README).
 //!
 //! [corosensei]: https://docs.rs/corosensei

@@ -92,8 +92,8 @@ pub(super) fn check(
     // the monitor only *schedules* a look half a threshold later than that,
     // so that looks due anyway (a quantum, another worker) usually do it.
     let late = t + t / 2;
-    let cpu = crate::preempt::cpu_time(slot);
     if let Some(ep) = watch.episode.as_mut() {
+        let cpu = crate::preempt::cpu_time(slot);
         let computing = cpu.is_none_or(|c| {
             c.saturating_sub(ep.last_cpu) > clock::ticks_to_ns(now - ep.last_check) / 8
         });
@@ -107,13 +107,17 @@ pub(super) fn check(
         ep.last_check = now;
         return act(shared, i, watch, now, policy, probe, reports);
     }
-    let (Some((t0, c0)), Some(c)) = (watch.cpu, cpu) else {
-        watch.cpu = cpu.map(|c| (now, c));
+    let Some((t0, c0)) = watch.cpu else {
+        watch.cpu = crate::preempt::cpu_time(slot).map(|c| (now, c));
         return now + late;
     };
     if now < t0 + t {
         return t0 + late;
     }
+    // Read the clock (a system call) only when a verdict is due.
+    let Some(c) = crate::preempt::cpu_time(slot) else {
+        return now + late;
+    };
     let still = c.saturating_sub(c0) < clock::ticks_to_ns(now - t0) / 8;
     let tid = slot.tid.load(Ordering::Relaxed);
     if !still || probe.state(tid) != KernelState::Waiting {
