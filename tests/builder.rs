@@ -342,3 +342,29 @@ fn explicit_workers_win_over_env() {
     // An explicit value means the environment is not even parsed.
     assert_eq!(probe_mode("explicit", Some("garbage")), "workers=2");
 }
+
+#[test]
+fn too_many_compensating_threads_is_an_error() {
+    let err = Runtime::builder()
+        .workers(1)
+        .max_compensation(kvant::MAX_WORKERS + 1)
+        .build()
+        .unwrap_err();
+    match &err {
+        Error::TooManyCompensating { requested, max } => {
+            assert_eq!(*requested, kvant::MAX_WORKERS + 1);
+            assert_eq!(*max, kvant::MAX_WORKERS);
+        }
+        other => panic!("expected TooManyCompensating, got {other:?}"),
+    }
+    assert!(err.to_string().contains("max_compensation"), "{err}");
+    // Zero turns compensation off; the default is one per worker.
+    let rt = Runtime::builder()
+        .workers(2)
+        .max_compensation(0)
+        .build()
+        .unwrap();
+    assert!(rt.metrics().compensating.is_empty());
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    assert_eq!(rt.metrics().compensating.len(), 2);
+}

@@ -394,6 +394,12 @@ impl CodeMap {
         self.syscall_insn
     }
 
+    /// Some address of class `class` (tests build synthetic stacks with it).
+    #[cfg(test)]
+    pub(crate) fn address_of(&self, class: Class) -> Option<usize> {
+        self.segs.iter().find(|s| s.class == class).map(|s| s.start)
+    }
+
     /// libc's syscall wrappers (rule 6).
     #[inline]
     pub(crate) fn wrappers(&self) -> &super::wrappers::Wrappers {

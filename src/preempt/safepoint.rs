@@ -253,3 +253,107 @@ fn read(addr: usize) -> usize {
     // running task's stack, which is mapped read-write while the task exists.
     unsafe { (addr as *const usize).read_volatile() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic task stack: `depth` frame records chained upward from the
+    /// interrupted frame to the root, every return address `ret`.
+    struct Fake {
+        mem: Vec<usize>,
+        at: Interrupted,
+        stack: TaskStack,
+    }
+
+    fn fake(depth: usize, pc: usize, ret: usize) -> Fake {
+        let below = ROOM / 8 + 8;
+        let mut mem = vec![0usize; below + 2 * depth + 8];
+        let base = mem.as_ptr() as usize;
+        let addr = |i: usize| base + 8 * i;
+        let first = below + 2;
+        mem[below] = ret; // [sp]
+        for k in 0..depth {
+            let rec = first + 2 * k;
+            mem[rec] = addr(rec + 2);
+            mem[rec + 1] = ret;
+        }
+        let root = first + 2 * depth;
+        let hi = addr(mem.len());
+        Fake {
+            at: Interrupted {
+                pc,
+                sp: addr(below),
+                fp: addr(first),
+                rax: 0,
+                rsi: 0,
+            },
+            stack: TaskStack {
+                lo: base,
+                hi,
+                root_fp: addr(root),
+            },
+            mem,
+        }
+    }
+
+    fn user_and_denied(map: &CodeMap) -> (usize, usize) {
+        let user = map.address_of(Class::User).expect("some user-class code");
+        // kvant's own code is denied.
+        let denied = check as fn(&CodeMap, &Interrupted, &TaskStack) -> Verdict as usize;
+        assert_eq!(map.class(denied), Class::Denied);
+        (user, denied)
+    }
+
+    #[test]
+    fn synthetic_stacks() {
+        let map = CodeMap::global();
+        let (user, denied) = user_and_denied(map);
+        let f = fake(8, user, user + 1);
+        assert_eq!(check(map, &f.at, &f.stack), Verdict::Safe);
+        // The PC in denied code.
+        let f = fake(8, denied, user + 1);
+        assert_eq!(check(map, &f.at, &f.stack), Verdict::PcUnsafe);
+        // A denied frame anywhere on the chain.
+        let mut f = fake(8, user, user + 1);
+        let i = f.mem.len() - 8 - 2 * 3 + 1;
+        f.mem[i] = denied + 1;
+        assert_eq!(check(map, &f.at, &f.stack), Verdict::FrameUnsafe);
+        // A chain that goes backwards.
+        let mut f = fake(8, user, user + 1);
+        let i = f.mem.len() - 8 - 2 * 4;
+        f.mem[i] = f.at.sp;
+        assert_eq!(check(map, &f.at, &f.stack), Verdict::BrokenChain);
+        // Outside the user's closure, or without room for the handler.
+        let mut f = fake(8, user, user + 1);
+        f.stack.root_fp = 0;
+        assert_eq!(check(map, &f.at, &f.stack), Verdict::PcUnsafe);
+        let mut f = fake(8, user, user + 1);
+        f.at.sp = f.stack.lo + 8;
+        assert_eq!(check(map, &f.at, &f.stack), Verdict::NotOnTaskStack);
+    }
+
+    /// What the check costs the handler per signal, by stack depth. Printed
+    /// (`cargo test --release --lib safepoint_cost -- --nocapture`).
+    #[test]
+    fn safepoint_cost() {
+        let map = CodeMap::global();
+        let (user, _) = user_and_denied(map);
+        for depth in [4, 16, 64] {
+            let f = fake(depth, user, user + 1);
+            let n = 20_000;
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                assert_eq!(
+                    check(map, std::hint::black_box(&f.at), &f.stack),
+                    Verdict::Safe
+                );
+            }
+            let ns = t.elapsed().as_nanos() as f64 / n as f64;
+            eprintln!(
+                "safepoint::check, {depth} user frames, {} segments: {ns:.0} ns",
+                map.segments()
+            );
+        }
+    }
+}
