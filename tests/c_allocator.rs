@@ -37,7 +37,7 @@ fn storm(workers: usize, quantum: Duration, run_for: Duration) -> u64 {
                         "task {t} iteration {n} {:?}",
                         map.get(&(n % 7)).map(Vec::len)
                     );
-                    if n % 256 == 0 {
+                    if n.is_multiple_of(256) {
                         println!("{s}");
                     }
                     *total.lock().unwrap() += 1;
