@@ -58,6 +58,21 @@ fn std_mpsc_between_tasks_on_one_worker_completes() {
     }
 }
 
+/// A task that counts units of work into `units` until `stop`.
+fn spawn_hog(
+    rt: &Runtime,
+    units: &Arc<AtomicU64>,
+    stop: &Arc<AtomicBool>,
+) -> kvant::JoinHandle<()> {
+    let (units, stop) = (units.clone(), stop.clone());
+    rt.spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            std::hint::black_box((0..1000u64).sum::<u64>());
+            units.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+}
+
 /// Units of work a hog completes while another task sleeps 20 ms ten
 /// times with `std::thread::sleep`, against the same hog while an OS thread
 /// does the same sleeps.
@@ -82,15 +97,7 @@ fn hog_progress(rt: &Runtime, sleeper_is_task: bool) -> (u64, u32) {
     // The sleeper starts first, so the hog is still queued (movable) when
     // the worker blocks.
     let sleeper = sleeper_is_task.then(|| rt.spawn(sleeps.clone()));
-    let hog = {
-        let (units, stop) = (units.clone(), stop.clone());
-        rt.spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::hint::black_box((0..1000u64).sum::<u64>());
-                units.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let hog = spawn_hog(&rt, &units, &stop);
     let r = match sleeper {
         Some(s) => join_ok(s),
         None => {
@@ -302,19 +309,25 @@ fn a_stall_hand_off_cannot_resolve_is_reported() {
         return; // nothing is preempted, so nothing is pinned
     }
     let lock = Arc::new(parking_lot::Mutex::new(0u64));
+    let locked = Arc::new(AtomicBool::new(false));
     let holder = {
-        let lock = lock.clone();
+        let (lock, locked) = (lock.clone(), locked.clone());
         kvant::task::Builder::new()
             .name("holder")
             .spawn_on(&rt, move || {
                 let mut g = lock.lock();
+                let before = kvant::current().stats().preemptions;
+                locked.store(true, Ordering::Release);
                 // Hold the guard until preempted at least once.
-                while kvant::current().stats().preemptions == 0 {
+                while kvant::current().stats().preemptions == before {
                     *g = std::hint::black_box(*g + 1);
                 }
             })
             .unwrap()
     };
+    wait_for("the holder to take the lock", || {
+        locked.load(Ordering::Acquire)
+    });
     let waiter = {
         let lock = lock.clone();
         kvant::task::Builder::new()
@@ -322,7 +335,9 @@ fn a_stall_hand_off_cannot_resolve_is_reported() {
             .spawn_on(&rt, move || *lock.lock() += 1)
             .unwrap()
     };
-    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| holder.join()));
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        holder.join_timeout(HANG).map(|_| ()).map_err(|_| ())
+    }));
     let msg = panic_message(joined.expect_err("the stall was not reported"));
     assert!(msg.contains("stall"), "{msg}");
     assert!(
@@ -399,15 +414,7 @@ fn thread_sleep_beside_a_task_preempted_on_the_same_worker() {
     }
     let units = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let hog = {
-        let (units, stop) = (units.clone(), stop.clone());
-        rt.spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::hint::black_box((0..1000u64).sum::<u64>());
-                units.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let hog = spawn_hog(&rt, &units, &stop);
     wait_for("the hog to start", || units.load(Ordering::Relaxed) > 0);
     // Alone, in the same runtime, over 10 sleeps of an OS thread.
     let t0 = units.load(Ordering::Relaxed);
