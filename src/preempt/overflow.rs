@@ -140,7 +140,7 @@ fn end_overflowing_task(addr: usize, uc: *mut libc::c_void) -> bool {
     }
     task.overflowed.store(true, Ordering::Release);
     // The preemption handler must not act on a task we are ending.
-    slot.slice_start.store(0, Ordering::Relaxed);
+    slot.preemptible.store(false, Ordering::Relaxed);
     // SAFETY: the faulting SP is inside this coroutine's stack (checked); the
     // coroutine is abandoned (its frames are never returned to), and the
     // registers corosensei asks for are written into the context so that

@@ -11,7 +11,7 @@
 //! `SA_NODEFER` keeps the signal unblocked while the handler runs, so the
 //! worker does not continue with it masked after we switch away (the
 //! alternative, `sigprocmask` before switching, costs a syscall per
-//! preemption). A nested signal in the handler sees `slice_start == 0` or
+//! preemption). A nested signal in the handler sees `preemptible == false` or
 //! fails the safe-point check (the PC is in kvant) and returns at once.
 //! `SA_RESTART` makes interrupted slow syscalls restart instead of failing
 //! with `EINTR`.
@@ -138,7 +138,7 @@ fn preempt_here(uc: *mut libc::c_void) {
     // and holds its Arc until after `end` clears it.
     let task: &Header = unsafe { &*(task as *const Header) };
     // The quantum applies to this slice (preemptive runtime, preemptible task).
-    let preemptible = slot.slice_start.load(Ordering::Relaxed) != 0;
+    let preemptible = slot.preemptible.load(Ordering::Relaxed);
     if task.preempt.disabled.load(Ordering::Relaxed) > 0 {
         if preemptible {
             task.preempt.pending.store(true, Ordering::Relaxed);
@@ -197,7 +197,7 @@ fn preempt_here(uc: *mut libc::c_void) {
     // Commit. From here a nested signal finds no matching request (and a PC
     // inside kvant if the monitor re-sends meanwhile).
     slot.target.store(0, Ordering::Relaxed);
-    slot.slice_start.store(0, Ordering::Relaxed);
+    slot.preemptible.store(false, Ordering::Relaxed);
     task.preempt.preempted.store(true, Ordering::Relaxed);
     let yielder = task.preempt.yielder.load(Ordering::Relaxed) as *const TaskYielder;
     // SAFETY: pthread_self has no preconditions.

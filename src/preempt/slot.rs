@@ -4,7 +4,7 @@
 //! handler runs on the same thread, and the monitor only needs an eventually
 //! consistent view because the handler re-validates everything it acts on).
 
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::metrics::Counter;
 use crate::task::Header;
@@ -14,9 +14,11 @@ pub(crate) struct WorkerSlot {
     /// Number of the current (or last) slice, counted from 1: the slice's
     /// identity for the monitor and the handler, in every mode.
     pub seq: AtomicU64,
-    /// Clock ticks at the start of the running slice if that slice may be
-    /// preempted, else 0.
-    pub slice_start: AtomicU64,
+    /// Whether the running slice may be preempted at its quantum (a
+    /// preemptive runtime and a preemptible task). No clock is read on the
+    /// switch path: the monitor times slices by when it first sees their
+    /// `seq` (Go's sysmon does the same with `schedtick`).
+    pub preemptible: AtomicBool,
     /// The `seq` the monitor asked to interrupt.
     pub target: AtomicU64,
     /// The `seq` the monitor allows to be switched out of a blocked system
@@ -79,13 +81,13 @@ impl WorkerSlot {
     /// recorded either way: the stack-overflow handler and the sync-wait
     /// switch need them too.
     #[inline]
-    pub(crate) fn begin(&self, task: &Header, lo: usize, hi: usize, now: u64, preemptible: bool) {
+    pub(crate) fn begin(&self, task: &Header, lo: usize, hi: usize, preemptible: bool) {
         self.task
             .store(task as *const Header as usize, Ordering::Relaxed);
         self.stack_lo.store(lo, Ordering::Relaxed);
         self.stack_hi.store(hi, Ordering::Relaxed);
         if preemptible {
-            self.slice_start.store(now.max(1), Ordering::Relaxed);
+            self.preemptible.store(true, Ordering::Relaxed);
         }
         // Published last: the handler trusts the fields above once it sees
         // its slice number (single writer: no read-modify-write needed).
@@ -97,7 +99,7 @@ impl WorkerSlot {
     /// task any more (see `fence.rs` for why a compiler fence suffices here).
     #[inline]
     pub(crate) fn end(&self) {
-        self.slice_start.store(0, Ordering::Relaxed);
+        self.preemptible.store(false, Ordering::Relaxed);
         self.task.store(0, Ordering::Release);
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         if self.hold.load(Ordering::Relaxed) != 0 {

@@ -147,10 +147,11 @@ impl Builder {
         self
     }
 
-    /// Time every slice, so tasks' `stats().run_time` and workers' busy
-    /// time are exact. Always on with a quantum or `trace(true)` (they need
-    /// the clock anyway); off by default in a cooperative runtime, where the
-    /// clock read would be the largest cost of a task switch.
+    /// Time every slice, so tasks' `stats().run_time` is measured (it stays
+    /// zero otherwise). Always on with `trace(true)`, which needs the clock
+    /// anyway; off by default, preemptive or not, because the clock read
+    /// would be the largest cost of a task switch (the quantum does not need
+    /// it: the monitor times slices by their number).
     pub fn task_timing(mut self, yes: bool) -> Self {
         self.task_timing = yes;
         self

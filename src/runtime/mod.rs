@@ -68,7 +68,7 @@ pub(crate) struct Shared {
     /// Whether slices are preempted at the quantum (`mode.is_preemptive()`).
     pub preemptive: bool,
     pub mode: PreemptionMode,
-    /// Whether slices are timed (preemption, tracing or `task_timing`).
+    /// Whether slices are timed (tracing or `task_timing`).
     pub timing: bool,
     pub injector: Injector<Arc<Task>>,
     /// One per worker slot: the regular workers, then the compensating ones.
@@ -320,7 +320,7 @@ impl Runtime {
         let shared = Arc::new(Shared {
             preemptive: mode.is_preemptive(),
             mode,
-            timing: mode.is_preemptive() || config.trace || config.task_timing,
+            timing: config.trace || config.task_timing,
             injector: Injector::new(),
             stealers,
             idle: idle::Idle::new(n),

@@ -318,10 +318,12 @@ impl WorkerCtx {
         current::set_current(Some(&task));
         let slot = &shared.workers[self.index].slot;
         // Reading the clock is the largest fixed cost of a switch (rdtsc is
-        // ~10-30 ns here), so slices are timed only when something uses it.
+        // ~10-30 ns here), so slices are timed only when something uses it
+        // (tracing, `task_timing`); the quantum does not need it (the
+        // monitor times slices by their number, see sysmon/quantum.rs).
         let start = if shared.timing { clock::ticks() } else { 0 };
         let (lo, hi) = task.stack_bounds();
-        slot.begin(&task, lo, hi, start, shared.preemptive && task.preemptible);
+        slot.begin(&task, lo, hi, shared.preemptive && task.preemptible);
         let ran = claim.resume(Resume::Run);
         slot.end();
         if slot.blocked_since.load(Ordering::Relaxed) != 0 {

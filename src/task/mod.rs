@@ -89,7 +89,8 @@ impl fmt::Display for TaskId {
 /// [`Current`] while it runs and after it ends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskStats {
-    /// Time the task spent running on a worker.
+    /// Time the task spent running on a worker, if the runtime times slices
+    /// (`Builder::task_timing` or `trace`); zero otherwise.
     pub run_time: std::time::Duration,
     /// Number of slices (times a worker resumed it).
     pub slices: u64,

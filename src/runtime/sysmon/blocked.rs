@@ -193,7 +193,7 @@ fn act(
     let ep = watch.episode.as_mut().expect("episode is open");
     ep.sys = sys.or(ep.sys);
     let futex = sys.is_some_and(|s| s.is_futex_wait());
-    let preemptible = slot.slice_start.load(Ordering::Relaxed) != 0;
+    let preemptible = slot.preemptible.load(Ordering::Relaxed);
     let pinned = shared.workers[i].pinned_len.load(Ordering::Relaxed);
     if policy.signals && preemptible && pinned > 0 && !futex && !watch.signalled {
         // Tasks pinned here wait for this thread: switch the blocked task

@@ -57,6 +57,8 @@ pub(crate) struct Monitor {
 struct Watch {
     /// The slice these notes are about (`WorkerSlot::seq`; 0: none).
     seq: u64,
+    /// When the monitor first saw that slice running (ticks).
+    first_seen: u64,
     /// Whether it was signalled (then `retry_at` and `backoff` apply).
     signalled: bool,
     /// When to re-send if it is still running (ticks).
@@ -303,6 +305,7 @@ impl Watch {
         let ended = self.episode.take().map(|e| (self.seq, e));
         *self = Watch {
             seq,
+            first_seen: now,
             cpu: crate::preempt::cpu_time(slot).map(|c| (now, c)),
             ..Watch::default()
         };

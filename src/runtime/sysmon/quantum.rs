@@ -1,7 +1,13 @@
 //! When a preemptible slice has had its quantum.
 //!
-//! A slice is due a quantum after it started (`slice_start`, stamped by the
-//! worker). A due slice is signalled unless it is alone (nothing queued
+//! No clock is read on the switch path: a slice is timed from when the
+//! monitor first saw its number (`WorkerSlot::seq`), which is at most one
+//! look after it started; the monitor looks at least once a quantum while
+//! slices run. So a slice is due half a quantum after it was first seen:
+//! it has run between half and one and a half quanta, a quantum on average
+//! (and about one quantum between hogs, where the look that follows a
+//! preemption sees the next slice at once). A due slice is signalled unless
+//! it is alone (nothing queued
 //! here or anywhere it could take work from: it would just be resumed, and
 //! the signal would cost ~1 µs and could turn a non-restartable syscall
 //! into `EINTR` for nothing).
@@ -27,13 +33,13 @@ pub(super) fn check(
     policy: &Policy,
 ) -> u64 {
     let slot = &shared.workers[i].slot;
-    let (Some(q), start) = (policy.quantum, slot.slice_start.load(Ordering::Relaxed)) else {
+    let Some(q) = policy.quantum else {
         return u64::MAX;
     };
-    if start == 0 {
+    if !slot.preemptible.load(Ordering::Relaxed) {
         return u64::MAX;
     }
-    let due = start + q;
+    let due = watch.first_seen + q / 2;
     if watch.signalled {
         if now < due {
             // A sync-wait signal (blocked.rs re-sends those itself).
