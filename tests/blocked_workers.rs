@@ -97,7 +97,7 @@ fn hog_progress(rt: &Runtime, sleeper_is_task: bool) -> (u64, u32) {
     // The sleeper starts first, so the hog is still queued (movable) when
     // the worker blocks.
     let sleeper = sleeper_is_task.then(|| rt.spawn(sleeps.clone()));
-    let hog = spawn_hog(&rt, &units, &stop);
+    let hog = spawn_hog(rt, &units, &stop);
     let r = match sleeper {
         Some(s) => join_ok(s),
         None => {
