@@ -56,6 +56,15 @@ pub enum Error {
         /// Largest accepted threshold.
         max: Duration,
     },
+    /// `Builder::min_slice` is outside the accepted range.
+    MinSliceOutOfRange {
+        /// What was asked for.
+        requested: Duration,
+        /// Smallest accepted minimum slice.
+        min: Duration,
+        /// Largest accepted minimum slice.
+        max: Duration,
+    },
     /// `Builder::max_compensation` above the most threads a runtime runs.
     TooManyCompensating {
         /// What was asked for.
@@ -127,6 +136,15 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "blocking_threshold {requested:?} is outside the accepted range {min:?}..={max:?}"
+            ),
+            Error::MinSliceOutOfRange {
+                requested,
+                min,
+                max,
+            } => write!(
+                f,
+                "min_slice {requested:?} is outside the accepted range {min:?}..={max:?} \
+                 (use min_slice(None) to turn wake-up preemption off)"
             ),
             Error::TooManyCompensating { requested, max } => write!(
                 f,

@@ -1,7 +1,9 @@
 //! (e) Sleeper lateness beside CPU hogs: one worker runs 4 hogs and a task
 //! that sleeps 1 ms in a loop; lateness = how much later than 1 ms it woke and
 //! ran again. Cooperative scheduling starves it until a hog finishes;
-//! preemption bounds it by about one quantum.
+//! preemption bounds it by about one quantum, and wake-up preemption
+//! (`Builder::min_slice`, on by default) by about `min_slice` plus a
+//! signal's latency.
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -17,10 +19,17 @@ struct Outcome {
     extra: String,
 }
 
-fn kvant_run(quantum: Option<Duration>, hogs: usize, run_for: Duration, step: u64) -> Outcome {
+fn kvant_run(
+    quantum: Option<Duration>,
+    min_slice: Option<Duration>,
+    hogs: usize,
+    run_for: Duration,
+    step: u64,
+) -> Outcome {
     let rt = kvant::Runtime::builder()
         .workers(1)
         .quantum(quantum)
+        .min_slice(min_slice)
         .build()
         .expect("kvant runtime");
     let end = Instant::now() + run_for;
@@ -37,29 +46,37 @@ fn kvant_run(quantum: Option<Duration>, hogs: usize, run_for: Duration, step: u6
         .map(|_| {
             rt.spawn(move || {
                 let mut x = 0u64;
+                let mut units = 0u64;
                 while Instant::now() < end {
                     x ^= burn(step);
+                    units += 1;
                 }
-                x
+                std::hint::black_box(x);
+                units
             })
         })
         .collect();
     let mut samples = sleeper.join().expect("sleeper");
+    let mut units = 0;
     for h in hog_handles {
-        h.join().expect("hog");
+        units += h.join().expect("hog");
     }
     let m = rt.metrics().total();
     samples.sort();
     Outcome {
-        name: match (quantum, hogs) {
-            (Some(q), 0) => format!("kvant, quantum {q:?}, no hogs (not saturated)"),
-            (None, _) => "kvant, quantum None (cooperative)".into(),
-            (Some(q), _) => format!("kvant, quantum {q:?}"),
+        name: match (quantum, hogs, min_slice) {
+            (Some(q), 0, _) => format!("kvant, quantum {q:?}, no hogs (not saturated)"),
+            (None, _, _) => "kvant, quantum None (cooperative)".into(),
+            (Some(q), _, Some(_)) => format!("kvant, quantum {q:?}"),
+            (Some(q), _, None) => format!("kvant, quantum {q:?}, min_slice(None)"),
         },
         samples,
         extra: format!(
-            "{} preemptions, {} signals, {} deferred",
-            m.preemptions, m.signals, m.deferrals
+            "{} preemptions, {} signals, {} deferred; hogs did {} units",
+            m.preemptions,
+            m.signals,
+            m.deferrals,
+            fmt_n(units)
         ),
     }
 }
@@ -120,12 +137,16 @@ pub fn run(mode: &Mode) {
     let step = calibrate_burn(Duration::from_micros(20));
     let cpus = util::allowed_cpus();
     let cpu = *cpus.last().unwrap_or(&0);
+    let ms = |n| Some(Duration::from_millis(n));
+    let min = Some(kvant::DEFAULT_MIN_SLICE);
     let outcomes = vec![
-        kvant_run(Some(Duration::from_millis(1)), 0, run_for, step),
-        kvant_run(None, HOGS, run_for, step),
-        kvant_run(Some(Duration::from_millis(10)), HOGS, run_for, step),
-        kvant_run(Some(Duration::from_millis(1)), HOGS, run_for, step),
-        kvant_run(Some(Duration::from_micros(100)), HOGS, run_for, step),
+        kvant_run(ms(1), min, 0, run_for, step),
+        kvant_run(None, None, HOGS, run_for, step),
+        kvant_run(ms(10), min, HOGS, run_for, step),
+        kvant_run(ms(10), None, HOGS, run_for, step),
+        kvant_run(ms(1), min, HOGS, run_for, step),
+        kvant_run(ms(1), None, HOGS, run_for, step),
+        kvant_run(Some(Duration::from_micros(100)), min, HOGS, run_for, step),
         os_run(cpu, run_for, step),
     ];
     let mut t = Table::new(
@@ -153,8 +174,11 @@ pub fn run(mode: &Mode) {
          CPUs. OS threads: all {} threads pinned to one CPU with sched_setaffinity so that they \
          compete for one CPU like the kvant tasks do; the sleeper's timer slack is set to 1 ns \
          (PR_SET_TIMERSLACK), as kvant's timer thread does. The first row has no hogs: the \
-         timer path alone (goal there: p99 < 200 µs). Goal with hogs: p99 <= 1.5 ms at a 1 ms quantum.",
-        HOGS + 1
+         timer path alone (goal there: p99 < 200 µs). Goal with hogs: p99 <= 1 ms at the default 10 ms \
+         quantum with wake-up preemption (min_slice {:?}, the default); min_slice(None) rows show \
+         the quantum alone. Hog units: ~20 µs of work each, all hogs together.",
+        HOGS + 1,
+        kvant::DEFAULT_MIN_SLICE,
     ));
     t.print();
 }

@@ -275,6 +275,7 @@ impl Monitor {
     }
     pub(crate) fn stop(&self) {}
     pub(crate) fn kick(&self) {}
+    pub(crate) fn wake_up(&self) {}
 }
 
 /// Process-wide signal setup every runtime needs (the stack-overflow handler).

@@ -24,8 +24,8 @@ use parking_lot::{Condvar, Mutex};
 pub use blocking::spawn_blocking;
 pub(crate) use builder::Config;
 pub use builder::{
-    Builder, DEFAULT_BLOCKING_THRESHOLD, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, MAX_QUANTUM,
-    MAX_STACK_SIZE, MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE,
+    Builder, DEFAULT_BLOCKING_THRESHOLD, DEFAULT_MIN_SLICE, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE,
+    MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE,
 };
 pub use handle::Handle;
 pub use shutdown::ShutdownReport;
@@ -104,6 +104,9 @@ pub(crate) struct Shared {
     pub stall: Mutex<Option<String>>,
     spawned_external: Counter,
     pub epoch_ticks: AtomicU64,
+    /// Tasks woken into the global queue while every worker was busy (the
+    /// monitor's cue for wake-up preemption).
+    pub wakes: AtomicU64,
 }
 
 impl Shared {
@@ -114,17 +117,40 @@ impl Shared {
     }
 
     /// Put a runnable task in a queue and make sure a worker will look.
-    pub(crate) fn schedule(self: &Arc<Self>, task: Arc<Task>) {
+    /// Returns whether it went to the global queue (the caller is not one
+    /// of this runtime's workers).
+    pub(crate) fn schedule(self: &Arc<Self>, task: Arc<Task>) -> bool {
         let mut task = Some(task);
         context::with_worker(|w| {
             if Arc::ptr_eq(&w.shared, self) {
                 w.local.push(task.take().expect("task is still here"));
             }
         });
+        let global = task.is_some();
         if let Some(t) = task {
             self.injector.push(t);
         }
         self.idle.notify_one();
+        global
+    }
+
+    /// A parked task was woken (a timer, a channel, a lock, a join): queue
+    /// it, and if it had to go to the global queue while every worker is
+    /// busy, tell the monitor, which preempts a task that has had at least
+    /// `min_slice` so the woken one runs next (wake-up preemption,
+    /// `sysmon/quantum.rs`). A task woken by another task stays on that
+    /// task's worker, like Go's `runnext`, without preempting anyone.
+    pub(crate) fn wake(self: &Arc<Self>, task: Arc<Task>) {
+        if self.schedule(task)
+            && self.preemptive
+            && self.config.min_slice.is_some()
+            && !self.idle.wants_work()
+        {
+            self.wakes.fetch_add(1, Ordering::Release);
+            if let Some(m) = &*self.monitor.lock() {
+                m.wake_up();
+            }
+        }
     }
 
     pub(crate) fn spawn<F, T>(
@@ -186,7 +212,7 @@ impl Shared {
         if counted != Some(true) {
             self.spawned_external.add(1);
         }
-        self.schedule(task);
+        let _ = self.schedule(task);
         Ok(JoinHandle {
             inner: JoinInner::Task(typed),
         })
@@ -348,6 +374,7 @@ impl Runtime {
             stall: Mutex::new(None),
             spawned_external: Counter::default(),
             epoch_ticks: AtomicU64::new(crate::clock::ticks()),
+            wakes: AtomicU64::new(0),
             config,
         });
         let mut rt = Runtime {

@@ -28,7 +28,7 @@ impl Unparker {
         match self {
             Unparker::Task(t) => {
                 if t.notify() {
-                    t.shared.schedule(t.clone());
+                    t.shared.wake(t.clone());
                 }
             }
             Unparker::Thread(t) => t.unpark(),

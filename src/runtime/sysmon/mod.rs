@@ -46,9 +46,25 @@ struct Control {
     kicked: bool,
 }
 
+/// The monitor's state across looks (not per worker).
+#[derive(Default)]
+struct Cues {
+    /// `Shared::wakes` at the last look.
+    wakes: u64,
+    /// Woken tasks wait in the global queue: slices are due at `min_slice`.
+    wake_pending: bool,
+    /// How many running slices this look may still cut short for them.
+    wake_budget: usize,
+    /// The earliest wake-up-preemption look due (ticks; `u64::MAX`: none).
+    /// Not rounded to the grid: it is what the woken task waits for.
+    precise: u64,
+}
+
 pub(crate) struct Monitor {
     control: Arc<(Mutex<Control>, Condvar)>,
     sleeping: Arc<AtomicBool>,
+    /// A wake-up notification is on its way (cleared by each look).
+    woken: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -84,6 +100,8 @@ struct Policy {
     sig: i32,
     /// First re-send delay after a deferred signal.
     first_retry: u64,
+    /// `Builder::min_slice` in ticks (wake-up preemption), if on.
+    min_slice: Option<u64>,
 }
 
 /// Stall reports wait this many thresholds, within the bounds below.
@@ -134,6 +152,11 @@ impl Monitor {
             signals,
             sig: shared.config.signal,
             first_retry: clock::duration_to_ticks(Duration::from_micros(20)).max(period / 2),
+            min_slice: shared
+                .config
+                .min_slice
+                .filter(|_| quantum.is_some())
+                .map(clock::duration_to_ticks),
         };
         let control = Arc::new((
             Mutex::new(Control {
@@ -143,15 +166,33 @@ impl Monitor {
             Condvar::new(),
         ));
         let sleeping = Arc::new(AtomicBool::new(false));
-        let (c, s, sh) = (control.clone(), sleeping.clone(), shared.clone());
+        let woken = Arc::new(AtomicBool::new(false));
+        let (c, s, sh, w) = (
+            control.clone(),
+            sleeping.clone(),
+            shared.clone(),
+            woken.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name(format!("{}-monitor", shared.config.name))
-            .spawn(move || run(&sh, &policy, &c, &s))?;
+            .spawn(move || run(&sh, &policy, &c, &s, &w))?;
         Ok(Some(Monitor {
             control,
             sleeping,
+            woken,
             thread: Mutex::new(Some(thread)),
         }))
+    }
+
+    /// A task was woken into the global queue while every worker is busy:
+    /// look now (wake-up preemption).
+    pub(crate) fn wake_up(&self) {
+        // One notification per look, however many tasks a timer tick wakes.
+        if !self.woken.swap(true, Ordering::AcqRel) {
+            let (m, cv) = &*self.control;
+            m.lock().kicked = true;
+            cv.notify_one();
+        }
     }
 
     /// A worker woke up from idle: the monitor may be parked waiting for work.
@@ -183,6 +224,7 @@ fn run(
     policy: &Policy,
     control: &(Mutex<Control>, Condvar),
     sleeping: &AtomicBool,
+    woken: &AtomicBool,
 ) {
     crate::preempt::set_precise_timers();
     signal_unblock(policy.sig);
@@ -194,16 +236,26 @@ fn run(
         .map(|_| Watch::default())
         .collect();
     let mut reports = blocked::Reports::default();
+    let mut cues = Cues::default();
     let mut probe = Probe::default();
     let mut warned = false;
     let mut broken = false;
     let (lock, cv) = control;
     loop {
+        woken.store(false, Ordering::Release);
         let now = clock::ticks();
         // A bug in the diagnostics must not end preemption for the rest of
         // the program: say so once and keep going.
         let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pass(shared, policy, &mut watches, &mut reports, &mut probe, now)
+            pass(
+                shared,
+                policy,
+                &mut watches,
+                &mut reports,
+                &mut probe,
+                &mut cues,
+                now,
+            )
         }));
         let (next, any_running) = pass.unwrap_or_else(|_| {
             if !broken {
@@ -219,6 +271,11 @@ fn run(
         if c.stop {
             return;
         }
+        if c.kicked && cues.wakes != shared.wakes.load(Ordering::Acquire) {
+            // A wake-up arrived during the pass: look again at once.
+            c.kicked = false;
+            continue;
+        }
         // Announce the intent to sleep before looking at the workers, so that
         // a worker waking up either sees the flag (and kicks) or is seen awake.
         sleeping.store(true, Ordering::SeqCst);
@@ -229,7 +286,7 @@ fn run(
             sleeping.store(false, Ordering::SeqCst);
         } else {
             sleeping.store(false, Ordering::SeqCst);
-            let next = next.div_ceil(grid) * grid;
+            let next = (next.div_ceil(grid) * grid).min(cues.precise);
             let wait = clock::ticks_to_ns(next.saturating_sub(clock::ticks()));
             if wait > 0 {
                 cv.wait_until(&mut c, Instant::now() + Duration::from_nanos(wait));
@@ -247,8 +304,25 @@ fn pass(
     watches: &mut [Watch],
     reports: &mut blocked::Reports,
     probe: &mut Probe,
+    cues: &mut Cues,
     now: u64,
 ) -> (u64, bool) {
+    let wakes = shared.wakes.load(Ordering::Acquire);
+    if wakes != cues.wakes {
+        cues.wakes = wakes;
+        cues.wake_pending = true;
+    }
+    if shared.injector.is_empty() {
+        cues.wake_pending = false;
+    }
+    // Wake-up preemption: how many running slices may still be cut short
+    // for the woken tasks waiting in the global queue.
+    cues.wake_budget = if cues.wake_pending {
+        shared.injector.len()
+    } else {
+        0
+    };
+    cues.precise = u64::MAX;
     // Each rule says when it next needs a look; this bounds the sleep, so a
     // slice that starts meanwhile is seen within a quantum (or one and a
     // half thresholds, cooperatively, when blocked checks set the pace).
@@ -271,7 +345,7 @@ fn pass(
             continue;
         }
         any_running = true;
-        next = next.min(quantum::check(shared, i, watch, now, policy));
+        next = next.min(quantum::check(shared, i, watch, now, policy, cues));
         next = next.min(blocked::check(
             shared, i, watch, now, policy, probe, reports,
         ));

@@ -12,6 +12,10 @@
 //! the signal would cost ~1 µs and could turn a non-restartable syscall
 //! into `EINTR` for nothing).
 //!
+//! Wake-up preemption: while a task woken from outside the workers waits in
+//! the global queue and no worker is free, a slice is due `min_slice` after
+//! it was first seen instead (one slice per waiting task).
+//!
 //! A deferred signal (unsafe point) leaves the slice unchanged, so the
 //! monitor re-sends after half a quantum, doubling with each deferral of
 //! the same slice up to the quantum: a task that sits in a long syscall is
@@ -19,7 +23,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Policy, Watch};
+use super::{Cues, Policy, Watch};
 use crate::preempt::signal_kick;
 use crate::runtime::Shared;
 
@@ -31,6 +35,7 @@ pub(super) fn check(
     watch: &mut Watch,
     now: u64,
     policy: &Policy,
+    cues: &mut Cues,
 ) -> u64 {
     let slot = &shared.workers[i].slot;
     let Some(q) = policy.quantum else {
@@ -39,7 +44,24 @@ pub(super) fn check(
     if !slot.preemptible.load(Ordering::Relaxed) {
         return u64::MAX;
     }
-    let due = watch.first_seen + q / 2;
+    let mut due = watch.first_seen + q / 2;
+    if let Some(min) = policy.min_slice
+        && cues.wake_budget > 0
+        && !watch.signalled
+    {
+        // Wake-up preemption: a woken task waits in the global queue and
+        // every worker is busy. A slice that has had `min_slice` gives way
+        // now (workers take the global queue first at a switch, so the
+        // woken task runs next); a younger one at `min_slice`.
+        let wake_due = watch.first_seen + min;
+        if now >= wake_due {
+            cues.wake_budget -= 1;
+            allow_syscall_switch(shared, i, watch.seq);
+            return watch.send(slot, now, policy);
+        }
+        cues.precise = cues.precise.min(wake_due);
+        due = due.min(wake_due);
+    }
     if watch.signalled {
         if now < due {
             // A sync-wait signal (blocked.rs re-sends those itself).
