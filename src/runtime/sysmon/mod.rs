@@ -77,6 +77,8 @@ struct Watch {
     first_seen: u64,
     /// Whether it was signalled (then `retry_at` and `backoff` apply).
     signalled: bool,
+    /// The signal was a wake-up preemption (re-sent on a short fuse).
+    by_wake: bool,
     /// When to re-send if it is still running (ticks).
     retry_at: u64,
     /// Current re-send delay (ticks).

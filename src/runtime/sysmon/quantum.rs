@@ -57,24 +57,33 @@ pub(super) fn check(
         if now >= wake_due {
             cues.wake_budget -= 1;
             allow_syscall_switch(shared, i, watch.seq);
-            return watch.send(slot, now, policy);
+            watch.send(slot, now, policy);
+            // A deferred wake-up preemption is retried soon (a hog is
+            // rarely inside std or libc for long), not after half a quantum.
+            watch.by_wake = true;
+            watch.backoff = min;
+            watch.retry_at = now + min;
+            cues.precise = cues.precise.min(watch.retry_at);
+            return watch.retry_at;
         }
         cues.precise = cues.precise.min(wake_due);
         due = due.min(wake_due);
     }
     if watch.signalled {
-        if now < due {
+        if !watch.by_wake && now < due {
             // A sync-wait signal (blocked.rs re-sends those itself).
             return due;
         }
-        if now < watch.retry_at {
-            return watch.retry_at;
+        if now >= watch.retry_at {
+            // Still the same slice: the last signal was deferred.
+            watch.backoff = (watch.backoff * 2).min(q);
+            watch.retry_at = now + watch.backoff;
+            allow_syscall_switch(shared, i, watch.seq);
+            signal_kick(slot, policy.sig);
         }
-        // Still the same slice: the last signal was deferred.
-        watch.backoff = (watch.backoff * 2).min(q);
-        watch.retry_at = now + watch.backoff;
-        allow_syscall_switch(shared, i, watch.seq);
-        signal_kick(slot, policy.sig);
+        if watch.by_wake {
+            cues.precise = cues.precise.min(watch.retry_at);
+        }
         return watch.retry_at;
     }
     if now < due {
