@@ -12,8 +12,12 @@
 //! * Cooperative (`quantum(None)`): a hog never gives its worker back until it
 //!   is done, so the hogs run one after another and the sleeper waits for a
 //!   whole hog each time: its lateness *is* the hog's run time.
-//! * Preemptive (1 ms quantum): the hogs share the worker round-robin and the
-//!   sleeper runs at the next switch, within about one quantum.
+//! * Preemptive (10 ms quantum, the default): the hogs share the worker round-robin and the
+//!   sleeper runs at the next switch, within about one quantum, when only the
+//!   quantum preempts (`min_slice(None)`, shown in the summary);
+//! * and within about a signal's latency with wake-up preemption (the
+//!   default, `Builder::min_slice`): when the sleeper's timer fires, the
+//!   running hog is preempted at once if it has had 100 µs.
 //!
 //! Both runs are traced; the demo prints each worker's timeline, a zoom on a
 //! few milliseconds, the sleeper's lateness and the scheduler's counters.
@@ -45,8 +49,8 @@ struct Args {
     /// CPU time each hog burns, in ms (default: 1200 * workers / hogs).
     #[arg(long)]
     hog_ms: Option<u64>,
-    /// Quantum of the preemptive run, in microseconds.
-    #[arg(long, default_value_t = 1000)]
+    /// Quantum of the preemptive run, in microseconds (the runtime's default).
+    #[arg(long, default_value_t = 10_000)]
     quantum_us: u64,
     /// Let other workers steal preempted tasks (`Builder::migrate_preempted`).
     /// By default a preempted task stays on its worker until it yields or
@@ -101,10 +105,17 @@ fn hog(budget: Duration, hard_deadline: Instant) -> (u64, bool) {
     }
 }
 
-fn run_phase(args: &Args, hogs: usize, budget: Duration, quantum: Option<Duration>) -> Outcome {
+fn run_phase(
+    args: &Args,
+    hogs: usize,
+    budget: Duration,
+    quantum: Option<Duration>,
+    min_slice: Option<Duration>,
+) -> Outcome {
     let rt = Runtime::builder()
         .workers(args.workers)
         .quantum(quantum)
+        .min_slice(min_slice)
         .migrate_preempted(args.migrate_preempted)
         .trace(true)
         .build()
@@ -256,19 +267,30 @@ fn main() {
     );
     println!();
 
-    let coop = run_phase(&args, hogs, budget, None);
+    let coop = run_phase(&args, hogs, budget, None, None);
     report("cooperative: quantum(None)", &coop, args.width);
-    let pre = run_phase(&args, hogs, budget, Some(quantum));
+    let min = kvant::DEFAULT_MIN_SLICE;
+    let pre = run_phase(&args, hogs, budget, Some(quantum), Some(min));
     report(
-        &format!("preemptive: quantum {quantum:?}"),
+        &format!("preemptive: quantum {quantum:?}, wake-up preemption after {min:?}"),
         &pre,
         args.width,
     );
+    // The same without wake-up preemption: only the quantum ends a slice.
+    let quantum_only = run_phase(&args, hogs, budget, Some(quantum), None);
 
     println!("== summary ==");
-    println!("{:<24}{:>14}{:>14}", "", "cooperative", "preemptive");
+    println!(
+        "{:<24}{:>14}{:>16}{:>16}",
+        "", "cooperative", "quantum only", "+ wake-up"
+    );
     let row = |name: &str, f: &dyn Fn(&Outcome) -> String| {
-        println!("{name:<24}{:>14}{:>14}", f(&coop), f(&pre));
+        println!(
+            "{name:<24}{:>14}{:>16}{:>16}",
+            f(&coop),
+            f(&quantum_only),
+            f(&pre)
+        );
     };
     row("phase wall time", &|o| ms(o.wall));
     row("first hog finished", &|o| ms(o.hog_done[0]));
