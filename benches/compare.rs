@@ -14,6 +14,7 @@ mod compare {
     pub mod blocking;
     pub mod chunks;
     pub mod fib;
+    pub mod floor;
     pub mod latency;
     pub mod memory;
     pub mod preempt;
