@@ -15,6 +15,7 @@ mod compare {
     pub mod chunks;
     pub mod fib;
     pub mod floor;
+    pub mod go_peer;
     pub mod latency;
     pub mod memory;
     pub mod preempt;
@@ -25,7 +26,9 @@ mod compare {
 }
 
 use compare::util::{Mode, machine_info};
-use compare::{blocking, chunks, fib, latency, memory, preempt, profile, spawn, util, yields};
+use compare::{
+    blocking, chunks, fib, go_peer, latency, memory, preempt, profile, spawn, util, yields,
+};
 
 fn main() {
     let mode = Mode::from_env();
@@ -70,6 +73,7 @@ fn main() {
     run("latency", &latency::run);
     run("preempt", &preempt::run);
     run("blocking", &blocking::run);
+    run("go", &go_peer::run);
     run("memory", &memory::run);
     println!("\nTotal run time: {:.1} s", started.elapsed().as_secs_f64());
 }
