@@ -310,16 +310,17 @@ fn a_stall_hand_off_cannot_resolve_is_reported() {
     }
     let lock = Arc::new(parking_lot::Mutex::new(0u64));
     let locked = Arc::new(AtomicBool::new(false));
+    let waiting = Arc::new(AtomicBool::new(false));
     let holder = {
-        let (lock, locked) = (lock.clone(), locked.clone());
+        let (lock, locked, waiting) = (lock.clone(), locked.clone(), waiting.clone());
         kvant::task::Builder::new()
             .name("holder")
             .spawn_on(&rt, move || {
                 let mut g = lock.lock();
-                let before = kvant::current().stats().preemptions;
                 locked.store(true, Ordering::Release);
-                // Hold the guard until preempted at least once.
-                while kvant::current().stats().preemptions == before {
+                // Hold the guard until the waiter has run: only possible if
+                // this task was preempted meanwhile (one worker).
+                while !waiting.load(Ordering::Acquire) {
                     *g = std::hint::black_box(*g + 1);
                 }
             })
@@ -329,10 +330,16 @@ fn a_stall_hand_off_cannot_resolve_is_reported() {
         locked.load(Ordering::Acquire)
     });
     let waiter = {
-        let lock = lock.clone();
+        let (lock, waiting) = (lock.clone(), waiting.clone());
+        // Not preemptible, so that once it runs it goes straight into the
+        // lock and blocks the worker there.
         kvant::task::Builder::new()
             .name("waiter")
-            .spawn_on(&rt, move || *lock.lock() += 1)
+            .preemptible(false)
+            .spawn_on(&rt, move || {
+                waiting.store(true, Ordering::Release);
+                *lock.lock() += 1
+            })
             .unwrap()
     };
     let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -455,11 +462,14 @@ fn blocking_read_whose_writer_was_preempted_on_the_same_worker() {
     }
     let (mut reader, mut writer) = UnixStream::pair().unwrap();
     let started = Arc::new(AtomicBool::new(false));
+    let reading = Arc::new(AtomicBool::new(false));
     let w = {
-        let started = started.clone();
+        let (started, reading) = (started.clone(), reading.clone());
         rt.spawn(move || {
             started.store(true, Ordering::Relaxed);
-            while kvant::current().stats().preemptions == 0 {
+            // Compute until the reader has run, which on one worker means
+            // this task was preempted (and pinned) meanwhile.
+            while !reading.load(Ordering::Acquire) {
                 std::hint::black_box((0..1000u64).sum::<u64>());
             }
             writer.write_all(b"hello").unwrap();
@@ -467,6 +477,7 @@ fn blocking_read_whose_writer_was_preempted_on_the_same_worker() {
     };
     wait_for("the writer to start", || started.load(Ordering::Relaxed));
     let r = rt.spawn(move || {
+        reading.store(true, Ordering::Release);
         let mut buf = [0u8; 5];
         reader.read_exact(&mut buf).unwrap();
         buf

@@ -288,12 +288,15 @@ impl WorkerCtx {
     /// Run one slice of `task`.
     pub(crate) fn run_task(&self, task: Arc<Task>) {
         let shared = &*self.shared;
-        if shared.cancelling.load(Ordering::Acquire) || task.cancelled.load(Ordering::Acquire) {
+        // Reaching the header through `Arc<TaskCell<dyn ..>>` computes its
+        // offset from the vtable's alignment at every use: do it once.
+        let h: &crate::task::Header = &task;
+        if shared.cancelling.load(Ordering::Acquire) || h.cancelled.load(Ordering::Acquire) {
             self.cancel(task);
             return;
         }
         let claim = task.begin_run();
-        if !claim.started() && task.abandoned.load(Ordering::Acquire) {
+        if !claim.started() && h.abandoned.load(Ordering::Acquire) {
             // Its closure only checks a flag and returns: skip the stack.
             task.discard_fresh(&claim);
             task.packet.fail(Failure::Cancelled);
@@ -301,10 +304,10 @@ impl WorkerCtx {
             return;
         }
         if !claim.started() {
-            match self.take_stack(task.stack_size) {
+            match self.take_stack(h.stack_size) {
                 Ok(stack) => {
                     claim.start(&task, stack, task_entry);
-                    task.started.store(true, Ordering::Relaxed);
+                    h.started.store(true, Ordering::Relaxed);
                 }
                 Err(e) => {
                     task.discard_fresh(&claim);
@@ -314,7 +317,7 @@ impl WorkerCtx {
                 }
             }
         }
-        task.preempt.preempted.store(false, Ordering::Relaxed);
+        h.preempt.preempted.store(false, Ordering::Relaxed);
         current::set_current(Some(&task));
         let slot = &shared.workers[self.index].slot;
         // Reading the clock is the largest fixed cost of a switch (rdtsc is
@@ -323,7 +326,7 @@ impl WorkerCtx {
         // monitor times slices by their number, see sysmon/quantum.rs).
         let start = if shared.timing { clock::ticks() } else { 0 };
         let (lo, hi) = task.stack_bounds();
-        slot.begin(&task, lo, hi, shared.preemptive && task.preemptible);
+        slot.begin(h, lo, hi, shared.preemptive && h.preemptible);
         let ran = claim.resume(Resume::Run);
         slot.end();
         if slot.blocked_since.load(Ordering::Relaxed) != 0 {
@@ -335,8 +338,10 @@ impl WorkerCtx {
         let c = self.counters();
         c.slices.bump(1);
         // Single writer: only the thread holding the run claim updates them.
-        task.stats.slices.bump(1);
-        task.stats.run_ticks.bump(end.wrapping_sub(start));
+        h.stats.slices.bump(1);
+        if shared.timing {
+            h.stats.run_ticks.bump(end.wrapping_sub(start));
+        }
         if let Some(trace) = &shared.trace {
             trace.record(self.index, &task, start, end, &ran);
         }
@@ -347,9 +352,9 @@ impl WorkerCtx {
             }
             Ran::Switched(why @ (Switch::Preempted | Switch::SyncWait)) => {
                 if why == Switch::Preempted {
-                    task.stats.preemptions.bump(1);
+                    h.stats.preemptions.bump(1);
                 }
-                if why == Switch::Preempted && !task.preempt.preempted.load(Ordering::Relaxed) {
+                if why == Switch::Preempted && !h.preempt.preempted.load(Ordering::Relaxed) {
                     // A deferred preemption taken at a `preempt::disable` guard drop.
                     shared.workers[self.index].slot.preemptions.add(1);
                 }
@@ -385,7 +390,7 @@ impl WorkerCtx {
                     self.local.push(task);
                 }
             }
-            Ran::Finished(stack) if task.overflowed.load(Ordering::Acquire) => {
+            Ran::Finished(stack) if h.overflowed.load(Ordering::Acquire) => {
                 // The overflow handler discarded the task's frames; whatever
                 // they pointed to is gone with them. Never reuse this stack.
                 self.shared.stacks.leak(stack);

@@ -84,16 +84,22 @@ pub(crate) fn in_task() -> bool {
 /// Switch the running task out. Returns when a worker resumes it. If the
 /// runtime cancels the task meanwhile, unwinds it instead (destructors run).
 pub(crate) fn suspend(why: Switch) {
-    let Some((yielder, cancelled, shielded, reported)) = with_current(|t| {
-        (
-            t.preempt.yielder.load(Ordering::Relaxed) as *const TaskYielder,
-            t.cancelled.load(Ordering::Acquire),
-            t.shield.load(Ordering::Relaxed) > 0,
-            t.blocking_reported.load(Ordering::Relaxed),
-        )
-    }) else {
+    let Some(task) = current_ptr() else {
         panic!("kvant internal error: suspend outside a task");
     };
+    suspend_task(task, why);
+}
+
+/// [`suspend`] for the task at `task`, the one running on this thread
+/// (from `current_ptr`, read just before: no switch in between).
+fn suspend_task(task: NonNull<Task>, why: Switch) {
+    // SAFETY: `task` came from CURRENT just now, on this thread, with no
+    // switch since; the worker keeps its Arc alive for the whole slice.
+    let t = unsafe { task.as_ref() };
+    let yielder = t.preempt.yielder.load(Ordering::Relaxed) as *const TaskYielder;
+    let cancelled = t.cancelled.load(Ordering::Acquire);
+    let shielded = t.shield.load(Ordering::Relaxed) > 0;
+    let reported = t.blocking_reported.load(Ordering::Relaxed);
     if reported && !shielded {
         panic_if_reported();
     }
@@ -164,10 +170,9 @@ fn cancel_unwind() {
 /// Give the worker to the next ready task; this task runs again after the
 /// tasks queued before it. Outside a runtime, yields the OS thread.
 pub fn yield_now() {
-    if in_task() {
-        suspend(Switch::Yield);
-    } else {
-        std::thread::yield_now();
+    match current_ptr() {
+        Some(task) => suspend_task(task, Switch::Yield),
+        None => std::thread::yield_now(),
     }
 }
 
