@@ -41,6 +41,36 @@ fn kvant_pingpong(quantum: Option<Duration>, n: u64, reps: usize) -> Stats {
     })
 }
 
+/// A message to an echo task and back over two `bounded(1)` channels on one
+/// worker: each direction parks one task and unparks the other (a hop).
+fn kvant_channel_hops(n: u64, reps: usize) -> Stats {
+    let rt = kvant::Runtime::builder()
+        .workers(1)
+        .build()
+        .expect("kvant runtime");
+    measure(reps, || {
+        let (to_echo, echo_in) = kvant::channel::bounded::<u64>(1);
+        let (echo_out, back) = kvant::channel::bounded::<u64>(1);
+        let echo = rt.spawn(move || {
+            for m in echo_in.iter() {
+                if echo_out.send(m + 1).is_err() {
+                    break;
+                }
+            }
+        });
+        let d = rt.block_on(move || {
+            let t = std::time::Instant::now();
+            for i in 0..n {
+                to_echo.send(i).expect("echo alive");
+                std::hint::black_box(back.recv().expect("echo reply"));
+            }
+            t.elapsed()
+        });
+        echo.join().expect("echo");
+        d
+    })
+}
+
 pub fn run(mode: &Mode) {
     let n = mode.pick(100_000u64, 1_000_000);
     let n_os = mode.pick(20_000u64, 200_000);
@@ -59,6 +89,13 @@ pub fn run(mode: &Mode) {
         setup: format!("1 worker, quantum {:?} (default)", kvant::DEFAULT_QUANTUM),
         yields: 2 * n,
         stats: Some(kvant_pingpong(Some(kvant::DEFAULT_QUANTUM), n, reps)),
+        note: None,
+    });
+    rows.push(Row {
+        runtime: "kvant",
+        setup: "1 worker, channel hop (park + unpark, bounded(1) echo)".into(),
+        yields: 2 * (n / 4),
+        stats: Some(kvant_channel_hops(n / 4, reps)),
         note: None,
     });
 
@@ -182,7 +219,9 @@ pub fn run(mode: &Mode) {
     t.note(
         "A yield here is one switch out of a task plus one switch into the other (raw corosensei: \
          one resume/suspend round trip, which is the same two stack switches with no scheduler). \
-         Base: kvant cooperative.",
+         Base: kvant cooperative. The channel-hop row counts one direction of a message to an \
+         echo task and back (each parks the sender's partner and unparks the other): goal <= 4x \
+         a yield.",
     );
     t.print();
 }
