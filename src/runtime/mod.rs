@@ -120,9 +120,18 @@ impl Shared {
     /// Returns whether it went to the global queue (the caller is not one
     /// of this runtime's workers).
     pub(crate) fn schedule(self: &Arc<Self>, task: Arc<Task>) -> bool {
+        self.enqueue(task, false)
+    }
+
+    /// [`Shared::schedule`], counting a spawn on the worker it comes from
+    /// if `spawned` (one look at the thread's worker context for both).
+    fn enqueue(self: &Arc<Self>, task: Arc<Task>, spawned: bool) -> bool {
         let mut task = Some(task);
         context::with_worker(|w| {
             if Arc::ptr_eq(&w.shared, self) {
+                if spawned {
+                    self.workers[w.index].counters.spawned.bump(1);
+                }
                 w.local.push(task.take().expect("task is still here"));
             }
         });
@@ -201,18 +210,9 @@ impl Shared {
         );
         let task: Arc<Task> = typed.clone();
         self.live.fetch_add(1, Ordering::AcqRel);
-        let counted = context::with_worker(|w| {
-            if Arc::ptr_eq(&w.shared, self) {
-                self.workers[w.index].counters.spawned.bump(1);
-                true
-            } else {
-                false
-            }
-        });
-        if counted != Some(true) {
+        if self.enqueue(task, true) {
             self.spawned_external.add(1);
         }
-        let _ = self.schedule(task);
         Ok(JoinHandle {
             inner: JoinInner::Task(typed),
         })

@@ -68,8 +68,13 @@ pub(crate) fn run_user<T>(f: Box<dyn FnOnce() -> T + Send + '_>) -> T {
     with_current(|t| t.preempt.root_fp.store(fp, Ordering::Relaxed));
     let r = std::hint::black_box(f)();
     // Back in runtime code: no user frame is left to preempt.
-    with_current(|t| t.preempt.root_fp.store(0, Ordering::Relaxed));
-    if let Some(report) = take_blocking_report() {
+    let reported = with_current(|t| {
+        t.preempt.root_fp.store(0, Ordering::Relaxed);
+        t.blocking_reported.load(Ordering::Relaxed)
+    });
+    if reported == Some(true)
+        && let Some(report) = take_blocking_report()
+    {
         drop(r);
         panic!("{report}");
     }
