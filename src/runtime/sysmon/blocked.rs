@@ -297,7 +297,10 @@ fn warn(shared: &Shared, i: usize, seq: u64, ep: &mut Episode, now: u64, reports
         describe_task(&ep.task),
         describe_worker(shared, i),
         ms(now - ep.since),
-        describe_site(&site),
+        match describe_site(&site) {
+            s if s.is_empty() => " (where is unknown: no symbol names to read)".to_string(),
+            s => s,
+        },
     );
     if shared.config.panic_on_blocking {
         file_report(shared, i, seq, ep, msg);

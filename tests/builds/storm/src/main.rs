@@ -1,8 +1,11 @@
 //! A preemption storm as users write it: many tasks `println!`, `format!`,
 //! `eprint!`, allocate, share a `std::sync::Mutex` with plain `lock()` held
 //! while computing, a `RwLock`, a `LazyLock` and an mpsc-free `Condvar`
-//! hand-off, on 1 and 2 workers at 50 µs and 1 ms. Exits non-zero on any
-//! lost update or wrong mode; a watchdog thread ends a hung run.
+//! hand-off, on 1 and 2 workers at 50 µs and 1 ms; then calls that block
+//! the worker's thread (std mpsc between tasks, a blocking read whose writer
+//! is a task, `thread::sleep` beside a computing task) on one worker. Exits
+//! non-zero on any lost update or wrong mode; a watchdog thread ends a hung
+//! run.
 //!
 //! Usage: kvant-storm EXPECTED_MODE SECONDS
 //! where EXPECTED_MODE is `preemptive` or `cooperative`.
@@ -37,7 +40,88 @@ fn main() {
             storm(workers, q, &expect, Duration::from_secs_f64(secs / 4.0));
         }
     }
+    for q in [None, Some(Duration::from_millis(10))] {
+        blocking(q);
+    }
     println!("kvant-storm: ok");
+}
+
+/// Calls that block the worker's thread, on one worker: std mpsc between
+/// tasks, a blocking read whose writer is a task, `thread::sleep` beside a
+/// task that computes. Each must complete (the watchdog ends a hang).
+fn blocking(q: Option<Duration>) {
+    use std::io::Read as _;
+    let rt = kvant::Runtime::builder()
+        .workers(1)
+        .quantum(q)
+        .build()
+        .expect("runtime");
+    let (to_b, from_a) = std::sync::mpsc::channel::<u64>();
+    let (to_a, from_b) = std::sync::mpsc::channel::<u64>();
+    let a = rt.spawn(move || {
+        (0..20u64)
+            .map(|i| {
+                to_b.send(i).unwrap();
+                from_b.recv().unwrap()
+            })
+            .sum::<u64>()
+    });
+    let b = rt.spawn(move || {
+        for _ in 0..20 {
+            let v = from_a.recv().unwrap();
+            to_a.send(v + 1).unwrap();
+        }
+    });
+    assert_eq!(
+        a.join().unwrap(),
+        (1..=20).sum::<u64>(),
+        "mpsc, quantum {q:?}"
+    );
+    b.join().unwrap();
+    let (mut reader, mut writer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let r = rt.spawn(move || {
+        let mut buf = [0u8; 4];
+        reader.read_exact(&mut buf).unwrap();
+        buf
+    });
+    let w = rt.spawn(move || writer.write_all(b"ping").unwrap());
+    assert_eq!(&r.join().unwrap(), b"ping", "pipe, quantum {q:?}");
+    w.join().unwrap();
+    let units = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sleeper = {
+        let units = units.clone();
+        rt.spawn(move || {
+            let mut progressed = 0;
+            for _ in 0..10 {
+                let before = units.load(std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+                progressed += u32::from(units.load(std::sync::atomic::Ordering::Relaxed) > before);
+            }
+            progressed
+        })
+    };
+    let hog = {
+        let (units, stop) = (units.clone(), stop.clone());
+        rt.spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                black_box((0..1000u64).sum::<u64>());
+                units.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let progressed = sleeper.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hog.join().unwrap();
+    assert!(
+        progressed >= 5,
+        "sleep, quantum {q:?}: the other task advanced in {progressed} of 10"
+    );
+    let m = rt.metrics().total();
+    eprintln!(
+        "kvant-storm: blocking calls on 1 worker, quantum {q:?}: {} blocked episodes, {} compensations",
+        m.kernel_blocks, m.compensations
+    );
 }
 
 fn storm(workers: usize, q: Duration, expect: &str, run_for: Duration) {
