@@ -167,7 +167,7 @@ fn disabled_sections_are_never_preempted() {
                 let _g = kvant::preempt::disable();
                 assert!(kvant::preempt::is_disabled());
                 let seen = p.load(Ordering::Relaxed);
-                spin_for(QUANTUM * 5);
+                spin_for(QUANTUM * 20);
                 (me.stats().preemptions, p.load(Ordering::Relaxed) != seen)
             };
             assert_eq!(inside, before, "preempted inside a disabled section");
@@ -210,7 +210,9 @@ fn nested_guards_defer_to_the_outermost_drop() {
         let before = me.stats().preemptions;
         let outer = kvant::preempt::disable();
         let inner = kvant::preempt::disable();
-        spin_for(QUANTUM * 4);
+        // Long enough for the monitor to ask for a preemption even when the
+        // machine is busy with other tests (it only has to happen once).
+        spin_for(QUANTUM * 20);
         drop(inner);
         let disabled_between = kvant::preempt::is_disabled();
         let after_inner = me.stats().preemptions;
