@@ -112,10 +112,18 @@ impl Wrappers {
             };
             let eh = EhFrame::new(&data, LittleEndian);
             let bases = BaseAddresses::default().set_eh_frame(addr);
-            let mut ctx = UnwindContext::new();
-            for &(start, end, _, _) in found.iter().filter(|f| f.2 == path && f.3 == base) {
+            let mine: Vec<(usize, usize)> = found
+                .iter()
+                .filter(|f| f.2 == path && f.3 == base)
+                .map(|f| (f.0, f.1))
+                .collect();
+            // One pass over the FDEs for all the wrappers (a lookup per
+            // wrapper would scan the whole section each time).
+            let fdes = fdes_for(&eh, &bases, base, &mine);
+            for (&(start, end), fde) in mine.iter().zip(fdes) {
+                let Some(fde) = fde else { continue };
                 let before = rows.len();
-                if !unwind_rows(&eh, &bases, &mut ctx, base, start, end, &mut rows) {
+                if !unwind_rows(&eh, &bases, &fde, base, start, end, &mut rows) {
                     rows.truncate(before);
                     continue;
                 }
@@ -197,20 +205,46 @@ fn lookup(name: &CStr) -> Option<(usize, usize, String, usize)> {
 
 /// Append the unwind rows of the function at `[start, end)` (loaded at
 /// `base`); false if its CFI is not the plain `CFA = rsp + n` kind.
-fn unwind_rows(
-    eh: &EhFrame<gimli::EndianSlice<'_, LittleEndian>>,
+type Section<'a> = EhFrame<gimli::EndianSlice<'a, LittleEndian>>;
+type Fde<'a> = gimli::FrameDescriptionEntry<gimli::EndianSlice<'a, LittleEndian>>;
+
+/// The FDE covering the start of each function in `funcs` (loaded at
+/// `base`), from one walk over the section.
+fn fdes_for<'a>(
+    eh: &Section<'a>,
     bases: &BaseAddresses,
-    ctx: &mut UnwindContext<usize>,
+    base: usize,
+    funcs: &[(usize, usize)],
+) -> Vec<Option<Fde<'a>>> {
+    let mut out: Vec<Option<Fde<'a>>> = vec![None; funcs.len()];
+    let mut entries = eh.entries(bases);
+    while let Ok(Some(entry)) = entries.next() {
+        let gimli::CieOrFde::Fde(partial) = entry else {
+            continue;
+        };
+        let Ok(fde) = partial.parse(EhFrame::cie_from_offset) else {
+            continue;
+        };
+        for (&(start, _), slot) in funcs.iter().zip(out.iter_mut()) {
+            if slot.is_none() && fde.contains((start - base) as u64) {
+                *slot = Some(fde.clone());
+            }
+        }
+    }
+    out
+}
+
+fn unwind_rows(
+    eh: &Section<'_>,
+    bases: &BaseAddresses,
+    fde: &Fde<'_>,
     base: usize,
     start: usize,
     end: usize,
     out: &mut Vec<Row>,
 ) -> bool {
-    let link = (start - base) as u64;
-    let Ok(fde) = eh.fde_for_address(bases, link, EhFrame::cie_from_offset) else {
-        return false;
-    };
-    let Ok(mut table) = fde.rows(eh, bases, ctx) else {
+    let mut ctx = UnwindContext::new();
+    let Ok(mut table) = fde.rows(eh, bases, &mut ctx) else {
         return false;
     };
     let mut any = false;
