@@ -542,6 +542,12 @@ mod tests {
     #[test]
     fn test_binaries_have_line_tables() {
         let map = CodeMap::global();
+        if !cfg!(debug_assertions) {
+            // `cargo test --release`: the release profile has no DWARF, and
+            // std is not inlined across crates without LTO.
+            assert_eq!(map.coverage(), Coverage::Symbols);
+            return;
+        }
         assert_eq!(map.coverage(), Coverage::LineTables);
         let stats = map.inline_stats().unwrap();
         assert!(stats.units > 0, "{stats:?}");
