@@ -214,6 +214,25 @@ impl Drop for SlowUnwind {
     }
 }
 
+/// Once the borrowing half has started, shut down with no grace (cancelling
+/// the borrowed-from task) and check that the borrower finished before the
+/// frame it borrows from was gone.
+fn cancel_and_check_order(
+    rt: kvant::Runtime,
+    started: &std::sync::atomic::AtomicBool,
+    order: &Order,
+    what: &str,
+) {
+    common::wait_for(what, || started.load(std::sync::atomic::Ordering::SeqCst));
+    let report = rt.shutdown_timeout(std::time::Duration::ZERO);
+    let seen = order.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        ["stolen half done", "joiner frame gone"],
+        "{report:?}"
+    );
+}
+
 /// Shutdown cancels a task inside `kvant::join` while the stolen half runs
 /// on another worker. The half borrows the joiner's frame (its result slot),
 /// so that frame must outlive it, even while the joiner is being unwound.
@@ -242,16 +261,7 @@ fn join_joiner_frame_outlives_the_stolen_half_under_cancellation() {
             },
         )
     });
-    common::wait_for("the second half to be stolen", || {
-        started.load(std::sync::atomic::Ordering::SeqCst)
-    });
-    let report = rt.shutdown_timeout(std::time::Duration::ZERO);
-    let seen = order.0.lock().unwrap().clone();
-    assert_eq!(
-        seen,
-        ["stolen half done", "joiner frame gone"],
-        "{report:?}"
-    );
+    cancel_and_check_order(rt, &started, &order, "the second half to be stolen");
 }
 
 /// The same for `scope`: the scope's frame outlives its children.
@@ -280,14 +290,5 @@ fn scope_frame_outlives_its_children_under_cancellation() {
             }
         })
     });
-    common::wait_for("the child to start", || {
-        started.load(std::sync::atomic::Ordering::SeqCst)
-    });
-    let report = rt.shutdown_timeout(std::time::Duration::ZERO);
-    let seen = order.0.lock().unwrap().clone();
-    assert_eq!(
-        seen,
-        ["stolen half done", "joiner frame gone"],
-        "{report:?}"
-    );
+    cancel_and_check_order(rt, &started, &order, "the child to start");
 }

@@ -95,6 +95,9 @@ struct Policy {
     quantum: Option<u64>,
     /// `blocking_threshold` in ticks.
     threshold: u64,
+    /// The monitor's own rhythm (ticks): the quantum if there is one, else
+    /// the threshold. Blocked checks ride on it (see blocked.rs).
+    period: u64,
     /// A blocked worker that hand-off cannot relieve is reported after this.
     stall_after: u64,
     /// Whether signals may be sent at all (the handler is installed).
@@ -144,12 +147,11 @@ impl Monitor {
         let threshold = clock::duration_to_ticks(shared.config.blocking_threshold).max(1);
         let stall = (shared.config.blocking_threshold * STALL_THRESHOLDS as u32)
             .clamp(STALL_MIN, STALL_MAX);
-        // The monitor's own rhythm: the quantum if there is one, else the
-        // threshold. Blocked checks ride on it (see blocked.rs).
         let period = quantum.map_or(threshold, clock::duration_to_ticks);
         let policy = Policy {
             quantum: quantum.map(clock::duration_to_ticks),
             threshold,
+            period,
             stall_after: clock::duration_to_ticks(stall),
             signals,
             sig: shared.config.signal,
@@ -232,8 +234,7 @@ fn run(
     signal_unblock(policy.sig);
     // Wake-up times are rounded up to a grid so that several workers share
     // one wake-up.
-    let period = policy.quantum.unwrap_or(policy.threshold);
-    let grid = (period / 8).max(1);
+    let grid = (policy.period / 8).max(1);
     let mut watches: Vec<Watch> = (0..shared.workers.len())
         .map(|_| Watch::default())
         .collect();
@@ -264,7 +265,7 @@ fn run(
                 broken = true;
                 eprintln!("kvant internal error: the monitor's pass panicked (reported above)");
             }
-            (now + period, true)
+            (now + policy.period, true)
         });
         if !warned {
             warned = quantum::warn_if_no_frame_pointers(shared);
