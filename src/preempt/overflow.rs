@@ -38,7 +38,7 @@ pub(crate) fn install() {
     }
     for sig in [libc::SIGSEGV, libc::SIGBUS] {
         // SAFETY: zeroed sigaction structs are valid arguments; the masks are
-        // initialised by sigemptyset; `on_fault` has the SA_SIGINFO signature.
+        // initialised by sigfillset; `on_fault` has the SA_SIGINFO signature.
         // PREVIOUS_* are written here, under INSTALL_LOCK, before the new
         // handler (their only reader) is installed, and never written again.
         unsafe {
@@ -46,7 +46,14 @@ pub(crate) fn install() {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_fault as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            libc::sigemptyset(&mut sa.sa_mask);
+            // Every other signal waits while this handler runs: one arriving
+            // meanwhile would be delivered on the alternate stack too (the
+            // kernel keeps a thread that is on its altstack there), and a
+            // preemption signal's frame (~3.5 KiB with AVX-512 state) on top
+            // of this one overflows std's altstack, which the kernel answers
+            // by killing the process ("overflowed sigaltstack"). Returning
+            // restores the interrupted code's own mask.
+            libc::sigfillset(&mut sa.sa_mask);
             if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
                 continue;
             }
@@ -91,15 +98,20 @@ fn lost_preemption_signal(uc: *mut libc::c_void) -> bool {
     let Some(slot) = current_slot() else {
         return false;
     };
-    // Only while the monitor is asking to preempt this very slice, and once
-    // per signal it sent: a genuine kernel-raised fault (a general protection
-    // fault also reports SI_KERNEL) repeats without a new signal, and is then
-    // passed on instead of looping forever.
+    // Only while the monitor is asking to preempt this very slice, and only
+    // as many times as it sent signals: every signal sent is consumed once,
+    // by the handler or by a failed delivery, so a drop beyond that count is
+    // no lost signal but a genuine kernel-raised fault (a general protection
+    // fault also reports SI_KERNEL), which repeats without a new signal and
+    // is then passed on instead of looping forever. Counting, not comparing
+    // with the last drop: two signals can fail back to back (one sent while
+    // this handler ran, with every signal masked, fails on its return).
+    // Signals that merged while pending leave slack, so such a fault may be
+    // retried that many times before it is passed on.
     let seq = slot.seq.load(Ordering::Relaxed);
-    let sent = slot.signals.get();
     if slot.task.load(Ordering::Relaxed) == 0
         || slot.target.load(Ordering::Relaxed) != seq
-        || slot.lost_at.swap(sent, Ordering::Relaxed) == sent
+        || slot.consumed.fetch_add(1, Ordering::Relaxed) >= slot.signals.get()
     {
         return false;
     }

@@ -129,6 +129,7 @@ fn preempt_here(uc: *mut libc::c_void) {
     let Some(slot) = current_slot() else {
         return;
     };
+    slot.consumed.fetch_add(1, Ordering::Relaxed);
     let seq = slot.seq.load(Ordering::Acquire);
     let task = slot.task.load(Ordering::Relaxed);
     if task == 0 || seq != slot.target.load(Ordering::Relaxed) {

@@ -37,8 +37,10 @@ pub(crate) struct WorkerSlot {
     pub cpu_clock: AtomicI32,
     /// Kernel thread id of the worker (for `/proc/self/task/TID/syscall`).
     pub tid: AtomicI32,
-    /// `signals` when the last undeliverable preemption signal was dropped.
-    pub lost_at: AtomicU64,
+    /// Signals consumed on this thread: handled, or dropped because the
+    /// kernel could not deliver them (`overflow.rs`); never more than
+    /// `signals` unless something else raised the fault.
+    pub consumed: AtomicU64,
     pub preemptions: Counter,
     pub deferrals: Counter,
     /// Deferrals because the frame-pointer chain could not be followed.
