@@ -192,9 +192,14 @@ impl From<std::io::Error> for Error {
 /// Why a task produced no value.
 pub(crate) enum Failure {
     Panic(Box<dyn Any + Send + 'static>),
+    /// Cancelled by runtime shutdown.
     Cancelled,
+    /// Cancelled by `JoinHandle::abort` / `AbortHandle::abort`.
+    Aborted,
     Leaked,
-    StackOverflow { stack_size: usize },
+    StackOverflow {
+        stack_size: usize,
+    },
     NoStack(std::io::Error),
 }
 
@@ -216,10 +221,19 @@ impl JoinError {
         matches!(self.failure, Failure::Panic(_))
     }
 
-    /// The runtime shut down before the task finished; the task was dropped
-    /// (never started) or unwound at its last cooperative switch point.
+    /// The task was cancelled before it finished, by
+    /// [`JoinHandle::abort`](crate::JoinHandle::abort) or by runtime
+    /// shutdown: it was dropped (never started) or unwound from a switch
+    /// point, its destructors run.
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.failure, Failure::Cancelled)
+        matches!(self.failure, Failure::Cancelled | Failure::Aborted)
+    }
+
+    /// The task was cancelled by [`JoinHandle::abort`](crate::JoinHandle::abort)
+    /// or an [`AbortHandle`](crate::task::AbortHandle) (a subset of
+    /// [`is_cancelled`](Self::is_cancelled)).
+    pub fn is_aborted(&self) -> bool {
+        matches!(self.failure, Failure::Aborted)
     }
 
     /// The runtime shut down while the task was suspended by preemption. Its
@@ -283,6 +297,7 @@ impl fmt::Display for JoinError {
                 None => write!(f, " panicked"),
             },
             Failure::Cancelled => write!(f, " was cancelled by runtime shutdown"),
+            Failure::Aborted => write!(f, " was aborted"),
             Failure::Leaked => write!(
                 f,
                 " was suspended by preemption at shutdown; its stack was leaked, not unwound"

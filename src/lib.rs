@@ -79,8 +79,8 @@ pub use runtime::{
     ShutdownReport, spawn, spawn_blocking,
 };
 pub use task::{
-    JoinHandle, TaskId, TaskStats, WaitFor, WaitResult, current, join, scope, try_current, wait,
-    yield_now,
+    JoinHandle, JoinSet, TaskId, TaskStats, WaitFor, WaitResult, current, join, scope, try_current,
+    wait, yield_now,
 };
 pub use time::{sleep, sleep_until};
 pub use trace::Trace;

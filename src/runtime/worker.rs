@@ -291,18 +291,45 @@ impl WorkerCtx {
         // Reaching the header through `Arc<TaskCell<dyn ..>>` computes its
         // offset from the vtable's alignment at every use: do it once.
         let h: &crate::task::Header = &task;
-        if shared.cancelling.load(Ordering::Acquire) || h.cancelled.load(Ordering::Acquire) {
-            self.cancel(task);
-            return;
-        }
         let claim = task.begin_run();
-        if !claim.started() && h.abandoned.load(Ordering::Acquire) {
-            // Its closure only checks a flag and returns: skip the stack.
+        let shutdown = shared.cancelling.load(Ordering::Acquire);
+        let cancel = shutdown || h.cancelled.load(Ordering::Acquire);
+        if shutdown {
+            // Its switch points unwind from now on (destructors included).
+            h.cancelled.store(true, Ordering::Release);
+        }
+        if !claim.started() && (cancel || h.abandoned.load(Ordering::Acquire)) {
+            // Cancelled (or its work done elsewhere) before its first slice:
+            // its closure is dropped here, and it never takes a stack.
             task.discard_fresh(&claim);
-            task.packet.fail(Failure::Cancelled);
+            task.packet.fail(if shutdown {
+                shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
+                Failure::Cancelled
+            } else {
+                Failure::Aborted
+            });
             self.retire(&task);
             return;
         }
+        // A cancelled task is unwound from the switch point it stopped at.
+        // One suspended inside a signal frame (preempted, or switched out of
+        // a std::sync wait) cannot be: unwinding through the kernel's frame
+        // is undefined. An aborted one runs on to its next switch point,
+        // which unwinds it; at shutdown there is no time for that, and it is
+        // leaked.
+        let in_signal_frame = h.preempt.preempted.load(Ordering::Relaxed);
+        if cancel && in_signal_frame && shutdown {
+            claim.leak();
+            task.packet.fail(Failure::Leaked);
+            shared.report.leaked.fetch_add(1, Ordering::Relaxed);
+            self.retire(&task);
+            return;
+        }
+        let how = if cancel && claim.started() && !in_signal_frame {
+            Resume::Cancel
+        } else {
+            Resume::Run
+        };
         if !claim.started() {
             match self.take_stack(h.stack_size) {
                 Ok(stack) => {
@@ -326,8 +353,11 @@ impl WorkerCtx {
         // monitor times slices by their number, see sysmon/quantum.rs).
         let start = if shared.timing { clock::ticks() } else { 0 };
         let (lo, hi) = task.stack_bounds();
-        slot.begin(h, lo, hi, shared.preemptive && h.preemptible);
-        let ran = claim.resume(Resume::Run);
+        // Not preemptible while unwinding: a preemption then would leave a
+        // half-unwound task that could only be leaked.
+        let preemptible = shared.preemptive && h.preemptible && how == Resume::Run;
+        slot.begin(h, lo, hi, preemptible);
+        let ran = claim.resume(how);
         slot.end();
         if slot.blocked_since.load(Ordering::Relaxed) != 0 {
             self.close_kernel_block(&task);
@@ -401,6 +431,16 @@ impl WorkerCtx {
             }
             Ran::Finished(stack) => {
                 self.give_stack(stack);
+                if how == Resume::Cancel {
+                    // The unwind ended in the body's catch_unwind, which
+                    // already failed the packet; this only counts it.
+                    task.packet.fail(if shutdown {
+                        shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
+                        Failure::Cancelled
+                    } else {
+                        Failure::Aborted
+                    });
+                }
                 self.retire(&task);
             }
         }
@@ -422,45 +462,6 @@ impl WorkerCtx {
         self.counters().kernel_ticks.add(d);
         if let Some(trace) = &self.shared.trace {
             trace.record_kernel(self.index, task.id, task.name.clone(), since, now);
-        }
-    }
-
-    /// Cancel a task popped during shutdown: drop it if it never ran, unwind
-    /// it if it is at a cooperative switch point, leak it if preempted.
-    pub(crate) fn cancel(&self, task: Arc<Task>) {
-        let claim = task.begin_run();
-        task.cancelled.store(true, Ordering::Release);
-        if !claim.started() {
-            task.discard_fresh(&claim);
-            task.packet.fail(Failure::Cancelled);
-            self.shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
-            self.retire(&task);
-            return;
-        }
-        if task.preempt.preempted.load(Ordering::Relaxed) {
-            claim.leak();
-            task.packet.fail(Failure::Leaked);
-            self.shared.report.leaked.fetch_add(1, Ordering::Relaxed);
-            self.retire(&task);
-            return;
-        }
-        current::set_current(Some(&task));
-        // Not preemptible while unwinding: a preemption now would leave a
-        // half-unwound task that could only be leaked.
-        let ran = claim.resume(Resume::Cancel);
-        current::set_current(None);
-        match ran {
-            Ran::Finished(stack) => {
-                self.give_stack(stack);
-                task.packet.fail(Failure::Cancelled);
-                self.shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
-                self.retire(&task);
-            }
-            Ran::Switched(_) => {
-                // Cancelled tasks do not switch (suspend short-circuits), but a
-                // destructor could catch the unwind; treat it like any task.
-                self.local.push(task);
-            }
         }
     }
 

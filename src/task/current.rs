@@ -18,9 +18,11 @@ thread_local! {
     static CURRENT: Cell<Option<NonNull<Task>>> = const { Cell::new(None) };
 }
 
-/// Payload used to unwind a task cancelled at shutdown. Resumed with
-/// `resume_unwind`, so the panic hook stays quiet.
-pub(crate) struct CancelUnwind;
+/// Payload used to unwind a cancelled task. Resumed with `resume_unwind`,
+/// so the panic hook stays quiet. `aborted`: by an abort, not by shutdown.
+pub(crate) struct CancelUnwind {
+    pub aborted: bool,
+}
 
 /// Install `task` as the one running on this thread (null to clear). The
 /// worker calls this around every resume and keeps the task's `Arc` alive for
@@ -168,8 +170,36 @@ fn cancel_unwind() {
     // Unwinding while already unwinding would abort; a destructor that blocks
     // during cancellation just returns from its switch point instead.
     if !std::thread::panicking() {
-        std::panic::resume_unwind(Box::new(CancelUnwind));
+        let shutdown = with_current(|t| t.shared.cancelling.load(Ordering::Acquire));
+        std::panic::resume_unwind(Box::new(CancelUnwind {
+            aborted: shutdown == Some(false),
+        }));
     }
+}
+
+/// Whether the running task was asked to stop: aborted through its
+/// [`JoinHandle::abort`](crate::JoinHandle::abort) or an
+/// [`AbortHandle`](super::AbortHandle), or cancelled by runtime shutdown.
+/// False outside a task.
+///
+/// A cancelled task is unwound at its next switch point (yield, sleep, join,
+/// a kvant lock, channel or wait). A loop that never reaches one (a CPU hog,
+/// preempted or not) runs on; it can poll this and return early:
+///
+/// ```
+/// let rt = kvant::Runtime::builder().workers(1).build().unwrap();
+/// let h = rt.spawn(|| {
+///     let mut n = 0u64;
+///     while !kvant::task::is_cancelled() {
+///         n = std::hint::black_box(n + 1);
+///     }
+///     n
+/// });
+/// h.abort();
+/// let _ = h.join(); // Ok(n) or, if it never started, Err(cancelled)
+/// ```
+pub fn is_cancelled() -> bool {
+    with_current(|t| t.cancelled.load(Ordering::Acquire)).unwrap_or(false)
 }
 
 /// Give the worker to the next ready task; this task runs again after the
@@ -206,6 +236,12 @@ impl Current {
     /// Whether the task may be preempted.
     pub fn is_preemptible(&self) -> bool {
         self.task.preemptible
+    }
+
+    /// Whether the task was asked to stop (aborted, or the runtime is
+    /// cancelling it at shutdown). See [`is_cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        self.task.cancelled.load(Ordering::Acquire)
     }
 }
 

@@ -37,6 +37,11 @@ pub(crate) trait Completion: Send + Sync {
     fn run_body(&self, finish: &dyn Fn());
     /// Drop the user's closure without running it (cancelled before start).
     fn drop_body(&self);
+    /// Abort: if the closure has not started, drop it (on this thread) and
+    /// fail the task as aborted. True if it did.
+    fn abort_unstarted(&self) -> bool;
+    /// The task's id.
+    fn id(&self) -> TaskId;
 }
 
 /// The user's closure, boxed so that it is called through a vtable (see
@@ -129,8 +134,12 @@ impl<T: Send> Completion for Packet<T> {
             return;
         };
         let failure = |payload: Box<dyn std::any::Any + Send>| {
-            if payload.is::<CancelUnwind>() {
-                Failure::Cancelled
+            if let Some(c) = payload.downcast_ref::<CancelUnwind>() {
+                if c.aborted {
+                    Failure::Aborted
+                } else {
+                    Failure::Cancelled
+                }
             } else {
                 Failure::Panic(payload)
             }
@@ -149,6 +158,20 @@ impl<T: Send> Completion for Packet<T> {
     fn drop_body(&self) {
         let f = self.inner.lock().body.take();
         drop(f);
+    }
+
+    fn abort_unstarted(&self) -> bool {
+        let Some(f) = self.inner.lock().body.take() else {
+            return false;
+        };
+        // Outside the lock: the closure's captures may do anything on drop.
+        drop(f);
+        self.complete(Err(Failure::Aborted));
+        true
+    }
+
+    fn id(&self) -> TaskId {
+        self.id
     }
 }
 

@@ -12,6 +12,7 @@
 //! waker sees `IDLE` and queues the task, or the worker parking it sees the
 //! token and queues it again itself.
 
+mod abort;
 pub(crate) mod builder;
 pub(crate) mod coroutine;
 pub(crate) mod current;
@@ -20,6 +21,7 @@ pub(crate) mod join;
 pub(crate) mod local;
 pub(crate) mod park;
 mod scope;
+mod set;
 pub(crate) mod stack;
 mod wait;
 
@@ -32,12 +34,14 @@ use crate::runtime::Shared;
 use coroutine::BodyCell;
 use join::Completion;
 
+pub use abort::AbortHandle;
 pub use builder::Builder;
-pub use current::{Current, current, try_current, yield_now};
+pub use current::{Current, current, is_cancelled, try_current, yield_now};
 pub use fork::join;
 pub use join::JoinHandle;
 pub use local::{AccessError, LocalKey};
 pub use scope::{Scope, ScopedJoinHandle, scope};
+pub use set::{Elapsed, JoinSet, SpawnTarget};
 pub use wait::{WaitFor, WaitResult, wait};
 
 const IDLE: u8 = 0;
@@ -171,7 +175,7 @@ pub(crate) struct Header {
     pub stack_size: usize,
     pub preemptible: bool,
     state: AtomicU8,
-    /// Set once shutdown decided to cancel this task; switch points unwind.
+    /// Set once the task is aborted or shutdown cancels it; switch points unwind.
     pub cancelled: AtomicBool,
     /// `Builder::panic_on_blocking`: the monitor found this task blocking
     /// its worker; it panics at its next switch point or when it returns.

@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::Task;
 use super::coroutine::Switch;
 use super::current;
+use crate::time::driver::{TimerDriver, TimerKey};
 
 /// Wakes one parked green thread or OS thread.
 #[derive(Clone, Debug)]
@@ -20,6 +21,8 @@ pub(crate) enum Unparker {
     Task(Arc<Task>),
     /// A plain OS thread.
     Thread(std::thread::Thread),
+    /// A `JoinSet`: note which of its tasks completed, and wake its owner.
+    Set(Arc<super::set::Ready>, super::TaskId),
 }
 
 impl Unparker {
@@ -32,6 +35,7 @@ impl Unparker {
                 }
             }
             Unparker::Thread(t) => t.unpark(),
+            Unparker::Set(ready, id) => ready.completed(*id),
         }
     }
 
@@ -40,6 +44,7 @@ impl Unparker {
         match (self, other) {
             (Unparker::Task(a), Unparker::Task(b)) => Arc::ptr_eq(a, b),
             (Unparker::Thread(a), Unparker::Thread(b)) => a.id() == b.id(),
+            (Unparker::Set(a, x), Unparker::Set(b, y)) => Arc::ptr_eq(a, b) && x == y,
             _ => false,
         }
     }
@@ -84,6 +89,16 @@ pub(crate) fn park_until(deadline: Instant) {
     let timers = task.shared.timers.clone();
     let key = timers.insert(deadline, Unparker::Task(task.clone()));
     drop(task);
+    // Withdrawn on return and on unwind (an aborted sleep must not leave the
+    // task alive in the timer heap until its deadline).
+    struct Withdraw(Arc<TimerDriver>, Option<TimerKey>);
+    impl Drop for Withdraw {
+        fn drop(&mut self) {
+            if let Some(k) = self.1.take() {
+                self.0.cancel(k);
+            }
+        }
+    }
+    let _withdraw = Withdraw(timers, Some(key));
     current::suspend(Switch::Park);
-    timers.cancel(key);
 }

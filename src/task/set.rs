@@ -1,0 +1,335 @@
+//! `JoinSet`: a group of tasks whose results arrive in completion order.
+//!
+//! Each task's result slot gets one extra waiter, an `Unparker::Set` that
+//! does not wake a thread but appends the task's id to the set's ready queue
+//! (and wakes the set's owner if it waits). So `join_next` takes results in
+//! the order the tasks completed, in O(1) each, without scanning the set,
+//! and a result that nobody asks for costs one queue entry.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::TaskId;
+use super::abort::AbortHandle;
+use super::join::JoinHandle;
+use super::park::{self, Unparker};
+use crate::error::{Error, JoinError};
+use crate::runtime::{Handle, Runtime};
+
+/// Where completions are queued for the set's owner.
+#[derive(Debug, Default)]
+pub(crate) struct Ready {
+    inner: parking_lot::Mutex<ReadyInner>,
+}
+
+#[derive(Debug, Default)]
+struct ReadyInner {
+    done: VecDeque<TaskId>,
+    /// The owner, while it waits in `join_next`.
+    waiter: Option<Unparker>,
+}
+
+impl Ready {
+    /// A task of the set completed (called from `Packet::complete`).
+    pub(crate) fn completed(&self, id: TaskId) {
+        let waiter = {
+            let mut inner = self.inner.lock();
+            inner.done.push_back(id);
+            inner.waiter.take()
+        };
+        if let Some(w) = waiter {
+            w.unpark();
+        }
+    }
+
+    fn pop(&self) -> Option<TaskId> {
+        self.inner.lock().done.pop_front()
+    }
+
+    /// Register the caller to be woken by the next completion, unless one is
+    /// already queued (then false: do not park).
+    fn wait_here(&self, me: &Unparker) -> bool {
+        let mut inner = self.inner.lock();
+        if !inner.done.is_empty() {
+            return false;
+        }
+        inner.waiter = Some(me.clone());
+        true
+    }
+
+    fn stop_waiting(&self) {
+        self.inner.lock().waiter = None;
+    }
+}
+
+/// A wait with a timeout ended without the event it waited for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Elapsed;
+
+impl std::fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the timeout elapsed before any task completed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+/// Something tasks can be spawned onto: a [`Runtime`] or its [`Handle`].
+pub trait SpawnTarget: sealed::Sealed {}
+
+pub(crate) mod sealed {
+    use crate::error::Error;
+    use crate::task::JoinHandle;
+
+    /// Implemented only here, so the runtime's internals stay private.
+    pub trait Sealed {
+        fn spawn_task<F, T>(&self, f: F) -> Result<JoinHandle<T>, Error>
+        where
+            F: FnOnce() -> T + Send + 'static,
+            T: Send + 'static;
+    }
+
+    impl Sealed for crate::Runtime {
+        fn spawn_task<F, T>(&self, f: F) -> Result<JoinHandle<T>, Error>
+        where
+            F: FnOnce() -> T + Send + 'static,
+            T: Send + 'static,
+        {
+            self.try_spawn(f)
+        }
+    }
+
+    impl Sealed for crate::Handle {
+        fn spawn_task<F, T>(&self, f: F) -> Result<JoinHandle<T>, Error>
+        where
+            F: FnOnce() -> T + Send + 'static,
+            T: Send + 'static,
+        {
+            self.try_spawn(f)
+        }
+    }
+}
+
+impl SpawnTarget for Runtime {}
+impl SpawnTarget for Handle {}
+
+/// A set of tasks with results of type `T`, joined in the order they
+/// complete (tokio's `JoinSet`).
+///
+/// Dropping the set aborts the tasks still in it (see
+/// [`JoinHandle::abort`] for what that does to a running task); call
+/// [`detach_all`](Self::detach_all) first to let them run on. Works inside a
+/// task (`join_next` parks the green thread) and on an OS thread (it blocks).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let rt = kvant::Runtime::builder().workers(2).build().unwrap();
+/// let mut set = kvant::JoinSet::new();
+/// for ms in [30u64, 10, 20] {
+///     set.spawn_on(&rt, move || {
+///         kvant::sleep(Duration::from_millis(ms));
+///         ms
+///     });
+/// }
+/// let mut order = Vec::new();
+/// while let Some(r) = set.join_next() {
+///     order.push(r.unwrap());
+/// }
+/// assert_eq!(order, [10, 20, 30]);
+/// ```
+pub struct JoinSet<T> {
+    /// The handle owns the result; the abort handle is its type-erased twin,
+    /// so that dropping the set can abort without `T: Send`.
+    tasks: HashMap<TaskId, (JoinHandle<T>, AbortHandle)>,
+    ready: Arc<Ready>,
+}
+
+impl<T> Default for JoinSet<T> {
+    fn default() -> Self {
+        JoinSet {
+            tasks: HashMap::new(),
+            ready: Arc::default(),
+        }
+    }
+}
+
+impl<T: Send + 'static> JoinSet<T> {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Spawn `f` on the current runtime (from inside a task or
+    /// `block_on`) and add it to the set.
+    ///
+    /// # Panics
+    /// Outside a kvant runtime (use [`spawn_on`](Self::spawn_on)), or if it
+    /// shut down.
+    #[track_caller]
+    pub fn spawn<F>(&mut self, f: F) -> AbortHandle
+    where
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.insert(crate::spawn(f))
+    }
+
+    /// Spawn `f` on `rt` (a [`Runtime`] or a [`Handle`]) and add it to the set.
+    ///
+    /// # Panics
+    /// If the runtime shut down (see [`try_spawn_on`](Self::try_spawn_on)).
+    #[track_caller]
+    pub fn spawn_on<F>(&mut self, rt: &impl SpawnTarget, f: F) -> AbortHandle
+    where
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.try_spawn_on(rt, f)
+            .unwrap_or_else(|e| panic!("kvant: JoinSet::spawn_on failed: {e}"))
+    }
+
+    /// Like [`spawn_on`](Self::spawn_on), or [`Error::Shutdown`].
+    pub fn try_spawn_on<F>(&mut self, rt: &impl SpawnTarget, f: F) -> Result<AbortHandle, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+    {
+        Ok(self.insert(rt.spawn_task(f)?))
+    }
+
+    /// Add a task spawned elsewhere; its result then comes out of
+    /// [`join_next`](Self::join_next) like the others.
+    pub fn insert(&mut self, h: JoinHandle<T>) -> AbortHandle {
+        let id = h.id();
+        let abort = h.abort_handle();
+        if !h
+            .completion()
+            .add_waiter(Unparker::Set(self.ready.clone(), id))
+        {
+            self.ready.completed(id); // already done
+        }
+        self.tasks.insert(id, (h, abort.clone()));
+        abort
+    }
+
+    /// Wait for the next task to complete and return its result, or `None`
+    /// if the set is empty.
+    pub fn join_next(&mut self) -> Option<Result<T, JoinError>> {
+        self.join_next_deadline(None).ok().flatten()
+    }
+
+    /// Like [`join_next`](Self::join_next), giving up after `timeout`:
+    /// `Err(Elapsed)` if no task completed in time (they keep running),
+    /// `Ok(None)` if the set is empty.
+    pub fn join_next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Result<T, JoinError>>, Elapsed> {
+        self.join_next_deadline(Instant::now().checked_add(timeout))
+    }
+
+    /// The result of a task that already completed, without waiting; `None`
+    /// if none has (or the set is empty).
+    pub fn try_join_next(&mut self) -> Option<Result<T, JoinError>> {
+        self.take_ready()
+    }
+
+    fn join_next_deadline(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Result<T, JoinError>>, Elapsed> {
+        loop {
+            if let Some(r) = self.take_ready() {
+                return Ok(Some(r));
+            }
+            if self.tasks.is_empty() {
+                return Ok(None);
+            }
+            let me = park::current_unparker();
+            if !self.ready.wait_here(&me) {
+                continue;
+            }
+            match deadline {
+                None => park::park(),
+                Some(d) if Instant::now() < d => park::park_until(d),
+                Some(_) => {
+                    self.ready.stop_waiting();
+                    return self.take_ready().map(Some).ok_or(Elapsed);
+                }
+            }
+            self.ready.stop_waiting();
+        }
+    }
+
+    fn take_ready(&mut self) -> Option<Result<T, JoinError>> {
+        while let Some(id) = self.ready.pop() {
+            // Ids of tasks removed meanwhile (none today) are skipped.
+            if let Some((h, _)) = self.tasks.remove(&id) {
+                return Some(h.join()); // complete: returns at once
+            }
+        }
+        None
+    }
+
+    /// Abort every task in the set. They stay in it: `join_next` returns
+    /// each one's result (cancelled, or its value if it finished first).
+    pub fn abort_all(&self) {
+        for (_, a) in self.tasks.values() {
+            a.abort();
+        }
+    }
+
+    /// Remove every task from the set without aborting it: they run on, and
+    /// their results are dropped.
+    pub fn detach_all(&mut self) {
+        self.tasks.clear();
+        // Completions of the detached tasks still reach the old queue; a new
+        // one keeps them out of this set.
+        self.ready = Arc::default();
+    }
+
+    /// Abort every task and wait until each has ended (so nothing the set
+    /// spawned is still running when this returns).
+    pub fn shutdown(&mut self) {
+        self.abort_all();
+        while self.join_next().is_some() {}
+    }
+}
+
+impl<T> JoinSet<T> {
+    /// How many tasks are in the set (running, or completed and not yet
+    /// joined).
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether the set holds no task.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
+impl<T> Drop for JoinSet<T> {
+    fn drop(&mut self) {
+        for (_, a) in self.tasks.values() {
+            a.abort();
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for JoinSet<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinSet").field("len", &self.len()).finish()
+    }
+}
+
+impl<T: Send + 'static, F> Extend<F> for JoinSet<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+{
+    /// Spawn each closure on the current runtime (see [`JoinSet::spawn`]).
+    fn extend<I: IntoIterator<Item = F>>(&mut self, iter: I) {
+        for f in iter {
+            self.spawn(f);
+        }
+    }
+}
