@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::select::Observer;
 use crate::sync::waiters::{Internal, OnUnwind, WAITING, Waiter};
 
 /// The counterpart took the message or delivered one.
@@ -57,6 +58,27 @@ struct State<T> {
     receivers: usize,
     send_q: VecDeque<Arc<Slot<T>>>,
     recv_q: VecDeque<Arc<Slot<T>>>,
+    /// Selects waiting for this channel to change (`select.rs`); all are
+    /// woken, and drop out, at the next change that could make one of
+    /// their operations ready.
+    observers: Vec<Arc<Observer>>,
+}
+
+impl<T> State<T> {
+    /// Take the observers to wake once the lock is released.
+    fn changed(&mut self) -> Vec<Arc<Observer>> {
+        if self.observers.is_empty() {
+            Vec::new() // no allocation on the plain path
+        } else {
+            std::mem::take(&mut self.observers)
+        }
+    }
+}
+
+fn wake_observers(list: Vec<Arc<Observer>>) {
+    for o in list {
+        o.notify();
+    }
 }
 
 fn withdraw<T>(q: &mut VecDeque<Arc<Slot<T>>>, slot: &Arc<Slot<T>>) {
@@ -121,6 +143,7 @@ impl<T> Chan<T> {
                 receivers: 1,
                 send_q: VecDeque::new(),
                 recv_q: VecDeque::new(),
+                observers: Vec::new(),
             }),
         }
     }
@@ -140,6 +163,9 @@ impl<T> Chan<T> {
             }
             if self.cap.is_none_or(|c| st.buf.len() < c) {
                 st.buf.push_back(msg);
+                let obs = st.changed();
+                drop(st);
+                wake_observers(obs);
                 return Ok(());
             }
             if wait.expired() {
@@ -147,6 +173,10 @@ impl<T> Chan<T> {
             }
             let slot = Slot::new(Some(msg));
             st.send_q.push_back(slot.clone());
+            // A select receiving here can take this message now.
+            let obs = st.changed();
+            drop(st);
+            wake_observers(obs);
             slot
         };
         // Cancelled: withdraw; the message is dropped with the slot.
@@ -176,7 +206,14 @@ impl<T> Chan<T> {
                     st.buf.push_back(m);
                     s.w.resolve(DONE);
                 }
+                // Room for a select's send (if no blocked sender took it).
+                let obs = if sender.is_none() {
+                    st.changed()
+                } else {
+                    Vec::new()
+                };
                 let _no_preempt = st.unlock();
+                wake_observers(obs);
                 if let Some(s) = sender {
                     s.w.wake();
                 }
@@ -198,6 +235,10 @@ impl<T> Chan<T> {
             }
             let slot = Slot::new(None);
             st.recv_q.push_back(slot.clone());
+            // A select sending here (capacity 0) can hand its message now.
+            let obs = st.changed();
+            drop(st);
+            wake_observers(obs);
             slot
         };
         let cleanup = OnUnwind::new(|| self.abandon_recv(&slot));
@@ -253,6 +294,29 @@ impl<T> Chan<T> {
         }
     }
 
+    /// Whether a receive would complete now (a message, or disconnected).
+    pub(crate) fn recv_ready(&self) -> bool {
+        let st = self.state.lock();
+        !st.buf.is_empty() || !st.send_q.is_empty() || st.senders == 0
+    }
+
+    /// Whether a send would complete now (room, a waiting receiver, or
+    /// disconnected).
+    pub(crate) fn send_ready(&self) -> bool {
+        let st = self.state.lock();
+        st.receivers == 0 || !st.recv_q.is_empty() || self.cap.is_none_or(|c| st.buf.len() < c)
+    }
+
+    /// Wake `o` at this channel's next change (unless it is already ready:
+    /// the caller checks again after registering).
+    pub(crate) fn observe(&self, o: &Arc<Observer>) {
+        self.state.lock().observers.push(o.clone());
+    }
+
+    pub(crate) fn unobserve(&self, o: &Arc<Observer>) {
+        self.state.lock().observers.retain(|x| !Arc::ptr_eq(x, o));
+    }
+
     pub(crate) fn add_sender(&self) {
         self.state.lock().senders += 1;
     }
@@ -269,7 +333,9 @@ impl<T> Chan<T> {
             return;
         }
         let blocked = std::mem::take(&mut st.recv_q);
+        let obs = st.changed();
         disconnect(st, blocked, VecDeque::new());
+        wake_observers(obs);
     }
 
     /// The last receiver leaving wakes every blocked sender (they get their
@@ -282,7 +348,9 @@ impl<T> Chan<T> {
         }
         let blocked = std::mem::take(&mut st.send_q);
         let buf = std::mem::take(&mut st.buf);
+        let obs = st.changed();
         disconnect(st, blocked, buf);
+        wake_observers(obs);
     }
 
     pub(crate) fn len(&self) -> usize {

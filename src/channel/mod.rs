@@ -42,6 +42,10 @@
 mod chan;
 mod error;
 mod iter;
+mod macros;
+#[doc(hidden)]
+pub mod select;
+mod timer;
 
 use std::fmt;
 use std::sync::Arc;
@@ -49,10 +53,16 @@ use std::time::{Duration, Instant};
 
 use chan::{Chan, RecvFail, SendFail, Wait};
 
+#[doc(inline)]
+pub use crate::select;
 pub use error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 pub use iter::{IntoIter, Iter, TryIter};
+pub use select::{
+    ReadyTimeoutError, Select, SelectTimeoutError, SelectedOperation, TryReadyError, TrySelectError,
+};
+pub use timer::{after, never, tick};
 
 /// A channel holding at most `cap` messages; `send` waits while it is full.
 /// `bounded(0)` is a rendezvous channel (see the [module docs](self)).
