@@ -64,6 +64,24 @@ impl Barrier {
 
     /// Wait until all `n` parties of this round have called `wait`.
     pub fn wait(&self) -> BarrierWaitResult {
+        self.wait_deadline(None)
+            .expect("an untimed barrier wait ends released")
+    }
+
+    /// Like [`wait`](Self::wait), giving up after `timeout`: `None` if the
+    /// round did not complete in time, and this party then leaves it as if
+    /// it had never arrived (the round still needs `n` parties).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = kvant::sync::Barrier::new(2);
+    /// assert!(b.wait_timeout(Duration::from_millis(5)).is_none());
+    /// ```
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<BarrierWaitResult> {
+        self.wait_deadline(waiters::deadline_after(timeout))
+    }
+
+    fn wait_deadline(&self, deadline: Option<std::time::Instant>) -> Option<BarrierWaitResult> {
         let w = {
             let mut st = self.state.lock();
             st.arrived += 1;
@@ -75,23 +93,32 @@ impl Barrier {
                 }
                 let _no_preempt = st.unlock();
                 waiters::wake_all(all);
-                return BarrierWaitResult { leader: true };
+                return Some(BarrierWaitResult { leader: true });
             }
             let w = Waiter::new();
             st.waiting.push(w.clone());
             w
         };
-        // Cancelled while waiting: leave the round as if never arrived.
-        let cleanup = OnUnwind::new(|| {
+        // Cancelled or timed out while waiting: leave the round as if never
+        // arrived, unless it was released meanwhile (then that stands).
+        let leave = || {
             let mut st = self.state.lock();
-            if w.state() == WAITING {
+            let s = w.state();
+            if s == WAITING {
                 st.waiting.retain(|x| !Arc::ptr_eq(x, &w));
                 st.arrived -= 1;
             }
+            s
+        };
+        let cleanup = OnUnwind::new(|| {
+            leave();
         });
-        w.park(None);
+        let mut s = w.park(deadline);
         cleanup.disarm();
-        BarrierWaitResult { leader: false }
+        if s == WAITING {
+            s = leave();
+        }
+        (s != WAITING).then_some(BarrierWaitResult { leader: false })
     }
 }
 

@@ -42,7 +42,7 @@ pub use join::JoinHandle;
 pub use local::{AccessError, LocalKey};
 pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use set::{Elapsed, JoinSet, SpawnTarget};
-pub use wait::{WaitFor, WaitResult, wait};
+pub use wait::{WaitFor, WaitResult, Waited, wait, wait_owned};
 
 const IDLE: u8 = 0;
 const QUEUED: u8 = 1;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::JoinHandle;
 use super::join::Completion;
 use super::park::{self, Unparker};
+use crate::error::JoinError;
 
 /// When [`wait`] returns (besides the timeout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +67,59 @@ pub fn wait<T: Send + 'static>(
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let parts: Vec<&dyn Completion> = handles.iter().map(|h| h.completion()).collect();
     wait_on(&parts, deadline, how)
+}
+
+/// What [`wait_owned`] returns: the finished tasks' results and the
+/// handles of those still running, each with its index in the input.
+#[derive(Debug)]
+pub struct Waited<T> {
+    /// Results of the tasks that finished, by ascending index.
+    pub done: Vec<(usize, Result<T, JoinError>)>,
+    /// Handles of the tasks still running, by ascending index (wait on them
+    /// again, abort them, or drop them to detach).
+    pub pending: Vec<(usize, JoinHandle<T>)>,
+}
+
+/// [`wait`] that takes the handles and hands back results and pending
+/// handles instead of indices.
+///
+/// ```
+/// use std::time::Duration;
+/// use kvant::task::{WaitFor, wait_owned};
+///
+/// let rt = kvant::Runtime::builder().workers(2).build().unwrap();
+/// let fast = rt.spawn(|| "fast");
+/// let slow = rt.spawn(|| {
+///     kvant::sleep(Duration::from_secs(3600));
+///     "slow"
+/// });
+/// let w = wait_owned(vec![slow, fast], Some(Duration::from_secs(5)), WaitFor::FirstCompleted);
+/// assert_eq!(w.done.len(), 1);
+/// assert_eq!(*w.done[0].1.as_ref().unwrap(), "fast");
+/// for (_, h) in w.pending {
+///     h.abort(); // the late one is cancelled
+/// }
+/// ```
+pub fn wait_owned<T: Send + 'static>(
+    handles: impl IntoIterator<Item = JoinHandle<T>>,
+    timeout: Option<Duration>,
+    how: WaitFor,
+) -> Waited<T> {
+    let handles: Vec<JoinHandle<T>> = handles.into_iter().collect();
+    let r = wait(&handles, timeout, how);
+    let mut out = Waited {
+        done: Vec::with_capacity(r.done.len()),
+        pending: Vec::with_capacity(r.pending.len()),
+    };
+    for (i, h) in handles.into_iter().enumerate() {
+        // A task may have finished after `wait` returned: count it done.
+        if h.is_finished() {
+            out.done.push((i, h.join()));
+        } else {
+            out.pending.push((i, h));
+        }
+    }
+    out
 }
 
 fn satisfied(parts: &[&dyn Completion], how: WaitFor) -> bool {
