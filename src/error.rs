@@ -157,7 +157,13 @@ impl fmt::Display for Error {
                  (use quantum(None))"
             ),
             Error::InvalidSignal(sig) => {
-                write!(f, "signal {sig} cannot be used as the preemption signal")
+                let (name, why) = signal_refusal(*sig);
+                write!(
+                    f,
+                    "signal {sig}{name} cannot be used as the preemption signal: {why}; \
+                     the default is SIGURG (as in Go), or pick a real-time signal \
+                     (SIGRTMIN+n)"
+                )
             }
             Error::SignalInUse(sig) => write!(
                 f,
@@ -189,9 +195,36 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// The name of a refused preemption signal and why it is refused.
+fn signal_refusal(sig: i32) -> (String, &'static str) {
+    let named = |n: &str| format!(" ({n})");
+    match sig {
+        libc::SIGSEGV => (
+            named("SIGSEGV"),
+            "it reports invalid memory accesses and stack overflows",
+        ),
+        libc::SIGBUS => (named("SIGBUS"), "it reports bus errors and overflows"),
+        libc::SIGILL => (named("SIGILL"), "it reports illegal instructions"),
+        libc::SIGFPE => (named("SIGFPE"), "it reports arithmetic faults"),
+        libc::SIGTRAP => (named("SIGTRAP"), "debuggers use it"),
+        libc::SIGABRT => (named("SIGABRT"), "abort() raises it"),
+        libc::SIGCHLD => (named("SIGCHLD"), "it reports child processes"),
+        libc::SIGINT => (named("SIGINT"), "it is Ctrl-C"),
+        libc::SIGTERM => (named("SIGTERM"), "it asks the process to terminate"),
+        libc::SIGPIPE => (named("SIGPIPE"), "it reports broken pipes"),
+        libc::SIGKILL => (named("SIGKILL"), "it cannot be handled"),
+        libc::SIGSTOP => (named("SIGSTOP"), "it cannot be handled"),
+        s if s <= 0 => (String::new(), "signal numbers start at 1"),
+        _ => (
+            String::new(),
+            "it is not a valid signal number on this system",
+        ),
+    }
+}
+
 /// Why a task produced no value.
 pub(crate) enum Failure {
-    Panic(Box<dyn Any + Send + 'static>),
+    Panic(Payload),
     /// Cancelled by runtime shutdown.
     Cancelled,
     /// Cancelled by `JoinHandle::abort` / `AbortHandle::abort`.
@@ -201,6 +234,31 @@ pub(crate) enum Failure {
         stack_size: usize,
     },
     NoStack(std::io::Error),
+}
+
+/// A panic payload kept so that `JoinError` is `Sync` (for `anyhow` and
+/// `Box<dyn Error + Send + Sync>`): `dyn Any + Send` is not `Sync`, a
+/// `Mutex` of it is, and the message is read once, when the task fails.
+pub(crate) struct Payload {
+    any: std::sync::Mutex<Box<dyn Any + Send + 'static>>,
+    message: Option<String>,
+}
+
+impl Payload {
+    pub(crate) fn new(any: Box<dyn Any + Send + 'static>) -> Self {
+        let message = any
+            .downcast_ref::<&'static str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| any.downcast_ref::<String>().cloned());
+        Payload {
+            any: std::sync::Mutex::new(any),
+            message,
+        }
+    }
+
+    fn into_inner(self) -> Box<dyn Any + Send + 'static> {
+        self.any.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A task ended without a value: it panicked, overflowed its stack, or the
@@ -269,17 +327,14 @@ impl JoinError {
     /// The panic payload, or the error itself if the task did not panic.
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
         match self.failure {
-            Failure::Panic(p) => Ok(p),
+            Failure::Panic(p) => Ok(p.into_inner()),
             failure => Err(JoinError { failure, ..self }),
         }
     }
 
     fn panic_message(&self) -> Option<&str> {
         match &self.failure {
-            Failure::Panic(p) => p
-                .downcast_ref::<&'static str>()
-                .copied()
-                .or_else(|| p.downcast_ref::<String>().map(String::as_str)),
+            Failure::Panic(p) => p.message.as_deref(),
             _ => None,
         }
     }

@@ -32,7 +32,9 @@
 //! |:--|:--|
 //! | start a pool, spawn, block on a result, shut down | [`Runtime`], [`Builder`], [`spawn`], [`Handle`] |
 //! | name a task, size its stack, make it non-preemptible | [`task::Builder`] |
-//! | wait with a deadline, on one or many tasks | [`JoinHandle::join_timeout`], [`wait`] + [`WaitFor`] |
+//! | wait with a deadline, on one or many tasks | [`JoinHandle::join_timeout`], [`wait`] + [`WaitFor`], [`task::wait_owned`] |
+//! | cancel a task, run a group, take results as they complete | [`JoinHandle::abort`], [`task::AbortHandle`], [`task::is_cancelled`], [`JoinSet`] |
+//! | wait on several channels, or a channel and a timer | [`select!`], [`channel::Select`], [`channel::after`], [`channel::tick`] |
 //! | fork-join and borrowing tasks | [`join`], [`scope`], [`Runtime::scope`] |
 //! | block without blocking the worker | [`sleep`], [`sync`], [`channel`], [`spawn_blocking`] |
 //! | live with code that blocks the thread anyway | [`Builder::blocking_threshold`], [`Builder::max_compensation`], [`Builder::panic_on_blocking`], [`safety`] |
@@ -40,6 +42,36 @@
 //! | control preemption | [`Builder::quantum`], [`preempt::disable`], [`Builder::migrate_preempted`] |
 //! | see what the scheduler did | [`Runtime::metrics`], [`Builder::trace`], [`Trace`] |
 //! | know what is safe inside a preemptible task | [`safety`] |
+//!
+//! Task control, in the names tokio and crossbeam use:
+//!
+//! ```
+//! use std::time::Duration;
+//! use kvant::channel::{after, unbounded};
+//!
+//! let rt = kvant::Runtime::builder().workers(2).build().unwrap();
+//! let h = rt.spawn(|| kvant::sleep(Duration::from_secs(3600)));
+//! h.abort(); // unwound at its sleep, destructors run
+//! assert!(h.join().unwrap_err().is_cancelled());
+//!
+//! let mut set = kvant::JoinSet::new();
+//! for i in 0..4 {
+//!     set.spawn_on(&rt, move || i * i);
+//! }
+//! let mut sum = 0;
+//! while let Some(r) = set.join_next() {
+//!     sum += r.unwrap(); // in completion order
+//! }
+//! assert_eq!(sum, 14);
+//!
+//! let (tx, rx) = unbounded();
+//! tx.send(1).unwrap();
+//! let got = kvant::select! {
+//!     recv(rx) -> v => v.unwrap(),
+//!     recv(after(Duration::from_secs(1))) -> _ => 0,
+//! };
+//! assert_eq!(got, 1);
+//! ```
 //!
 //! Everything that waits parks only the *green* thread when called from a
 //! task (the worker runs other tasks meanwhile) and blocks the OS thread when

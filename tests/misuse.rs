@@ -136,3 +136,41 @@ fn preempt_signal_with_a_handler_is_signal_in_use() {
         join_ok(h);
     }
 }
+
+#[test]
+fn join_error_is_send_sync_and_converts_with_question_mark() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<kvant::JoinError>();
+    fn run() -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+        let rt = kvant::Runtime::builder().workers(1).build()?;
+        let v = rt.spawn(|| -> u32 { panic!("boom") }).join()?;
+        Ok(v)
+    }
+    let e = run().unwrap_err();
+    assert!(e.to_string().contains("panicked: boom"), "{e}");
+}
+
+#[test]
+fn api_panics_point_at_the_callers_line() {
+    thread_local! {
+        static LOCATION: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    }
+    let prev = Arc::new(std::panic::take_hook());
+    let p = prev.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(l) = info.location() {
+            LOCATION.with(|x| *x.borrow_mut() = Some(format!("{}:{}", l.file(), l.line())));
+        }
+        p(info);
+    }));
+    let line = line!() + 2;
+    let r = catch_unwind(|| {
+        kvant::spawn(|| ());
+    });
+    let _ = std::panic::take_hook(); // the previous hook stays reachable through `prev`
+    assert!(r.is_err());
+    let loc = LOCATION
+        .with(|l| l.borrow_mut().take())
+        .expect("the hook saw the panic");
+    assert!(loc.ends_with(&format!("misuse.rs:{line}")), "{loc}");
+}

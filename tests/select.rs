@@ -283,3 +283,27 @@ proptest! {
         prop_assert!(seen.values().all(|&n| n == 1));
     }
 }
+
+#[test]
+fn two_selects_meet_on_a_rendezvous_channel() {
+    let rt = rt(2, Some(Duration::from_millis(1)));
+    for _ in 0..50 {
+        let (tx, rx) = bounded::<u32>(0);
+        let (_keep, idle) = unbounded::<u32>();
+        let receiver = rt.spawn(move || {
+            kvant::select! {
+                recv(rx) -> v => v.unwrap(),
+                recv(idle) -> _ => unreachable!(),
+                default(HANG) => panic!("the selects never met"),
+            }
+        });
+        let sender = rt.spawn(move || {
+            kvant::select! {
+                send(tx, 9) -> res => res.unwrap(),
+                default(HANG) => panic!("the selects never met"),
+            }
+        });
+        join_ok(sender);
+        assert_eq!(join_ok(receiver), 9);
+    }
+}

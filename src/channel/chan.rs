@@ -61,12 +61,15 @@ struct State<T> {
     /// Selects waiting for this channel to change (`select.rs`); all are
     /// woken, and drop out, at the next change that could make one of
     /// their operations ready.
-    observers: Vec<Arc<Observer>>,
+    /// With each, whether it waits to receive: on a zero-capacity channel
+    /// such a select counts as a receiver for a select's send (see
+    /// `send_ready`).
+    observers: Vec<(Arc<Observer>, bool)>,
 }
 
 impl<T> State<T> {
     /// Take the observers to wake once the lock is released.
-    fn changed(&mut self) -> Vec<Arc<Observer>> {
+    fn changed(&mut self) -> Vec<(Arc<Observer>, bool)> {
         if self.observers.is_empty() {
             Vec::new() // no allocation on the plain path
         } else {
@@ -75,8 +78,8 @@ impl<T> State<T> {
     }
 }
 
-fn wake_observers(list: Vec<Arc<Observer>>) {
-    for o in list {
+fn wake_observers(list: Vec<(Arc<Observer>, bool)>) {
+    for (o, _) in list {
         o.notify();
     }
 }
@@ -301,20 +304,45 @@ impl<T> Chan<T> {
     }
 
     /// Whether a send would complete now (room, a waiting receiver, or
-    /// disconnected).
+    /// disconnected). On a zero-capacity channel a select waiting to
+    /// receive counts as a waiting receiver: the send then blocks in the
+    /// queue, which wakes that select, which takes the message. Without this
+    /// a select's send and another select's receive would never meet.
     pub(crate) fn send_ready(&self) -> bool {
         let st = self.state.lock();
-        st.receivers == 0 || !st.recv_q.is_empty() || self.cap.is_none_or(|c| st.buf.len() < c)
+        st.receivers == 0
+            || !st.recv_q.is_empty()
+            || self.cap.is_none_or(|c| st.buf.len() < c)
+            || (self.cap == Some(0) && st.observers.iter().any(|(_, recv)| *recv))
     }
 
     /// Wake `o` at this channel's next change (unless it is already ready:
-    /// the caller checks again after registering).
-    pub(crate) fn observe(&self, o: &Arc<Observer>) {
-        self.state.lock().observers.push(o.clone());
+    /// the caller checks again after registering). `recv`: it waits to
+    /// receive here.
+    pub(crate) fn observe(&self, o: &Arc<Observer>, recv: bool) {
+        let mut st = self.state.lock();
+        // A new would-be receiver on a rendezvous channel makes selects
+        // waiting to send here ready: wake those. Only those: waking other
+        // receiving selects would make two of them wake each other forever.
+        let wake = if recv && self.cap == Some(0) && st.observers.iter().any(|(_, r)| !r) {
+            let (send, keep) = std::mem::take(&mut st.observers)
+                .into_iter()
+                .partition(|(_, r)| !r);
+            st.observers = keep;
+            send
+        } else {
+            Vec::new()
+        };
+        st.observers.push((o.clone(), recv));
+        drop(st);
+        wake_observers(wake);
     }
 
     pub(crate) fn unobserve(&self, o: &Arc<Observer>) {
-        self.state.lock().observers.retain(|x| !Arc::ptr_eq(x, o));
+        self.state
+            .lock()
+            .observers
+            .retain(|(x, _)| !Arc::ptr_eq(x, o));
     }
 
     pub(crate) fn add_sender(&self) {

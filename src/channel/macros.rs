@@ -15,8 +15,7 @@
 /// Without a `default` arm it waits as long as it takes. Among ready
 /// operations the choice is random, so none starves. Inside a task only the
 /// green thread parks; on an OS thread it blocks. See
-/// [`channel::Select`](crate::channel::Select) for the rules (and the one
-/// pairing on zero-capacity channels that cannot meet).
+/// [`channel::Select`](crate::channel::Select) for the exact rules.
 ///
 /// ```
 /// use std::time::Duration;

@@ -17,10 +17,11 @@
 //! once unless another sender took the room in between (then it waits, as a
 //! `send` does).
 //!
-//! One pairing cannot meet: on a zero-capacity channel, a select's send and
-//! another select's receive both wait for a *blocked* counterpart, and
-//! neither blocks. Give such a channel a capacity of 1, or use a plain
-//! `send`/`recv` on one side.
+//! On a zero-capacity channel a select waiting to receive counts as a
+//! waiting receiver for a select's send, so two selects meet there too: the
+//! send blocks in the channel's queue, which wakes the receiving select.
+//! (Should that select pick another operation first, the send waits for the
+//! next receiver, like a send that lost a race for room.)
 
 use std::any::Any;
 use std::cell::Cell;
@@ -53,8 +54,9 @@ pub trait Op<'w> {
     fn attempt(&mut self) -> bool;
     /// Whether the operation would complete now (nothing is consumed).
     fn is_ready(&self) -> bool;
-    /// The channel to watch while waiting (`None`: never changes).
-    fn watch(&self) -> Option<Arc<dyn Watch + 'w>>;
+    /// The channel to watch while waiting, and whether to receive there
+    /// (`None`: never changes).
+    fn watch(&self) -> Option<(Arc<dyn Watch + 'w>, bool)>;
     /// Mark the operation as the one selected.
     fn set_won(&mut self);
 }
@@ -100,8 +102,8 @@ impl<'w, T: 'w> Op<'w> for RecvOp<'_, T> {
     fn is_ready(&self) -> bool {
         self.r.chan.recv_ready()
     }
-    fn watch(&self) -> Option<Arc<dyn Watch + 'w>> {
-        Some(self.r.chan.clone())
+    fn watch(&self) -> Option<(Arc<dyn Watch + 'w>, bool)> {
+        Some((self.r.chan.clone(), true))
     }
     fn set_won(&mut self) {
         self.won = true;
@@ -137,8 +139,8 @@ impl<'w, T: 'w> Op<'w> for SendOp<'_, T> {
     fn is_ready(&self) -> bool {
         self.s.chan.send_ready()
     }
-    fn watch(&self) -> Option<Arc<dyn Watch + 'w>> {
-        Some(self.s.chan.clone())
+    fn watch(&self) -> Option<(Arc<dyn Watch + 'w>, bool)> {
+        Some((self.s.chan.clone(), false))
     }
     fn set_won(&mut self) {
         self.won = true;
@@ -181,13 +183,13 @@ fn random_start(n: usize) -> usize {
 /// A channel, erased over its message type, as a select watches it.
 #[doc(hidden)]
 pub trait Watch {
-    fn observe(&self, o: &Arc<Observer>);
+    fn observe(&self, o: &Arc<Observer>, recv: bool);
     fn unobserve(&self, o: &Arc<Observer>);
 }
 
 impl<T> Watch for super::chan::Chan<T> {
-    fn observe(&self, o: &Arc<Observer>) {
-        super::chan::Chan::observe(self, o);
+    fn observe(&self, o: &Arc<Observer>, recv: bool) {
+        super::chan::Chan::observe(self, o, recv);
     }
     fn unobserve(&self, o: &Arc<Observer>) {
         super::chan::Chan::unobserve(self, o);
@@ -196,13 +198,13 @@ impl<T> Watch for super::chan::Chan<T> {
 
 /// Unregisters an observer on every exit, unwinding (an aborted task) included.
 struct Registered<'a> {
-    chans: Vec<Arc<dyn Watch + 'a>>,
+    chans: Vec<(Arc<dyn Watch + 'a>, bool)>,
     o: Arc<Observer>,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        for c in &self.chans {
+        for (c, _) in &self.chans {
             c.unobserve(&self.o);
         }
     }
@@ -244,7 +246,7 @@ pub fn run<'a>(ops: &mut [&mut (dyn Op<'a> + 'a)], until: Until, consume: bool) 
         Until::Now => return None,
         Until::Deadline(d) => d,
     };
-    let chans: Vec<Arc<dyn Watch + 'a>> = ops.iter().filter_map(|op| op.watch()).collect();
+    let chans: Vec<(Arc<dyn Watch + 'a>, bool)> = ops.iter().filter_map(|op| op.watch()).collect();
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return None;
@@ -256,8 +258,8 @@ pub fn run<'a>(ops: &mut [&mut (dyn Op<'a> + 'a)], until: Until, consume: bool) 
                 who: park::current_unparker(),
             }),
         };
-        for c in &reg.chans {
-            c.observe(&reg.o);
+        for (c, recv) in &reg.chans {
+            c.observe(&reg.o, *recv);
         }
         // A change between the last try and the registration woke nobody:
         // look again before sleeping.
@@ -487,7 +489,7 @@ impl<'w> Op<'w> for Removed {
     fn is_ready(&self) -> bool {
         false
     }
-    fn watch(&self) -> Option<Arc<dyn Watch + 'w>> {
+    fn watch(&self) -> Option<(Arc<dyn Watch + 'w>, bool)> {
         None
     }
     fn set_won(&mut self) {}

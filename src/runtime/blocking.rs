@@ -129,7 +129,7 @@ impl Shared {
                 if p.is::<CancelUnwind>() {
                     Failure::Cancelled
                 } else {
-                    Failure::Panic(p)
+                    Failure::Panic(crate::error::Payload::new(p))
                 }
             });
             result.complete(r);

@@ -101,6 +101,7 @@ impl Builder {
     /// Number of worker OS threads. Default: `KVANT_WORKERS` if set, else
     /// [`std::thread::available_parallelism`]. An explicit value here wins over
     /// the environment.
+    #[must_use = "a builder does nothing until it is used"]
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = Some(n);
         self
@@ -108,12 +109,14 @@ impl Builder {
 
     /// Default stack size of a task, in bytes (rounded up to whole pages, plus
     /// one guard page). Minimum [`MIN_STACK_SIZE`].
+    #[must_use = "a builder does nothing until it is used"]
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes;
         self
     }
 
     /// Prefix of the worker threads' names (`{prefix}-worker-{i}`).
+    #[must_use = "a builder does nothing until it is used"]
     pub fn name(mut self, prefix: impl Into<String>) -> Self {
         self.name = prefix.into();
         self
@@ -121,6 +124,7 @@ impl Builder {
 
     /// The time quantum: a task holding a worker longer than this is preempted.
     /// `None` makes the runtime purely cooperative. Accepted range: 50 µs to 1 s.
+    #[must_use = "a builder does nothing until it is used"]
     pub fn quantum(mut self, quantum: Option<Duration>) -> Self {
         self.quantum = quantum;
         self
@@ -128,6 +132,7 @@ impl Builder {
 
     /// Signal used to preempt workers (default `SIGURG`, as Go does: it is
     /// ignored by default and rarely used by programs).
+    #[must_use = "a builder does nothing until it is used"]
     pub fn preempt_signal(mut self, signal: i32) -> Self {
         self.signal = signal;
         self
@@ -141,12 +146,14 @@ impl Builder {
     /// A preempted task therefore resumes on the worker that preempted it, and
     /// becomes stealable again at its next cooperative switch (yield, block).
     /// Set `true` only if preemptible tasks do not touch `thread_local!` data.
+    #[must_use = "a builder does nothing until it is used"]
     pub fn migrate_preempted(mut self, yes: bool) -> Self {
         self.migrate_preempted = yes;
         self
     }
 
     /// Record every slice each worker runs (see [`Runtime::trace`]).
+    #[must_use = "a builder does nothing until it is used"]
     pub fn trace(mut self, yes: bool) -> Self {
         self.trace = yes;
         self
@@ -157,6 +164,7 @@ impl Builder {
     /// anyway; off by default, preemptive or not, because the clock read
     /// would be the largest cost of a task switch (the quantum does not need
     /// it: the monitor times slices by their number).
+    #[must_use = "a builder does nothing until it is used"]
     pub fn task_timing(mut self, yes: bool) -> Self {
         self.task_timing = yes;
         self
@@ -172,6 +180,7 @@ impl Builder {
     /// The monitor notices between one and two thresholds after the call
     /// started. Default 2 ms (the reasoning, measured, is in BENCHMARKS.md);
     /// accepted range: 50 µs to 1 s.
+    #[must_use = "a builder does nothing until it is used"]
     pub fn blocking_threshold(mut self, threshold: Duration) -> Self {
         self.blocking_threshold = threshold;
         self
@@ -184,6 +193,7 @@ impl Builder {
     /// ForkJoinPool does the same). It retires once the blocked worker is
     /// back and the tasks preempted on it have reached a switch point or
     /// finished (a preempted task never changes threads).
+    #[must_use = "a builder does nothing until it is used"]
     pub fn max_compensation(mut self, n: usize) -> Self {
         self.max_compensation = Some(n);
         self
@@ -198,6 +208,7 @@ impl Builder {
     /// 50 µs to 1 s. No effect without a quantum. A task that keeps waking
     /// cannot starve the others: each running task keeps at least
     /// `min_slice` before a wake-up takes its worker.
+    #[must_use = "a builder does nothing until it is used"]
     pub fn min_slice(mut self, min: Option<Duration>) -> Self {
         self.min_slice = min;
         self
@@ -208,12 +219,14 @@ impl Builder {
     /// point (or when it returns, if it reaches none), and a stall that
     /// hand-off cannot resolve makes `join`/`block_on` on an OS thread panic
     /// with the report. Default off (reports go to stderr).
+    #[must_use = "a builder does nothing until it is used"]
     pub fn panic_on_blocking(mut self, yes: bool) -> Self {
         self.panic_on_blocking = yes;
         self
     }
 
     /// Most OS threads `spawn_blocking` runs at once (default 64).
+    #[must_use = "a builder does nothing until it is used"]
     pub fn blocking_threads(mut self, n: usize) -> Self {
         self.blocking_threads = n;
         self

@@ -39,13 +39,24 @@ impl Handle {
     ///
     /// # Panics
     /// If the runtime is shut down (see [`Handle::try_spawn`]).
+    #[track_caller]
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.try_spawn(f)
-            .unwrap_or_else(|e| panic!("kvant: Handle::spawn failed: {e}"))
+        match self.try_spawn(f) {
+            Ok(h) => h,
+            Err(e) => panic!("kvant: Handle::spawn failed: {e}"),
+        }
+    }
+
+    pub(crate) fn spawn_with<F, T>(&self, b: &task::Builder, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.shared.spawn(b, f)
     }
 
     /// Spawn a task, or [`Error::Shutdown`] if the runtime is shut down.

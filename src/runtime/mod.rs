@@ -413,13 +413,24 @@ impl Runtime {
     ///
     /// # Panics
     /// If the runtime is shut down (use [`Runtime::try_spawn`] to get an error instead).
+    #[track_caller]
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.try_spawn(f)
-            .unwrap_or_else(|e| panic!("kvant: Runtime::spawn failed: {e}"))
+        match self.try_spawn(f) {
+            Ok(h) => h,
+            Err(e) => panic!("kvant: Runtime::spawn failed: {e}"),
+        }
+    }
+
+    pub(crate) fn spawn_with<F, T>(&self, b: &task::Builder, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.shared.spawn(b, f)
     }
 
     /// Spawn a task, or [`Error::Shutdown`] if the runtime no longer accepts tasks.
@@ -438,6 +449,7 @@ impl Runtime {
     /// If called from inside a kvant task (that would block a worker; join a
     /// spawned task instead), if the runtime is shut down, or if the task is
     /// cancelled by a concurrent shutdown.
+    #[track_caller]
     pub fn block_on<F, T>(&self, f: F) -> T
     where
         F: FnOnce() -> T + Send + 'static,
@@ -522,18 +534,20 @@ impl std::fmt::Debug for Runtime {
 /// # Panics
 /// Outside a kvant runtime, or if the runtime is shutting down (use
 /// [`task::Builder::spawn`] for an error instead).
+#[track_caller]
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let shared = Shared::current().unwrap_or_else(|| {
+    let Some(shared) = Shared::current() else {
         panic!(
             "kvant::spawn called outside a kvant runtime; use Runtime::spawn or \
              Runtime::block_on to enter one"
         )
-    });
-    shared
-        .spawn(&task::Builder::new(), f)
-        .unwrap_or_else(|e| panic!("kvant::spawn failed: {e}"))
+    };
+    match shared.spawn(&task::Builder::new(), f) {
+        Ok(h) => h,
+        Err(e) => panic!("kvant::spawn failed: {e}"),
+    }
 }

@@ -34,7 +34,7 @@
 //!
 //! # Cancellation
 //!
-//! A task cancelled at runtime shutdown while it waits is unwound out of its
+//! A task cancelled (aborted, or at runtime shutdown) while it waits is unwound out of its
 //! wait; the primitive withdraws it first, and passes on anything (a lock, a
 //! permit, a notification) that was handed to it at the last moment.
 

@@ -1,7 +1,7 @@
 //! Per-task options, in the style of `std::thread::Builder`.
 
 use crate::error::Error;
-use crate::runtime::{Runtime, Shared};
+use crate::runtime::Shared;
 use crate::task::JoinHandle;
 
 /// Options for one task: name, stack size, preemptibility.
@@ -39,12 +39,14 @@ impl Builder {
     }
 
     /// Name the task (shown by `current()`, join errors, metrics and traces).
+    #[must_use = "a builder does nothing until it is used"]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
     }
 
     /// Stack size in bytes for this task (at least 16 KiB).
+    #[must_use = "a builder does nothing until it is used"]
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
         self
@@ -52,6 +54,7 @@ impl Builder {
 
     /// Whether the quantum timer may preempt this task (default true). A
     /// non-preemptible task only gives up its worker at switch points.
+    #[must_use = "a builder does nothing until it is used"]
     pub fn preemptible(mut self, yes: bool) -> Self {
         self.preemptible = yes;
         self
@@ -70,12 +73,13 @@ impl Builder {
         shared.spawn(&self, f)
     }
 
-    /// Spawn on `rt`.
-    pub fn spawn_on<F, T>(self, rt: &Runtime, f: F) -> Result<JoinHandle<T>, Error>
+    /// Spawn on `rt`: a [`Runtime`](crate::Runtime) or a
+    /// [`Handle`](crate::Handle).
+    pub fn spawn_on<F, T>(self, rt: &impl super::SpawnTarget, f: F) -> Result<JoinHandle<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        rt.shared.spawn(&self, f)
+        rt.spawn_task(&self, f)
     }
 }

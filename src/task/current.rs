@@ -258,6 +258,7 @@ impl std::fmt::Debug for Current {
 ///
 /// # Panics
 /// Outside a kvant task (use [`try_current`] to check).
+#[track_caller]
 pub fn current() -> Current {
     try_current().expect("kvant::current() called outside a kvant task")
 }

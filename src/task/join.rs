@@ -141,7 +141,7 @@ impl<T: Send> Completion for Packet<T> {
                     Failure::Cancelled
                 }
             } else {
-                Failure::Panic(payload)
+                Failure::Panic(crate::error::Payload::new(payload))
             }
         };
         let mut r = catch_unwind(AssertUnwindSafe(|| current::run_user(f))).map_err(failure);

@@ -69,6 +69,7 @@ impl<T: Send + 'static> LocalKey<T> {
     ///
     /// # Panics
     /// Outside a kvant task.
+    #[track_caller]
     pub fn with<R>(&'static self, f: impl FnOnce(&T) -> R) -> R {
         self.try_with(f)
             .expect("task-local accessed outside of a kvant task")

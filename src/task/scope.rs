@@ -99,13 +99,14 @@ impl<T: Send + 'static> ScopedJoinHandle<'_, T> {
 /// # Panics
 /// Outside a kvant runtime (use [`Runtime::scope`] from a plain thread), and
 /// after all tasks finished if any of them panicked without being joined.
+#[track_caller]
 pub fn scope<'env, F, R>(f: F) -> R
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
 {
-    let shared = Shared::current().unwrap_or_else(|| {
+    let Some(shared) = Shared::current() else {
         panic!("kvant::scope called outside a kvant runtime; use Runtime::scope")
-    });
+    };
     scope_on(shared, f)
 }
 

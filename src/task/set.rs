@@ -80,39 +80,61 @@ pub trait SpawnTarget: sealed::Sealed {}
 
 pub(crate) mod sealed {
     use crate::error::Error;
-    use crate::task::JoinHandle;
+    use crate::task::{Builder, JoinHandle};
 
     /// Implemented only here, so the runtime's internals stay private.
     pub trait Sealed {
-        fn spawn_task<F, T>(&self, f: F) -> Result<JoinHandle<T>, Error>
+        fn spawn_task<F, T>(&self, b: &Builder, f: F) -> Result<JoinHandle<T>, Error>
         where
             F: FnOnce() -> T + Send + 'static,
             T: Send + 'static;
     }
 
     impl Sealed for crate::Runtime {
-        fn spawn_task<F, T>(&self, f: F) -> Result<JoinHandle<T>, Error>
+        fn spawn_task<F, T>(&self, b: &Builder, f: F) -> Result<JoinHandle<T>, Error>
         where
             F: FnOnce() -> T + Send + 'static,
             T: Send + 'static,
         {
-            self.try_spawn(f)
+            self.spawn_with(b, f)
+        }
+    }
+
+    impl<S: Sealed + ?Sized> Sealed for std::sync::Arc<S> {
+        fn spawn_task<F, T>(&self, b: &Builder, f: F) -> Result<JoinHandle<T>, Error>
+        where
+            F: FnOnce() -> T + Send + 'static,
+            T: Send + 'static,
+        {
+            (**self).spawn_task(b, f)
+        }
+    }
+
+    impl<S: Sealed + ?Sized> Sealed for &S {
+        fn spawn_task<F, T>(&self, b: &Builder, f: F) -> Result<JoinHandle<T>, Error>
+        where
+            F: FnOnce() -> T + Send + 'static,
+            T: Send + 'static,
+        {
+            (**self).spawn_task(b, f)
         }
     }
 
     impl Sealed for crate::Handle {
-        fn spawn_task<F, T>(&self, f: F) -> Result<JoinHandle<T>, Error>
+        fn spawn_task<F, T>(&self, b: &Builder, f: F) -> Result<JoinHandle<T>, Error>
         where
             F: FnOnce() -> T + Send + 'static,
             T: Send + 'static,
         {
-            self.try_spawn(f)
+            self.spawn_with(b, f)
         }
     }
 }
 
 impl SpawnTarget for Runtime {}
 impl SpawnTarget for Handle {}
+impl<S: SpawnTarget + ?Sized> SpawnTarget for Arc<S> {}
+impl<S: SpawnTarget + ?Sized> SpawnTarget for &S {}
 
 /// A set of tasks with results of type `T`, joined in the order they
 /// complete (tokio's `JoinSet`).
@@ -184,8 +206,10 @@ impl<T: Send + 'static> JoinSet<T> {
     where
         F: FnOnce() -> T + Send + 'static,
     {
-        self.try_spawn_on(rt, f)
-            .unwrap_or_else(|e| panic!("kvant: JoinSet::spawn_on failed: {e}"))
+        match self.try_spawn_on(rt, f) {
+            Ok(a) => a,
+            Err(e) => panic!("kvant: JoinSet::spawn_on failed: {e}"),
+        }
     }
 
     /// Like [`spawn_on`](Self::spawn_on), or [`Error::Shutdown`].
@@ -193,7 +217,7 @@ impl<T: Send + 'static> JoinSet<T> {
     where
         F: FnOnce() -> T + Send + 'static,
     {
-        Ok(self.insert(rt.spawn_task(f)?))
+        Ok(self.insert(rt.spawn_task(&super::Builder::new(), f)?))
     }
 
     /// Add a task spawned elsewhere; its result then comes out of
