@@ -107,8 +107,8 @@ pub use metrics::{Metrics, WorkerMetrics};
 pub use preempt::PreemptionMode;
 pub use runtime::{
     Builder, DEFAULT_BLOCKING_THRESHOLD, DEFAULT_MIN_SLICE, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE,
-    Handle, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE, Runtime,
-    ShutdownReport, spawn, spawn_blocking,
+    EnterGuard, Handle, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE,
+    Runtime, ShutdownReport, spawn, spawn_blocking,
 };
 pub use task::{
     JoinHandle, JoinSet, TaskId, TaskStats, WaitFor, WaitResult, current, join, scope, try_current,

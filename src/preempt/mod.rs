@@ -26,8 +26,11 @@ compile_error!(
     "kvant needs a Unix target (mmap'd task stacks); Linux x86_64 is the tested platform"
 );
 
+mod cpu;
 mod disable;
 mod slot;
+
+pub(crate) use cpu::{allowed_cpus, pin_to_cpu};
 
 pub use disable::{DisableGuard, disable, is_disabled};
 pub(crate) use slot::WorkerSlot;

@@ -124,7 +124,11 @@ impl Shared {
     {
         let packet = Arc::new(Packet::<T>::new(crate::task::Header::new_id(), None, None));
         let result = packet.clone();
+        // The work may spawn (`kvant::spawn`, `Handle::current`): it runs
+        // inside this runtime. Weak: the pool must not keep it alive.
+        let rt = Arc::downgrade(self);
         self.blocking.submit(Box::new(move || {
+            let _entered = rt.upgrade().map(super::context::enter_runtime);
             let r = catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
                 if p.is::<CancelUnwind>() {
                     Failure::Cancelled

@@ -42,6 +42,20 @@ pub(crate) struct Config {
     pub max_compensation: usize,
     pub panic_on_blocking: bool,
     pub min_slice: Option<Duration>,
+    pub on_worker_start: Option<WorkerHook>,
+    pub on_worker_stop: Option<WorkerHook>,
+    /// CPUs to pin worker `i` to (`cpus[i % len]`); empty: no pinning.
+    pub affinity: Vec<usize>,
+}
+
+/// A callback run on a worker thread with the worker's index.
+#[derive(Clone)]
+pub(crate) struct WorkerHook(pub std::sync::Arc<dyn Fn(usize) + Send + Sync>);
+
+impl std::fmt::Debug for WorkerHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerHook")
+    }
 }
 
 /// Builds a [`Runtime`]. Obtain one with [`Runtime::builder`].
@@ -65,6 +79,9 @@ pub struct Builder {
     max_compensation: Option<usize>,
     panic_on_blocking: bool,
     min_slice: Option<Duration>,
+    on_worker_start: Option<WorkerHook>,
+    on_worker_stop: Option<WorkerHook>,
+    worker_affinity: bool,
 }
 
 impl Default for Builder {
@@ -87,6 +104,9 @@ impl Default for Builder {
             max_compensation: None,
             panic_on_blocking: false,
             min_slice: Some(DEFAULT_MIN_SLICE),
+            on_worker_start: None,
+            on_worker_stop: None,
+            worker_affinity: false,
         }
     }
 }
@@ -96,6 +116,53 @@ impl Builder {
     /// 256 KiB stacks, a 10 ms quantum where preemption is supported.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Run `f(index)` on each worker thread when it starts, before it runs
+    /// any task (rayon's `start_handler`, tokio's `on_thread_start`): name
+    /// it in a profiler, pin it to a CPU, set its priority. Index `0..workers`
+    /// for workers; compensating threads (see [`max_compensation`](Self::max_compensation))
+    /// get `workers..`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let started = Arc::new(AtomicUsize::new(0));
+    /// let s = started.clone();
+    /// let rt = kvant::Runtime::builder()
+    ///     .workers(2)
+    ///     .on_worker_start(move |_i| {
+    ///         s.fetch_add(1, Ordering::SeqCst);
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// rt.block_on(|| ());
+    /// drop(rt);
+    /// assert_eq!(started.load(Ordering::SeqCst), 2);
+    /// ```
+    #[must_use = "a builder does nothing until it is used"]
+    pub fn on_worker_start(mut self, f: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.on_worker_start = Some(WorkerHook(std::sync::Arc::new(f)));
+        self
+    }
+
+    /// Run `f(index)` on each worker thread as it exits (after its last task).
+    #[must_use = "a builder does nothing until it is used"]
+    pub fn on_worker_stop(mut self, f: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.on_worker_stop = Some(WorkerHook(std::sync::Arc::new(f)));
+        self
+    }
+
+    /// Pin worker `i` to the `i`-th CPU this process may run on (wrapping
+    /// around), so a stress test occupies every core it was given and the
+    /// kernel does not move workers around. Compensating threads are not
+    /// pinned (they stand in for a worker blocked in the kernel). Linux
+    /// only; elsewhere it is ignored. Default off.
+    #[must_use = "a builder does nothing until it is used"]
+    pub fn worker_affinity(mut self, yes: bool) -> Self {
+        self.worker_affinity = yes;
+        self
     }
 
     /// Number of worker OS threads. Default: `KVANT_WORKERS` if set, else
@@ -314,12 +381,21 @@ impl Builder {
             max_compensation,
             panic_on_blocking: self.panic_on_blocking,
             min_slice: self.min_slice,
+            on_worker_start: self.on_worker_start.clone(),
+            on_worker_stop: self.on_worker_stop.clone(),
+            affinity: if self.worker_affinity {
+                crate::preempt::allowed_cpus()
+            } else {
+                Vec::new()
+            },
         })
     }
 
     /// Validate the settings, start the worker threads and return the runtime.
     pub fn build(&self) -> Result<Runtime, Error> {
-        Runtime::start(self.config()?)
+        let config = self.config()?;
+        crate::task::current::install_panic_note();
+        Runtime::start(config)
     }
 }
 

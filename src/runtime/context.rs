@@ -7,11 +7,50 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
+use super::Shared;
 use super::worker::WorkerCtx;
 
 thread_local! {
     static WORKER: RefCell<Option<Rc<WorkerCtx>>> = const { RefCell::new(None) };
+    /// Runtimes entered on this OS thread (`Runtime::enter`, the blocking
+    /// pool), innermost last.
+    static ENTERED: RefCell<Vec<Arc<Shared>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// While alive, `kvant::spawn` and friends on this OS thread use the
+/// runtime it was made from (see [`Runtime::enter`](super::Runtime::enter)).
+/// Guards must drop in reverse order of creation (they are `!Send`).
+#[must_use = "the runtime is entered only while the guard lives"]
+pub struct EnterGuard {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+pub(crate) fn enter_runtime(shared: Arc<Shared>) -> EnterGuard {
+    ENTERED.with(|e| e.borrow_mut().push(shared));
+    EnterGuard {
+        _not_send: std::marker::PhantomData,
+    }
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        let old = ENTERED.with(|e| e.borrow_mut().pop());
+        drop(old);
+    }
+}
+
+impl std::fmt::Debug for EnterGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnterGuard")
+    }
+}
+
+/// The innermost runtime entered on this thread, if any.
+#[inline(never)]
+pub(crate) fn entered() -> Option<Arc<Shared>> {
+    ENTERED.with(|e| e.borrow().last().cloned())
 }
 
 pub(crate) fn enter(ctx: Rc<WorkerCtx>) {

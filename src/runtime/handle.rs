@@ -89,6 +89,84 @@ impl Handle {
     pub fn metrics(&self) -> Metrics {
         self.shared.metrics()
     }
+
+    /// The runtime the caller runs in: inside a task, on a worker, in
+    /// `spawn_blocking` work, or under [`Runtime::enter`].
+    ///
+    /// # Panics
+    /// Anywhere else (see [`Handle::try_current`]).
+    ///
+    /// ```
+    /// let rt = kvant::Runtime::builder().workers(1).build().unwrap();
+    /// let h = rt.block_on(kvant::Handle::current);
+    /// assert_eq!(h.spawn(|| 3).join().unwrap(), 3);
+    /// ```
+    #[track_caller]
+    pub fn current() -> Handle {
+        match Self::try_current() {
+            Some(h) => h,
+            None => panic!(
+                "kvant::Handle::current() called outside a kvant runtime; use \
+                 Runtime::handle, or Runtime::enter on this thread first"
+            ),
+        }
+    }
+
+    /// Like [`Handle::current`], `None` outside a runtime.
+    pub fn try_current() -> Option<Handle> {
+        Shared::current().map(|shared| Handle { shared })
+    }
+
+    /// Make this runtime the current one on this OS thread while the guard
+    /// lives (see [`Runtime::enter`]).
+    pub fn enter(&self) -> super::context::EnterGuard {
+        super::context::enter_runtime(self.shared.clone())
+    }
+
+    /// Run blocking work on the runtime's pool of OS threads.
+    ///
+    /// # Panics
+    /// After shutdown (see [`Handle::try_spawn_blocking`]).
+    #[track_caller]
+    pub fn spawn_blocking<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.try_spawn_blocking(f) {
+            Ok(h) => h,
+            Err(e) => panic!("kvant: Handle::spawn_blocking failed: {e}"),
+        }
+    }
+
+    /// Run `f` as a task and block this OS thread until it returns (see
+    /// [`Runtime::block_on`]).
+    ///
+    /// # Panics
+    /// Inside a kvant task, after shutdown, or with `f`'s panic.
+    #[track_caller]
+    pub fn block_on<F, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        super::block_on_shared(&self.shared, f)
+    }
+}
+
+impl Runtime {
+    /// Make this runtime the current one on this OS thread while the guard
+    /// lives: `kvant::spawn`, `kvant::scope`, `JoinSet::spawn` and
+    /// [`Handle::current`] then use it from a plain thread.
+    ///
+    /// ```
+    /// let rt = kvant::Runtime::builder().workers(1).build().unwrap();
+    /// let _guard = rt.enter();
+    /// assert_eq!(kvant::spawn(|| 5).join().unwrap(), 5);
+    /// ```
+    pub fn enter(&self) -> super::context::EnterGuard {
+        super::context::enter_runtime(self.shared.clone())
+    }
 }
 
 impl std::fmt::Debug for Handle {

@@ -27,6 +27,7 @@ pub use builder::{
     Builder, DEFAULT_BLOCKING_THRESHOLD, DEFAULT_MIN_SLICE, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE,
     MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE,
 };
+pub use context::EnterGuard;
 pub use handle::Handle;
 pub use shutdown::ShutdownReport;
 
@@ -114,6 +115,7 @@ impl Shared {
     pub(crate) fn current() -> Option<Arc<Shared>> {
         task::current::with_current(|t| t.shared.clone())
             .or_else(|| context::with_worker(|w| w.shared.clone()))
+            .or_else(context::entered)
     }
 
     /// Put a runnable task in a queue and make sure a worker will look.
@@ -455,17 +457,7 @@ impl Runtime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        if task::current::in_task() {
-            panic!(
-                "kvant: Runtime::block_on called from inside a kvant task; this would block a \
-                 worker thread. Spawn the work and join its handle instead."
-            );
-        }
-        match self.spawn(f).join() {
-            Ok(v) => v,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => panic!("kvant: block_on: {e}"),
-        }
+        block_on_shared(&self.shared, f)
     }
 
     /// Run blocking work on the runtime's pool of OS threads (see
@@ -526,6 +518,29 @@ impl std::fmt::Debug for Runtime {
             .field("quantum", &self.shared.config.quantum)
             .field("live_tasks", &self.shared.live())
             .finish()
+    }
+}
+
+#[track_caller]
+pub(crate) fn block_on_shared<F, T>(shared: &Arc<Shared>, f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    if task::current::in_task() {
+        panic!(
+            "kvant: block_on called from inside a kvant task; this would block a \
+             worker thread. Spawn the work and join its handle instead."
+        );
+    }
+    let h = match shared.spawn(&task::Builder::new(), f) {
+        Ok(h) => h,
+        Err(e) => panic!("kvant: block_on failed: {e}"),
+    };
+    match h.join() {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("kvant: block_on: {e}"),
     }
 }
 

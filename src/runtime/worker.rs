@@ -584,11 +584,22 @@ pub(crate) fn spawn_thread(
     std::thread::Builder::new().name(name).spawn(move || {
         let ctx = Rc::new(ctx);
         let shared = ctx.shared.clone();
+        let config = &shared.config;
+        if compensating.is_none() && !config.affinity.is_empty() {
+            crate::preempt::pin_to_cpu(config.affinity[ctx.index % config.affinity.len()]);
+        }
         crate::preempt::enter_worker(&shared.workers[ctx.index].slot);
         context::enter(ctx.clone());
+        if let Some(hook) = &config.on_worker_start {
+            // A panicking hook must not take the worker down with it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (hook.0)(ctx.index)));
+        }
         match compensating {
             None => ctx.run(),
             Some(_) => ctx.run_compensating(),
+        }
+        if let Some(hook) = &config.on_worker_stop {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (hook.0)(ctx.index)));
         }
         crate::preempt::exit_worker();
         context::exit();

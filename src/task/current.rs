@@ -83,6 +83,28 @@ pub(crate) fn run_user<T>(f: Box<dyn FnOnce() -> T + Send + '_>) -> T {
     r
 }
 
+/// A panic in a task is printed by the panic hook as a panic of the worker
+/// thread (`thread 'kvant-worker-0' panicked at ...`), which names no task.
+/// Once per process, kvant wraps the hook installed at that time (std's, or
+/// the program's own) with a line naming the task. A hook set later
+/// replaces this one, as with any hook.
+pub(crate) fn install_panic_note() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            prev(info);
+            let task = with_current(|t| (t.id, t.name.clone()));
+            if let Some((id, name)) = task {
+                match name {
+                    Some(n) => eprintln!("note: the panic is in kvant task {id} '{n}'"),
+                    None => eprintln!("note: the panic is in kvant task {id}"),
+                }
+            }
+        }));
+    });
+}
+
 /// Whether this thread is running a task right now.
 pub(crate) fn in_task() -> bool {
     current_ptr().is_some()
