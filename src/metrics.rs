@@ -67,6 +67,7 @@ pub(crate) struct WorkerCounters {
 
 /// What one worker did since the runtime started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WorkerMetrics {
     /// Slices run (a task resumed until it switched out or finished).
     pub tasks_run: u64,
@@ -182,6 +183,7 @@ impl WorkerMetrics {
 /// `completed` and leaves `live_tasks`. Poll (with a bound) if you need them
 /// to settle.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Metrics {
     /// One entry per worker, by worker index.
     pub workers: Vec<WorkerMetrics>,

@@ -27,6 +27,14 @@
 //! that disables preemption while held, so the quantum timer cannot switch
 //! a task out in the middle of it). See `waiters.rs`.
 //!
+//! The price is that `lock_api` is part of kvant's public API: its guard
+//! types are kvant's guard types, so a `lock_api` major version is a kvant
+//! major version. kvant pins `lock_api = "0.5"` and re-exports it as
+//! [`sync::lock_api`](crate::sync::lock_api), so code that names its traits
+//! (`RawMutex`, `GetThreadId`, ...) uses the same version kvant does. Writing
+//! our own guards would remove that coupling and add a few hundred lines of
+//! unsafe guard code; kvant judges the audited code worth the coupling.
+//!
 //! # No poisoning
 //!
 //! As in `parking_lot`, a panic while a lock is held just releases it; there
@@ -48,6 +56,8 @@ mod waitgroup;
 
 pub use barrier::{Barrier, BarrierWaitResult};
 pub use condvar::{Condvar, RawCondvar, WaitTimeoutResult};
+/// The `lock_api` version kvant's `Mutex`, `RwLock` and guards are built on.
+pub use lock_api;
 pub use mutex::{FAIR_AFTER, MappedMutexGuard, Mutex, MutexGuard, RawMutex};
 pub use rwlock::{
     MappedRwLockReadGuard, MappedRwLockWriteGuard, RawRwLock, RwLock, RwLockReadGuard,

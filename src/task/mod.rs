@@ -92,6 +92,7 @@ impl fmt::Display for TaskId {
 /// Per-task statistics, readable from the task's [`JoinHandle`] or
 /// [`Current`] while it runs and after it ends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct TaskStats {
     /// Time the task spent running on a worker, if the runtime times slices
     /// (`Builder::task_timing` or `trace`); zero otherwise.

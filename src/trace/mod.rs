@@ -13,6 +13,7 @@
 //! ([`Trace::write_chrome_json`]).
 
 mod ascii;
+#[cfg(feature = "chrome-trace")]
 mod chrome;
 
 use std::collections::{HashMap, VecDeque};
@@ -285,8 +286,10 @@ pub struct TaskSummary {
 ///     std::thread::yield_now();
 /// };
 /// println!("{}", trace.ascii_timeline(80));
+/// # #[cfg(feature = "chrome-trace")] {
 /// let json: String = trace.to_chrome_json(); // open in https://ui.perfetto.dev
 /// assert!(json.contains("traceEvents"));
+/// # }
 /// ```
 #[derive(Clone, Debug)]
 pub struct Trace {
@@ -420,11 +423,13 @@ impl Trace {
     /// The trace in Chrome's trace event format: one track per worker, one
     /// complete (`"X"`) event per slice. Open it in <https://ui.perfetto.dev>
     /// or `chrome://tracing`.
+    #[cfg(feature = "chrome-trace")]
     pub fn to_chrome_json(&self) -> String {
         chrome::to_value(self).to_string()
     }
 
     /// Write [`Trace::to_chrome_json`] to `path`.
+    #[cfg(feature = "chrome-trace")]
     pub fn write_chrome_json(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
         use std::io::Write;
         let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);

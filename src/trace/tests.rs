@@ -189,7 +189,9 @@ fn lines_fit_the_width() {
 fn empty_trace_renders() {
     let t = TraceBuffers::with_capacity(2, 0, 4).snapshot_at(0, |t| t);
     assert!(t.ascii_timeline(80).contains("empty trace"));
+    #[cfg(feature = "chrome-trace")]
     let v: serde_json::Value = serde_json::from_str(&t.to_chrome_json()).unwrap();
+    #[cfg(feature = "chrome-trace")]
     assert_eq!(v["traceEvents"].as_array().unwrap().len(), 1 + 2 * 2);
 }
 
@@ -240,6 +242,7 @@ fn task_summaries() {
 }
 
 #[test]
+#[cfg(feature = "chrome-trace")]
 fn chrome_json_shape() {
     let b = Builder::new(2, 2);
     b.slice(0, 0, 1, 3, SliceEnd::Preempted)
