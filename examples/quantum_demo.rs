@@ -66,6 +66,11 @@ struct Args {
     /// https://ui.perfetto.dev or chrome://tracing.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Write SVG timelines of both runs into this directory (created if
+    /// needed): the whole run and a 10 ms zoom of each, same colours
+    /// everywhere. Open in a browser.
+    #[arg(long)]
+    svg: Option<PathBuf>,
 }
 
 /// What one phase measured.
@@ -239,6 +244,42 @@ fn report(title: &str, o: &Outcome, width: usize) {
     println!();
 }
 
+/// The SVG views the README shows: each run whole (from the runtime's
+/// start, like the ASCII view) and zoomed on 10 ms in its middle.
+fn write_svgs(dir: &Path, coop: &Outcome, pre: &Outcome, q: Duration) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, what, o) in [
+        (
+            "cooperative",
+            "cooperative: quantum(None)".to_string(),
+            coop,
+        ),
+        (
+            "preemptive",
+            format!("preemptive: quantum {q:?} + wake-up preemption"),
+            pre,
+        ),
+    ] {
+        let (from, to) = o.trace.span();
+        let whole = o.trace.window(Duration::ZERO, to);
+        let mid = from + (to - from) / 2;
+        let zoom = o.trace.window(mid, mid + ZOOM);
+        for (file, t, title) in [
+            (format!("{name}.svg"), &whole, what.clone()),
+            (
+                format!("{name}-zoom.svg"),
+                &zoom,
+                format!("{what}, zoom on {} .. {}", ms(mid), ms(mid + ZOOM)),
+            ),
+        ] {
+            let path = dir.join(&file);
+            std::fs::write(&path, t.to_svg(&title))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
 /// `trace.json` -> `trace.coop.json`.
 fn coop_path(p: &Path) -> PathBuf {
     let stem = p
@@ -302,6 +343,12 @@ fn main() {
     });
     row("preemptions", &|o| o.metrics.preemptions.to_string());
     row("deferred signals", &|o| o.metrics.deferrals.to_string());
+
+    if let Some(dir) = &args.svg
+        && let Err(e) = write_svgs(dir, &coop, &pre, quantum)
+    {
+        eprintln!("cannot write the SVG timelines to {}: {e}", dir.display());
+    }
 
     if let Some(path) = &args.trace {
         let cpath = coop_path(path);

@@ -129,10 +129,24 @@ pub(super) fn render(trace: &Trace, width: usize) -> String {
         })
         .collect();
 
-    // Symbols in order of appearance, reading the picture column by column.
+    // Symbols: where the whole snapshot has few enough tasks, each task's
+    // rank in it, so a task has the same letter in every view (a window of
+    // the trace included); otherwise in order of appearance, reading the
+    // picture column by column, so the dominant tasks get letters.
     let mut symbol: Vec<Option<char>> = vec![None; labels.len()];
+    let stable = trace.ranked() <= SYMBOLS.len();
+    if stable {
+        for (id, &t) in &task_index {
+            if dominant.iter().any(|row| row.contains(&Some(t))) {
+                symbol[t] = Some(SYMBOLS[trace.rank(*id)] as char);
+            }
+        }
+    }
     let mut next = 0;
     for i in 0..cols {
+        if stable {
+            break;
+        }
         for row in &dominant {
             if let Some(t) = row[i]
                 && symbol[t].is_none()

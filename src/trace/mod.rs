@@ -8,13 +8,15 @@
 //! an `Arc` clone of the name, and nothing at all when tracing is off.
 //!
 //! A [`Trace`] is a snapshot converted to time since the runtime started. It
-//! renders as an ASCII timeline for a terminal ([`Trace::ascii_timeline`]) or
+//! renders as an ASCII timeline for a terminal ([`Trace::ascii_timeline`]),
+//! an SVG picture for a browser or a README ([`Trace::write_svg`]), or
 //! as a Chrome trace for Perfetto / `chrome://tracing`
 //! ([`Trace::write_chrome_json`]).
 
 mod ascii;
 #[cfg(feature = "chrome-trace")]
 mod chrome;
+mod svg;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -302,6 +304,10 @@ pub struct Trace {
     /// The time range the trace covers (and the timeline renders).
     from: Duration,
     to: Duration,
+    /// Each task's rank in the whole snapshot (named tasks by name, then by
+    /// first slice); windows share it, so a task keeps its letter and colour
+    /// in every view.
+    order: Arc<HashMap<TaskId, usize>>,
 }
 
 impl Trace {
@@ -309,6 +315,26 @@ impl Trace {
         slices.sort_by_key(|s| (s.start, s.worker));
         let from = slices.iter().map(|s| s.start).min().unwrap_or_default();
         let to = slices.iter().map(|s| s.end).max().unwrap_or_default();
+        // Named tasks by name, then the rest by first slice: two runs of
+        // the same program give `hog-1` the same letter and colour.
+        let mut first: Vec<(TaskId, Option<Arc<str>>)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for s in &slices {
+            if seen.insert(s.task) {
+                first.push((s.task, s.name.clone()));
+            }
+        }
+        let mut keyed: Vec<(bool, Option<Arc<str>>, usize, TaskId)> = first
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, name))| (name.is_none(), name, i, id))
+            .collect();
+        keyed.sort();
+        let order: HashMap<TaskId, usize> = keyed
+            .into_iter()
+            .enumerate()
+            .map(|(rank, (_, _, _, id))| (id, rank))
+            .collect();
         Trace {
             slices,
             workers,
@@ -316,7 +342,20 @@ impl Trace {
             dropped,
             from,
             to,
+            order: Arc::new(order),
         }
+    }
+
+    /// The task's rank by first slice in the snapshot this trace (or the
+    /// trace it is a window of) was taken from: the key of its stable
+    /// letter and colour.
+    pub(crate) fn rank(&self, task: TaskId) -> usize {
+        self.order.get(&task).copied().unwrap_or(usize::MAX)
+    }
+
+    /// Tasks in the whole snapshot (not just this window).
+    pub(crate) fn ranked(&self) -> usize {
+        self.order.len()
     }
 
     /// Every recorded slice, sorted by start time.
@@ -376,6 +415,7 @@ impl Trace {
             dropped: self.dropped,
             from,
             to,
+            order: self.order.clone(),
         }
     }
 
@@ -435,6 +475,27 @@ impl Trace {
         let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
         serde_json::to_writer(&mut w, &chrome::to_value(self))?;
         w.flush()
+    }
+
+    /// The trace as an SVG picture (see [`Trace::write_svg`]).
+    pub fn to_svg(&self, title: &str) -> String {
+        svg::render(self, title)
+    }
+
+    /// Write the trace as an SVG picture to `path`: one lane per worker,
+    /// a stable colour per task (the same in every [`window`](Self::window)
+    /// of this trace, and in the legend), red marks where slices were
+    /// preempted, time blocked in the kernel hatched, idle time blank, a
+    /// time axis, and a hover title on every shape (task, slice length, why
+    /// it ended). Opens in any browser; readable for a second of trace and
+    /// zoomed to a few milliseconds.
+    pub fn write_svg(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        let title = path
+            .as_ref()
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        std::fs::write(path, self.to_svg(&title))
     }
 
     /// A text picture of the trace, at most `width` columns wide: one row

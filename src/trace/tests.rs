@@ -298,3 +298,116 @@ fn durations_format_short() {
     assert_eq!(fmt_dur(d(1_213_400_000)), "1213ms");
     assert_eq!(fmt_dur(d(12_300_000_000)), "12.3s");
 }
+
+/// A minimal XML well-formedness check (no XML crate in the tree): tags
+/// nest and close, attributes are quoted, entities are the five of XML.
+/// Returns the start tags with their attributes, in document order.
+fn parse_xml(doc: &str) -> Vec<(String, HashMap<String, String>)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = doc;
+    while let Some(lt) = rest.find('<') {
+        let text = &rest[..lt];
+        for (i, _) in text.match_indices('&') {
+            let ent = &text[i..];
+            assert!(
+                ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"]
+                    .iter()
+                    .any(|e| ent.starts_with(e)),
+                "bad entity in text: {ent:.20}"
+            );
+        }
+        let gt = rest[lt..].find('>').expect("unclosed tag") + lt;
+        let tag = &rest[lt + 1..gt];
+        rest = &rest[gt + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(
+                stack.pop().as_deref(),
+                Some(name.trim()),
+                "mismatched </{name}>"
+            );
+            continue;
+        }
+        let self_closing = tag.ends_with('/');
+        let body = tag.trim_end_matches('/');
+        let (name, mut attrs_src) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
+        let mut attrs = HashMap::new();
+        loop {
+            attrs_src = attrs_src.trim_start();
+            if attrs_src.is_empty() {
+                break;
+            }
+            let eq = attrs_src.find('=').expect("attribute without value");
+            let key = attrs_src[..eq].trim().to_string();
+            let after = &attrs_src[eq + 1..];
+            assert!(after.starts_with('"'), "unquoted attribute {key}");
+            let end = after[1..].find('"').expect("unterminated attribute") + 1;
+            attrs.insert(key, after[1..end].to_string());
+            attrs_src = &after[end + 1..];
+        }
+        out.push((name.to_string(), attrs));
+        if !self_closing {
+            stack.push(name.to_string());
+        }
+    }
+    assert!(stack.is_empty(), "unclosed elements: {stack:?}");
+    out
+}
+
+#[test]
+fn svg_is_xml_with_a_lane_per_worker_slices_and_marks() {
+    let b = Builder::new(2, 3);
+    // Slices many pixels wide, so each is exactly one shape.
+    b.slice(0, 0, 0, 10, SliceEnd::Preempted)
+        .slice(0, 1, 10, 20, SliceEnd::Preempted)
+        .slice(0, 0, 20, 30, SliceEnd::Done)
+        .slice(1, 2, 0, 15, SliceEnd::Blocked)
+        .slice(1, 2, 25, 40, SliceEnd::Done);
+    let t = b.trace();
+    let svg = t.to_svg("test <&> trace");
+    let tags = parse_xml(&svg);
+    assert_eq!(tags[0].0, "svg");
+    let lanes = tags
+        .iter()
+        .filter(|(n, a)| n == "g" && a.get("class").map(String::as_str) == Some("lane"))
+        .count();
+    assert_eq!(lanes, t.workers());
+    let slices: Vec<_> = tags
+        .iter()
+        .filter(|(n, a)| n == "rect" && a.get("class").map(String::as_str) == Some("slice"))
+        .collect();
+    assert_eq!(slices.len(), 5, "one shape per slice:\n{svg}");
+    let counted: usize = slices
+        .iter()
+        .map(|(_, a)| a["data-slices"].parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(counted, t.slices().len());
+    // Same task, same colour; the two tasks of lane 0 differ.
+    let fill = |rank: usize| {
+        slices
+            .iter()
+            .filter(|(_, a)| a["data-task-rank"] == rank.to_string())
+            .map(|(_, a)| a["fill"].clone())
+            .collect::<std::collections::HashSet<_>>()
+    };
+    assert_eq!(fill(0).len(), 1);
+    assert_ne!(fill(0), fill(1));
+    let marks = tags
+        .iter()
+        .filter(|(n, a)| n == "path" && a.get("class").map(String::as_str) == Some("preempt"))
+        .count();
+    assert_eq!(marks, 2, "one mark per preempted slice");
+    assert!(
+        svg.contains("t0: ran 10.00 ms, the slice ended: preempted"),
+        "{svg}"
+    );
+    assert!(svg.contains("test &lt;&amp;&gt; trace"));
+    // A window keeps colours: task 1's fill is the same zoomed in.
+    let zoom = t
+        .window(Duration::from_millis(10), Duration::from_millis(20))
+        .to_svg("zoom");
+    let z = parse_xml(&zoom);
+    assert!(z.iter().any(|(n, a)| n == "rect"
+        && a.get("data-task-rank") == Some(&"1".to_string())
+        && fill(1).contains(&a["fill"])));
+}
