@@ -76,6 +76,10 @@ struct Args {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Pin worker i to the i-th CPU the process may use
+    /// (`Builder::worker_affinity`), and report where each worker ran.
+    #[arg(long)]
+    affinity: bool,
 }
 
 /// Shared channels; each actor sends one message and receives one on the
@@ -259,9 +263,20 @@ fn main() -> ExitCode {
         mix
     );
 
+    // Where each worker's thread runs (`sched_getcpu` in the start hook).
+    let cpus = Arc::new(std::sync::Mutex::new(vec![None; workers]));
+    let cpus_hook = cpus.clone();
     let rt = match kvant::Runtime::builder()
         .workers(workers)
         .quantum(quantum)
+        .worker_affinity(args.affinity)
+        .on_worker_start(move |i| {
+            // SAFETY: sched_getcpu has no preconditions.
+            let cpu = unsafe { libc::sched_getcpu() };
+            if let Some(slot) = cpus_hook.lock().unwrap().get_mut(i) {
+                *slot = usize::try_from(cpu).ok();
+            }
+        })
         .build()
     {
         Ok(rt) => rt,
@@ -434,6 +449,23 @@ fn main() -> ExitCode {
         total.parks,
         stopped_in.as_secs_f64() * 1e3
     );
+    // Per-worker share of the run spent awake (running tasks or looking for
+    // them), to see whether every core was used.
+    let wall = (run_for + stopped_in).as_secs_f64().max(1e-9);
+    let cpus = cpus.lock().unwrap().clone();
+    let shares: Vec<String> = m
+        .workers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let cpu = match (args.affinity, cpus.get(i).copied().flatten()) {
+                (true, Some(c)) => format!(" (cpu {c})"),
+                _ => String::new(),
+            };
+            format!("w{i}{cpu} {:.0}%", 100.0 * w.busy_time.as_secs_f64() / wall)
+        })
+        .collect();
+    println!("busy share per worker: {}", shares.join(", "));
     if failures.is_empty() {
         println!("OK: every check passed");
         ExitCode::SUCCESS
