@@ -88,6 +88,7 @@
 //! [corosensei]: https://docs.rs/corosensei
 
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod channel;
 mod clock;
