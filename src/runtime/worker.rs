@@ -302,12 +302,7 @@ impl WorkerCtx {
             // Cancelled (or its work done elsewhere) before its first slice:
             // its closure is dropped here, and it never takes a stack.
             task.discard_fresh(&claim);
-            task.packet.fail(if shutdown {
-                shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
-                Failure::Cancelled
-            } else {
-                Failure::Aborted
-            });
+            task.packet.fail(self.cancelled_by(shutdown));
             self.retire(&task);
             return;
         }
@@ -434,12 +429,7 @@ impl WorkerCtx {
                 if how == Resume::Cancel {
                     // The unwind ended in the body's catch_unwind, which
                     // already failed the packet; this only counts it.
-                    task.packet.fail(if shutdown {
-                        shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
-                        Failure::Cancelled
-                    } else {
-                        Failure::Aborted
-                    });
+                    task.packet.fail(self.cancelled_by(shutdown));
                 }
                 self.retire(&task);
             }
@@ -462,6 +452,17 @@ impl WorkerCtx {
         self.counters().kernel_ticks.add(d);
         if let Some(trace) = &self.shared.trace {
             trace.record_kernel(self.index, task.id, task.name.clone(), since, now);
+        }
+    }
+
+    /// How a cancelled task failed: by shutdown (counted for its report)
+    /// or by an abort.
+    fn cancelled_by(&self, shutdown: bool) -> Failure {
+        if shutdown {
+            self.shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
+            Failure::Cancelled
+        } else {
+            Failure::Aborted
         }
     }
 
