@@ -291,3 +291,26 @@ fn shutdown_still_reports_its_own_cancellations() {
     let e = join_err(h);
     assert!(e.is_cancelled() && !e.is_aborted(), "{e}");
 }
+
+#[test]
+fn a_destructor_that_waits_during_the_abort_unwind_parks_instead_of_spinning() {
+    // One cooperative worker: a destructor spinning in its wait would keep
+    // the sender below from ever running.
+    let rt = rt(1, None);
+    let (tx, rx) = kvant::channel::unbounded::<u32>();
+    struct WaitsOnDrop(kvant::channel::Receiver<u32>);
+    impl Drop for WaitsOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.recv();
+        }
+    }
+    let h = rt.spawn(move || {
+        let _g = WaitsOnDrop(rx);
+        kvant::sleep(Duration::from_secs(3600));
+    });
+    std::thread::sleep(Duration::from_millis(5));
+    h.abort();
+    std::thread::sleep(Duration::from_millis(5));
+    join_ok(rt.spawn(move || tx.send(1).unwrap()));
+    assert!(join_err(h).is_cancelled());
+}

@@ -172,7 +172,10 @@ fn invalid_preempt_signal_is_an_error() {
         );
         let msg = err.to_string();
         assert!(msg.contains(&sig.to_string()), "{msg}");
-        assert!(msg.contains("SIGURG"), "the message suggests a signal: {msg}");
+        assert!(
+            msg.contains("SIGURG"),
+            "the message suggests a signal: {msg}"
+        );
         if sig == libc_sig::SIGSEGV {
             assert!(
                 msg.contains("(SIGSEGV)") && msg.contains("invalid memory accesses"),

@@ -307,3 +307,16 @@ fn two_selects_meet_on_a_rendezvous_channel() {
         assert_eq!(join_ok(receiver), 9);
     }
 }
+
+#[test]
+fn a_selects_own_receive_is_not_the_partner_of_its_own_send() {
+    let (tx, rx) = bounded::<u32>(0);
+    let t = Instant::now();
+    let r = kvant::select! {
+        recv(rx) -> _ => "recv",
+        send(tx, 1) -> _ => "send",
+        default(Duration::from_millis(20)) => "timeout",
+    };
+    assert_eq!(r, "timeout");
+    assert!(t.elapsed() < HANG);
+}

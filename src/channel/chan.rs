@@ -291,6 +291,10 @@ impl<T> Chan<T> {
                     r.w.wake();
                 } else {
                     st.buf.push_front(msg);
+                    // A select receiving here can take it now.
+                    let obs = st.changed();
+                    drop(st);
+                    wake_observers(obs);
                 }
             }
             _ => {}
@@ -308,12 +312,14 @@ impl<T> Chan<T> {
     /// receive counts as a waiting receiver: the send then blocks in the
     /// queue, which wakes that select, which takes the message. Without this
     /// a select's send and another select's receive would never meet.
-    pub(crate) fn send_ready(&self) -> bool {
+    /// `me`: the asking select's own observer, which does not count.
+    pub(crate) fn send_ready(&self, me: Option<&Arc<Observer>>) -> bool {
         let st = self.state.lock();
+        let other = |o: &Arc<Observer>| me.is_none_or(|m| !Arc::ptr_eq(m, o));
         st.receivers == 0
             || !st.recv_q.is_empty()
             || self.cap.is_none_or(|c| st.buf.len() < c)
-            || (self.cap == Some(0) && st.observers.iter().any(|(_, recv)| *recv))
+            || (self.cap == Some(0) && st.observers.iter().any(|(o, recv)| *recv && other(o)))
     }
 
     /// Wake `o` at this channel's next change (unless it is already ready:

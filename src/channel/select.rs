@@ -51,7 +51,9 @@ impl Observer {
 #[doc(hidden)]
 pub trait Op<'w> {
     /// Complete a receive now, or report a send ready. True if selected.
-    fn attempt(&mut self) -> bool;
+    /// `me`: the calling select's observer while registered (a select's own
+    /// receive must not count as the partner of its own send).
+    fn attempt(&mut self, me: Option<&Arc<Observer>>) -> bool;
     /// Whether the operation would complete now (nothing is consumed).
     fn is_ready(&self) -> bool;
     /// The channel to watch while waiting, and whether to receive there
@@ -91,7 +93,7 @@ impl<'a, T> RecvOp<'a, T> {
 }
 
 impl<'w, T: 'w> Op<'w> for RecvOp<'_, T> {
-    fn attempt(&mut self) -> bool {
+    fn attempt(&mut self, _me: Option<&Arc<Observer>>) -> bool {
         match self.r.chan.recv(Wait::No) {
             Ok(v) => self.got = Some(Ok(v)),
             Err(super::chan::RecvFail::Disconnected) => self.got = Some(Err(RecvError)),
@@ -133,11 +135,11 @@ impl<'a, T> SendOp<'a, T> {
 }
 
 impl<'w, T: 'w> Op<'w> for SendOp<'_, T> {
-    fn attempt(&mut self) -> bool {
-        self.s.chan.send_ready()
+    fn attempt(&mut self, me: Option<&Arc<Observer>>) -> bool {
+        self.s.chan.send_ready(me)
     }
     fn is_ready(&self) -> bool {
-        self.s.chan.send_ready()
+        self.s.chan.send_ready(None)
     }
     fn watch(&self) -> Option<(Arc<dyn Watch + 'w>, bool)> {
         Some((self.s.chan.clone(), false))
@@ -215,10 +217,13 @@ impl Drop for Registered<'_> {
 #[doc(hidden)]
 pub fn run<'a>(ops: &mut [&mut (dyn Op<'a> + 'a)], until: Until, consume: bool) -> Option<usize> {
     let n = ops.len();
-    let try_all = |ops: &mut [&mut (dyn Op<'a> + 'a)], start: usize| -> Option<usize> {
+    let try_all = |ops: &mut [&mut (dyn Op<'a> + 'a)],
+                   start: usize,
+                   me: Option<&Arc<Observer>>|
+     -> Option<usize> {
         let i = (0..n).map(|k| (start + k) % n).find(|&i| {
             if consume {
-                ops[i].attempt()
+                ops[i].attempt(me)
             } else {
                 ops[i].is_ready()
             }
@@ -239,7 +244,7 @@ pub fn run<'a>(ops: &mut [&mut (dyn Op<'a> + 'a)], until: Until, consume: bool) 
         }
     }
     let start = random_start(n);
-    if let Some(i) = try_all(ops, start) {
+    if let Some(i) = try_all(ops, start, None) {
         return Some(i);
     }
     let deadline = match until {
@@ -247,6 +252,9 @@ pub fn run<'a>(ops: &mut [&mut (dyn Op<'a> + 'a)], until: Until, consume: bool) 
         Until::Deadline(d) => d,
     };
     let chans: Vec<(Arc<dyn Watch + 'a>, bool)> = ops.iter().filter_map(|op| op.watch()).collect();
+    if chans.is_empty() && deadline.is_none() {
+        panic!("kvant: select with no operations left and no timeout would wait forever");
+    }
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return None;
@@ -263,7 +271,7 @@ pub fn run<'a>(ops: &mut [&mut (dyn Op<'a> + 'a)], until: Until, consume: bool) 
         }
         // A change between the last try and the registration woke nobody:
         // look again before sleeping.
-        if let Some(i) = try_all(ops, random_start(n)) {
+        if let Some(i) = try_all(ops, random_start(n), Some(&reg.o)) {
             return Some(i);
         }
         while !reg.o.notified.load(Ordering::Acquire) {
@@ -274,7 +282,7 @@ pub fn run<'a>(ops: &mut [&mut (dyn Op<'a> + 'a)], until: Until, consume: bool) 
             }
         }
         drop(reg);
-        if let Some(i) = try_all(ops, random_start(n)) {
+        if let Some(i) = try_all(ops, random_start(n), None) {
             return Some(i);
         }
     }
@@ -483,7 +491,7 @@ impl<'a> Select<'a> {
 struct Removed;
 
 impl<'w> Op<'w> for Removed {
-    fn attempt(&mut self) -> bool {
+    fn attempt(&mut self, _me: Option<&Arc<Observer>>) -> bool {
         false
     }
     fn is_ready(&self) -> bool {

@@ -51,6 +51,10 @@ impl Drop for DisableGuard {
         })
         .unwrap_or(false);
         if take_it {
+            // Not a cancellation point: the guard drops where a primitive
+            // just changed state (a message taken, a waiter queued) and has
+            // not returned yet; unwinding here would lose that change.
+            let _shield = current::shield_cancel();
             current::suspend(crate::task::coroutine::Switch::Preempted);
         }
     }

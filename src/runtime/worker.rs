@@ -320,7 +320,11 @@ impl WorkerCtx {
             self.retire(&task);
             return;
         }
-        let how = if cancel && claim.started() && !in_signal_frame {
+        // A task in a shielded wait (`kvant::join`, `scope`) is resumed
+        // normally: the wait goes on, and user code after it stays
+        // preemptible; it unwinds at its first switch point after.
+        let shielded = h.shield.load(Ordering::Relaxed) > 0;
+        let how = if cancel && claim.started() && !in_signal_frame && !shielded {
             Resume::Cancel
         } else {
             Resume::Run
@@ -348,9 +352,12 @@ impl WorkerCtx {
         // monitor times slices by their number, see sysmon/quantum.rs).
         let start = if shared.timing { clock::ticks() } else { 0 };
         let (lo, hi) = task.stack_bounds();
-        // Not preemptible while unwinding: a preemption then would leave a
-        // half-unwound task that could only be leaked.
-        let preemptible = shared.preemptive && h.preemptible && how == Resume::Run;
+        // Not preemptible while unwinding at shutdown: a preemption then
+        // would leave a half-unwound task that could only be leaked. An
+        // aborted task's unwind may be preempted (it is resumed normally
+        // and unwinds on).
+        let preemptible =
+            shared.preemptive && h.preemptible && !(how == Resume::Cancel && shutdown);
         slot.begin(h, lo, hi, preemptible);
         let ran = claim.resume(how);
         slot.end();

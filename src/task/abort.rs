@@ -3,7 +3,13 @@
 //! An abort uses the machinery shutdown uses, for one task. It sets the
 //! task's `cancelled` flag and wakes it if it is parked; the worker that next
 //! resumes it unwinds it from the switch point it stopped at (destructors
-//! run, `join` reports [`JoinError::is_cancelled`](crate::JoinError)):
+//! run, `join` reports [`JoinError::is_cancelled`](crate::JoinError)). A
+//! *switch point* is where the task would block or yield: `yield_now`, a
+//! sleep, a join, a kvant lock, channel, select or condition that is not
+//! ready. An operation that completes at once (a buffered `recv`, an
+//! uncontended lock) is not one, so a loop over a channel that always has
+//! messages is cancelled only when it finds it empty (or polls
+//! [`is_cancelled`](super::is_cancelled)).
 //!
 //! - never started: the closure is dropped at once, on the aborting thread,
 //!   and the task completes as aborted (it never takes a stack);
@@ -28,7 +34,9 @@ use super::park::Unparker;
 use super::{Task, TaskId};
 
 /// Cancels a task without owning its result: cloneable, `Send + Sync`, from
-/// [`JoinHandle::abort_handle`]. Aborting a finished task does nothing.
+/// [`JoinHandle::abort_handle`]. Aborting a finished task does nothing. It
+/// keeps the task's allocation (and so a finished task's unjoined result)
+/// alive while it exists; drop it when it is no longer needed.
 #[derive(Clone)]
 pub struct AbortHandle {
     target: Target,
@@ -90,8 +98,9 @@ pub(crate) fn abort_task(t: &Arc<Task>) {
 }
 
 impl<T: Send + 'static> JoinHandle<T> {
-    /// Cancel the task at its next switch point, unwinding it from there as
-    /// runtime shutdown does (destructors run); [`join`](Self::join) then
+    /// Cancel the task at its next switch point (where it would block or
+    /// yield), unwinding it from there as runtime shutdown does (destructors
+    /// run); [`join`](Self::join) then
     /// returns an error with [`is_cancelled`](crate::JoinError::is_cancelled).
     ///
     /// A task that never started is dropped without running. A task

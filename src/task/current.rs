@@ -96,10 +96,15 @@ pub(crate) fn install_panic_note() {
             prev(info);
             let task = with_current(|t| (t.id, t.name.clone()));
             if let Some((id, name)) = task {
-                match name {
-                    Some(n) => eprintln!("note: the panic is in kvant task {id} '{n}'"),
-                    None => eprintln!("note: the panic is in kvant task {id}"),
-                }
+                use std::io::Write;
+                // Never panic inside the hook (a closed stderr would abort).
+                let _ = match name {
+                    Some(n) => writeln!(
+                        std::io::stderr(),
+                        "note: the panic is in kvant task {id} '{n}'"
+                    ),
+                    None => writeln!(std::io::stderr(), "note: the panic is in kvant task {id}"),
+                };
             }
         }));
     });
@@ -132,7 +137,9 @@ fn suspend_task(task: NonNull<Task>, why: Switch) {
     if reported && !shielded {
         panic_if_reported();
     }
-    if cancelled && !shielded {
+    // Already unwinding (a destructor waits): suspend for real, or the
+    // wait around this call would spin; the unwind goes on once it returns.
+    if cancelled && !shielded && !std::thread::panicking() {
         cancel_unwind();
         return;
     }
@@ -204,9 +211,11 @@ fn cancel_unwind() {
 /// [`AbortHandle`](super::AbortHandle), or cancelled by runtime shutdown.
 /// False outside a task.
 ///
-/// A cancelled task is unwound at its next switch point (yield, sleep, join,
-/// a kvant lock, channel or wait). A loop that never reaches one (a CPU hog,
-/// preempted or not) runs on; it can poll this and return early:
+/// A cancelled task is unwound at its next switch point: where it would
+/// block or yield (yield, sleep, join, a kvant lock, channel or wait that is
+/// not ready). A loop that never reaches one (a CPU hog, preempted or not,
+/// or a loop whose channel always has a message) runs on; it can poll this
+/// and return early:
 ///
 /// ```
 /// let rt = kvant::Runtime::builder().workers(1).build().unwrap();

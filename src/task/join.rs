@@ -321,21 +321,26 @@ pub(crate) fn wait_complete(c: &dyn Completion, deadline: Option<Instant>) -> bo
     if !c.add_waiter(me.clone()) {
         return true;
     }
-    loop {
+    // An aborted waiter withdraws, or the task it waited for would keep
+    // it (and its result) alive until it completes.
+    let withdraw = crate::sync::waiters::OnUnwind::new(|| c.remove_waiter(&me));
+    let done = loop {
         if c.is_complete() {
-            return true;
+            break true;
         }
         match deadline {
             None => park::park(),
             Some(d) => {
                 if Instant::now() >= d {
                     c.remove_waiter(&me);
-                    return c.is_complete();
+                    break c.is_complete();
                 }
                 park::park_until(d);
             }
         }
-    }
+    };
+    withdraw.disarm();
+    done
 }
 
 impl<T> std::fmt::Debug for JoinHandle<T> {

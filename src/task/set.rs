@@ -272,15 +272,17 @@ impl<T: Send + 'static> JoinSet<T> {
             if !self.ready.wait_here(&me) {
                 continue;
             }
+            // Forget the waiter on every exit, an abort's unwind included.
+            let ready = self.ready.clone();
+            let _forget = crate::sync::waiters::OnUnwind::new(move || ready.stop_waiting());
             match deadline {
                 None => park::park(),
                 Some(d) if Instant::now() < d => park::park_until(d),
                 Some(_) => {
-                    self.ready.stop_waiting();
+                    drop(_forget);
                     return self.take_ready().map(Some).ok_or(Elapsed);
                 }
             }
-            self.ready.stop_waiting();
         }
     }
 

@@ -140,15 +140,18 @@ fn wait_on(parts: &[&dyn Completion], deadline: Option<Instant>, how: WaitFor) -
             .copied()
             .filter(|c| c.add_waiter(me.clone()))
             .collect();
+        // Withdrawn on every exit, an abort's unwind included.
+        let _withdraw = crate::sync::waiters::OnUnwind::new(|| {
+            for c in &registered {
+                c.remove_waiter(&me);
+            }
+        });
         while !satisfied(parts, how) {
             match deadline {
                 None => park::park(),
                 Some(d) if Instant::now() < d => park::park_until(d),
                 Some(_) => break,
             }
-        }
-        for c in registered {
-            c.remove_waiter(&me);
         }
     }
     let (done, pending): (Vec<usize>, Vec<usize>) =
