@@ -38,15 +38,37 @@ impl Ord for Entry {
 }
 
 struct Wheel {
-    heap: Mutex<BinaryHeap<Entry>>,
+    heap: Mutex<Heap>,
     cv: Condvar,
+}
+
+/// Pending deadlines. Receivers dropped before their deadline (a
+/// `select!` loop with an `after` arm makes one per round) leave dead
+/// entries; they are purged whenever the heap doubles, so it stays within
+/// twice the live timers (amortised O(1) per timer).
+struct Heap {
+    entries: BinaryHeap<Entry>,
+    purge_at: usize,
+}
+
+impl Heap {
+    fn push(&mut self, e: Entry) {
+        if self.entries.len() >= self.purge_at {
+            self.entries.retain(|e| e.chan.strong_count() > 0);
+            self.purge_at = (2 * self.entries.len()).max(1024);
+        }
+        self.entries.push(e);
+    }
 }
 
 fn wheel() -> &'static Wheel {
     static W: OnceLock<&'static Wheel> = OnceLock::new();
     W.get_or_init(|| {
         let w: &'static Wheel = Box::leak(Box::new(Wheel {
-            heap: Mutex::new(BinaryHeap::new()),
+            heap: Mutex::new(Heap {
+                entries: BinaryHeap::new(),
+                purge_at: 1024,
+            }),
             cv: Condvar::new(),
         }));
         std::thread::Builder::new()
@@ -61,7 +83,7 @@ fn run(w: &'static Wheel) {
     let mut heap = w.heap.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let now = Instant::now();
-        match heap.peek() {
+        match heap.entries.peek() {
             None => heap = w.cv.wait(heap).unwrap_or_else(|e| e.into_inner()),
             Some(e) if e.at > now => {
                 let d = e.at - now;
@@ -71,7 +93,7 @@ fn run(w: &'static Wheel) {
                         .0;
             }
             Some(_) => {
-                let mut e = heap.pop().expect("peeked");
+                let mut e = heap.entries.pop().expect("peeked");
                 // A receiver that is gone ends its timer.
                 let Some(chan) = e.chan.upgrade() else {
                     continue;
@@ -81,7 +103,7 @@ fn run(w: &'static Wheel) {
                 let _ = chan.send(e.at.max(now).min(Instant::now()), Wait::No);
                 if let Some(p) = e.every {
                     e.at = (e.at + p).max(now);
-                    heap.push(e);
+                    heap.entries.push(e);
                 }
             }
         }
