@@ -93,6 +93,7 @@
 pub mod channel;
 mod clock;
 mod error;
+mod loom;
 pub mod metrics;
 pub mod preempt;
 mod runtime;

@@ -15,13 +15,15 @@
 //! follow the same idea).
 //!
 //! No lost wake-up: a producer pushes, then `SeqCst`-fences and reads the
-//! counts; a worker going to sleep first lowers the counts (`SeqCst`), then
-//! looks at every queue once more. In any interleaving one of the two sees
-//! the other: the producer sees a sleeper to wake, or the worker sees the work.
+//! counts; a worker going to sleep first lowers the counts, `SeqCst`-fences,
+//! then looks at every queue once more. The two fences are ordered one way
+//! or the other, so in any interleaving one side sees the other: the
+//! producer sees a sleeper to wake, or the worker sees the work. The loom
+//! models at the end of this file check it (and fail without the worker's
+//! fence, which the C++ memory model needs even though x86 does not).
 
-use std::sync::atomic::{AtomicUsize, Ordering, fence};
-
-use parking_lot::{Condvar, Mutex};
+use crate::loom::atomic::{AtomicUsize, Ordering, fence};
+use crate::loom::{Condvar, Mutex};
 
 const SEARCH_ONE: usize = 1;
 const UNPARK_ONE: usize = 1 << 16;
@@ -140,6 +142,13 @@ impl Idle {
         let mut sleepers = self.sleepers.lock();
         let dec = UNPARK_ONE + if was_searching { SEARCH_ONE } else { 0 };
         self.state.fetch_sub(dec, Ordering::SeqCst);
+        // Pairs with the fence in `notify_one`: the caller's second look at
+        // the queues comes after this in the fences' total order, so either
+        // it sees the producer's push, or the producer's load (after its
+        // fence) sees this decrement. (A SeqCst RMW alone does not order the
+        // caller's later non-SeqCst loads in the C++ model; on x86 the
+        // locked instruction already is a full fence.)
+        fence(Ordering::SeqCst);
         sleepers.push(w);
     }
 
@@ -178,5 +187,100 @@ impl Idle {
     /// Number of workers currently asleep.
     pub(crate) fn sleeping(&self) -> usize {
         self.workers - unparked(self.state.load(Ordering::SeqCst))
+    }
+}
+
+/// Model checks (`RUSTFLAGS="--cfg loom" cargo test --lib loom_`): every
+/// interleaving of the protocol's atomics and locks, as loom explores them.
+/// A run queue is modelled as a `SeqCst` counter of items (a real push is
+/// crossbeam's release store, made visible to `notify_one` by its `SeqCst`
+/// fence); the worker loop is the real one in miniature: look, announce
+/// sleep, look again, then cancel the sleep or sleep.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// Take one item if there is one.
+    fn take(items: &AtomicUsize) -> bool {
+        items
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// A worker's idle loop in miniature, until it took one item: look,
+    /// announce sleep, look again, then cancel the sleep or sleep. A worker
+    /// that stops searching as the last searcher wakes another, as the real
+    /// loop does (the rest of the work it found must be picked up too).
+    fn worker(idle: &Idle, w: usize, items: &AtomicUsize) {
+        let mut searching = true;
+        loop {
+            if take(items) {
+                if searching && idle.stop_searching() {
+                    idle.notify_one();
+                }
+                return;
+            }
+            idle.prepare_sleep(w, searching);
+            searching = false;
+            if take(items) {
+                idle.cancel_sleep(w);
+                if idle.stop_searching() {
+                    idle.notify_one();
+                }
+                return;
+            }
+            idle.sleep(w);
+            searching = true;
+        }
+    }
+
+    /// No lost wake-up: a producer pushes while the only worker goes to
+    /// sleep; in every interleaving the worker ends up with the item (loom
+    /// reports a deadlock if it could sleep on with the item queued).
+    #[test]
+    fn loom_one_worker_never_sleeps_through_a_push() {
+        loom::model(|| {
+            let idle = Arc::new(Idle::new(1));
+            let items = Arc::new(AtomicUsize::new(0));
+            let (i2, q2) = (idle.clone(), items.clone());
+            let producer = loom::thread::spawn(move || {
+                q2.fetch_add(1, Ordering::SeqCst);
+                i2.notify_one();
+            });
+            worker(&idle, 0, &items);
+            producer.join().unwrap();
+            assert_eq!(items.load(Ordering::SeqCst), 0);
+        });
+    }
+
+    /// Two workers, two pushes: each worker ends up with one item, however
+    /// the pushes, notifications and sleeps interleave (a worker left
+    /// asleep with an item queued is a deadlock loom reports).
+    #[test]
+    fn loom_two_workers_take_both_items() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
+            let idle = Arc::new(Idle::new(2));
+            let items = Arc::new(AtomicUsize::new(0));
+            let w1 = {
+                let (idle, items) = (idle.clone(), items.clone());
+                loom::thread::spawn(move || worker(&idle, 1, &items))
+            };
+            let producer = {
+                let (idle, items) = (idle.clone(), items.clone());
+                loom::thread::spawn(move || {
+                    for _ in 0..2 {
+                        items.fetch_add(1, Ordering::SeqCst);
+                        idle.notify_one();
+                    }
+                })
+            };
+            worker(&idle, 0, &items);
+            producer.join().unwrap();
+            w1.join().unwrap();
+            assert_eq!(items.load(Ordering::SeqCst), 0);
+        });
     }
 }
