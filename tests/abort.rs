@@ -337,7 +337,7 @@ fn abort_storm_under_preemption() {
                         recv(rx) -> _ => n += 1,
                         default(Duration::from_micros(200)) => {}
                     }
-                    if n % 7 == 0 {
+                    if n.is_multiple_of(7) {
                         kvant::sleep(Duration::from_micros(50));
                     }
                     let spin = Instant::now() + Duration::from_micros(100);
@@ -350,7 +350,7 @@ fn abort_storm_under_preemption() {
         std::thread::sleep(Duration::from_millis(20));
         for (k, h) in handles.iter().enumerate() {
             h.abort();
-            if k % 8 == 0 {
+            if k.is_multiple_of(8) {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
