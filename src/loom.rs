@@ -1,10 +1,9 @@
 //! The synchronisation types the model-checked protocols use, from `std`
 //! and `parking_lot` normally and from [loom] under `--cfg loom` (tokio's
-//! `src/loom` shim, in small). The idle protocol (`runtime/idle.rs`) goes
-//! through it, and `.ci/run` model-checks it with
-//! `RUSTFLAGS="--cfg loom" cargo test --lib loom_` (the first such check
-//! found a missing fence in `Idle::prepare_sleep`). The task state word is
-//! next (issue 15).
+//! `src/loom` shim, in small). The idle protocol (`runtime/idle.rs`) and
+//! the task state word (`task/state.rs`) go through it, and `.ci/run`
+//! model-checks both with `RUSTFLAGS="--cfg loom" cargo test --lib loom_`
+//! (the first such check found a missing fence in `Idle::prepare_sleep`).
 //!
 //! The lock types keep `parking_lot`'s shape (`lock()` returns the guard,
 //! `Condvar::wait(&mut guard)`), so the protocol code reads the same in

@@ -23,11 +23,12 @@ pub(crate) mod park;
 mod scope;
 mod set;
 pub(crate) mod stack;
+mod state;
 mod wait;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::metrics::Counter;
 use crate::runtime::Shared;
@@ -43,13 +44,6 @@ pub use local::{AccessError, LocalKey};
 pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use set::{Elapsed, JoinSet, SpawnTarget};
 pub use wait::{WaitFor, WaitResult, Waited, wait, wait_owned};
-
-const IDLE: u8 = 0;
-const QUEUED: u8 = 1;
-const RUNNING: u8 = 2;
-const DONE: u8 = 3;
-const LIFECYCLE: u8 = 3;
-const NOTIFIED: u8 = 4;
 
 /// Unique identifier of a task within the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -175,7 +169,7 @@ pub(crate) struct Header {
     pub name: Option<Arc<str>>,
     pub stack_size: usize,
     pub preemptible: bool,
-    state: AtomicU8,
+    state: state::TaskState,
     /// Set once the task is aborted or shutdown cancels it; switch points unwind.
     pub cancelled: AtomicBool,
     /// `Builder::panic_on_blocking`: the monitor found this task blocking
@@ -234,7 +228,7 @@ impl<P: Completion> TaskCell<P> {
                 name,
                 stack_size,
                 preemptible,
-                state: AtomicU8::new(QUEUED),
+                state: state::TaskState::new_queued(),
                 cancelled: AtomicBool::new(false),
                 blocking_reported: AtomicBool::new(false),
                 shield: std::sync::atomic::AtomicU32::new(0),
@@ -269,10 +263,7 @@ impl Header {
     /// two locked instructions per yield; only tasks coming from `QUEUED`
     /// need the transition.
     pub(crate) fn begin_run(&self) -> RunClaim<'_> {
-        if self.state.load(Ordering::Acquire) & LIFECYCLE == QUEUED {
-            let prev = self.state.fetch_add(RUNNING - QUEUED, Ordering::Acquire);
-            debug_assert_eq!(prev & LIFECYCLE, QUEUED, "task {} was not queued", self.id);
-        }
+        self.state.begin_run(self.id);
         RunClaim {
             task: &self.body,
             _thread_bound: std::marker::PhantomData,
@@ -282,21 +273,11 @@ impl Header {
     /// After a `Park` switch. Returns true if the task must be queued again
     /// because a wake-up arrived while it was switching out (token consumed).
     pub(crate) fn finish_park(&self) -> bool {
-        match self
-            .state
-            .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => false,
-            Err(s) => {
-                debug_assert_eq!(s, RUNNING | NOTIFIED);
-                self.state.store(QUEUED, Ordering::Release);
-                true
-            }
-        }
+        self.state.finish_park()
     }
 
     pub(crate) fn finish(&self) {
-        self.state.store(DONE, Ordering::Release);
+        self.state.finish();
     }
 
     /// Usable bounds of the task's stack (valid once started).
@@ -310,36 +291,17 @@ impl Header {
     /// Consume a wake-up token if one is pending (called by the task itself
     /// before it suspends to park).
     pub(crate) fn take_token(&self) -> bool {
-        self.state.fetch_and(!NOTIFIED, Ordering::AcqRel) & NOTIFIED != 0
+        self.state.take_token()
     }
 
     /// Wake the task. Returns true if the caller must put it in a run queue.
     pub(crate) fn notify(&self) -> bool {
-        let mut s = self.state.load(Ordering::Acquire);
-        loop {
-            if s & NOTIFIED != 0 || s & LIFECYCLE == DONE {
-                return false;
-            }
-            let (next, schedule) = if s & LIFECYCLE == IDLE {
-                (QUEUED, true)
-            } else {
-                (s | NOTIFIED, false)
-            };
-            match self
-                .state
-                .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return schedule,
-                Err(actual) => s = actual,
-            }
-        }
+        self.state.notify()
     }
 
     /// Shutdown: take a parked task out of `IDLE` so it can be cancelled.
     pub(crate) fn claim_idle(&self) -> bool {
-        self.state
-            .compare_exchange(IDLE, QUEUED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.state.claim_idle()
     }
 }
 
@@ -392,7 +354,7 @@ impl<P: ?Sized> fmt::Debug for TaskCell<P> {
         f.debug_struct("Task")
             .field("id", &self.id)
             .field("name", &self.name)
-            .field("state", &self.state.load(Ordering::Relaxed))
+            .field("state", &self.state.raw())
             .finish()
     }
 }
