@@ -48,9 +48,6 @@ pub(crate) struct WorkerCounters {
     pub completed: Counter,
     pub yields: Counter,
     pub parks_task: Counter,
-    pub preemptions: Counter,
-    pub deferrals: Counter,
-    pub signals: Counter,
     pub steal_ops: Counter,
     pub stolen: Counter,
     pub parks: Counter,
@@ -116,18 +113,20 @@ pub struct WorkerMetrics {
 }
 
 impl WorkerCounters {
-    pub(crate) fn snapshot(&self) -> WorkerMetrics {
+    /// The counters, with the switch counts the signal handler keeps in the
+    /// worker's slot (their only home: the handler cannot reach these).
+    pub(crate) fn snapshot(&self, slot: &crate::preempt::WorkerSlot) -> WorkerMetrics {
         WorkerMetrics {
             tasks_run: self.slices.get(),
             spawned: self.spawned.get(),
             completed: self.completed.get(),
             voluntary_yields: self.yields.get(),
             blocked: self.parks_task.get(),
-            preemptions: self.preemptions.get(),
-            deferrals: self.deferrals.get(),
-            signals: self.signals.get(),
-            sync_switches: 0,
-            syscall_switches: 0,
+            preemptions: slot.preemptions.get(),
+            deferrals: slot.deferrals.get(),
+            signals: slot.signals.get(),
+            sync_switches: slot.sync_switches.get(),
+            syscall_switches: slot.syscall_switches.get(),
             steal_ops: self.steal_ops.get(),
             stolen_tasks: self.stolen.get(),
             parks: self.parks.get(),

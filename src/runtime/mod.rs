@@ -285,15 +285,7 @@ impl Shared {
     }
 
     pub(crate) fn metrics(&self) -> Metrics {
-        let snapshot = |w: &WorkerShared| {
-            let mut m = w.counters.snapshot();
-            m.preemptions = w.slot.preemptions.get();
-            m.deferrals = w.slot.deferrals.get();
-            m.signals = w.slot.signals.get();
-            m.sync_switches = w.slot.sync_switches.get();
-            m.syscall_switches = w.slot.syscall_switches.get();
-            m
-        };
+        let snapshot = |w: &WorkerShared| w.counters.snapshot(&w.slot);
         let (regular, spare) = self.workers.split_at(self.config.workers);
         Metrics {
             workers: regular.iter().map(snapshot).collect(),

@@ -2,8 +2,9 @@
 //! queue holds (a parked task is referenced only by whoever would wake it).
 //! A task registers at its first park and leaves when it finishes.
 //!
-//! Sharded slabs: a spawn locks one shard chosen by task id, so concurrent
-//! spawns on different workers rarely meet on the same lock.
+//! Sharded slabs: a task's first park (and its end, if it ever parked) locks
+//! one shard chosen by task id, so workers parking different tasks at once
+//! rarely meet on the same lock. Spawning touches no shard.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

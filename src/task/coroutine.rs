@@ -58,12 +58,12 @@ pub(crate) enum Ran {
 }
 
 /// The body of one task, accessed only by the thread that owns the task's
-/// run claim (see `Task::claim`): the scheduler state machine guarantees that
+/// run claim (see `Header::begin_run` and `RunClaim` in task/mod.rs): the scheduler state machine guarantees that
 /// at most one thread holds it at a time, which is what makes this cell Sync.
 pub(crate) struct BodyCell(UnsafeCell<Body>);
 
 // SAFETY: the contents are only touched through `&mut`-like access by the
-// single thread holding the task's run claim (state machine in task/mod.rs);
+// single thread holding the task's run claim (state machine in task/state.rs);
 // the boxed closure is `Send`, and the coroutine's stack only holds values
 // that the runtime allows to change threads (module docs).
 unsafe impl Sync for BodyCell {}
