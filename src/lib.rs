@@ -77,9 +77,11 @@
 //! task (the worker runs other tasks meanwhile) and blocks the OS thread when
 //! called from a plain thread, so the same types serve both.
 //!
-//! How preemption works (monitor thread, signal handler switching the task
-//! out on its own stack, frame-pointer safe points) is written up in
-//! `src/preempt/README.md`; the monitor's policy (when to preempt, when a
+//! How the scheduler picks the next task, steals and sleeps (with the
+//! fences of its idle protocol and what the loom models prove) is written
+//! up in `src/runtime/README.md`. How preemption works (monitor thread,
+//! signal handler switching the task out on its own stack, frame-pointer
+//! safe points) is in `src/preempt/README.md`; the monitor's policy (when to preempt, when a
 //! worker counts as blocked, when to start a compensating thread) lives in
 //! `src/runtime/sysmon/`, the mechanism in `src/preempt/`. Build programs
 //! that use it with
