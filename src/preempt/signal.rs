@@ -199,7 +199,7 @@ fn preempt_here(uc: *mut libc::c_void) {
     // inside kvant if the monitor re-sends meanwhile).
     slot.target.store(0, Ordering::Relaxed);
     slot.preemptible.store(false, Ordering::Relaxed);
-    task.preempt.preempted.store(true, Ordering::Relaxed);
+    task.preempt.in_signal_frame.store(true, Ordering::Relaxed);
     let yielder = task.preempt.yielder.load(Ordering::Relaxed) as *const TaskYielder;
     // SAFETY: pthread_self has no preconditions.
     let before = unsafe { libc::pthread_self() };

@@ -312,7 +312,7 @@ impl WorkerCtx {
         // is undefined. An aborted one runs on to its next switch point,
         // which unwinds it; at shutdown there is no time for that, and it is
         // leaked.
-        let in_signal_frame = h.preempt.preempted.load(Ordering::Relaxed);
+        let in_signal_frame = h.preempt.in_signal_frame.load(Ordering::Relaxed);
         if cancel && in_signal_frame && shutdown {
             claim.leak();
             task.packet.fail(Failure::Leaked);
@@ -343,7 +343,7 @@ impl WorkerCtx {
                 }
             }
         }
-        h.preempt.preempted.store(false, Ordering::Relaxed);
+        h.preempt.in_signal_frame.store(false, Ordering::Relaxed);
         current::set_current(Some(&task));
         let slot = &shared.workers[self.index].slot;
         // Reading the clock is the largest fixed cost of a switch (rdtsc is
@@ -386,7 +386,7 @@ impl WorkerCtx {
                 if why == Switch::Preempted {
                     h.stats.preemptions.bump(1);
                 }
-                if why == Switch::Preempted && !h.preempt.preempted.load(Ordering::Relaxed) {
+                if why == Switch::Preempted && !h.preempt.in_signal_frame.load(Ordering::Relaxed) {
                     // A deferred preemption taken at a `preempt::disable` guard drop.
                     shared.workers[self.index].slot.preemptions.add(1);
                 }

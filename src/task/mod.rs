@@ -135,8 +135,11 @@ pub(crate) struct PreemptState {
     pub disabled: AtomicU32,
     /// A preemption was requested while disabled; taken when the last guard drops.
     pub pending: AtomicBool,
-    /// The task's last switch was a preemption (it is pinned unless migration is allowed).
-    pub preempted: AtomicBool,
+    /// The task is suspended inside the kernel's signal frame (switched out
+    /// by the signal handler: a preemption, or a std::sync / syscall wait).
+    /// It must not be unwound from there, and is pinned to its thread
+    /// unless migration is allowed.
+    pub in_signal_frame: AtomicBool,
     /// Frame address of `run_user` while the user's closure runs (0 before
     /// and after): the safe-point walk stops there.
     pub root_fp: AtomicUsize,
