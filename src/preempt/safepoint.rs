@@ -97,7 +97,13 @@ pub(crate) enum Verdict {
 ///    chain above is one of those two. Resuming restarts the call or
 ///    returns `EINTR`, exactly what the signal alone would have caused
 ///    (section 3.3).
-pub(crate) fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdict {
+///
+/// # Safety
+/// `stack.lo..stack.hi` must be readable memory for the whole call: the
+/// interrupted task's own stack (mapped while the task exists; the handler
+/// runs on it), or a test's buffer. The check reads only words it has
+/// bounded inside that range.
+pub(crate) unsafe fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdict {
     if at.sp < stack.lo.saturating_add(ROOM) || at.sp.saturating_add(8) > stack.hi {
         return Verdict::NotOnTaskStack;
     }
@@ -109,16 +115,20 @@ pub(crate) fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdi
         // std's sync code calls libc's `syscall()` itself (the futex wait is
         // inlined into std::sys::sync, or further into std::sync's
         // `Barrier::wait`): never user code, never the thread parker.
-        let caller = map.class(call_site(read(at.sp)));
+        // SAFETY: lo + ROOM <= sp and sp + 8 <= hi (checked above), inside
+        // the readable range our caller vouches for.
+        let caller = map.class(call_site(unsafe { read(at.sp) }));
         if caller != Class::SyncWait && caller != Class::SyncApi {
             return Verdict::PcUnsafe;
         }
-        return match walk(at, stack, |ra| map.class(ra) != Class::Denied) {
+        // SAFETY: our caller's promise on `stack`, passed on.
+        return match unsafe { walk(at, stack, |ra| map.class(ra) != Class::Denied) } {
             Verdict::Safe => Verdict::SyncWait,
             v => v,
         };
     }
-    if let Some(v) = in_blocking_call(map, at, stack) {
+    // SAFETY: our caller's promise on `stack`, passed on.
+    if let Some(v) = unsafe { in_blocking_call(map, at, stack) } {
         return v;
     }
     if map.class(at.pc) != Class::User {
@@ -132,14 +142,17 @@ pub(crate) fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdi
     // the caller is `run_user` itself, the boundary whose return address
     // needs no check; user closures inlined into a vtable shim look exactly
     // like that.
+    // SAFETY: sp is inside the stack (checked at the top).
+    let at_sp = unsafe { read(at.sp) };
     if at.fp != stack.root_fp
         && map
-            .known(call_site(read(at.sp)))
+            .known(call_site(at_sp))
             .is_some_and(|c| c != Class::User)
     {
         return Verdict::FrameUnsafe;
     }
-    walk(at, stack, |ra| map.class(ra) == Class::User)
+    // SAFETY: our caller's promise on `stack`, passed on.
+    unsafe { walk(at, stack, |ra| map.class(ra) == Class::User) }
 }
 
 /// Whether `at` is stopped on libc's `syscall` instruction in a futex wait.
@@ -159,7 +172,10 @@ fn in_futex_wait(map: &CodeMap, at: &Interrupted) -> bool {
 
 /// Rule 6: `None` if `at` is not stopped in one of libc's wrappers'
 /// `syscall` instructions, else the verdict.
-fn in_blocking_call(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Option<Verdict> {
+///
+/// # Safety
+/// As for [`check`]: `stack.lo..stack.hi` is readable.
+unsafe fn in_blocking_call(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Option<Verdict> {
     let w = map.wrappers();
     // As in rule 5: rewound onto the instruction to restart, or just past
     // it with EINTR. Past it with any other value, the call has returned.
@@ -181,9 +197,12 @@ fn in_blocking_call(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Optio
         }
         if let Some(off) = frame.rbp_off {
             // Saved below the return address, so inside the stack too.
-            fp = read(sp + off);
+            // SAFETY: sp <= sp + off < slot + 8 <= hi, inside the stack.
+            fp = unsafe { read(sp + off) };
         }
-        let ra = read(slot);
+        // SAFETY: slot + 8 <= hi (checked above) and slot >= sp, which is
+        // inside the stack.
+        let ra = unsafe { read(slot) };
         sp = slot + 8;
         if !w.contains(call_site(ra)) {
             if !matches!(map.class(call_site(ra)), Class::User | Class::BlockingApi) {
@@ -193,14 +212,16 @@ fn in_blocking_call(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Optio
             // found it, from the register or from where the CFI says the
             // wrapper saved it.
             let above = Interrupted { sp, fp, ..*at };
-            return Some(
-                match walk(&above, stack, |ra| {
+            // SAFETY: our caller's promise on `stack`, passed on.
+            let v = unsafe {
+                walk(&above, stack, |ra| {
                     matches!(map.class(ra), Class::User | Class::BlockingApi)
-                }) {
-                    Verdict::Safe => Verdict::SyscallWait,
-                    v => v,
-                },
-            );
+                })
+            };
+            return Some(match v {
+                Verdict::Safe => Verdict::SyscallWait,
+                v => v,
+            });
         }
         pc = call_site(ra);
     }
@@ -209,7 +230,10 @@ fn in_blocking_call(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Optio
 
 /// Walk the frame-pointer chain from `at` up to the root frame; every return
 /// address must satisfy `ok`.
-fn walk(at: &Interrupted, stack: &TaskStack, ok: impl Fn(usize) -> bool) -> Verdict {
+///
+/// # Safety
+/// As for [`check`]: `stack.lo..stack.hi` is readable.
+unsafe fn walk(at: &Interrupted, stack: &TaskStack, ok: impl Fn(usize) -> bool) -> Verdict {
     let mut fp = at.fp;
     let mut prev = at.sp;
     for _ in 0..MAX_FRAMES {
@@ -219,13 +243,15 @@ fn walk(at: &Interrupted, stack: &TaskStack, ok: impl Fn(usize) -> bool) -> Verd
         if fp < prev || !fp.is_multiple_of(8) || fp + 16 > stack.hi {
             return Verdict::BrokenChain;
         }
-        let next = read(fp);
+        // SAFETY: sp <= prev <= fp and fp + 16 <= hi (checked just above).
+        let next = unsafe { read(fp) };
         if next == stack.root_fp {
             // This frame's caller is `run_user`, kvant's boundary frame: the
             // return address points into it and needs no check.
             return Verdict::Safe;
         }
-        if !ok(call_site(read(fp + 8))) {
+        // SAFETY: fp + 16 <= hi, as above.
+        if !ok(call_site(unsafe { read(fp + 8) })) {
             return Verdict::FrameUnsafe;
         }
         if next <= fp {
@@ -247,10 +273,14 @@ fn call_site(ret: usize) -> usize {
     ret.wrapping_sub(1)
 }
 
+/// One word of the interrupted stack.
+///
+/// # Safety
+/// `addr..addr + 8` lies inside the readable range `check`'s caller vouched
+/// for (callers bound it against the stack's `sp` and `hi` first).
 #[inline]
-fn read(addr: usize) -> usize {
-    // SAFETY: every caller checked `sp <= addr` and `addr + 8 <= hi` for the
-    // running task's stack, which is mapped read-write while the task exists.
+unsafe fn read(addr: usize) -> usize {
+    // SAFETY: the function's contract.
     unsafe { (addr as *const usize).read_volatile() }
 }
 
@@ -300,9 +330,15 @@ mod tests {
     fn user_and_denied(map: &CodeMap) -> (usize, usize) {
         let user = map.address_of(Class::User).expect("some user-class code");
         // kvant's own code is denied.
-        let denied = check as fn(&CodeMap, &Interrupted, &TaskStack) -> Verdict as usize;
+        let denied = check as unsafe fn(&CodeMap, &Interrupted, &TaskStack) -> Verdict as usize;
         assert_eq!(map.class(denied), Class::Denied);
         (user, denied)
+    }
+
+    /// `check` on a fake stack, whose range is the fake's own live buffer.
+    fn chk(map: &CodeMap, f: &Fake) -> Verdict {
+        // SAFETY: `f.stack` describes `f.mem`, alive for this call.
+        unsafe { check(map, &f.at, &f.stack) }
     }
 
     #[test]
@@ -310,27 +346,27 @@ mod tests {
         let map = CodeMap::global();
         let (user, denied) = user_and_denied(map);
         let f = fake(8, user, user + 1);
-        assert_eq!(check(map, &f.at, &f.stack), Verdict::Safe);
+        assert_eq!(chk(map, &f), Verdict::Safe);
         // The PC in denied code.
         let f = fake(8, denied, user + 1);
-        assert_eq!(check(map, &f.at, &f.stack), Verdict::PcUnsafe);
+        assert_eq!(chk(map, &f), Verdict::PcUnsafe);
         // A denied frame anywhere on the chain.
         let mut f = fake(8, user, user + 1);
         let i = f.mem.len() - 8 - 2 * 3 + 1;
         f.mem[i] = denied + 1;
-        assert_eq!(check(map, &f.at, &f.stack), Verdict::FrameUnsafe);
+        assert_eq!(chk(map, &f), Verdict::FrameUnsafe);
         // A chain that goes backwards.
         let mut f = fake(8, user, user + 1);
         let i = f.mem.len() - 8 - 2 * 4;
         f.mem[i] = f.at.sp;
-        assert_eq!(check(map, &f.at, &f.stack), Verdict::BrokenChain);
+        assert_eq!(chk(map, &f), Verdict::BrokenChain);
         // Outside the user's closure, or without room for the handler.
         let mut f = fake(8, user, user + 1);
         f.stack.root_fp = 0;
-        assert_eq!(check(map, &f.at, &f.stack), Verdict::PcUnsafe);
+        assert_eq!(chk(map, &f), Verdict::PcUnsafe);
         let mut f = fake(8, user, user + 1);
         f.at.sp = f.stack.lo + 8;
-        assert_eq!(check(map, &f.at, &f.stack), Verdict::NotOnTaskStack);
+        assert_eq!(chk(map, &f), Verdict::NotOnTaskStack);
     }
 
     /// What the check costs the handler per signal, by stack depth. Printed
@@ -345,7 +381,8 @@ mod tests {
             let t = std::time::Instant::now();
             for _ in 0..n {
                 assert_eq!(
-                    check(map, std::hint::black_box(&f.at), &f.stack),
+                    // SAFETY: the fake's stack is its own live buffer.
+                    unsafe { check(map, std::hint::black_box(&f.at), &f.stack) },
                     Verdict::Safe
                 );
             }

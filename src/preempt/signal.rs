@@ -168,7 +168,10 @@ fn preempt_here(uc: *mut libc::c_void) {
         hi: slot.stack_hi.load(Ordering::Relaxed),
         root_fp: task.preempt.root_fp.load(Ordering::Relaxed),
     };
-    let why = match safepoint::check(map, &at, &stack) {
+    // SAFETY: `stack` is the bounds of the task this worker is running, set
+    // at its start (slot.begin); the handler runs on that stack, so it is
+    // mapped for the whole check.
+    let why = match unsafe { safepoint::check(map, &at, &stack) } {
         Verdict::Safe if preemptible => {
             slot.preemptions.add(1);
             Switch::Preempted
