@@ -116,11 +116,11 @@ impl Idle {
         }
     }
 
-    /// A worker with nothing to do starts searching, unless half the workers
-    /// already are (more searchers only contend on the same queues).
+    /// A worker with nothing to do starts searching, if the policy allows
+    /// another searcher (`policy::may_start_searching`).
     pub(crate) fn try_start_searching(&self) -> bool {
         let s = self.state.load(Ordering::SeqCst);
-        if 2 * searching(s) >= self.workers.max(2) {
+        if !super::policy::may_start_searching(searching(s), self.workers) {
             return false;
         }
         self.state.fetch_add(SEARCH_ONE, Ordering::SeqCst);

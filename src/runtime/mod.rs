@@ -7,6 +7,7 @@ mod compensate;
 mod context;
 mod handle;
 mod idle;
+mod policy;
 mod registry;
 mod shutdown;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -218,20 +219,6 @@ impl Shared {
         Ok(JoinHandle {
             inner: JoinInner::Task(typed),
         })
-    }
-
-    /// Whether worker `w` has another task it could switch to or steal (the monitor
-    /// does not preempt a task that would just be resumed again: that costs
-    /// a signal and can turn a blocking syscall into EINTR for nothing).
-    pub(crate) fn has_other_work(&self, w: usize) -> bool {
-        // Any stealable work anywhere counts: switching out lets this worker
-        // take it (see `next_local`), which is how load spreads past tasks
-        // that are pinned by preemption.
-        self.workers[w].pinned_len.load(Ordering::Relaxed) > 0
-            || !self.injector.is_empty()
-            || self.stealers.iter().any(|s| !s.is_empty())
-            // Shutdown needs the worker back to cancel (or leak) the task.
-            || self.cancelling.load(Ordering::Relaxed)
     }
 
     /// Whether any queue a thread could steal from holds work.

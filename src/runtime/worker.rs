@@ -32,8 +32,6 @@ const STACK_CACHE: usize = 64;
 /// Rounds of spin-then-steal before a worker with nothing to do sleeps
 /// (32, 64, 128, 256 pauses: a few microseconds in all).
 const SPIN_ROUNDS: u32 = 4;
-/// Most consecutive slices a worker leaves fresh work to idle workers.
-const LEAVE_FRESH_SLICES: u32 = 8;
 
 pub(crate) struct WorkerCtx {
     pub index: usize,
@@ -41,11 +39,8 @@ pub(crate) struct WorkerCtx {
     pub local: Worker<Arc<Task>>,
     stacks: RefCell<Vec<Stack>>,
     rng: Cell<u32>,
-    last_global: Cell<bool>,
-    prefer_pinned: Cell<bool>,
-    tick: Cell<u32>,
-    /// Consecutive slices this worker left fresh work to idle workers.
-    left_fresh: Cell<u32>,
+    /// The pick order's memory (`policy.rs`).
+    pub(super) pick: super::policy::PickState,
 }
 
 impl WorkerCtx {
@@ -56,10 +51,7 @@ impl WorkerCtx {
             local,
             stacks: RefCell::new(Vec::new()),
             rng: Cell::new(0x9E37_79B9 ^ (index as u32 + 1).wrapping_mul(0x85EB_CA6B)),
-            last_global: Cell::new(false),
-            prefer_pinned: Cell::new(false),
-            tick: Cell::new(0),
-            left_fresh: Cell::new(0),
+            pick: Default::default(),
         }
     }
 
@@ -71,75 +63,6 @@ impl WorkerCtx {
         x ^= x << 5;
         self.rng.set(x);
         x
-    }
-
-    /// Next task from this worker's own queues or the global queue.
-    pub(super) fn next_local(&self) -> Option<Arc<Task>> {
-        let shared = &*self.shared;
-        let tick = self.tick.get().wrapping_add(1);
-        self.tick.set(tick);
-        let leave = self.leave_fresh_work();
-        if !leave
-            && !shared.injector.is_empty()
-            && (!self.last_global.get() || tick.is_multiple_of(61))
-            && let Some(t) = self.steal_global()
-        {
-            self.last_global.set(true);
-            return Some(t);
-        }
-        self.last_global.set(false);
-        let pinned_first = self.prefer_pinned.get();
-        self.prefer_pinned.set(!pinned_first);
-        if pinned_first && let Some(t) = self.pop_pinned() {
-            return Some(t);
-        }
-        if let Some(t) = self.local.pop() {
-            if leave
-                && !t.started.load(Ordering::Relaxed)
-                && let Some(p) = self.pop_pinned()
-            {
-                self.local.push(t);
-                return Some(p);
-            }
-            return Some(t);
-        }
-        // Only tasks pinned here are left. Before resuming one, take movable
-        // work others have queued: pinned tasks can never be stolen, so this
-        // is the only way a worker whose preempted hogs outnumber another's
-        // gets relieved (4 hogs on 2 workers would otherwise stay 3:1).
-        if self.pinned_len() > 0
-            && let Some(t) = self.steal()
-        {
-            return Some(t);
-        }
-        self.pop_pinned()
-    }
-
-    /// Whether to leave fresh (never started) tasks to a worker that is idle
-    /// or has fewer pinned tasks, and run this worker's pinned tasks
-    /// meanwhile (the other worker's task is preempted because this work is
-    /// stealable, and it then steals it). Once started
-    /// here and preempted, a task is pinned here for good; at short quanta a
-    /// busy worker would otherwise start every queued task before a sleeping
-    /// worker has even woken up (measured at 100 µs: all 4 hogs on 1 of 2
-    /// workers). Bounded, so fresh work waits a few slices at most.
-    fn leave_fresh_work(&self) -> bool {
-        // Compensating slots count only while in use, and their pinned
-        // queues are empty when they are not: comparing with the regular
-        // workers is enough.
-        let workers = &self.shared.workers[..self.shared.config.workers];
-        let mine = self.pinned_len();
-        let lighter_elsewhere = || {
-            self.shared.idle.wants_work()
-                || workers
-                    .iter()
-                    .enumerate()
-                    .any(|(i, w)| i != self.index && w.pinned_len.load(Ordering::Relaxed) < mine)
-        };
-        let leave = mine > 0 && self.left_fresh.get() < LEAVE_FRESH_SLICES && lighter_elsewhere();
-        self.left_fresh
-            .set(if leave { self.left_fresh.get() + 1 } else { 0 });
-        leave
     }
 
     pub(super) fn pop_pinned(&self) -> Option<Arc<Task>> {
@@ -160,21 +83,18 @@ impl WorkerCtx {
             .load(Ordering::Relaxed)
     }
 
-    fn push_pinned(&self, task: Arc<Task>) {
+    pub(super) fn push_pinned(&self, task: Arc<Task>) {
         let me = &self.shared.workers[self.index];
         let mut pinned = me.pinned.lock();
         pinned.push_back(task);
         me.pinned_len.store(pinned.len(), Ordering::Relaxed);
     }
 
-    fn steal_global(&self) -> Option<Arc<Task>> {
+    pub(super) fn steal_global(&self) -> Option<Arc<Task>> {
         loop {
             let before = self.local.len();
-            // Take a fair share, not half: with 4 hogs queued and 2 workers,
-            // the first worker to wake must take 2, not 3 (a preempted task
-            // stays pinned, so a lopsided start would last).
             let injector = &self.shared.injector;
-            let share = injector.len().div_ceil(self.shared.config.workers).max(1);
+            let share = self.global_share();
             match injector.steal_batch_with_limit_and_pop(&self.local, share) {
                 Steal::Success(t) => return Some(self.stole(t, before)),
                 Steal::Empty => return None,
@@ -400,13 +320,8 @@ impl WorkerCtx {
                 } else {
                     self.push_pinned(task);
                 }
-                // The monitor preempts a task alone on its worker only when
-                // other workers have work queued: take some of it, so hogs
-                // spread over workers instead of staying where they started
-                // (plain work stealing only steals when a worker runs dry,
-                // which a worker with a hog never does).
-                if alone && let Some(t) = self.steal() {
-                    self.local.push(t);
+                if alone {
+                    self.relieve_others();
                 }
             }
             Ran::Switched(Switch::Park) => {

@@ -41,9 +41,7 @@ where
     RA: Send,
     RB: Send,
 {
-    let split =
-        current::with_current(|t| t.shared.config.workers > 1 && t.shared.idle.wants_work())
-            .unwrap_or(false);
+    let split = current::with_current(|t| t.shared.should_split_join()).unwrap_or(false);
     if !split {
         return (a(), b());
     }
