@@ -39,12 +39,12 @@ fn unparked(s: usize) -> usize {
 
 /// A worker's own sleep slot: a token and a condition variable.
 #[derive(Default)]
-pub(crate) struct Parker {
+pub(crate) struct SleepSlot {
     token: Mutex<bool>,
     cond: Condvar,
 }
 
-impl Parker {
+impl SleepSlot {
     fn unpark(&self) {
         *self.token.lock() = true;
         self.cond.notify_one();
@@ -62,7 +62,7 @@ impl Parker {
 pub(crate) struct Idle {
     state: AtomicUsize,
     sleepers: Mutex<Vec<usize>>,
-    parkers: Box<[Parker]>,
+    sleep_slots: Box<[SleepSlot]>,
     workers: usize,
 }
 
@@ -72,7 +72,7 @@ impl Idle {
             // All workers start awake and searching for their first task.
             state: AtomicUsize::new(workers * UNPARK_ONE + workers * SEARCH_ONE),
             sleepers: Mutex::new(Vec::with_capacity(workers)),
-            parkers: (0..workers).map(|_| Parker::default()).collect(),
+            sleep_slots: (0..workers).map(|_| SleepSlot::default()).collect(),
             workers,
         }
     }
@@ -99,7 +99,7 @@ impl Idle {
         self.state
             .fetch_add(UNPARK_ONE + SEARCH_ONE, Ordering::SeqCst);
         drop(sleepers);
-        self.parkers[w].unpark();
+        self.sleep_slots[w].unpark();
     }
 
     /// Wake every sleeping worker (shutdown).
@@ -112,7 +112,7 @@ impl Idle {
             sleepers.drain(..).collect()
         };
         for w in woken {
-            self.parkers[w].unpark();
+            self.sleep_slots[w].unpark();
         }
     }
 
@@ -168,7 +168,7 @@ impl Idle {
     /// Sleep until a producer wakes worker `w`. It wakes as a searcher.
     pub(crate) fn sleep(&self, w: usize) {
         loop {
-            self.parkers[w].park();
+            self.sleep_slots[w].park();
             // A stale token (from a wake that `cancel_sleep` raced with) must
             // not count as a wake-up: only leaving the sleeper list does.
             if !self.sleepers.lock().contains(&w) {

@@ -7,8 +7,8 @@ mod compensate;
 mod context;
 mod handle;
 mod idle;
+mod parked;
 mod policy;
-mod registry;
 mod shutdown;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod sysmon;
@@ -80,7 +80,7 @@ pub(crate) struct Shared {
     pub workers: Box<[WorkerShared]>,
     pub compensation: compensate::Compensation,
     pub stacks: StackPool,
-    pub registry: registry::Registry,
+    pub parked: parked::ParkedTasks,
     pub timers: Arc<TimerDriver>,
     pub blocking: Arc<blocking::BlockingPool>,
     pub monitor: Mutex<Option<Monitor>>,
@@ -334,7 +334,7 @@ impl Runtime {
             workers: (0..slots).map(|_| WorkerShared::default()).collect(),
             compensation: compensate::Compensation::new(n, spare),
             stacks: StackPool::new(stack_size, 1024.max(n * 64)),
-            registry: registry::Registry::new(),
+            parked: parked::ParkedTasks::new(),
             timers,
             blocking: blocking::BlockingPool::new(config.blocking_threads, &config.name),
             monitor: Mutex::new(None),

@@ -58,7 +58,7 @@ impl Runtime {
 
         if !report.all_finished {
             shared.cancelling.store(true, Ordering::Release);
-            for t in shared.registry.snapshot() {
+            for t in shared.parked.snapshot() {
                 t.cancelled.store(true, Ordering::Release);
                 if t.claim_idle() {
                     shared.injector.push(t);
@@ -109,7 +109,7 @@ impl Runtime {
             };
             t.packet.fail(failure);
             t.finish();
-            shared.registry.remove(&t);
+            shared.parked.remove(&t);
             shared.task_done();
         }
         shared.blocking.stop(Instant::now() + STOP_GRACE);

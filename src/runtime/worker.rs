@@ -327,10 +327,10 @@ impl WorkerCtx {
             Ran::Switched(Switch::Park) => {
                 c.parks_task.bump(1);
                 // A parked task is held only by whoever will wake it; the
-                // registry lets shutdown find it. Queued and running tasks
+                // parked-task table lets shutdown find it. Queued and running tasks
                 // are found in the queues, so tasks that never block never
                 // pay for registration.
-                shared.registry.insert_once(&task);
+                shared.parked.insert_once(&task);
                 if task.finish_park()
                     || shared.cancelling.load(Ordering::Acquire) && task.claim_idle()
                 {
@@ -393,7 +393,7 @@ impl WorkerCtx {
     fn retire(&self, task: &Arc<Task>) {
         self.counters().completed.bump(1);
         task.finish();
-        self.shared.registry.remove(task);
+        self.shared.parked.remove(task);
         self.shared.task_done();
     }
 

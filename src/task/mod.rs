@@ -195,8 +195,8 @@ pub(crate) struct Header {
     pub preempt: PreemptState,
     pub stats: TaskCounters,
     pub locals: local::LocalMap,
-    /// Where the registry keeps this task (for shutdown accounting).
-    pub registry_slot: AtomicUsize,
+    /// Where the parked-task table (`runtime/parked.rs`) keeps this task.
+    pub parked_slot: AtomicUsize,
 }
 
 impl Task {
@@ -244,7 +244,7 @@ impl<P: Completion> TaskCell<P> {
                 preempt: PreemptState::default(),
                 stats: TaskCounters::default(),
                 locals: local::LocalMap::default(),
-                registry_slot: AtomicUsize::new(usize::MAX),
+                parked_slot: AtomicUsize::new(usize::MAX),
             },
             packet,
         })

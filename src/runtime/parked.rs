@@ -21,13 +21,13 @@ struct Slab {
     free: Vec<usize>,
 }
 
-pub(crate) struct Registry {
+pub(crate) struct ParkedTasks {
     shards: Box<[Mutex<Slab>]>,
 }
 
-impl Registry {
+impl ParkedTasks {
     pub(crate) fn new() -> Self {
-        Registry {
+        ParkedTasks {
             shards: (0..SHARDS).map(|_| Mutex::new(Slab::default())).collect(),
         }
     }
@@ -39,7 +39,7 @@ impl Registry {
     /// Register `task` unless it already is. Only the thread holding the
     /// task's run claim calls this, so the check cannot race with itself.
     pub(crate) fn insert_once(&self, task: &Arc<Task>) {
-        if task.registry_slot.load(Ordering::Relaxed) == usize::MAX {
+        if task.parked_slot.load(Ordering::Relaxed) == usize::MAX {
             self.insert(task);
         }
     }
@@ -56,14 +56,14 @@ impl Registry {
                 slab.slots.len() - 1
             }
         };
-        task.registry_slot.store(i, Ordering::Relaxed);
+        task.parked_slot.store(i, Ordering::Relaxed);
     }
 
     pub(crate) fn remove(&self, task: &Task) {
-        if task.registry_slot.load(Ordering::Relaxed) == usize::MAX {
+        if task.parked_slot.load(Ordering::Relaxed) == usize::MAX {
             return;
         }
-        let i = task.registry_slot.swap(usize::MAX, Ordering::Relaxed);
+        let i = task.parked_slot.swap(usize::MAX, Ordering::Relaxed);
         let removed = {
             let mut slab = self.shards[Self::shard_of(task)].lock();
             let t = slab.slots[i].take();
