@@ -263,24 +263,6 @@ pub(crate) fn frame_address() -> usize {
     }
 }
 
-/// Stub monitor for targets without preemption: never started.
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-pub(crate) struct Monitor;
-
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-impl Monitor {
-    pub(crate) fn start(
-        _shared: &std::sync::Arc<crate::runtime::Shared>,
-        _preemptive: bool,
-        _switch_waits: bool,
-    ) -> Result<Option<Monitor>, crate::Error> {
-        Ok(None)
-    }
-    pub(crate) fn stop(&self) {}
-    pub(crate) fn kick(&self) {}
-    pub(crate) fn wake_up(&self) {}
-}
-
 /// Process-wide signal setup every runtime needs (the stack-overflow handler).
 pub(crate) fn init_process() {
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

@@ -35,7 +35,7 @@ pub use shutdown::ShutdownReport;
 use crate::error::Error;
 use crate::metrics::{Counter, Metrics, WorkerCounters};
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-use crate::preempt::Monitor;
+mod sysmon_off;
 use crate::preempt::{PreemptionMode, WorkerSlot};
 use crate::task::join::{Handle as JoinInner, Packet};
 use crate::task::stack::StackPool;
@@ -44,6 +44,8 @@ use crate::time::driver::TimerDriver;
 use crate::trace::{Trace, TraceBuffers};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 use sysmon::Monitor;
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+use sysmon_off::Monitor;
 
 /// What each worker shares with the rest of the runtime.
 #[derive(Default)]

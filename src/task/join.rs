@@ -323,7 +323,7 @@ pub(crate) fn wait_complete(c: &dyn Completion, deadline: Option<Instant>) -> bo
     }
     // An aborted waiter withdraws, or the task it waited for would keep
     // it (and its result) alive until it completes.
-    let withdraw = crate::sync::waiters::OnUnwind::new(|| c.remove_waiter(&me));
+    let withdraw = super::park::OnUnwind::new(|| c.remove_waiter(&me));
     let done = loop {
         if c.is_complete() {
             break true;

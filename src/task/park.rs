@@ -102,3 +102,27 @@ pub(crate) fn park_until(deadline: Instant) {
     let _withdraw = Withdraw(timers, Some(key));
     current::suspend(Switch::Park);
 }
+
+/// Runs a cleanup closure if dropped while armed: used to withdraw a waiter
+/// when its task is unwound out of `park` (cancelled at runtime shutdown), so
+/// nothing is handed to a waiter that will never look at it.
+pub(crate) struct OnUnwind<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> OnUnwind<F> {
+    pub(crate) fn new(f: F) -> Self {
+        OnUnwind(Some(f))
+    }
+
+    /// The wait ended normally: do not run the cleanup.
+    pub(crate) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for OnUnwind<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}

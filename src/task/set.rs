@@ -274,7 +274,7 @@ impl<T: Send + 'static> JoinSet<T> {
             }
             // Forget the waiter on every exit, an abort's unwind included.
             let ready = self.ready.clone();
-            let _forget = crate::sync::waiters::OnUnwind::new(move || ready.stop_waiting());
+            let _forget = super::park::OnUnwind::new(move || ready.stop_waiting());
             match deadline {
                 None => park::park(),
                 Some(d) if Instant::now() < d => park::park_until(d),

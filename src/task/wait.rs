@@ -141,7 +141,7 @@ fn wait_on(parts: &[&dyn Completion], deadline: Option<Instant>, how: WaitFor) -
             .filter(|c| c.add_waiter(me.clone()))
             .collect();
         // Withdrawn on every exit, an abort's unwind included.
-        let _withdraw = crate::sync::waiters::OnUnwind::new(|| {
+        let _withdraw = super::park::OnUnwind::new(|| {
             for c in &registered {
                 c.remove_waiter(&me);
             }
