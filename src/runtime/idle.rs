@@ -222,7 +222,6 @@ mod loom_tests {
                 return;
             }
             idle.prepare_sleep(w, searching);
-            searching = false;
             if take(items) {
                 idle.cancel_sleep(w);
                 if idle.stop_searching() {
