@@ -32,6 +32,12 @@ mod slot;
 
 pub(crate) use cpu::{allowed_cpus, pin_to_cpu};
 
+/// What the kernel's signal frame takes on a task's stack, rounded up: about
+/// 3.5 KiB with AVX-512 state. The one size the stack headroom rules derive
+/// from: the handler's [`safepoint::ROOM`], the lost-signal window in
+/// `overflow.rs`, and [`MIN_STACK_SIZE`](crate::MIN_STACK_SIZE).
+pub(crate) const SIGNAL_FRAME: usize = 4 * 1024;
+
 pub use disable::{DisableGuard, disable, is_disabled};
 pub(crate) use slot::WorkerSlot;
 

@@ -120,8 +120,10 @@ fn lost_preemption_signal(uc: *mut libc::c_void) -> bool {
     // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
     let sp = unsafe { (*(uc as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RSP as usize] }
         as usize;
-    // A signal frame with AVX-512 state takes about 3.5 KiB; allow margin.
-    sp < hi && sp < lo.saturating_add(16 * 1024) && sp + 4096 >= lo
+    // Delivery fails only when the frame does not fit below sp: sp is then
+    // within a frame of the stack's end (four frames of margin), and at
+    // most a page below it (the guard page).
+    sp < hi && sp < lo.saturating_add(4 * super::SIGNAL_FRAME) && sp + 4096 >= lo
 }
 
 fn end_overflowing_task(addr: usize, uc: *mut libc::c_void) -> bool {

@@ -22,9 +22,9 @@ use super::codemap::CodeMap;
 use super::symbols::Class;
 
 /// Stack the handler still needs below the interrupted SP: the kernel's
-/// signal frame (~3.5 KiB with AVX-512 state) is already there, plus the rest
-/// of the handler and the switch, with margin.
-pub(crate) const ROOM: usize = 6 * 1024;
+/// signal frame is already there, plus the rest of the handler and the
+/// switch, with margin (6 KiB).
+pub(crate) const ROOM: usize = super::SIGNAL_FRAME + 2 * 1024;
 
 /// Frames walked at most; deeper stacks defer (bounded handler time).
 const MAX_FRAMES: usize = 128;

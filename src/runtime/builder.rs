@@ -6,9 +6,10 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::runtime::Runtime;
 
-/// Smallest task stack accepted. Below this a signal frame (about 3 KiB with
-/// AVX-512 state) plus the handler and a few ordinary frames no longer fit.
-pub const MIN_STACK_SIZE: usize = 16 * 1024;
+/// Smallest task stack accepted (16 KiB). Below this a signal frame (about
+/// 3.5 KiB with AVX-512 state) plus the handler and a few ordinary frames no
+/// longer fit.
+pub const MIN_STACK_SIZE: usize = 4 * crate::preempt::SIGNAL_FRAME;
 /// Largest task stack accepted (1 GiB): anything larger is a unit mistake.
 pub const MAX_STACK_SIZE: usize = 1 << 30;
 /// Default task stack: roomy enough for ordinary Rust code and formatting.
