@@ -100,7 +100,7 @@ fn run(w: &'static Wheel) {
                 };
                 // Capacity 1: a tick nobody took yet is not doubled (the
                 // late ones are dropped, as crossbeam does).
-                let _ = chan.send(e.at.max(now).min(Instant::now()), Wait::No);
+                let _ = chan.send(Instant::now(), Wait::No);
                 if let Some(p) = e.every {
                     e.at = (e.at + p).max(now);
                     heap.entries.push(e);

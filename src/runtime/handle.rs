@@ -65,7 +65,7 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.shared.spawn(&task::Builder::new(), f)
+        self.spawn_with(&task::Builder::new(), f)
     }
 
     /// Run blocking work on the runtime's OS-thread pool, or

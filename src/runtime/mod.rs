@@ -422,7 +422,7 @@ impl Runtime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.shared.spawn(&task::Builder::new(), f)
+        self.spawn_with(&task::Builder::new(), f)
     }
 
     /// Run `f` as a green thread and block the calling OS thread until it

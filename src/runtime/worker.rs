@@ -243,8 +243,11 @@ impl WorkerCtx {
         // A task in a shielded wait (`kvant::join`, `scope`) is resumed
         // normally: the wait goes on, and user code after it stays
         // preemptible; it unwinds at its first switch point after.
-        let shielded = h.shield.load(Ordering::Relaxed) > 0;
-        let how = if cancel && claim.started() && !in_signal_frame && !shielded {
+        let how = if cancel
+            && claim.started()
+            && !in_signal_frame
+            && h.shield.load(Ordering::Relaxed) == 0
+        {
             Resume::Cancel
         } else {
             Resume::Run

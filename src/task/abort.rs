@@ -84,7 +84,7 @@ impl std::fmt::Debug for AbortHandle {
     }
 }
 
-pub(crate) fn abort_task(t: &Arc<Task>) {
+fn abort_task(t: &Arc<Task>) {
     if t.packet.is_complete() {
         return;
     }

@@ -12,7 +12,6 @@ use std::time::Instant;
 use super::Task;
 use super::coroutine::Switch;
 use super::current;
-use crate::time::driver::{TimerDriver, TimerKey};
 
 /// Wakes one parked green thread or OS thread.
 #[derive(Clone, Debug)]
@@ -90,16 +89,8 @@ pub(crate) fn park_until(deadline: Instant) {
     let key = timers.insert(deadline, Unparker::Task(task.clone()));
     drop(task);
     // Withdrawn on return and on unwind (an aborted sleep must not leave the
-    // task alive in the timer heap until its deadline).
-    struct Withdraw(Arc<TimerDriver>, Option<TimerKey>);
-    impl Drop for Withdraw {
-        fn drop(&mut self) {
-            if let Some(k) = self.1.take() {
-                self.0.cancel(k);
-            }
-        }
-    }
-    let _withdraw = Withdraw(timers, Some(key));
+    // task alive in the timer heap until its deadline): never disarmed.
+    let _withdraw = OnUnwind::new(move || timers.cancel(key));
     current::suspend(Switch::Park);
 }
 

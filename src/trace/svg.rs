@@ -71,9 +71,6 @@ fn tick_step(span_ns: f64) -> f64 {
 struct Cell {
     rank: usize,
     ns: f64,
-    /// Slices of the task that end in this column, and how the last did.
-    ends: usize,
-    last_end: SliceEnd,
 }
 
 /// One shape: neighbouring columns in which one task ran most of the time.
@@ -82,10 +79,13 @@ struct Run {
     rank: usize,
     start_col: usize,
     end_col: usize,
+    /// Slices that ended inside the shape, and how the last of them did
+    /// (filled in after the shapes are known).
     slices: usize,
-    /// Nanoseconds the task ran inside the shape.
-    busy: f64,
     last_end: SliceEnd,
+    /// Nanoseconds the task ran inside the shape: its columns' time, then,
+    /// once a slice ends inside it, exactly those slices' time.
+    busy: f64,
 }
 
 pub(super) fn render(trace: &Trace, title: &str) -> String {
@@ -139,20 +139,11 @@ pub(super) fn render(trace: &Trace, title: &str) -> String {
             let i = match cell.iter().position(|x| x.rank == rank) {
                 Some(i) => i,
                 None => {
-                    cell.push(Cell {
-                        rank,
-                        ns: 0.0,
-                        ends: 0,
-                        last_end: s.end_reason,
-                    });
+                    cell.push(Cell { rank, ns: 0.0 });
                     cell.len() - 1
                 }
             };
             cell[i].ns += hi - lo;
-            if c == c1 {
-                cell[i].ends += 1;
-                cell[i].last_end = s.end_reason;
-            }
         }
     }
     let mut runs: Vec<Run> = Vec::new();
@@ -168,10 +159,6 @@ pub(super) fn render(trace: &Trace, title: &str) -> String {
                 (Some(x), Some(r)) if r.rank == x.rank && r.end_col == c => {
                     r.end_col = c + 1;
                     r.busy += x.ns;
-                    r.slices += x.ends;
-                    if x.ends > 0 {
-                        r.last_end = x.last_end;
-                    }
                 }
                 (best, _) => {
                     runs.extend(open.take());
@@ -180,9 +167,9 @@ pub(super) fn render(trace: &Trace, title: &str) -> String {
                         rank: x.rank,
                         start_col: c,
                         end_col: c + 1,
-                        slices: x.ends,
+                        slices: 0,
+                        last_end: SliceEnd::Done, // read only once slices > 0
                         busy: x.ns,
-                        last_end: x.last_end,
                     });
                 }
             }
@@ -193,8 +180,7 @@ pub(super) fn render(trace: &Trace, title: &str) -> String {
     // covers the end (or ends right before it, when the last column went to
     // the task that ran next), so the titles count every visible slice.
     let mut by_key: std::collections::HashMap<(usize, usize), Vec<usize>> = Default::default();
-    for (i, r) in runs.iter_mut().enumerate() {
-        r.slices = 0;
+    for (i, r) in runs.iter().enumerate() {
         by_key.entry((r.lane, r.rank)).or_default().push(i);
     }
     for s in trace.slices() {
