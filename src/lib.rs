@@ -106,7 +106,7 @@ pub mod task;
 pub mod time;
 pub mod trace;
 
-pub use error::{Error, JoinError};
+pub use error::Error;
 pub use metrics::{Metrics, WorkerMetrics};
 pub use preempt::PreemptionMode;
 pub use runtime::{
@@ -115,8 +115,8 @@ pub use runtime::{
     Runtime, ShutdownReport, spawn, spawn_blocking,
 };
 pub use task::{
-    JoinHandle, JoinSet, TaskId, TaskStats, WaitFor, WaitResult, current, join, scope, try_current,
-    wait, yield_now,
+    JoinError, JoinHandle, JoinSet, TaskId, TaskStats, WaitFor, WaitResult, current, join, scope,
+    try_current, wait, yield_now,
 };
 pub use time::{sleep, sleep_until};
 pub use trace::Trace;

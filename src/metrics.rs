@@ -115,18 +115,18 @@ pub struct WorkerMetrics {
 impl WorkerCounters {
     /// The counters, with the switch counts the signal handler keeps in the
     /// worker's slot (their only home: the handler cannot reach these).
-    pub(crate) fn snapshot(&self, slot: &crate::preempt::WorkerSlot) -> WorkerMetrics {
+    pub(crate) fn snapshot(&self, switches: SwitchCounts) -> WorkerMetrics {
         WorkerMetrics {
             tasks_run: self.slices.get(),
             spawned: self.spawned.get(),
             completed: self.completed.get(),
             voluntary_yields: self.yields.get(),
             blocked: self.parks_task.get(),
-            preemptions: slot.preemptions.get(),
-            deferrals: slot.deferrals.get(),
-            signals: slot.signals.get(),
-            sync_switches: slot.sync_switches.get(),
-            syscall_switches: slot.syscall_switches.get(),
+            preemptions: switches.preemptions,
+            deferrals: switches.deferrals,
+            signals: switches.signals,
+            sync_switches: switches.sync_switches,
+            syscall_switches: switches.syscall_switches,
             steal_ops: self.steal_ops.get(),
             stolen_tasks: self.stolen.get(),
             parks: self.parks.get(),
@@ -138,6 +138,15 @@ impl WorkerCounters {
             compensations: self.compensations.get(),
         }
     }
+}
+
+/// The switch counts a worker's preemption slot keeps, read at one moment.
+pub(crate) struct SwitchCounts {
+    pub preemptions: u64,
+    pub deferrals: u64,
+    pub signals: u64,
+    pub sync_switches: u64,
+    pub syscall_switches: u64,
 }
 
 impl WorkerCounters {

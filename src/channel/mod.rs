@@ -45,6 +45,7 @@ mod iter;
 mod macros;
 #[doc(hidden)]
 pub mod select;
+mod selector;
 mod timer;
 
 use std::fmt;
@@ -59,7 +60,7 @@ pub use error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 pub use iter::{IntoIter, Iter, TryIter};
-pub use select::{
+pub use selector::{
     ReadyTimeoutError, Select, SelectTimeoutError, SelectedOperation, TryReadyError, TrySelectError,
 };
 pub use timer::{after, never, tick};

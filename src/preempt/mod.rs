@@ -48,6 +48,8 @@ mod fence;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod inlined;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod mangled;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod overflow;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod probe;
@@ -238,35 +240,6 @@ pub(crate) fn validate_signal(sig: i32) -> Result<(), crate::Error> {
         return Err(crate::Error::InvalidSignal(sig));
     }
     Ok(())
-}
-
-/// Ask the kernel for exact timer expiry on this thread (the default 50 µs
-/// slack would be added to every timer and every quantum check).
-pub(crate) fn set_precise_timers() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
-    }
-}
-
-/// Address of the calling function's frame record (its saved frame pointer),
-/// recorded by `run_user` so the safe-point walk knows where user frames end.
-#[inline(always)]
-pub(crate) fn frame_address() -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let fp: usize;
-        // SAFETY: reads a register; no memory is touched.
-        unsafe {
-            core::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags))
-        };
-        fp
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        0
-    }
 }
 
 /// Process-wide signal setup every runtime needs (the stack-overflow handler).

@@ -115,8 +115,10 @@ fn lost_preemption_signal(uc: *mut libc::c_void) -> bool {
     {
         return false;
     }
-    let lo = slot.stack_lo.load(Ordering::Relaxed);
-    let hi = slot.stack_hi.load(Ordering::Relaxed);
+    // SAFETY: a non-null slot.task is the task this thread is running (the
+    // fault interrupted it); the worker holds its Arc until after clearing
+    // the slot.
+    let (lo, hi) = unsafe { &*(slot.task.load(Ordering::Relaxed) as *const Header) }.stack_bounds();
     // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
     let sp = unsafe { (*(uc as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RSP as usize] }
         as usize;
@@ -137,7 +139,7 @@ fn end_overflowing_task(addr: usize, uc: *mut libc::c_void) -> bool {
     // SAFETY: a non-null slot.task is the task the worker is resuming right
     // now; the worker holds its Arc until after clearing the slot.
     let task = unsafe { &*task };
-    let lo = slot.stack_lo.load(Ordering::Relaxed);
+    let (lo, _) = task.stack_bounds();
     let page = 4096;
     if !(lo.saturating_sub(page) <= addr && addr < lo) {
         return false;

@@ -163,9 +163,10 @@ fn preempt_here(uc: *mut libc::c_void) {
         rax: regs[libc::REG_RAX as usize] as usize,
         rsi: regs[libc::REG_RSI as usize] as usize,
     };
+    let (lo, hi) = task.stack_bounds();
     let stack = TaskStack {
-        lo: slot.stack_lo.load(Ordering::Relaxed),
-        hi: slot.stack_hi.load(Ordering::Relaxed),
+        lo,
+        hi,
         root_fp: task.preempt.root_fp.load(Ordering::Relaxed),
     };
     // SAFETY: `stack` is the bounds of the task this worker is running, set

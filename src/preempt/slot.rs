@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
-use crate::metrics::Counter;
+use crate::metrics::{Counter, SwitchCounts};
 use crate::task::Header;
 
 #[derive(Default)]
@@ -27,9 +27,6 @@ pub(crate) struct WorkerSlot {
     /// The running task (`*const Header`), valid while a slice runs; 0
     /// between slices.
     pub task: AtomicUsize,
-    /// Usable bounds of the running task's stack, `[lo, hi)`.
-    pub stack_lo: AtomicUsize,
-    pub stack_hi: AtomicUsize,
     /// `pthread_t` of the worker thread, for `pthread_kill`.
     pub thread: AtomicU64,
     /// The worker thread's CPU-time clock (`pthread_getcpuclockid`), for the
@@ -61,6 +58,17 @@ pub(crate) struct WorkerSlot {
 }
 
 impl WorkerSlot {
+    /// The switch counts, for a metrics snapshot.
+    pub(crate) fn switch_counts(&self) -> SwitchCounts {
+        SwitchCounts {
+            preemptions: self.preemptions.get(),
+            deferrals: self.deferrals.get(),
+            signals: self.signals.get(),
+            sync_switches: self.sync_switches.get(),
+            syscall_switches: self.syscall_switches.get(),
+        }
+    }
+
     pub(crate) fn bind_thread(&self) {
         #[cfg(unix)]
         // SAFETY: pthread_self has no preconditions.
@@ -78,16 +86,13 @@ impl WorkerSlot {
         }
     }
 
-    /// A slice of `task` on the stack `[lo, hi)` starts now; `preemptible`
-    /// says whether the monitor may cut it short. The task and stack are
-    /// recorded either way: the stack-overflow handler and the sync-wait
-    /// switch need them too.
+    /// A slice of `task` starts now; `preemptible` says whether the monitor
+    /// may cut it short. The task is recorded either way: the stack-overflow
+    /// handler and the sync-wait switch need it (and its stack bounds) too.
     #[inline]
-    pub(crate) fn begin(&self, task: &Header, lo: usize, hi: usize, preemptible: bool) {
+    pub(crate) fn begin(&self, task: &Header, preemptible: bool) {
         self.task
             .store(task as *const Header as usize, Ordering::Relaxed);
-        self.stack_lo.store(lo, Ordering::Relaxed);
-        self.stack_hi.store(hi, Ordering::Relaxed);
         if preemptible {
             self.preemptible.store(true, Ordering::Relaxed);
         }

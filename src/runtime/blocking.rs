@@ -15,10 +15,11 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::Shared;
-use crate::error::{Error, Failure};
+use crate::error::Error;
 use crate::task::JoinHandle;
 use crate::task::current::CancelUnwind;
 use crate::task::join::{Handle, Packet};
+use crate::task::join_error::Failure;
 
 /// How long an idle blocking thread waits for more work before exiting.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
@@ -133,7 +134,7 @@ impl Shared {
                 if p.is::<CancelUnwind>() {
                     Failure::Cancelled
                 } else {
-                    Failure::Panic(crate::error::Payload::new(p))
+                    Failure::Panic(crate::task::join_error::Payload::new(p))
                 }
             });
             result.complete(r);

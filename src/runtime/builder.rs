@@ -314,18 +314,7 @@ impl Builder {
                 max: MAX_WORKERS,
             });
         }
-        if self.stack_size < MIN_STACK_SIZE {
-            return Err(Error::StackTooSmall {
-                requested: self.stack_size,
-                min: MIN_STACK_SIZE,
-            });
-        }
-        if self.stack_size > MAX_STACK_SIZE {
-            return Err(Error::StackTooLarge {
-                requested: self.stack_size,
-                max: MAX_STACK_SIZE,
-            });
-        }
+        check_stack_size(self.stack_size)?;
         if let Some(q) = self.quantum {
             if !crate::preempt::SUPPORTED {
                 return Err(Error::PreemptionUnsupported);
@@ -414,4 +403,21 @@ fn workers_from_env() -> Result<usize, Error> {
             value: v.to_string_lossy().into_owned(),
         }),
     }
+}
+
+/// A stack size, the runtime's or one task's, within the limits.
+pub(crate) fn check_stack_size(requested: usize) -> Result<usize, Error> {
+    if requested < MIN_STACK_SIZE {
+        return Err(Error::StackTooSmall {
+            requested,
+            min: MIN_STACK_SIZE,
+        });
+    }
+    if requested > MAX_STACK_SIZE {
+        return Err(Error::StackTooLarge {
+            requested,
+            max: MAX_STACK_SIZE,
+        });
+    }
+    Ok(requested)
 }

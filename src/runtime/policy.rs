@@ -41,7 +41,22 @@ pub(crate) struct PickState {
 }
 
 impl WorkerCtx {
-    /// Next task from this worker's own queues or the global queue.
+    /// Next task from this worker's own queues or the global queue, in this
+    /// order:
+    /// 1. the global queue, if it is non-empty and the previous pick did not
+    ///    come from it (or every [`GLOBAL_EVERY`] picks if it did). Tasks woken
+    ///    by timers and plain threads land there, so a sleeper beside CPU hogs
+    ///    runs at the next switch rather than after a full round of the local
+    ///    queue, and a flood of outside spawns does not starve local work;
+    /// 2. the pinned queue (preempted tasks that must not migrate) and the
+    ///    local deque, alternately. The deque is FIFO: yielded and preempted
+    ///    tasks go to the back, so tasks sharing a worker take turns;
+    /// 3. with only pinned tasks left, stealing first (pinned tasks are never
+    ///    stolen, so this is how a worker with more of them is relieved).
+    ///
+    /// While [`leave_fresh_work`](Self::leave_fresh_work) says so, the global
+    /// queue is skipped and a never-started local task yields its turn to a
+    /// pinned one.
     pub(super) fn next_local(&self) -> Option<Arc<Task>> {
         let shared = &*self.shared;
         let tick = self.pick.tick.get().wrapping_add(1);

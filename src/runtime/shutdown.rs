@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Runtime;
-use crate::error::Failure;
+use crate::task::join_error::Failure;
 
 /// Extra time given to cancellation and to the workers' exit.
 pub const STOP_GRACE: Duration = Duration::from_millis(500);

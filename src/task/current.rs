@@ -66,7 +66,7 @@ pub(crate) fn current_arc() -> Option<Arc<Task>> {
 /// through a vtable so that it cannot be inlined into this kvant function.
 #[inline(never)]
 pub(crate) fn run_user<T>(f: Box<dyn FnOnce() -> T + Send + '_>) -> T {
-    let fp = crate::preempt::frame_address();
+    let fp = super::stack::frame_address();
     with_current(|t| t.preempt.root_fp.store(fp, Ordering::Relaxed));
     let r = std::hint::black_box(f)();
     // Back in runtime code: no user frame is left to preempt.

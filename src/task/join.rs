@@ -14,9 +14,9 @@ use parking_lot::Mutex;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::current::{self, CancelUnwind};
+use super::join_error::{Failure, JoinError};
 use super::park::{self, Unparker};
 use super::{TaskCell, TaskId, TaskStats};
-use crate::error::{Failure, JoinError};
 
 /// The runtime's view of a task's result slot, erased over `T`.
 pub(crate) trait Completion: Send + Sync {
@@ -141,7 +141,7 @@ impl<T: Send> Completion for Packet<T> {
                     Failure::Cancelled
                 }
             } else {
-                Failure::Panic(crate::error::Payload::new(payload))
+                Failure::Panic(super::join_error::Payload::new(payload))
             }
         };
         let mut r = catch_unwind(AssertUnwindSafe(|| current::run_user(f))).map_err(failure);

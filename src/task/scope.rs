@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
+use super::JoinError;
 use super::current;
 use super::join::{Handle, wait_complete};
 use super::{Builder, JoinHandle, Task, TaskId};
-use crate::error::JoinError;
 use crate::runtime::{Runtime, Shared};
 
 /// A scope to spawn borrowing tasks in; see [`scope`].

@@ -10,11 +10,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::JoinError;
 use super::TaskId;
 use super::abort::AbortHandle;
 use super::join::JoinHandle;
 use super::park::{self, Unparker};
-use crate::error::{Error, JoinError};
+use crate::error::Error;
 use crate::runtime::{Handle, Runtime};
 
 /// Where completions are queued for the set's owner.

@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+use super::JoinError;
 use super::JoinHandle;
 use super::join::Completion;
 use super::park::{self, Unparker};
-use crate::error::JoinError;
 
 /// When [`wait`] returns (besides the timeout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -72,7 +72,7 @@ impl TimerDriver {
     }
 
     fn run(&self) {
-        crate::preempt::set_precise_timers();
+        crate::clock::set_precise_timers();
         let mut due = Vec::new();
         let mut st = self.state.lock();
         loop {

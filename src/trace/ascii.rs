@@ -40,114 +40,189 @@ pub(super) fn render(trace: &Trace, width: usize) -> String {
         .max()
         .unwrap_or(2)
         + 1;
-    let cols = width.saturating_sub(label_w + 2).max(MIN_COLS);
-    let from_ns = from.as_nanos() as u64;
-    let span_ns = (to - from).as_nanos() as u64;
-    // Bucket `i` covers [from + i*span/cols, from + (i+1)*span/cols).
-    let edge = |i: usize| from_ns + (span_ns as u128 * i as u128 / cols as u128) as u64;
-    let bucket_of = |t: u64| {
-        ((t.saturating_sub(from_ns) as u128 * cols as u128 / span_ns as u128) as usize)
-            .min(cols - 1)
+    let columns = Columns {
+        from_ns: from.as_nanos() as u64,
+        span_ns: (to - from).as_nanos() as u64,
+        cols: width.saturating_sub(label_w + 2).max(MIN_COLS),
     };
+    let grid = Grid::fill(trace, workers, &columns);
+    let dominant = grid.dominant(&columns);
+    let symbol = symbols(trace, &grid, &dominant, columns.cols);
 
-    // Dense task indices, in first-seen order.
-    let mut task_index: HashMap<TaskId, usize> = HashMap::new();
-    let mut labels: Vec<String> = Vec::new();
-    let mut busy: Vec<u64> = Vec::new(); // ns inside the span, per task
-    let mut grid: Vec<Vec<Bucket>> = vec![vec![Vec::new(); cols]; workers];
-    let mut preempt: Vec<Vec<bool>> = vec![vec![false; cols]; workers];
-    let mut any_preempt = false;
-    // Time the worker's thread sat blocked in the kernel, per bucket.
-    let mut kernel: Vec<Vec<u64>> = vec![vec![0; cols]; workers];
-    let mut any_kernel = false;
+    let mut out = axis(from, to, &columns, label_w);
+    let any_kernel = lanes(
+        &mut out, trace, &grid, &dominant, &symbol, &columns, label_w,
+    );
+    legend(
+        &mut out,
+        &grid,
+        &symbol,
+        any_kernel,
+        width.max(label_w + 2 + MIN_COLS),
+    );
+    out
+}
 
-    for s in trace.slices() {
-        let w = s.worker.min(workers - 1);
-        if s.end_reason == SliceEnd::InKernel {
-            let (a, b) = (s.start.as_nanos() as u64, s.end.as_nanos() as u64);
-            let (a, b) = (a.max(from_ns), b.min(from_ns + span_ns));
-            if b > a {
-                let (first, last) = (bucket_of(a), bucket_of(b - 1));
-                for (i, k) in kernel[w].iter_mut().enumerate().take(last + 1).skip(first) {
-                    *k += b.min(edge(i + 1)).saturating_sub(a.max(edge(i)));
-                }
-            }
-            continue;
-        }
-        let t = *task_index.entry(s.task).or_insert_with(|| {
-            labels.push(s.label());
-            busy.push(0);
-            labels.len() - 1
-        });
-        let (a, b) = (s.start.as_nanos() as u64, s.end.as_nanos() as u64);
-        let (a, b) = (a.max(from_ns), b.min(from_ns + span_ns));
-        if s.end_reason == SliceEnd::Preempted && s.end >= from && s.end <= to {
-            // Mark the column where the preempted slice last ran.
-            let last = (s.end.as_nanos() as u64)
-                .saturating_sub(1)
-                .max(s.start.as_nanos() as u64);
-            preempt[w][bucket_of(last)] = true;
-            any_preempt = true;
-        }
-        if b <= a {
-            continue;
-        }
-        busy[t] += b - a;
-        let (first, last) = (bucket_of(a), bucket_of(b.saturating_sub(1).max(a)));
-        for (i, bucket) in grid[w].iter_mut().enumerate().take(last + 1).skip(first) {
-            let overlap = b.min(edge(i + 1)).saturating_sub(a.max(edge(i)));
-            if overlap == 0 {
-                continue;
-            }
-            match bucket.iter_mut().find(|(task, _)| *task == t) {
-                Some((_, ns)) => *ns += overlap,
-                None => bucket.push((t, overlap)),
-            }
-        }
+/// The time buckets: bucket `i` covers
+/// `[from + i*span/cols, from + (i+1)*span/cols)` nanoseconds.
+struct Columns {
+    from_ns: u64,
+    span_ns: u64,
+    cols: usize,
+}
+
+impl Columns {
+    fn edge(&self, i: usize) -> u64 {
+        self.from_ns + (self.span_ns as u128 * i as u128 / self.cols as u128) as u64
     }
 
-    // The dominant task of each bucket, or None for idle.
-    let dominant: Vec<Vec<Option<usize>>> = grid
-        .iter()
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .map(|(i, bucket)| {
-                    let len = edge(i + 1) - edge(i);
-                    let used: u64 = bucket.iter().map(|&(_, ns)| ns).sum();
-                    let idle = len.saturating_sub(used);
-                    // First-listed task wins ties: it started earlier in the bucket.
-                    let best = bucket
-                        .iter()
-                        .fold(None, |best: Option<(usize, u64)>, &(t, ns)| match best {
-                            Some((_, b)) if b >= ns => best,
-                            _ => Some((t, ns)),
-                        });
-                    best.filter(|&(_, ns)| ns >= idle).map(|(t, _)| t)
-                })
-                .collect()
-        })
-        .collect();
+    fn len(&self, i: usize) -> u64 {
+        self.edge(i + 1) - self.edge(i)
+    }
 
-    // Symbols: where the whole snapshot has few enough tasks, each task's
-    // rank in it, so a task has the same letter in every view (a window of
-    // the trace included); otherwise in order of appearance, reading the
-    // picture column by column, so the dominant tasks get letters.
-    let mut symbol: Vec<Option<char>> = vec![None; labels.len()];
-    let stable = trace.ranked() <= SYMBOLS.len();
-    if stable {
-        for (id, &t) in &task_index {
+    fn bucket_of(&self, t: u64) -> usize {
+        ((t.saturating_sub(self.from_ns) as u128 * self.cols as u128 / self.span_ns as u128)
+            as usize)
+            .min(self.cols - 1)
+    }
+
+    /// `[a, b)` clipped to the span, as `(a, b)`.
+    fn clip(&self, a: Duration, b: Duration) -> (u64, u64) {
+        let (a, b) = (a.as_nanos() as u64, b.as_nanos() as u64);
+        (a.max(self.from_ns), b.min(self.from_ns + self.span_ns))
+    }
+
+    /// The time `[a, b)` spends in each bucket it touches.
+    fn overlaps(&self, a: u64, b: u64) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let (first, last) = (
+            self.bucket_of(a),
+            self.bucket_of(b.saturating_sub(1).max(a)),
+        );
+        (first..=last)
+            .map(move |i| {
+                (
+                    i,
+                    b.min(self.edge(i + 1)).saturating_sub(a.max(self.edge(i))),
+                )
+            })
+            .filter(|&(_, ns)| ns > 0)
+    }
+}
+
+/// Each task's time in each bucket of each lane, with preemption marks and
+/// kernel-blocked time.
+struct Grid {
+    /// Dense task indices, in first-seen order.
+    task_index: HashMap<TaskId, usize>,
+    labels: Vec<String>,
+    /// Nanoseconds inside the span, per task.
+    busy: Vec<u64>,
+    cells: Vec<Vec<Bucket>>,
+    preempt: Vec<Vec<bool>>,
+    any_preempt: bool,
+    /// Time the worker's thread sat blocked in the kernel, per bucket.
+    kernel: Vec<Vec<u64>>,
+}
+
+impl Grid {
+    fn fill(trace: &Trace, workers: usize, c: &Columns) -> Grid {
+        let mut g = Grid {
+            task_index: HashMap::new(),
+            labels: Vec::new(),
+            busy: Vec::new(),
+            cells: vec![vec![Vec::new(); c.cols]; workers],
+            preempt: vec![vec![false; c.cols]; workers],
+            any_preempt: false,
+            kernel: vec![vec![0; c.cols]; workers],
+        };
+        let (from, to) = trace.span();
+        for s in trace.slices() {
+            let w = s.worker.min(workers - 1);
+            let (a, b) = c.clip(s.start, s.end);
+            if s.end_reason == SliceEnd::InKernel {
+                if b > a {
+                    for (i, ns) in c.overlaps(a, b) {
+                        g.kernel[w][i] += ns;
+                    }
+                }
+                continue;
+            }
+            let t = *g.task_index.entry(s.task).or_insert_with(|| {
+                g.labels.push(s.label());
+                g.busy.push(0);
+                g.labels.len() - 1
+            });
+            if s.end_reason == SliceEnd::Preempted && s.end >= from && s.end <= to {
+                // Mark the column where the preempted slice last ran.
+                let last = (s.end.as_nanos() as u64)
+                    .saturating_sub(1)
+                    .max(s.start.as_nanos() as u64);
+                g.preempt[w][c.bucket_of(last)] = true;
+                g.any_preempt = true;
+            }
+            if b <= a {
+                continue;
+            }
+            g.busy[t] += b - a;
+            for (i, ns) in c.overlaps(a, b) {
+                let bucket = &mut g.cells[w][i];
+                match bucket.iter_mut().find(|(task, _)| *task == t) {
+                    Some((_, sum)) => *sum += ns,
+                    None => bucket.push((t, ns)),
+                }
+            }
+        }
+        g
+    }
+
+    /// The dominant task of each bucket, or None for idle.
+    fn dominant(&self, c: &Columns) -> Vec<Vec<Option<usize>>> {
+        self.cells
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .map(|(i, bucket)| {
+                        let used: u64 = bucket.iter().map(|&(_, ns)| ns).sum();
+                        let idle = c.len(i).saturating_sub(used);
+                        // First-listed task wins ties: it started earlier in the bucket.
+                        let best =
+                            bucket
+                                .iter()
+                                .fold(None, |best: Option<(usize, u64)>, &(t, ns)| match best {
+                                    Some((_, b)) if b >= ns => best,
+                                    _ => Some((t, ns)),
+                                });
+                        best.filter(|&(_, ns)| ns >= idle).map(|(t, _)| t)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Symbols: where the whole snapshot has few enough tasks, each task's rank
+/// in it, so a task has the same letter in every view (a window of the trace
+/// included); otherwise in order of appearance, reading the picture column by
+/// column, so the dominant tasks get letters.
+fn symbols(
+    trace: &Trace,
+    grid: &Grid,
+    dominant: &[Vec<Option<usize>>],
+    cols: usize,
+) -> Vec<Option<char>> {
+    let mut symbol: Vec<Option<char>> = vec![None; grid.labels.len()];
+    if trace.ranked() <= SYMBOLS.len() {
+        for (id, &t) in &grid.task_index {
             if dominant.iter().any(|row| row.contains(&Some(t))) {
                 symbol[t] = Some(SYMBOLS[trace.rank(*id)] as char);
             }
         }
+        return symbol;
     }
     let mut next = 0;
     for i in 0..cols {
-        if stable {
-            break;
-        }
-        for row in &dominant {
+        for row in dominant {
             if let Some(t) = row[i]
                 && symbol[t].is_none()
             {
@@ -156,17 +231,20 @@ pub(super) fn render(trace: &Trace, width: usize) -> String {
             }
         }
     }
+    symbol
+}
 
-    let mut out = String::new();
-    // Axis: start time at the left edge, end time at the right, scale between.
+/// The axis line: start time at the left edge, end time at the right, the
+/// scale between.
+fn axis(from: Duration, to: Duration, c: &Columns, label_w: usize) -> String {
     let left = fmt_dur(from);
     let right = fmt_dur(to);
     let scale = format!(
         "1 column = {}",
-        fmt_dur(Duration::from_nanos(span_ns / cols as u64))
+        fmt_dur(Duration::from_nanos(c.span_ns / c.cols as u64))
     );
     let mut axis = format!("{:w$}{left}", "", w = label_w + 1);
-    let room = cols.saturating_sub(left.len() + right.len());
+    let room = c.cols.saturating_sub(left.len() + right.len());
     if room >= scale.len() + 2 {
         let pad = room - scale.len();
         let _ = write!(
@@ -181,15 +259,29 @@ pub(super) fn render(trace: &Trace, width: usize) -> String {
         let _ = write!(axis, "{:room$}", "");
     }
     axis.push_str(&right);
-    out.push_str(axis.trim_end());
+    let mut out = axis.trim_end().to_string();
     out.push('\n');
+    out
+}
 
+/// One row per worker (and one of preemption marks under it, if any).
+/// Returns whether any column was drawn as blocked in the kernel.
+fn lanes(
+    out: &mut String,
+    trace: &Trace,
+    grid: &Grid,
+    dominant: &[Vec<Option<usize>>],
+    symbol: &[Option<char>],
+    c: &Columns,
+    label_w: usize,
+) -> bool {
+    let mut any_kernel = false;
     for (w, row) in dominant.iter().enumerate() {
         let cells: String = row
             .iter()
             .enumerate()
             .map(|(i, d)| {
-                if 2 * kernel[w][i] >= edge(i + 1) - edge(i) {
+                if 2 * grid.kernel[w][i] >= c.len(i) {
                     any_kernel = true;
                     IN_KERNEL
                 } else {
@@ -198,8 +290,8 @@ pub(super) fn render(trace: &Trace, width: usize) -> String {
             })
             .collect();
         let _ = writeln!(out, "{:<label_w$}|{cells}|", trace.lane_label(w));
-        if any_preempt {
-            let marks: String = preempt[w]
+        if grid.any_preempt {
+            let marks: String = grid.preempt[w]
                 .iter()
                 .map(|&p| if p { PREEMPT } else { ' ' })
                 .collect();
@@ -208,8 +300,13 @@ pub(super) fn render(trace: &Trace, width: usize) -> String {
             out.push('\n');
         }
     }
+    any_kernel
+}
 
-    // Legend: shown tasks by symbol, then the biggest of the hidden ones.
+/// The legend: shown tasks by symbol and their run time, the key, then the
+/// biggest of the tasks that never dominate a column.
+fn legend(out: &mut String, grid: &Grid, symbol: &[Option<char>], any_kernel: bool, width: usize) {
+    let (labels, busy) = (&grid.labels, &grid.busy);
     let mut shown: Vec<usize> = (0..labels.len()).filter(|&t| symbol[t].is_some()).collect();
     shown.sort_by_key(|&t| {
         SYMBOLS
@@ -229,40 +326,40 @@ pub(super) fn render(trace: &Trace, width: usize) -> String {
         })
         .collect();
     let mut key = format!("{IDLE}=idle");
-    if any_preempt {
+    if grid.any_preempt {
         let _ = write!(key, " {PREEMPT}=preempted");
     }
     if any_kernel {
         let _ = write!(key, " {IN_KERNEL}=blocked in the kernel");
     }
     entries.push(key);
-    wrap_into(&mut out, &entries, width.max(label_w + 2 + MIN_COLS));
+    wrap_into(out, &entries, width);
 
     let mut hidden: Vec<usize> = (0..labels.len())
         .filter(|&t| symbol[t].is_none() && busy[t] > 0)
         .collect();
-    if !hidden.is_empty() {
-        hidden.sort_by_key(|&t| std::cmp::Reverse(busy[t]));
-        let total: u64 = hidden.iter().map(|&t| busy[t]).sum();
-        let mut items = vec![format!(
-            "{} task{} never dominate{} a column ({} in all):",
-            hidden.len(),
-            if hidden.len() == 1 { "" } else { "s" },
-            if hidden.len() == 1 { "s" } else { "" },
-            fmt_dur(Duration::from_nanos(total))
-        )];
-        items.extend(
-            hidden
-                .iter()
-                .take(3)
-                .map(|&t| format!("{} {}", labels[t], fmt_dur(Duration::from_nanos(busy[t])))),
-        );
-        if hidden.len() > 3 {
-            items.push("...".to_string());
-        }
-        wrap_into(&mut out, &items, width.max(label_w + 2 + MIN_COLS));
+    if hidden.is_empty() {
+        return;
     }
-    out
+    hidden.sort_by_key(|&t| std::cmp::Reverse(busy[t]));
+    let total: u64 = hidden.iter().map(|&t| busy[t]).sum();
+    let mut items = vec![format!(
+        "{} task{} never dominate{} a column ({} in all):",
+        hidden.len(),
+        if hidden.len() == 1 { "" } else { "s" },
+        if hidden.len() == 1 { "s" } else { "" },
+        fmt_dur(Duration::from_nanos(total))
+    )];
+    items.extend(
+        hidden
+            .iter()
+            .take(3)
+            .map(|&t| format!("{} {}", labels[t], fmt_dur(Duration::from_nanos(busy[t])))),
+    );
+    if hidden.len() > 3 {
+        items.push("...".to_string());
+    }
+    wrap_into(out, &items, width);
 }
 
 /// Append `entries` separated by two spaces, wrapped at `width`.

@@ -74,7 +74,14 @@ fn ring_drops_oldest_and_counts() {
             },
         );
     }
-    bufs.push(7, bufs.rings[0].0.lock().slices[0].clone()); // out of range: ignored
+    let stray = RawSlice {
+        task: id,
+        name: None,
+        start: 0,
+        end: 1,
+        end_reason: SliceEnd::Yield,
+    };
+    bufs.push(7, stray); // out of range: ignored
     let t = bufs.snapshot_at(0, |t| t);
     assert_eq!(t.dropped(), 2);
     let starts: Vec<u64> = t

@@ -43,6 +43,9 @@ pub(super) struct Episode {
     last_cpu: u64,
     /// The task, if the monitor could look at it (`WorkerSlot::inspect`).
     task: Option<(TaskId, Option<Arc<str>>)>,
+    /// Its stack's bounds `[lo, hi)`, to tell its frames from the runtime's
+    /// in the blocked call's backtrace ((0, 0) if it could not be looked at).
+    stack: (usize, usize),
     /// `blocked_since` was published, so the worker may close the episode.
     published: bool,
     /// What it is blocked in, at the last look.
@@ -126,10 +129,14 @@ pub(super) fn check(
     }
     // Blocked since about the last sample: open an episode.
     let seq = watch.seq;
-    let task = slot.inspect(seq, |task| {
+    let seen = slot.inspect(seq, |task| {
         slot.blocked_since.store(t0.max(1), Ordering::Relaxed);
-        (task.id, task.name.clone())
+        ((task.id, task.name.clone()), task.stack_bounds())
     });
+    let (task, stack) = match seen {
+        Some((task, stack)) => (Some(task), stack),
+        None => (None, (0, 0)),
+    };
     if task.is_none() && slot.seq.load(Ordering::Acquire) != seq {
         return now + late; // the slice just ended
     }
@@ -140,6 +147,7 @@ pub(super) fn check(
         last_cpu: c,
         published: task.is_some(),
         task,
+        stack,
         sys: None,
         switch_until: 0,
         site: None,
@@ -232,13 +240,9 @@ fn act(
 }
 
 /// Where the blocked thread waits, worked out once per episode.
-fn site<'a>(shared: &Shared, i: usize, ep: &'a mut Episode) -> &'a Site {
+fn site(ep: &mut Episode) -> &Site {
     if ep.site.is_none() {
-        let slot = &shared.workers[i].slot;
-        let (lo, hi) = (
-            slot.stack_lo.load(Ordering::Relaxed),
-            slot.stack_hi.load(Ordering::Relaxed),
-        );
+        let (lo, hi) = ep.stack;
         ep.site = Some(match &ep.sys {
             Some(sys) => blocked_site(sys, lo, hi),
             None => Site::default(),
@@ -283,7 +287,7 @@ fn ms(ticks: u64) -> f64 {
 }
 
 fn warn(shared: &Shared, i: usize, seq: u64, ep: &mut Episode, now: u64, reports: &mut Reports) {
-    let site = site(shared, i, ep).clone();
+    let site = site(ep).clone();
     let key_site = describe_site(&site);
     let id = ep.task.as_ref().map_or(0, |(id, _)| id.as_u64());
     if !reports.warned.insert((id, key_site)) {
@@ -320,7 +324,7 @@ fn file_report(shared: &Shared, i: usize, seq: u64, ep: &Episode, msg: String) {
 }
 
 fn report_stall(shared: &Shared, i: usize, seq: u64, ep: &mut Episode, now: u64) {
-    let site = describe_site(site(shared, i, ep));
+    let site = describe_site(site(ep));
     let pinned: Vec<String> = shared.workers[i]
         .pinned
         .lock()

@@ -230,7 +230,7 @@ fn run(
     sleeping: &AtomicBool,
     woken: &AtomicBool,
 ) {
-    crate::preempt::set_precise_timers();
+    crate::clock::set_precise_timers();
     signal_unblock(policy.sig);
     // Wake-up times are rounded up to a grid so that several workers share
     // one wake-up.

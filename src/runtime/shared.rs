@@ -1,0 +1,248 @@
+//! What a runtime's workers, handles and tasks share: the queues, the
+//! per-worker slots and counters, the services (stacks, timers, blocking
+//! pool, monitor, trace), the shutdown flags, and the operations on them
+//! that every part uses (schedule, wake, spawn, count the live tasks).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_deque::{Injector, Stealer};
+use parking_lot::{Condvar, Mutex};
+
+use super::{Config, Monitor, blocking, builder, compensate, context, idle, parked};
+use crate::error::Error;
+use crate::metrics::{Counter, Metrics, WorkerCounters};
+use crate::preempt::{PreemptionMode, WorkerSlot};
+use crate::task::join::{Handle as JoinInner, Packet};
+use crate::task::stack::StackPool;
+use crate::task::{self, JoinHandle, Task, TaskCell};
+use crate::time::driver::TimerDriver;
+use crate::trace::TraceBuffers;
+
+/// What each worker shares with the rest of the runtime.
+#[derive(Default)]
+pub(crate) struct WorkerShared {
+    pub slot: WorkerSlot,
+    pub counters: WorkerCounters,
+    /// Tasks preempted on this worker's thread, which must resume there.
+    /// Only that thread changes it; the monitor reads it for reports.
+    pub pinned: Mutex<std::collections::VecDeque<Arc<Task>>>,
+    /// Length of the worker's pinned queue (read without the lock).
+    pub pinned_len: AtomicUsize,
+}
+
+/// Outcome counters of a shutdown.
+#[derive(Default)]
+pub(crate) struct ShutdownCounts {
+    pub cancelled: AtomicUsize,
+    pub leaked: AtomicUsize,
+}
+
+/// State shared by the workers, the handles and every task of one runtime.
+pub(crate) struct Shared {
+    pub config: Config,
+    /// Whether slices are preempted at the quantum (`mode.is_preemptive()`).
+    pub preemptive: bool,
+    pub mode: PreemptionMode,
+    /// Whether slices are timed (tracing or `task_timing`).
+    pub timing: bool,
+    pub injector: Injector<Arc<Task>>,
+    /// One per worker slot: the regular workers, then the compensating ones.
+    pub stealers: Box<[Stealer<Arc<Task>>]>,
+    pub idle: idle::Idle,
+    /// The regular workers (`config.workers`), then the compensation slots.
+    pub workers: Box<[WorkerShared]>,
+    pub compensation: compensate::Compensation,
+    pub stacks: StackPool,
+    pub parked: parked::ParkedTasks,
+    pub timers: Arc<TimerDriver>,
+    pub blocking: Arc<blocking::BlockingPool>,
+    pub monitor: Mutex<Option<Monitor>>,
+    pub trace: Option<TraceBuffers>,
+    /// No new tasks from outside the runtime.
+    pub closed: AtomicBool,
+    /// Every task is cancelled at its next slice.
+    pub cancelling: AtomicBool,
+    /// Workers leave their loops.
+    pub stopping: AtomicBool,
+    pub(super) live: AtomicUsize,
+    pub(super) live_lock: Mutex<()>,
+    pub(super) live_cv: Condvar,
+    pub(super) running_workers: Mutex<usize>,
+    pub(super) workers_cv: Condvar,
+    pub leftovers: Mutex<Vec<Arc<Task>>>,
+    pub report: ShutdownCounts,
+    /// `panic_on_blocking`: reports the monitor filed against tasks, taken
+    /// by the task when it panics with it.
+    pub blocking_reports: Mutex<std::collections::HashMap<crate::task::TaskId, String>>,
+    /// `panic_on_blocking`: a stall hand-off cannot resolve; OS threads
+    /// waiting on this runtime's tasks panic with it.
+    pub stall: Mutex<Option<String>>,
+    pub(super) spawned_external: Counter,
+    pub epoch_ticks: AtomicU64,
+    /// Tasks woken into the global queue while every worker was busy (the
+    /// monitor's cue for wake-up preemption).
+    pub wakes: AtomicU64,
+}
+
+impl Shared {
+    /// The runtime of the calling task or worker thread.
+    pub(crate) fn current() -> Option<Arc<Shared>> {
+        task::current::with_current(|t| t.shared.clone())
+            .or_else(|| context::with_worker(|w| w.shared.clone()))
+            .or_else(context::entered)
+    }
+
+    /// Put a runnable task in a queue and make sure a worker will look.
+    /// Returns whether it went to the global queue (the caller is not one
+    /// of this runtime's workers).
+    pub(crate) fn schedule(self: &Arc<Self>, task: Arc<Task>) -> bool {
+        self.enqueue(task, false)
+    }
+
+    /// [`Shared::schedule`], counting a spawn on the worker it comes from
+    /// if `spawned` (one look at the thread's worker context for both).
+    pub(super) fn enqueue(self: &Arc<Self>, task: Arc<Task>, spawned: bool) -> bool {
+        let mut task = Some(task);
+        context::with_worker(|w| {
+            if Arc::ptr_eq(&w.shared, self) {
+                if spawned {
+                    self.workers[w.index].counters.spawned.bump(1);
+                }
+                w.local.push(task.take().expect("task is still here"));
+            }
+        });
+        let global = task.is_some();
+        if let Some(t) = task {
+            self.injector.push(t);
+        }
+        self.idle.notify_one();
+        global
+    }
+
+    /// A parked task was woken (a timer, a channel, a lock, a join): queue
+    /// it, and if it had to go to the global queue while every worker is
+    /// busy, tell the monitor, which preempts a task that has had at least
+    /// `min_slice` so the woken one runs next (wake-up preemption,
+    /// `sysmon/quantum.rs`). A task woken by another task stays on that
+    /// task's worker, like Go's `runnext`, without preempting anyone.
+    pub(crate) fn wake(self: &Arc<Self>, task: Arc<Task>) {
+        if self.schedule(task)
+            && self.preemptive
+            && self.config.min_slice.is_some()
+            && !self.idle.wants_work()
+        {
+            self.wakes.fetch_add(1, Ordering::Release);
+            if let Some(m) = &*self.monitor.lock() {
+                m.wake_up();
+            }
+        }
+    }
+
+    pub(crate) fn spawn<F, T>(
+        self: &Arc<Self>,
+        opts: &task::Builder,
+        f: F,
+    ) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let inside = task::current::with_current(|t| Arc::ptr_eq(&t.shared, self)).unwrap_or(false);
+        if self.stopping.load(Ordering::Acquire) || (!inside && self.closed.load(Ordering::Acquire))
+        {
+            return Err(Error::Shutdown);
+        }
+        let stack_size = match opts.stack_size {
+            None => self.config.stack_size,
+            Some(s) => builder::check_stack_size(s)?,
+        };
+        // Round like the pool does, so a request equal to the default reuses pooled stacks.
+        let stack_size = crate::task::stack::round_to_pages(stack_size);
+        let id = crate::task::Header::new_id();
+        let name: Option<Arc<str>> = opts.name.as_deref().map(Arc::from);
+        // The user's closure is boxed on its own so that it runs behind a
+        // dynamic call: its code then lives in its own (non-kvant) symbol,
+        // which the preemption safe-point check needs (see `run_user`).
+        let user: Box<dyn FnOnce() -> T + Send> = Box::new(f);
+        let typed = TaskCell::new(
+            self.clone(),
+            name.clone(),
+            stack_size,
+            opts.preemptible,
+            Packet::new(id, name, Some(user)),
+            id,
+        );
+        let task: Arc<Task> = typed.clone();
+        self.live.fetch_add(1, Ordering::AcqRel);
+        if self.enqueue(task, true) {
+            self.spawned_external.add(1);
+        }
+        Ok(JoinHandle {
+            inner: JoinInner::Task(typed),
+        })
+    }
+
+    /// Whether any queue a thread could steal from holds work.
+    pub(crate) fn stealable_work(&self) -> bool {
+        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+    }
+
+    /// A task is finished for good.
+    pub(crate) fn task_done(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _g = self.live_lock.lock();
+            self.live_cv.notify_all();
+        }
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Wait until no task is alive or `deadline` passes; true if none is.
+    pub(crate) fn wait_idle(&self, deadline: std::time::Instant) -> bool {
+        let mut g = self.live_lock.lock();
+        while self.live() > 0 {
+            if self.live_cv.wait_until(&mut g, deadline).timed_out() {
+                return self.live() == 0;
+            }
+        }
+        true
+    }
+
+    pub(crate) fn worker_started(&self) {
+        *self.running_workers.lock() += 1;
+    }
+
+    pub(crate) fn worker_exited(&self) {
+        let mut n = self.running_workers.lock();
+        *n -= 1;
+        self.workers_cv.notify_all();
+    }
+
+    /// Wait until every worker left its loop or `deadline` passes; returns
+    /// how many are still running.
+    pub(crate) fn wait_workers(&self, deadline: std::time::Instant) -> usize {
+        let mut n = self.running_workers.lock();
+        while *n > 0 {
+            if self.workers_cv.wait_until(&mut n, deadline).timed_out() {
+                break;
+            }
+        }
+        *n
+    }
+
+    pub(crate) fn metrics(&self) -> Metrics {
+        let snapshot = |w: &WorkerShared| w.counters.snapshot(w.slot.switch_counts());
+        let (regular, spare) = self.workers.split_at(self.config.workers);
+        Metrics {
+            workers: regular.iter().map(snapshot).collect(),
+            compensating: spare.iter().map(snapshot).collect(),
+            compensating_threads: self.compensation.alive(),
+            spawned_external: self.spawned_external.get(),
+            live_tasks: self.live() as u64,
+            stacks_mapped: self.stacks.mapped() as u64,
+        }
+    }
+}
