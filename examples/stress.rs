@@ -440,13 +440,13 @@ fn main() -> ExitCode {
         get(&t.sleeps),
     );
     println!(
-        "scheduler: {} slices, {} preemptions ({} deferred signals), {} steals, {} parks; all actors \
+        "scheduler: {} slices, {} preemptions ({} deferred signals), {} steals, {} worker sleeps; all actors \
          stopped {:.1} ms after the deadline",
         total.tasks_run,
         total.preemptions,
         total.deferrals,
         total.steal_ops,
-        total.parks,
+        total.sleeps,
         stopped_in.as_secs_f64() * 1e3
     );
     // Per-worker share of the run spent awake (running tasks or looking for

@@ -47,10 +47,10 @@ pub(crate) struct WorkerCounters {
     pub spawned: Counter,
     pub completed: Counter,
     pub yields: Counter,
-    pub parks_task: Counter,
+    pub task_parks: Counter,
     pub steal_ops: Counter,
     pub stolen: Counter,
-    pub parks: Counter,
+    pub sleeps: Counter,
     pub busy_ticks: Counter,
     /// Clock ticks when the worker last woke up; 0 while it sleeps.
     pub awake_since: Counter,
@@ -96,8 +96,9 @@ pub struct WorkerMetrics {
     pub steal_ops: u64,
     /// Tasks obtained by those steals.
     pub stolen_tasks: u64,
-    /// Times the worker went to sleep for lack of work.
-    pub parks: u64,
+    /// Times the worker went to sleep for lack of work (a *worker* sleeps;
+    /// a *task* parks, counted in `blocked`).
+    pub sleeps: u64,
     /// Time spent awake (running tasks or looking for them).
     pub busy_time: Duration,
     /// Times the monitor found this worker's thread blocked in the kernel
@@ -121,7 +122,7 @@ impl WorkerCounters {
             spawned: self.spawned.get(),
             completed: self.completed.get(),
             voluntary_yields: self.yields.get(),
-            blocked: self.parks_task.get(),
+            blocked: self.task_parks.get(),
             preemptions: switches.preemptions,
             deferrals: switches.deferrals,
             signals: switches.signals,
@@ -129,7 +130,7 @@ impl WorkerCounters {
             syscall_switches: switches.syscall_switches,
             steal_ops: self.steal_ops.get(),
             stolen_tasks: self.stolen.get(),
-            parks: self.parks.get(),
+            sleeps: self.sleeps.get(),
             busy_time: Duration::from_nanos(crate::clock::ticks_to_ns(self.busy_ticks())),
             kernel_blocks: self.kernel_blocks.get(),
             kernel_blocked_time: Duration::from_nanos(crate::clock::ticks_to_ns(
@@ -176,7 +177,7 @@ impl WorkerMetrics {
         self.syscall_switches += o.syscall_switches;
         self.steal_ops += o.steal_ops;
         self.stolen_tasks += o.stolen_tasks;
-        self.parks += o.parks;
+        self.sleeps += o.sleeps;
         self.busy_time += o.busy_time;
         self.kernel_blocks += o.kernel_blocks;
         self.kernel_blocked_time += o.kernel_blocked_time;

@@ -211,7 +211,9 @@ impl WorkerCtx {
             };
             if let Some(t) = task {
                 idle = 0;
-                self.run_task(t);
+                // SAFETY: `t` was just taken out of a queue (the pops are
+                // exclusive).
+                unsafe { self.run_task(t) };
                 continue;
             }
             if self.pinned_len() > 0 {

@@ -95,7 +95,9 @@ impl Runtime {
             }
         }
         for t in rest {
-            let claim = t.begin_run();
+            // SAFETY: `t` was just taken out of the leftovers or a queue (a
+            // take is exclusive), so nobody else holds it or will run it.
+            let claim = unsafe { t.begin_run() };
             let failure = if claim.started() {
                 // Not unwound on this thread: it is not a worker and the task
                 // may rely on the runtime while unwinding. Leak instead.

@@ -15,8 +15,14 @@ use crate::task::{Header, RunClaim, Task, current};
 impl WorkerCtx {
     /// Run one slice of `task`: decide how to resume it, run the slice, and
     /// put the task where its switch says.
-    pub(crate) fn run_task(&self, task: Arc<Task>) {
-        let claim = task.begin_run();
+    ///
+    /// # Safety
+    ///
+    /// As for [`Header::begin_run`]: `task` was just taken out of a run
+    /// queue, and nobody pushed it back.
+    pub(crate) unsafe fn run_task(&self, task: Arc<Task>) {
+        // SAFETY: this function's own contract.
+        let claim = unsafe { task.begin_run() };
         let shutdown = self.shared.cancelling.load(Ordering::Acquire);
         let Some(how) = self.prepare(&task, &claim, shutdown) else {
             return;
@@ -165,7 +171,7 @@ impl WorkerCtx {
                 }
             }
             Ran::Switched(Switch::Park) => {
-                c.parks_task.bump(1);
+                c.task_parks.bump(1);
                 // A parked task is held only by whoever will wake it; the
                 // parked-task table lets shutdown find it. Queued and running tasks
                 // are found in the queues, so tasks that never block never

@@ -218,7 +218,9 @@ impl WorkerCtx {
                         idle.notify_one();
                     }
                 }
-                self.run_task(t);
+                // SAFETY: `t` was just taken out of a queue (next_local,
+                // steal or spin_for_work pop exclusively).
+                unsafe { self.run_task(t) };
                 continue;
             }
             // Nothing found. Before paying for a futex sleep and, later, the
@@ -230,7 +232,9 @@ impl WorkerCtx {
                     idle.notify_one();
                 }
                 searching = false;
-                self.run_task(t);
+                // SAFETY: `t` was just taken out of a queue (next_local,
+                // steal or spin_for_work pop exclusively).
+                unsafe { self.run_task(t) };
                 continue;
             }
             // Nothing anywhere: announce sleep, look once more, then sleep.
@@ -241,7 +245,7 @@ impl WorkerCtx {
                 continue;
             }
             let c = self.counters();
-            c.parks.bump(1);
+            c.sleeps.bump(1);
             let now = clock::ticks();
             c.busy_ticks.bump(now.wrapping_sub(awake_since));
             c.awake_since.bump_set(0);

@@ -259,15 +259,24 @@ impl Header {
     }
 
     /// A worker popped this task from a run queue and is about to resume it.
-    /// Queue membership is exclusive (a task is pushed to a queue only by the
-    /// thread that moved it to `QUEUED`), so the returned claim is unique.
     ///
     /// A task that yielded or was preempted goes back to a queue *without*
     /// leaving `RUNNING`: to a waker, "queued after a yield" and "running"
     /// mean the same thing (set the token, do not queue it again). That saves
     /// two locked instructions per yield; only tasks coming from `QUEUED`
     /// need the transition.
-    pub(crate) fn begin_run(&self) -> RunClaim<'_> {
+    ///
+    /// # Safety
+    ///
+    /// The caller took this task out of a run queue (a worker's deque or
+    /// pinned queue, the global queue, the shutdown's leftovers) and has not
+    /// pushed it back: queue membership is what makes the claim unique (a
+    /// task is pushed only by the thread that moved it to `QUEUED`, or by the
+    /// holder of its run claim after a yield). The state word cannot check
+    /// this (a yielded task is `RUNNING` both while queued and while it
+    /// runs), and two claims at once would resume one coroutine on two
+    /// threads.
+    pub(crate) unsafe fn begin_run(&self) -> RunClaim<'_> {
         self.state.begin_run(self.id);
         RunClaim {
             task: &self.body,
