@@ -110,8 +110,13 @@ impl WorkerCtx {
         // Compensating slots count only while in use, and their pinned
         // queues are empty when they are not: comparing with the regular
         // workers is enough.
-        let workers = &self.shared.workers[..self.shared.config.workers];
         let mine = self.pinned_len();
+        if mine == 0 {
+            // The common case, decided without looking at other workers.
+            self.pick.left_fresh.set(0);
+            return false;
+        }
+        let workers = &self.shared.workers[..self.shared.config.workers];
         let lighter_elsewhere = || {
             self.shared.idle.wants_work()
                 || workers
@@ -119,8 +124,7 @@ impl WorkerCtx {
                     .enumerate()
                     .any(|(i, w)| i != self.index && w.pinned_len.load(Ordering::Relaxed) < mine)
         };
-        let leave =
-            mine > 0 && self.pick.left_fresh.get() < LEAVE_FRESH_SLICES && lighter_elsewhere();
+        let leave = self.pick.left_fresh.get() < LEAVE_FRESH_SLICES && lighter_elsewhere();
         self.pick.left_fresh.set(if leave {
             self.pick.left_fresh.get() + 1
         } else {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::WorkerShared;
 use super::worker::WorkerCtx;
 use crate::clock;
 use crate::task::coroutine::{Ran, Resume, Switch, TaskYielder};
@@ -27,8 +28,11 @@ impl WorkerCtx {
         let Some(how) = self.prepare(&task, &claim, shutdown) else {
             return;
         };
-        let ran = self.slice(&task, claim, how, shutdown);
-        self.after_slice(task, ran, how, shutdown);
+        // Indexed once: the slice and its aftermath use this worker's slot
+        // and counters several times each.
+        let me = &self.shared.workers[self.index];
+        let ran = self.slice(me, &task, claim, how, shutdown);
+        self.after_slice(me, task, ran, how, shutdown);
     }
 
     /// How the next slice resumes `task` (run on, or unwind it), giving it a
@@ -98,12 +102,19 @@ impl WorkerCtx {
     /// slice needs around it: the current task, the preemption slot, and
     /// the slice's time and trace when something asks for them.
     #[inline(always)]
-    fn slice(&self, task: &Arc<Task>, claim: RunClaim<'_>, how: Resume, shutdown: bool) -> Ran {
+    fn slice(
+        &self,
+        me: &WorkerShared,
+        task: &Arc<Task>,
+        claim: RunClaim<'_>,
+        how: Resume,
+        shutdown: bool,
+    ) -> Ran {
         let shared = &*self.shared;
         let h: &Header = task;
         h.preempt.in_signal_frame.store(false, Ordering::Relaxed);
         current::set_current(Some(task));
-        let slot = &shared.workers[self.index].slot;
+        let slot = &me.slot;
         // Reading the clock is the largest fixed cost of a switch (rdtsc is
         // ~10-30 ns here), so slices are timed only when something uses it
         // (tracing, `task_timing`); the quantum does not need it (the
@@ -124,7 +135,7 @@ impl WorkerCtx {
         let end = if shared.timing { clock::ticks() } else { 0 };
         current::set_current(None);
 
-        self.counters().slices.bump(1);
+        me.counters.slices.bump(1);
         // Single writer: only the thread holding the run claim updates them.
         h.stats.slices.bump(1);
         if shared.timing {
@@ -139,10 +150,17 @@ impl WorkerCtx {
     /// Put `task` where its slice's end says: back in a queue (yielded,
     /// preempted), with its waker (parked), or out of the runtime (ended).
     #[inline(always)]
-    fn after_slice(&self, task: Arc<Task>, ran: Ran, how: Resume, shutdown: bool) {
+    fn after_slice(
+        &self,
+        me: &WorkerShared,
+        task: Arc<Task>,
+        ran: Ran,
+        how: Resume,
+        shutdown: bool,
+    ) {
         let shared = &*self.shared;
         let h: &Header = &task;
-        let c = self.counters();
+        let c = &me.counters;
         match ran {
             Ran::Switched(Switch::Yield) => {
                 c.yields.bump(1);
@@ -154,13 +172,9 @@ impl WorkerCtx {
                 }
                 if why == Switch::Preempted && !h.preempt.in_signal_frame.load(Ordering::Relaxed) {
                     // A deferred preemption taken at a `preempt::disable` guard drop.
-                    shared.workers[self.index].slot.preemptions.add(1);
+                    me.slot.preemptions.add(1);
                 }
-                let alone = self.local.is_empty()
-                    && shared.workers[self.index]
-                        .pinned_len
-                        .load(Ordering::Relaxed)
-                        == 0;
+                let alone = self.local.is_empty() && me.pinned_len.load(Ordering::Relaxed) == 0;
                 if shared.config.migrate_preempted {
                     self.local.push(task);
                 } else {
