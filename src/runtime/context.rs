@@ -63,9 +63,9 @@ pub(crate) fn exit() {
 }
 
 /// Run `f` with this thread's worker context, if this thread is a worker.
-/// `f` must not switch tasks.
+/// `f` must not switch tasks, nor enter or leave a worker context (it runs
+/// inside the context's shared borrow, which spares an `Rc` clone per spawn).
 #[inline(never)]
 pub(crate) fn with_worker<R>(f: impl FnOnce(&WorkerCtx) -> R) -> Option<R> {
-    let ctx = WORKER.with(|w| w.borrow().clone())?;
-    Some(f(&ctx))
+    WORKER.with(|w| w.borrow().as_deref().map(f))
 }

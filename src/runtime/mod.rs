@@ -299,13 +299,14 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let Some(shared) = Shared::current() else {
+    let Some(spawned) = Shared::with_current(|shared| shared.spawn(&task::Builder::new(), f))
+    else {
         panic!(
             "kvant::spawn called outside a kvant runtime; use Runtime::spawn or \
              Runtime::block_on to enter one"
         )
     };
-    match shared.spawn(&task::Builder::new(), f) {
+    match spawned {
         Ok(h) => h,
         Err(e) => panic!("kvant::spawn failed: {e}"),
     }

@@ -88,9 +88,22 @@ pub(crate) struct Shared {
 impl Shared {
     /// The runtime of the calling task or worker thread.
     pub(crate) fn current() -> Option<Arc<Shared>> {
-        task::current::with_current(|t| t.shared.clone())
-            .or_else(|| context::with_worker(|w| w.shared.clone()))
-            .or_else(context::entered)
+        Shared::with_current(Arc::clone)
+    }
+
+    /// Run `g` on the runtime of the calling task or worker thread, if any,
+    /// without taking a reference to it (two atomic operations fewer per
+    /// `kvant::spawn` inside a task). `g` must not switch tasks.
+    pub(crate) fn with_current<R>(g: impl FnOnce(&Arc<Shared>) -> R) -> Option<R> {
+        let mut g = Some(g);
+        let mut call = |shared: &Arc<Shared>| (g.take().expect("called once"))(shared);
+        if let Some(r) = task::current::with_current(|t| call(&t.shared)) {
+            return Some(r);
+        }
+        if let Some(r) = context::with_worker(|w| call(&w.shared)) {
+            return Some(r);
+        }
+        context::entered().map(|shared| call(&shared))
     }
 
     /// Put a runnable task in a queue and make sure a worker will look.
@@ -148,8 +161,11 @@ impl Shared {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let inside = task::current::with_current(|t| Arc::ptr_eq(&t.shared, self)).unwrap_or(false);
-        if self.stopping.load(Ordering::Acquire) || (!inside && self.closed.load(Ordering::Acquire))
+        // Once closed, only this runtime's own tasks may still spawn (their
+        // children are part of the work being drained).
+        let inside = || task::current::with_current(|t| Arc::ptr_eq(&t.shared, self)) == Some(true);
+        if self.stopping.load(Ordering::Acquire)
+            || (self.closed.load(Ordering::Acquire) && !inside())
         {
             return Err(Error::Shutdown);
         }
