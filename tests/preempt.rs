@@ -291,6 +291,46 @@ fn non_preemptible_tasks_are_never_preempted() {
     assert!(hog_stats.preemptions > 0, "{hog_stats:?}");
 }
 
+/// `Builder::cpu_clock_quantum`: the workers' own CPU-clock timers enforce
+/// the quantum; hogs still share a worker round-robin, and the monitor sends
+/// no signal at all (nothing is woken here, so no wake-up preemption).
+#[test]
+fn cpu_clock_quantum_shares_a_worker_without_the_monitor() {
+    let rt = Runtime::builder()
+        .workers(1)
+        .quantum(Some(Duration::from_millis(10)))
+        .cpu_clock_quantum(true)
+        .build()
+        .unwrap();
+    if !rt.preemption_mode().is_preemptive() {
+        return;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            rt.spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                }
+                (n, kvant::current().stats())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    stop.store(true, Ordering::Relaxed);
+    let results: Vec<_> = hogs.into_iter().map(join_or_fail).collect();
+    let counts: Vec<u64> = results.iter().map(|(n, _)| *n).collect();
+    let t = rt.metrics().total();
+    eprintln!("iterations {counts:?}; Jain {:.3}; {t:?}", jain(&counts));
+    for (i, (n, stats)) in results.iter().enumerate() {
+        assert!(*n > 0 && stats.preemptions > 0, "hog {i}: {stats:?}");
+    }
+    assert!(jain(&counts) >= 0.8, "unfair sharing: {counts:?}");
+    assert_eq!(t.signals, 0, "the monitor signalled: {t:?}");
+}
+
 #[test]
 fn idle_workers_get_no_signals() {
     // One hog on a 4-worker runtime: the other workers are idle and must

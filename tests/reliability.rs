@@ -251,7 +251,8 @@ fn child_crash() {
             let _ = t.join();
             eprintln!("child: survived a thread overflow");
         }
-        "near_stack_end" => near_stack_end_under_preemption(),
+        "near_stack_end" => near_stack_end_under_preemption(false),
+        "near_stack_end_cpu" => near_stack_end_under_preemption(true),
         "no_stack" => no_stack_for_a_task(&rt),
         other => panic!("unknown child mode {other}"),
     }
@@ -374,8 +375,19 @@ fn descend(lo: usize, margin: usize, spin: Duration) -> u64 {
 /// signal frame (several KiB with AVX-512 state) onto the task's stack.
 /// Acceptable: the task finishes, or ends as a stack overflow. Not
 /// acceptable: the process dies, or a later overflow is no longer caught.
-fn near_stack_end_under_preemption() {
-    let rt = runtime(1, Some(Duration::from_micros(200)));
+/// With `cpu_clock`, the signals are the worker's own CPU-clock timer ticks
+/// (`Builder::cpu_clock_quantum`), which nobody counts as they are sent.
+fn near_stack_end_under_preemption(cpu_clock: bool) {
+    let rt = if cpu_clock {
+        Runtime::builder()
+            .workers(1)
+            .quantum(Some(Duration::from_micros(200)))
+            .cpu_clock_quantum(true)
+            .build()
+            .unwrap()
+    } else {
+        runtime(1, Some(Duration::from_micros(200)))
+    };
     // A task alone on its worker is not preempted: give it company.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s = stop.clone();
@@ -414,7 +426,15 @@ fn near_stack_end_under_preemption() {
         t.signals, t.preemptions, t.deferrals
     );
     // Each near-end task ran ~10 ms next to the spinner: many signals.
-    assert!(t.signals > 100, "the scenario sent too few signals: {t:?}");
+    if cpu_clock {
+        // About two ticks (4 ms each at HZ=250) act on each 10 ms task.
+        assert!(
+            t.preemptions + t.deferrals > 40,
+            "too few CPU-clock ticks acted: {t:?}"
+        );
+    } else {
+        assert!(t.signals > 100, "the scenario sent too few signals: {t:?}");
+    }
     // The overflow handler must still be in place.
     assert!(join_err(spawn_overflow(&rt, "after", deep)).is_stack_overflow());
     eprintln!("child: near stack end: survived");
@@ -427,10 +447,12 @@ fn near_stack_end_under_preemption() {
 /// process (the bug this test found). Now the lost preemption is dropped.
 #[test]
 fn preemption_signals_near_the_end_of_a_task_stack() {
-    let (status, stderr) = run_child("child_crash", "near_stack_end");
-    eprintln!("{stderr}");
-    assert!(
-        status.success() && stderr.contains("near stack end: survived"),
-        "child died: {status}; stderr:\n{stderr}"
-    );
+    for mode in ["near_stack_end", "near_stack_end_cpu"] {
+        let (status, stderr) = run_child("child_crash", mode);
+        eprintln!("{mode}: {stderr}");
+        assert!(
+            status.success() && stderr.contains("near stack end: survived"),
+            "child ({mode}) died: {status}; stderr:\n{stderr}"
+        );
+    }
 }

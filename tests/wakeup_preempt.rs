@@ -33,7 +33,24 @@ fn hog(rt: &Runtime, units: &Arc<AtomicU64>, stop: &Arc<AtomicBool>) -> kvant::J
 
 #[test]
 fn a_woken_task_does_not_wait_for_the_quantum() {
-    let rt = rt(Some(kvant::DEFAULT_MIN_SLICE));
+    woken_task_beside_hogs(rt(Some(kvant::DEFAULT_MIN_SLICE)));
+}
+
+/// The same with the quantum on the workers' CPU clocks: wake-up preemption
+/// stays the monitor's.
+#[test]
+fn a_woken_task_does_not_wait_for_the_cpu_clock_quantum() {
+    woken_task_beside_hogs(
+        Runtime::builder()
+            .workers(1)
+            .quantum(Some(Duration::from_millis(10)))
+            .cpu_clock_quantum(true)
+            .build()
+            .unwrap(),
+    );
+}
+
+fn woken_task_beside_hogs(rt: Runtime) {
     if !rt.preemption_mode().is_preemptive() {
         return;
     }

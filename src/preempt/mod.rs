@@ -44,6 +44,8 @@ pub(crate) use slot::WorkerSlot;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod codemap;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod cputimer;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod fence;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod inlined;
@@ -248,15 +250,32 @@ pub(crate) fn init_process() {
     overflow::install();
 }
 
-/// Make the calling worker thread preemptible through `slot`.
-pub(crate) fn enter_worker(slot: &WorkerSlot) {
+/// Make the calling worker thread preemptible through `slot`. With
+/// `cpu_quantum`, the thread also times its own slices on its CPU clock
+/// (`cputimer.rs`): `(signal, quantum)`. Returns false if that timer could
+/// not be armed (the monitor then times this worker's quantum).
+pub(crate) fn enter_worker(
+    slot: &WorkerSlot,
+    cpu_quantum: Option<(i32, std::time::Duration)>,
+) -> bool {
     slot.bind_thread();
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    signal::enter_worker(slot);
+    {
+        signal::enter_worker(slot);
+        if let Some((sig, q)) = cpu_quantum {
+            return cputimer::arm(slot, sig, q);
+        }
+    }
+    let _ = cpu_quantum;
+    true
 }
 
 /// The worker thread is exiting: no signal may use its slot any more.
-pub(crate) fn exit_worker() {
+pub(crate) fn exit_worker(slot: &WorkerSlot) {
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    signal::exit_worker();
+    {
+        cputimer::disarm(slot);
+        signal::exit_worker();
+    }
+    let _ = slot;
 }

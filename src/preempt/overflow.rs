@@ -109,23 +109,38 @@ fn lost_preemption_signal(uc: *mut libc::c_void) -> bool {
     // Signals that merged while pending leave slack, so such a fault may be
     // retried that many times before it is passed on.
     let seq = slot.seq.load(Ordering::Relaxed);
-    if slot.task.load(Ordering::Relaxed) == 0
-        || slot.target.load(Ordering::Relaxed) != seq
-        || slot.consumed.fetch_add(1, Ordering::Relaxed) >= slot.signals.get()
-    {
+    let task = slot.task.load(Ordering::Relaxed);
+    if task == 0 {
         return false;
     }
     // SAFETY: a non-null slot.task is the task this thread is running (the
     // fault interrupted it); the worker holds its Arc until after clearing
     // the slot.
-    let (lo, hi) = unsafe { &*(slot.task.load(Ordering::Relaxed) as *const Header) }.stack_bounds();
+    let (lo, hi) = unsafe { &*(task as *const Header) }.stack_bounds();
     // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
     let sp = unsafe { (*(uc as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RSP as usize] }
         as usize;
     // Delivery fails only when the frame does not fit below sp: sp is then
     // within a frame of the stack's end (four frames of margin), and at
     // most a page below it (the guard page).
-    sp < hi && sp < lo.saturating_add(4 * super::SIGNAL_FRAME) && sp + 4096 >= lo
+    if !(sp < hi && sp < lo.saturating_add(4 * super::SIGNAL_FRAME) && sp + 4096 >= lo) {
+        return false;
+    }
+    if slot.target.load(Ordering::Relaxed) == seq
+        && slot.consumed.fetch_add(1, Ordering::Relaxed) < slot.signals.get()
+    {
+        return true;
+    }
+    // A tick of the worker's CPU-clock timer (`cputimer.rs`) fails the same
+    // way, but nobody counts ticks as they are sent. They are at least a
+    // kernel tick of this thread's CPU time apart, while a genuine fault
+    // repeats at once: drop at most one per millisecond of CPU time.
+    if slot.cpu_timed.load(Ordering::Relaxed) {
+        let now = super::cputimer::thread_cpu_ns();
+        let last = slot.tick_drop_cpu.swap(now, Ordering::Relaxed);
+        return last == 0 || now.saturating_sub(last) >= 1_000_000;
+    }
+    false
 }
 
 fn end_overflowing_task(addr: usize, uc: *mut libc::c_void) -> bool {

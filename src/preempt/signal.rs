@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use super::WorkerSlot;
 use super::codemap::CodeMap;
+use super::cputimer;
 use super::safepoint::{self, Interrupted, TaskStack, Verdict};
 use crate::task::Header;
 use crate::task::coroutine::{Switch, TaskYielder};
@@ -115,21 +116,33 @@ pub(crate) fn kick(slot: &WorkerSlot, sig: i32) {
     unsafe { libc::pthread_kill(thread, sig) };
 }
 
-extern "C" fn on_signal(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     // SAFETY: __errno_location returns this thread's errno slot.
     let saved_errno = unsafe { *libc::__errno_location() };
-    preempt_here(uc);
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
+    let from_timer = unsafe { (*info).si_code } == libc::SI_TIMER;
+    if let Some(slot) = current_slot() {
+        // A tick of this worker's CPU-clock timer says whether the slice is
+        // due itself; a signal from the monitor is one it counted as sent.
+        let go = if from_timer {
+            cputimer::tick_due(slot)
+        } else {
+            slot.consumed.fetch_add(1, Ordering::Relaxed);
+            true
+        };
+        if go {
+            preempt_here(slot, uc);
+        }
+    }
     // SAFETY: re-read the location: after a migration it is another thread's
     // errno, and that thread is the one returning to the interrupted code.
     unsafe { *libc::__errno_location() = saved_errno };
 }
 
+/// `slot` is this thread's, read on entry; it must not be used once the task
+/// is switched out (it may resume on another worker).
 #[inline(never)]
-fn preempt_here(uc: *mut libc::c_void) {
-    let Some(slot) = current_slot() else {
-        return;
-    };
-    slot.consumed.fetch_add(1, Ordering::Relaxed);
+fn preempt_here(slot: &WorkerSlot, uc: *mut libc::c_void) {
     let seq = slot.seq.load(Ordering::Acquire);
     let task = slot.task.load(Ordering::Relaxed);
     if task == 0 || seq != slot.target.load(Ordering::Relaxed) {

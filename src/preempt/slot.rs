@@ -55,6 +55,15 @@ pub(crate) struct WorkerSlot {
     /// the thread computes again, the worker at the slice's end) accounts
     /// for the episode.
     pub blocked_since: AtomicU64,
+    /// Whether this worker's CPU-clock quantum timer is armed.
+    pub cpu_timed: AtomicBool,
+    /// That timer (`timer_t`; the kernel's id, so 0 is a valid one).
+    pub cpu_timer: AtomicUsize,
+    /// The slice the last CPU-clock tick saw (`cputimer.rs`).
+    pub tick_seq: AtomicU64,
+    /// The thread's CPU time at the last dropped CPU-clock tick that the
+    /// kernel failed to deliver (`overflow.rs`).
+    pub tick_drop_cpu: AtomicU64,
 }
 
 impl WorkerSlot {

@@ -43,6 +43,7 @@ pub(crate) struct Config {
     pub max_compensation: usize,
     pub panic_on_blocking: bool,
     pub min_slice: Option<Duration>,
+    pub cpu_clock_quantum: bool,
     pub on_worker_start: Option<WorkerHook>,
     pub on_worker_stop: Option<WorkerHook>,
     /// CPUs to pin worker `i` to (`cpus[i % len]`); empty: no pinning.
@@ -80,6 +81,7 @@ pub struct Builder {
     max_compensation: Option<usize>,
     panic_on_blocking: bool,
     min_slice: Option<Duration>,
+    cpu_clock_quantum: bool,
     on_worker_start: Option<WorkerHook>,
     on_worker_stop: Option<WorkerHook>,
     worker_affinity: bool,
@@ -105,6 +107,7 @@ impl Default for Builder {
             max_compensation: None,
             panic_on_blocking: false,
             min_slice: Some(DEFAULT_MIN_SLICE),
+            cpu_clock_quantum: false,
             on_worker_start: None,
             on_worker_stop: None,
             worker_affinity: false,
@@ -282,6 +285,24 @@ impl Builder {
         self
     }
 
+    /// Time the quantum on each worker thread's own CPU clock instead of
+    /// with the monitor: a per-worker POSIX timer on
+    /// `CLOCK_THREAD_CPUTIME_ID` signals the worker itself every half
+    /// quantum of its CPU time, and the handler preempts a slice that is
+    /// still running at the second such tick. The monitor then neither wakes
+    /// up for the quantum nor signals (it still does wake-up preemption and
+    /// watches for blocked workers), and an idle or blocked worker is never
+    /// signalled. The kernel checks these timers on its scheduler tick (4 ms
+    /// at HZ=250), so a slice runs between half a quantum and a quantum plus
+    /// a tick, and quanta below two ticks behave as about two ticks. Default
+    /// off: measured against the monitor in BENCHMARKS.md ("CPU-clock
+    /// quantum"). No effect without a quantum.
+    #[must_use = "a builder does nothing until it is used"]
+    pub fn cpu_clock_quantum(mut self, yes: bool) -> Self {
+        self.cpu_clock_quantum = yes;
+        self
+    }
+
     /// Turn the monitor's blocking reports into panics, for tests: a task
     /// found blocking its worker in the kernel panics at its next switch
     /// point (or when it returns, if it reaches none), and a stall that
@@ -371,6 +392,7 @@ impl Builder {
             max_compensation,
             panic_on_blocking: self.panic_on_blocking,
             min_slice: self.min_slice,
+            cpu_clock_quantum: self.cpu_clock_quantum,
             on_worker_start: self.on_worker_start.clone(),
             on_worker_stop: self.on_worker_stop.clone(),
             affinity: if self.worker_affinity {

@@ -302,7 +302,17 @@ pub(crate) fn spawn_thread(
         if compensating.is_none() && !config.affinity.is_empty() {
             crate::preempt::pin_to_cpu(config.affinity[ctx.index % config.affinity.len()]);
         }
-        crate::preempt::enter_worker(&shared.workers[ctx.index].slot);
+        let slot = &shared.workers[ctx.index].slot;
+        let cpu_quantum = match config.quantum {
+            Some(q) if shared.preemptive && config.cpu_clock_quantum => Some((config.signal, q)),
+            _ => None,
+        };
+        if !crate::preempt::enter_worker(slot, cpu_quantum) {
+            eprintln!(
+                "kvant: worker {} could not arm its CPU-clock quantum timer; the monitor times its quantum",
+                ctx.index
+            );
+        }
         context::enter(ctx.clone());
         if let Some(hook) = &config.on_worker_start {
             // A panicking hook must not take the worker down with it.
@@ -315,7 +325,7 @@ pub(crate) fn spawn_thread(
         if let Some(hook) = &config.on_worker_stop {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (hook.0)(ctx.index)));
         }
-        crate::preempt::exit_worker();
+        crate::preempt::exit_worker(slot);
         context::exit();
         // Tasks woken by this thread while it cleaned up land in its deque.
         let local = Rc::try_unwrap(ctx).ok().map(|ctx| {

@@ -16,6 +16,10 @@
 //! the global queue and no worker is free, a slice is due `min_slice` after
 //! it was first seen instead (one slice per waiting task).
 //!
+//! With `Builder::cpu_clock_quantum`, each worker's own CPU-clock timer
+//! times its quantum (`preempt/cputimer.rs`, the same rule by slice number)
+//! and the monitor keeps only wake-up preemption.
+//!
 //! A deferred signal (unsafe point) leaves the slice unchanged, so the
 //! monitor re-sends after half a quantum, doubling with each deferral of
 //! the same slice up to the quantum: a task that sits in a long syscall is
@@ -68,6 +72,15 @@ pub(super) fn check(
         }
         cues.precise = cues.precise.min(wake_due);
         due = due.min(wake_due);
+    }
+    if slot.cpu_timed.load(Ordering::Relaxed) && !(watch.signalled && watch.by_wake) {
+        // The worker's own CPU-clock timer times its quantum
+        // (`Builder::cpu_clock_quantum`); only wake-ups are the monitor's.
+        return if due < watch.first_seen + q / 2 {
+            due
+        } else {
+            u64::MAX
+        };
     }
     if watch.signalled {
         if !watch.by_wake && now < due {
