@@ -12,8 +12,9 @@
 //!
 //! The handler decides on the tick (rule as `runtime/sysmon/quantum.rs`'s,
 //! by slice number, no clock read): a slice still running at the tick after
-//! the one that first saw it has had at least half a quantum of CPU, all of
-//! it its own, and at most a quantum plus a tick: it is due. Anything else
+//! the one that first saw it has had at least one tick interval of CPU, all
+//! of it its own, and at most two: it is due. Ticks are half a quantum
+//! apart, or one kernel tick when half a quantum is shorter. Anything else
 //! (a new slice, a non-preemptible one, nothing running) only records the
 //! slice number. A deferred preemption (unsafe point) is retried at the
 //! next tick, as the slice number is unchanged.
