@@ -63,8 +63,30 @@ fn join_all<T: Send + 'static>(case: &str, handles: Vec<JoinHandle<T>>) -> Vec<T
 #[test]
 fn mutex_guard_held_while_computing() {
     for (workers, q) in MATRIX {
-        let case = format!("{workers} worker(s), quantum {q:?}");
-        let rt = runtime(workers, Some(q));
+        guard_held_while_computing(workers, q, false);
+    }
+}
+
+/// The same with the quantum on the workers' CPU clocks: a waiter blocked
+/// in the futex uses no CPU, so its clock never ticks; the monitor must
+/// still switch it out for the holder preempted beside it (this hung the
+/// storm before the monitor kept that case).
+#[test]
+fn mutex_guard_held_while_computing_cpu_clock_quantum() {
+    for (workers, q) in MATRIX {
+        guard_held_while_computing(workers, q, true);
+    }
+}
+
+fn guard_held_while_computing(workers: usize, q: Duration, cpu_clock: bool) {
+    {
+        let case = format!("{workers} worker(s), quantum {q:?}, cpu clock {cpu_clock}");
+        let rt = Runtime::builder()
+            .workers(workers)
+            .quantum(Some(q))
+            .cpu_clock_quantum(cpu_clock)
+            .build()
+            .unwrap();
         let m = Arc::new(Mutex::new(0u64));
         let handles = (0..8)
             .map(|_| {
@@ -336,4 +358,43 @@ fn lock_held_by_an_os_thread() {
     drop(g);
     join_all("os-thread holder", handles);
     assert_eq!(*m.lock().unwrap(), 4);
+}
+
+/// With the quantum on the workers' CPU clocks, a holder is preempted while
+/// holding a std `Mutex` and the other task then blocks the only worker in
+/// the futex: its CPU clock stands still, so no tick ever comes for it. The
+/// monitor must switch it out (a deadlock until the watchdog otherwise).
+#[test]
+fn a_futex_waiter_is_switched_out_under_the_cpu_clock_quantum() {
+    let rt = Runtime::builder()
+        .workers(1)
+        .quantum(Some(Duration::from_millis(4)))
+        .cpu_clock_quantum(true)
+        .build()
+        .unwrap();
+    if !rt.preemption_mode().is_preemptive() {
+        return;
+    }
+    let m = Arc::new(Mutex::new(0u64));
+    let handles = (0..2)
+        .map(|_| {
+            let m = m.clone();
+            rt.spawn(move || {
+                for _ in 0..3 {
+                    let mut g = m.lock().unwrap();
+                    // ~30 ms of CPU while holding: several CPU-clock ticks.
+                    let until = Instant::now() + Duration::from_millis(30);
+                    while Instant::now() < until {
+                        black_box(work(100));
+                    }
+                    *g += 1;
+                }
+            })
+        })
+        .collect();
+    join_all("cpu clock, futex waiter", handles);
+    assert_eq!(*m.lock().unwrap(), 6);
+    let t = rt.metrics().total();
+    eprintln!("{t:?}");
+    assert!(t.preemptions > 0, "the holder was never preempted: {t:?}");
 }

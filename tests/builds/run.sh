@@ -14,6 +14,7 @@ run() { # profile features expected-mode
 }
 run lto "" preemptive
 run lto mimalloc preemptive
+KVANT_STORM_CPU_CLOCK=1 run lto "" preemptive
 run lto-bare "" cooperative
 run stripped "" cooperative
 echo "== storm: all builds passed"

@@ -73,9 +73,15 @@ pub(super) fn check(
         cues.precise = cues.precise.min(wake_due);
         due = due.min(wake_due);
     }
-    if slot.cpu_timed.load(Ordering::Relaxed) && !(watch.signalled && watch.by_wake) {
+    if slot.cpu_timed.load(Ordering::Relaxed)
+        && watch.episode.is_none()
+        && !(watch.signalled && watch.by_wake)
+    {
         // The worker's own CPU-clock timer times its quantum
         // (`Builder::cpu_clock_quantum`); only wake-ups are the monitor's.
+        // Not while the thread sits in the kernel (an open episode): its CPU
+        // clock stands still there, so a task blocked in a std::sync wait
+        // would never be switched out for the holder preempted beside it.
         return if due < watch.first_seen + q / 2 {
             due
         } else {

@@ -125,9 +125,12 @@ fn blocking(q: Option<Duration>) {
 }
 
 fn storm(workers: usize, q: Duration, expect: &str, run_for: Duration) {
+    // KVANT_STORM_CPU_CLOCK=1: the quantum on the workers' own CPU clocks.
+    let cpu_clock = std::env::var_os("KVANT_STORM_CPU_CLOCK").is_some_and(|v| v == "1");
     let rt = kvant::Runtime::builder()
         .workers(workers)
         .quantum(Some(q))
+        .cpu_clock_quantum(cpu_clock)
         .build()
         .expect("runtime");
     let mode = rt.preemption_mode();
@@ -191,8 +194,9 @@ fn storm(workers: usize, q: Duration, expect: &str, run_for: Duration) {
     }
     let t = rt.metrics().total();
     eprintln!(
-        "\nkvant-storm: {workers} worker(s) q={q:?} mode={mode:?}: {} iterations, {} preemptions, \
+        "\nkvant-storm: {workers} worker(s) q={q:?}{} mode={mode:?}: {} iterations, {} preemptions, \
          {} sync-wait switches, {} deferrals",
+        if cpu_clock { " (CPU clock)" } else { "" },
         counts.iter().sum::<u64>(),
         t.preemptions,
         t.sync_switches,
