@@ -8,7 +8,10 @@
 //! after each half quantum has been used, never while the thread sleeps or
 //! waits in the kernel (its CPU clock stands still): an idle or blocked
 //! worker is never signalled, and the monitor neither wakes up for the
-//! quantum nor pays a `pthread_kill` per preemption.
+//! quantum nor pays a `pthread_kill` per preemption. For the same reason a
+//! task blocked in the kernel gets no tick: the monitor keeps the quantum
+//! rule for a slice whose thread it finds there (`sysmon/quantum.rs`), so a
+//! std::sync waiter is still switched out for the holder.
 //!
 //! The handler decides on the tick (rule as `runtime/sysmon/quantum.rs`'s,
 //! by slice number, no clock read): a slice still running at the tick after

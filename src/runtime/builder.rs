@@ -290,9 +290,10 @@ impl Builder {
     /// `CLOCK_THREAD_CPUTIME_ID` signals the worker itself every half
     /// quantum of its CPU time, and the handler preempts a slice that is
     /// still running at the second such tick. The monitor then neither wakes
-    /// up for the quantum nor signals (it still does wake-up preemption and
-    /// watches for blocked workers), and an idle or blocked worker is never
-    /// signalled. The kernel checks these timers on its scheduler tick (4 ms
+    /// up for the quantum nor signals for it while tasks compute (it still
+    /// does wake-up preemption, watches for blocked workers, and switches
+    /// out a task blocked in a std::sync wait, where the CPU clock stands
+    /// still), and an idle worker is never signalled. The kernel checks these timers on its scheduler tick (4 ms
     /// at HZ=250): a slice runs from half a quantum to about a quantum plus
     /// a tick while half a quantum is at least a tick, and one to two ticks
     /// (4 to 8 ms) for any shorter quantum. Measured here (BENCHMARKS.md,
