@@ -41,11 +41,11 @@ fn jain(xs: &[u64]) -> f64 {
     sum * sum / (xs.len() as f64 * sq)
 }
 
-#[test]
-fn hogs_share_one_worker_fairly() {
-    let rt = preemptive(1);
+/// `n` hogs (counting loops, no switch point) for 400 ms on `rt`: their
+/// iteration counts and task stats.
+fn run_hogs(rt: &Runtime, n: usize) -> (Vec<u64>, Vec<kvant::TaskStats>) {
     let stop = Arc::new(AtomicBool::new(false));
-    let hogs: Vec<_> = (0..4)
+    let hogs: Vec<_> = (0..n)
         .map(|_| {
             let stop = stop.clone();
             rt.spawn(move || {
@@ -59,15 +59,20 @@ fn hogs_share_one_worker_fairly() {
         .collect();
     std::thread::sleep(Duration::from_millis(400));
     stop.store(true, Ordering::Relaxed);
-    let results: Vec<_> = hogs.into_iter().map(join_or_fail).collect();
-    let counts: Vec<u64> = results.iter().map(|(n, _)| *n).collect();
+    hogs.into_iter().map(join_or_fail).unzip()
+}
+
+#[test]
+fn hogs_share_one_worker_fairly() {
+    let rt = preemptive(1);
+    let (counts, stats) = run_hogs(&rt, 4);
     let index = jain(&counts);
     let m = rt.metrics();
     eprintln!(
         "iterations {counts:?}; Jain index {index:.4}; {:?}",
         m.total()
     );
-    for (i, (n, stats)) in results.iter().enumerate() {
+    for (i, (n, stats)) in counts.iter().zip(&stats).enumerate() {
         assert!(*n > 0, "hog {i} never ran: {counts:?}");
         assert!(
             stats.preemptions > 0,
@@ -305,26 +310,10 @@ fn cpu_clock_quantum_shares_a_worker_without_the_monitor() {
     if !rt.preemption_mode().is_preemptive() {
         return;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let hogs: Vec<_> = (0..3)
-        .map(|_| {
-            let stop = stop.clone();
-            rt.spawn(move || {
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                }
-                (n, kvant::current().stats())
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(400));
-    stop.store(true, Ordering::Relaxed);
-    let results: Vec<_> = hogs.into_iter().map(join_or_fail).collect();
-    let counts: Vec<u64> = results.iter().map(|(n, _)| *n).collect();
+    let (counts, stats) = run_hogs(&rt, 3);
     let t = rt.metrics().total();
     eprintln!("iterations {counts:?}; Jain {:.3}; {t:?}", jain(&counts));
-    for (i, (n, stats)) in results.iter().enumerate() {
+    for (i, (n, stats)) in counts.iter().zip(&stats).enumerate() {
         assert!(*n > 0 && stats.preemptions > 0, "hog {i}: {stats:?}");
     }
     assert!(jain(&counts) >= 0.8, "unfair sharing: {counts:?}");
