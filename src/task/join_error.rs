@@ -47,20 +47,30 @@ impl Payload {
 
 /// A task ended without a value: it panicked, overflowed its stack, or the
 /// runtime shut down before it finished.
+///
+/// One pointer wide: every task's result slot holds a `Result<T, JoinError>`,
+/// and errors are rare, so the details live behind a box (56 bytes less per
+/// task in the heap a burst of spawns allocates and frees).
 pub struct JoinError {
-    pub(crate) failure: Failure,
-    pub(crate) id: TaskId,
-    pub(crate) name: Option<Arc<str>>,
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    failure: Failure,
+    id: TaskId,
+    name: Option<Arc<str>>,
 }
 
 impl JoinError {
     pub(crate) fn new(failure: Failure, id: TaskId, name: Option<Arc<str>>) -> Self {
-        JoinError { failure, id, name }
+        JoinError {
+            inner: Box::new(Inner { failure, id, name }),
+        }
     }
 
     /// The task panicked; [`JoinError::into_panic`] gives the payload.
     pub fn is_panic(&self) -> bool {
-        matches!(self.failure, Failure::Panic(_))
+        matches!(self.inner.failure, Failure::Panic(_))
     }
 
     /// The task was cancelled before it finished, by
@@ -68,35 +78,35 @@ impl JoinError {
     /// shutdown: it was dropped (never started) or unwound from a switch
     /// point, its destructors run.
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.failure, Failure::Cancelled | Failure::Aborted)
+        matches!(self.inner.failure, Failure::Cancelled | Failure::Aborted)
     }
 
     /// The task was cancelled by [`JoinHandle::abort`](crate::JoinHandle::abort)
     /// or an [`AbortHandle`](crate::task::AbortHandle) (a subset of
     /// [`is_cancelled`](Self::is_cancelled)).
     pub fn is_aborted(&self) -> bool {
-        matches!(self.failure, Failure::Aborted)
+        matches!(self.inner.failure, Failure::Aborted)
     }
 
     /// The runtime shut down while the task was suspended by preemption. Its
     /// stack was leaked rather than unwound through a signal frame.
     pub fn is_leaked(&self) -> bool {
-        matches!(self.failure, Failure::Leaked)
+        matches!(self.inner.failure, Failure::Leaked)
     }
 
     /// The task ran past the end of its stack and hit the guard page.
     pub fn is_stack_overflow(&self) -> bool {
-        matches!(self.failure, Failure::StackOverflow { .. })
+        matches!(self.inner.failure, Failure::StackOverflow { .. })
     }
 
     /// The id of the task that failed.
     pub fn task_id(&self) -> TaskId {
-        self.id
+        self.inner.id
     }
 
     /// The name of the task that failed, if it had one.
     pub fn task_name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.inner.name.as_deref()
     }
 
     /// The panic payload, to re-raise with [`std::panic::resume_unwind`].
@@ -110,14 +120,17 @@ impl JoinError {
 
     /// The panic payload, or the error itself if the task did not panic.
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
-        match self.failure {
+        match self.inner.failure {
             Failure::Panic(p) => Ok(p.into_inner()),
-            failure => Err(JoinError { failure, ..self }),
+            failure => {
+                let Inner { id, name, .. } = *self.inner;
+                Err(JoinError::new(failure, id, name))
+            }
         }
     }
 
     fn panic_message(&self) -> Option<&str> {
-        match &self.failure {
+        match &self.inner.failure {
             Failure::Panic(p) => p.message.as_deref(),
             _ => None,
         }
@@ -126,11 +139,11 @@ impl JoinError {
 
 impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "task {}", self.id)?;
-        if let Some(name) = &self.name {
+        write!(f, "task {}", self.inner.id)?;
+        if let Some(name) = &self.inner.name {
             write!(f, " '{name}'")?;
         }
-        match &self.failure {
+        match &self.inner.failure {
             Failure::Panic(_) => match self.panic_message() {
                 Some(msg) => write!(f, " panicked: {msg}"),
                 None => write!(f, " panicked"),
