@@ -7,9 +7,11 @@
 //! sysmon in proc.go and the mechanism in preempt.go). Files: `signal.rs` is
 //! the handler that does the switch, `safepoint.rs` decides *whether* the
 //! interrupted point is safe, `codemap.rs` maps addresses to classes of
-//! code, `symbols.rs` classifies functions by name, `inlined.rs` reads the
-//! DWARF records of inlined code, `slot.rs` is what the worker, monitor and
-//! handler share, `fence.rs` lets the monitor look at a running task,
+//! code, `symbols.rs` classifies functions by name (reading mangled names
+//! with `mangled.rs`), `inlined.rs` reads the DWARF records of inlined code,
+//! `slot.rs` is what the worker, monitor and handler share, `cputimer.rs` is
+//! the optional quantum on a worker's own CPU clock, `cpu.rs` pins workers to
+//! CPUs, `fence.rs` lets the monitor look at a running task,
 //! `probe.rs` reads what the kernel says about a worker thread,
 //! `disable.rs` lets a task forbid preemption for a while, and
 //! `overflow.rs` turns a task's stack overflow into a failed task instead
