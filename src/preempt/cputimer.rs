@@ -90,15 +90,3 @@ pub(super) fn tick_due(slot: &WorkerSlot) -> bool {
     slot.target.store(seq, Ordering::Relaxed);
     true
 }
-
-/// This thread's CPU time in nanoseconds (async-signal-safe).
-pub(super) fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given; it is
-    // async-signal-safe.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}

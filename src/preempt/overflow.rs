@@ -136,7 +136,7 @@ fn lost_preemption_signal(uc: *mut libc::c_void) -> bool {
     // kernel tick of this thread's CPU time apart, while a genuine fault
     // repeats at once: drop at most one per millisecond of CPU time.
     if slot.cpu_timed.load(Ordering::Relaxed) {
-        let now = super::cputimer::thread_cpu_ns();
+        let now = super::probe::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID).unwrap_or(0);
         let last = slot.tick_drop_cpu.swap(now, Ordering::Relaxed);
         return last == 0 || now.saturating_sub(last) >= 1_000_000;
     }

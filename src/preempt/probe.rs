@@ -99,13 +99,22 @@ impl Probe {
 /// CPU time thread `slot` has used so far (ns), from its CPU clock.
 pub(crate) fn cpu_time(slot: &WorkerSlot) -> Option<u64> {
     let clock = slot.cpu_clock.load(std::sync::atomic::Ordering::Relaxed);
+    if clock == 0 {
+        return None;
+    }
+    clock_ns(clock)
+}
+
+/// The time on `clock` in nanoseconds, or `None` if it cannot be read (a
+/// stale CPU clock id of an exited thread). Async-signal-safe.
+pub(super) fn clock_ns(clock: libc::clockid_t) -> Option<u64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `clock` is the worker's CPU clock id; a stale id of an exited
-    // thread only makes the call fail. `ts` is a valid out pointer.
-    if clock == 0 || unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+    // SAFETY: `ts` is a valid out pointer; a bad clock id only makes the
+    // call fail.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
         return None;
     }
     Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
