@@ -7,9 +7,13 @@
 //! local queue whenever it is non-empty, so a sleeper beside CPU hogs runs at
 //! the hogs' next switch. A `BTreeMap` keyed by `(deadline, seq)` gives
 //! O(log n) insert and cancel, and the earliest entry for free.
+//!
+//! A deadline can also ring an [`Alarm`] instead (the timer channels'
+//! sends, `channel::after` / `tick`). Those work outside any runtime, so
+//! they use one process-wide driver, [`TimerDriver::global`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -21,9 +25,40 @@ use crate::task::park::Unparker;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct TimerKey(Instant, u64);
 
+/// What a deadline does besides waking a parked waiter.
+pub(crate) trait Alarm: Send + Sync {
+    /// The deadline `at` passed (it is `now`): act, and return when to ring
+    /// again, if this is a periodic alarm.
+    fn ring(&self, at: Instant, now: Instant) -> Option<Instant>;
+    /// Whether anyone can still observe it. Dead alarms (a timer channel's
+    /// receiver dropped before its deadline) are purged as the table grows.
+    fn live(&self) -> bool;
+}
+
+enum Due {
+    Unpark(Unparker),
+    Alarm(Arc<dyn Alarm>),
+}
+
+impl Due {
+    fn live(&self) -> bool {
+        match self {
+            Due::Unpark(_) => true,
+            Due::Alarm(a) => a.live(),
+        }
+    }
+}
+
+/// Alarms whose owner is gone stay until their deadline unless purged
+/// (a `select!` loop with an `after` arm makes one per round): the table is
+/// purged whenever it reaches this many entries, then twice its live size,
+/// so it stays within twice the live timers (amortised O(1) per timer).
+const PURGE_AT_LEAST: usize = 1024;
+
 struct State {
-    timers: BTreeMap<TimerKey, Unparker>,
+    timers: BTreeMap<TimerKey, Due>,
     seq: u64,
+    purge_at: usize,
     stop: bool,
 }
 
@@ -39,6 +74,7 @@ impl TimerDriver {
             state: Mutex::new(State {
                 timers: BTreeMap::new(),
                 seq: 0,
+                purge_at: PURGE_AT_LEAST,
                 stop: false,
             }),
             cond: Condvar::new(),
@@ -52,13 +88,35 @@ impl TimerDriver {
         Ok(driver)
     }
 
+    /// The process-wide driver (thread `kvant-channels-timer`), for alarms
+    /// that must not end with a runtime. Started on first use, never stopped.
+    pub(crate) fn global() -> &'static TimerDriver {
+        static GLOBAL: OnceLock<Arc<TimerDriver>> = OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            TimerDriver::start("kvant-channels").expect("kvant: could not start the timer thread")
+        })
+    }
+
     /// Wake `who` at `deadline` (unless cancelled first).
     pub(crate) fn insert(&self, deadline: Instant, who: Unparker) -> TimerKey {
+        self.insert_due(deadline, Due::Unpark(who))
+    }
+
+    /// Ring `alarm` at `deadline`, and again whenever it asks.
+    pub(crate) fn insert_alarm(&self, deadline: Instant, alarm: Arc<dyn Alarm>) {
+        self.insert_due(deadline, Due::Alarm(alarm));
+    }
+
+    fn insert_due(&self, deadline: Instant, due: Due) -> TimerKey {
         let mut st = self.state.lock();
+        if st.timers.len() >= st.purge_at {
+            st.timers.retain(|_, d| d.live());
+            st.purge_at = (2 * st.timers.len()).max(PURGE_AT_LEAST);
+        }
         st.seq += 1;
         let key = TimerKey(deadline, st.seq);
         let earliest = st.timers.keys().next().is_none_or(|k| key < *k);
-        st.timers.insert(key, who);
+        st.timers.insert(key, due);
         if earliest {
             self.cond.notify_one();
         }
@@ -84,12 +142,24 @@ impl TimerDriver {
                 if entry.key().0 > now {
                     break;
                 }
-                due.push(entry.remove());
+                let at = entry.key().0;
+                due.push((at, entry.remove()));
             }
             if !due.is_empty() {
                 drop(st);
-                for who in due.drain(..) {
-                    who.unpark();
+                let mut again = Vec::new();
+                for (at, d) in due.drain(..) {
+                    match d {
+                        Due::Unpark(who) => who.unpark(),
+                        Due::Alarm(a) => {
+                            if let Some(next) = a.ring(at, now) {
+                                again.push((next, a));
+                            }
+                        }
+                    }
+                }
+                for (next, a) in again {
+                    self.insert_alarm(next, a);
                 }
                 st = self.state.lock();
                 continue;
@@ -112,11 +182,73 @@ impl TimerDriver {
             self.cond.notify_one();
             std::mem::take(&mut st.timers)
         };
-        for who in pending.into_values() {
-            who.unpark();
+        for d in pending.into_values() {
+            if let Due::Unpark(who) = d {
+                who.unpark();
+            }
         }
         if let Some(h) = self.thread.lock().take() {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    struct Dead;
+    impl Alarm for Dead {
+        fn ring(&self, _: Instant, _: Instant) -> Option<Instant> {
+            None
+        }
+        fn live(&self) -> bool {
+            false
+        }
+    }
+
+    /// Rings `left` more times, every millisecond.
+    struct Repeat(AtomicU32);
+    impl Alarm for Repeat {
+        fn ring(&self, at: Instant, now: Instant) -> Option<Instant> {
+            let left = self.0.fetch_sub(1, Ordering::Relaxed) - 1;
+            (left > 0).then(|| (at + Duration::from_millis(1)).max(now))
+        }
+        fn live(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn dead_alarms_are_purged_as_the_table_grows() {
+        let d = TimerDriver::start("kvant-purge-test").unwrap();
+        let far = Instant::now() + Duration::from_secs(3600);
+        let sleeper = std::thread::current();
+        let key = d.insert(far, Unparker::Thread(sleeper));
+        for _ in 0..10 * PURGE_AT_LEAST {
+            d.insert_alarm(far, Arc::new(Dead));
+        }
+        let st = d.state.lock();
+        assert!(st.timers.len() <= PURGE_AT_LEAST + 1, "{}", st.timers.len());
+        assert!(st.timers.contains_key(&key), "a waiter was purged");
+        drop(st);
+        d.stop();
+    }
+
+    #[test]
+    fn a_periodic_alarm_rings_until_it_stops_asking() {
+        let d = TimerDriver::start("kvant-repeat-test").unwrap();
+        let a = Arc::new(Repeat(AtomicU32::new(5)));
+        d.insert_alarm(Instant::now(), a.clone());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while a.0.load(Ordering::Relaxed) > 0 {
+            assert!(Instant::now() < deadline, "the alarm stopped ringing");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The last ring returned None after taking its entry out.
+        assert!(d.state.lock().timers.is_empty());
+        d.stop();
     }
 }
