@@ -274,10 +274,8 @@ pub fn run<'a>(ops: &mut [&mut (dyn Op<'a> + 'a)], until: Until, consume: bool) 
             return Some(i);
         }
         while !reg.o.notified.load(Ordering::Acquire) {
-            match deadline {
-                None => park::park(),
-                Some(d) if Instant::now() < d => park::park_until(d),
-                Some(_) => break,
+            if !park::park_deadline(deadline) {
+                break;
             }
         }
         drop(reg);

@@ -139,14 +139,8 @@ impl Waiter {
             if s != WAITING {
                 return s;
             }
-            match deadline {
-                None => park::park(),
-                Some(d) => {
-                    if Instant::now() >= d {
-                        return WAITING;
-                    }
-                    park::park_until(d);
-                }
+            if !park::park_deadline(deadline) {
+                return WAITING;
             }
         }
     }

@@ -328,15 +328,9 @@ pub(crate) fn wait_complete(c: &dyn Completion, deadline: Option<Instant>) -> bo
         if c.is_complete() {
             break true;
         }
-        match deadline {
-            None => park::park(),
-            Some(d) => {
-                if Instant::now() >= d {
-                    c.remove_waiter(&me);
-                    break c.is_complete();
-                }
-                park::park_until(d);
-            }
+        if !park::park_deadline(deadline) {
+            c.remove_waiter(&me);
+            break c.is_complete();
         }
     };
     withdraw.disarm();

@@ -73,6 +73,17 @@ pub(crate) fn park() {
     }
 }
 
+/// [`park`], or [`park_until`] a deadline if there is one. Returns false,
+/// without parking, once the deadline has passed (every timed wait's loop).
+pub(crate) fn park_deadline(deadline: Option<Instant>) -> bool {
+    match deadline {
+        None => park(),
+        Some(d) if Instant::now() < d => park_until(d),
+        Some(_) => return false,
+    }
+    true
+}
+
 /// Block the caller until unparked or `deadline` passes (possibly spuriously).
 pub(crate) fn park_until(deadline: Instant) {
     let Some(task) = current::current_arc() else {

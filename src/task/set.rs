@@ -276,13 +276,9 @@ impl<T: Send + 'static> JoinSet<T> {
             // Forget the waiter on every exit, an abort's unwind included.
             let ready = self.ready.clone();
             let _forget = super::park::OnUnwind::new(move || ready.stop_waiting());
-            match deadline {
-                None => park::park(),
-                Some(d) if Instant::now() < d => park::park_until(d),
-                Some(_) => {
-                    drop(_forget);
-                    return self.take_ready().map(Some).ok_or(Elapsed);
-                }
+            if !park::park_deadline(deadline) {
+                drop(_forget);
+                return self.take_ready().map(Some).ok_or(Elapsed);
             }
         }
     }

@@ -147,10 +147,8 @@ fn wait_on(parts: &[&dyn Completion], deadline: Option<Instant>, how: WaitFor) -
             }
         });
         while !satisfied(parts, how) {
-            match deadline {
-                None => park::park(),
-                Some(d) if Instant::now() < d => park::park_until(d),
-                Some(_) => break,
+            if !park::park_deadline(deadline) {
+                break;
             }
         }
     }
