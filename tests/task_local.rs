@@ -209,6 +209,26 @@ fn initialised_lazily_once_per_task() {
     assert_eq!(INITS.load(Ordering::Relaxed), 5);
 }
 
+/// An initialiser may use other task-locals and may switch (it used to run
+/// under the task's task-local lock, so touching another key hung).
+#[test]
+fn an_initialiser_may_use_other_task_locals_and_switch() {
+    kvant::task_local! {
+        static BASE: u64 = 40;
+        static DERIVED: u64 = {
+            kvant::yield_now();
+            BASE.with(|b| *b) + 2
+        };
+    }
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let handles: Vec<_> = (0..8)
+        .map(|_| rt.spawn(|| DERIVED.with(|d| *d) + DERIVED.with(|d| *d)))
+        .collect();
+    for h in handles {
+        assert_eq!(join_or_fail(h), 84);
+    }
+}
+
 /// Sets its flag when dropped.
 struct Tracked(Arc<AtomicBool>);
 

@@ -18,7 +18,7 @@ use super::Shared;
 use crate::error::Error;
 use crate::task::JoinHandle;
 use crate::task::current::CancelUnwind;
-use crate::task::join::{Handle, Packet};
+use crate::task::join::{BlockingCell, Handle, Packet};
 use crate::task::join_error::Failure;
 
 /// How long an idle blocking thread waits for more work before exiting.
@@ -123,7 +123,10 @@ impl Shared {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let packet = Arc::new(Packet::<T>::new(crate::task::Header::new_id(), None, None));
+        let packet = Arc::new(BlockingCell {
+            id: crate::task::Header::new_id(),
+            packet: Packet::<T>::new(None),
+        });
         let result = packet.clone();
         // The work may spawn (`kvant::spawn`, `Handle::current`): it runs
         // inside this runtime. Weak: the pool must not keep it alive.
@@ -137,7 +140,7 @@ impl Shared {
                     Failure::Panic(crate::task::join_error::Payload::new(p))
                 }
             });
-            result.complete(r);
+            result.packet.complete(r, result.owner());
         }))?;
         Ok(JoinHandle {
             inner: Handle::Blocking(packet),

@@ -183,10 +183,10 @@ impl Shared {
         let user: Box<dyn FnOnce() -> T + Send> = Box::new(f);
         let typed = TaskCell::new(
             self.clone(),
-            name.clone(),
+            name,
             stack_size,
             opts.preemptible,
-            Packet::new(id, name, Some(user)),
+            Packet::new(Some(user)),
             id,
         );
         let task: Arc<Task> = typed.clone();

@@ -109,7 +109,7 @@ impl Runtime {
                 shared.report.cancelled.fetch_add(1, Ordering::Relaxed);
                 Failure::Cancelled
             };
-            t.packet.fail(failure);
+            t.fail(failure);
             t.finish();
             shared.parked.remove(&t);
             shared.task_done();

@@ -51,7 +51,7 @@ impl WorkerCtx {
             // Cancelled (or its work done elsewhere) before its first slice:
             // its closure is dropped here, and it never takes a stack.
             task.discard_fresh(claim);
-            task.packet.fail(self.cancelled_by(shutdown));
+            task.fail(self.cancelled_by(shutdown));
             self.retire(task);
             return None;
         }
@@ -64,7 +64,7 @@ impl WorkerCtx {
         let in_signal_frame = h.preempt.in_signal_frame.load(Ordering::Relaxed);
         if cancel && in_signal_frame && shutdown {
             claim.leak();
-            task.packet.fail(Failure::Leaked);
+            task.fail(Failure::Leaked);
             self.shared.report.leaked.fetch_add(1, Ordering::Relaxed);
             self.retire(task);
             return None;
@@ -82,14 +82,14 @@ impl WorkerCtx {
             Resume::Run
         };
         if !claim.started() {
-            match self.take_stack(h.stack_size) {
+            match self.take_stack(h.stack_size()) {
                 Ok(stack) => {
                     claim.start(task, stack, task_entry);
                     h.started.store(true, Ordering::Relaxed);
                 }
                 Err(e) => {
                     task.discard_fresh(claim);
-                    task.packet.fail(Failure::NoStack(e));
+                    task.fail(Failure::NoStack(e));
                     self.retire(task);
                     return None;
                 }
@@ -201,8 +201,8 @@ impl WorkerCtx {
                 // The overflow handler discarded the task's frames; whatever
                 // they pointed to is gone with them. Never reuse this stack.
                 shared.stacks.leak(stack);
-                task.packet.fail(Failure::StackOverflow {
-                    stack_size: task.stack_size,
+                task.fail(Failure::StackOverflow {
+                    stack_size: task.stack_size(),
                 });
                 self.retire(&task);
             }
@@ -211,7 +211,7 @@ impl WorkerCtx {
                 if how == Resume::Cancel {
                     // The unwind ended in the body's catch_unwind, which
                     // already failed the packet; this only counts it.
-                    task.packet.fail(self.cancelled_by(shutdown));
+                    task.fail(self.cancelled_by(shutdown));
                 }
                 self.retire(&task);
             }
@@ -265,6 +265,6 @@ fn task_entry(yielder: &TaskYielder, task: &Task, input: Resume) {
         .yielder
         .store(yielder as *const TaskYielder as usize, Ordering::Relaxed);
     if input == Resume::Run {
-        task.packet.run_body(&|| task.locals.clear());
+        task.packet.run_body(task.owner(), &|| task.locals.clear());
     }
 }

@@ -29,7 +29,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::join::{Completion, Handle, JoinHandle};
+use super::join::{BlockingCell, Completion, Handle, JoinHandle};
 use super::park::Unparker;
 use super::{Task, TaskId};
 
@@ -45,7 +45,7 @@ pub struct AbortHandle {
 #[derive(Clone)]
 enum Target {
     Task(Arc<Task>),
-    Blocking(Arc<dyn Completion>),
+    Blocking(Arc<BlockingCell<dyn Completion>>),
 }
 
 impl AbortHandle {
@@ -64,13 +64,16 @@ impl AbortHandle {
 
     /// The task's id.
     pub fn id(&self) -> TaskId {
-        self.completion().id()
+        match &self.target {
+            Target::Task(t) => t.id,
+            Target::Blocking(b) => b.id,
+        }
     }
 
     fn completion(&self) -> &dyn Completion {
         match &self.target {
             Target::Task(t) => &t.packet,
-            Target::Blocking(c) => &**c,
+            Target::Blocking(b) => &b.packet,
         }
     }
 }
@@ -89,7 +92,7 @@ fn abort_task(t: &Arc<Task>) {
         return;
     }
     t.cancelled.store(true, Ordering::Release);
-    if t.packet.abort_unstarted() {
+    if t.packet.abort_unstarted(t.owner()) {
         return; // the queue entry is discarded when a worker pops it
     }
     // Parked: queue it so a worker unwinds it. Queued or running: the token

@@ -18,10 +18,12 @@ use super::join_error::{Failure, JoinError};
 use super::park::{self, Unparker};
 use super::{TaskCell, TaskId, TaskStats};
 
-/// The runtime's view of a task's result slot, erased over `T`.
+/// The runtime's view of a task's result slot, erased over `T`. The slot
+/// does not repeat its task's id and name: whoever completes it says whose
+/// it is (`Owner`), for the `JoinError` that names the task.
 pub(crate) trait Completion: Send + Sync {
     /// Fail the task unless it already produced a result.
-    fn fail(&self, failure: Failure);
+    fn fail(&self, failure: Failure, owner: Owner<'_>);
     /// Register a waiter to wake on completion. Returns false (and does not
     /// register) if the task is already complete.
     fn add_waiter(&self, w: Unparker) -> bool;
@@ -34,14 +36,19 @@ pub(crate) trait Completion: Send + Sync {
     /// Run the user's closure (on the task's stack), call `finish` (which
     /// drops the task-locals, like thread-locals at thread exit), then store
     /// the result, so a joiner sees the task completely gone.
-    fn run_body(&self, finish: &dyn Fn());
+    fn run_body(&self, owner: Owner<'_>, finish: &dyn Fn());
     /// Drop the user's closure without running it (cancelled before start).
     fn drop_body(&self);
     /// Abort: if the closure has not started, drop it (on this thread) and
     /// fail the task as aborted. True if it did.
-    fn abort_unstarted(&self) -> bool;
-    /// The task's id.
-    fn id(&self) -> TaskId;
+    fn abort_unstarted(&self, owner: Owner<'_>) -> bool;
+}
+
+/// The task a result belongs to, as its `JoinError` names it.
+#[derive(Clone, Copy)]
+pub(crate) struct Owner<'a> {
+    pub id: TaskId,
+    pub name: Option<&'a Arc<str>>,
 }
 
 /// The user's closure, boxed so that it is called through a vtable (see
@@ -51,61 +58,81 @@ type UserFn<T> = Box<dyn FnOnce() -> T + Send + 'static>;
 pub(crate) struct Packet<T> {
     done: AtomicBool,
     inner: Mutex<PacketInner<T>>,
-    id: TaskId,
-    name: Option<Arc<str>>,
 }
 
 struct PacketInner<T> {
-    body: Option<UserFn<T>>,
-    result: Option<Result<T, JoinError>>,
+    stage: Stage<T>,
     panicked: bool,
     waiters: Vec<Unparker>,
 }
 
+/// The closure and the result never exist at once, so they share storage.
+enum Stage<T> {
+    /// Not started: the closure waits here.
+    Body(UserFn<T>),
+    /// Running (or dropped before it ran, or run on another thread).
+    Empty,
+    Done(Result<T, JoinError>),
+    /// The handle took the result.
+    Taken,
+}
+
+impl<T> Stage<T> {
+    fn take_body(&mut self) -> Option<UserFn<T>> {
+        match std::mem::replace(self, Stage::Empty) {
+            Stage::Body(f) => Some(f),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
 impl<T> Packet<T> {
-    pub(crate) fn new(id: TaskId, name: Option<Arc<str>>, body: Option<UserFn<T>>) -> Self {
+    pub(crate) fn new(body: Option<UserFn<T>>) -> Self {
         Packet {
             done: AtomicBool::new(false),
             inner: Mutex::new(PacketInner {
-                body,
-                result: None,
+                stage: body.map_or(Stage::Empty, Stage::Body),
                 panicked: false,
                 waiters: Vec::new(),
             }),
-            id,
-            name,
         }
     }
 
-    pub(crate) fn complete(&self, r: Result<T, Failure>) {
-        let r = r.map_err(|f| JoinError::new(f, self.id, self.name.clone()));
-        let waiters = {
+    pub(crate) fn complete(&self, r: Result<T, Failure>, owner: Owner<'_>) {
+        let r = r.map_err(|f| JoinError::new(f, owner.id, owner.name.cloned()));
+        let (waiters, body) = {
             let mut inner = self.inner.lock();
             if self.done.load(Ordering::Relaxed) {
                 return;
             }
             inner.panicked = matches!(&r, Err(e) if e.is_panic());
-            inner.result = Some(r);
+            // A closure still here (failed before it ran) is dropped
+            // outside the lock: its captures may do anything on drop.
+            let body = inner.stage.take_body();
+            inner.stage = Stage::Done(r);
             self.done.store(true, Ordering::Release);
-            std::mem::take(&mut inner.waiters)
+            (std::mem::take(&mut inner.waiters), body)
         };
+        drop(body);
         for w in waiters {
             w.unpark();
         }
     }
 
     fn take(&self) -> Result<T, JoinError> {
-        self.inner
-            .lock()
-            .result
-            .take()
-            .expect("kvant internal error: a task result was taken twice")
+        match std::mem::replace(&mut self.inner.lock().stage, Stage::Taken) {
+            Stage::Done(r) => r,
+            _ => unreachable!("kvant internal error: a task result was taken twice"),
+        }
     }
 }
 
 impl<T: Send> Completion for Packet<T> {
-    fn fail(&self, failure: Failure) {
-        self.complete(Err(failure));
+    fn fail(&self, failure: Failure, owner: Owner<'_>) {
+        self.complete(Err(failure), owner);
     }
 
     fn add_waiter(&self, w: Unparker) -> bool {
@@ -129,8 +156,8 @@ impl<T: Send> Completion for Packet<T> {
         self.inner.lock().waiters.retain(|x| !x.same_as(w));
     }
 
-    fn run_body(&self, finish: &dyn Fn()) {
-        let Some(f) = self.inner.lock().body.take() else {
+    fn run_body(&self, owner: Owner<'_>, finish: &dyn Fn()) {
+        let Some(f) = self.inner.lock().stage.take_body() else {
             return;
         };
         let failure = |payload: Box<dyn std::any::Any + Send>| {
@@ -152,26 +179,38 @@ impl<T: Send> Completion for Packet<T> {
         {
             r = Err(failure(payload));
         }
-        self.complete(r);
+        self.complete(r, owner);
     }
 
     fn drop_body(&self) {
-        let f = self.inner.lock().body.take();
+        let f = self.inner.lock().stage.take_body();
         drop(f);
     }
 
-    fn abort_unstarted(&self) -> bool {
-        let Some(f) = self.inner.lock().body.take() else {
+    fn abort_unstarted(&self, owner: Owner<'_>) -> bool {
+        let Some(f) = self.inner.lock().stage.take_body() else {
             return false;
         };
         // Outside the lock: the closure's captures may do anything on drop.
         drop(f);
-        self.complete(Err(Failure::Aborted));
+        self.complete(Err(Failure::Aborted), owner);
         true
     }
+}
 
-    fn id(&self) -> TaskId {
-        self.id
+/// The result slot of `spawn_blocking` work, with the id it reports (such
+/// work has no task header; it is never named).
+pub(crate) struct BlockingCell<P: ?Sized> {
+    pub id: TaskId,
+    pub packet: P,
+}
+
+impl<P: ?Sized> BlockingCell<P> {
+    pub(crate) fn owner(&self) -> Owner<'_> {
+        Owner {
+            id: self.id,
+            name: None,
+        }
     }
 }
 
@@ -187,7 +226,7 @@ pub(crate) enum Handle<T> {
     /// A green thread (its result slot lives in the task's allocation).
     Task(Arc<TaskCell<Packet<T>>>),
     /// Work run by `spawn_blocking` on an OS thread.
-    Blocking(Arc<Packet<T>>),
+    Blocking(Arc<BlockingCell<Packet<T>>>),
 }
 
 impl<T: Send + 'static> JoinHandle<T> {
@@ -268,7 +307,7 @@ impl<T> JoinHandle<T> {
     pub(crate) fn packet(&self) -> &Packet<T> {
         match &self.inner {
             Handle::Task(t) => &t.packet,
-            Handle::Blocking(p) => p,
+            Handle::Blocking(b) => &b.packet,
         }
     }
 
@@ -287,12 +326,18 @@ impl<T> JoinHandle<T> {
 
     /// The task's id.
     pub fn id(&self) -> TaskId {
-        self.packet().id
+        match &self.inner {
+            Handle::Task(t) => t.id,
+            Handle::Blocking(b) => b.id,
+        }
     }
 
     /// The task's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.packet().name.as_deref()
+        match &self.inner {
+            Handle::Task(t) => t.name.as_deref(),
+            Handle::Blocking(_) => None,
+        }
     }
 
     /// Run time, slices and preemptions of the task so far (all zero for
@@ -340,8 +385,8 @@ pub(crate) fn wait_complete(c: &dyn Completion, deadline: Option<Instant>) -> bo
 impl<T> std::fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JoinHandle")
-            .field("id", &self.packet().id)
-            .field("name", &self.packet().name)
+            .field("id", &self.id())
+            .field("name", &self.name())
             .field("finished", &self.is_finished())
             .finish()
     }

@@ -172,7 +172,8 @@ pub(crate) struct TaskCell<P: ?Sized> {
 pub(crate) struct Header {
     pub id: TaskId,
     pub name: Option<Arc<str>>,
-    pub stack_size: usize,
+    /// Bytes; at most `MAX_STACK_SIZE` (1 GiB), so 32 bits hold it.
+    stack_size: u32,
     pub preemptible: bool,
     state: state::TaskState,
     /// Set once the task is aborted or shutdown cancels it; switch points unwind.
@@ -208,6 +209,21 @@ impl Task {
         claim.drop_fresh();
         self.packet.drop_body();
     }
+
+    /// Fail the task (unless it already has a result).
+    pub(crate) fn fail(&self, failure: join_error::Failure) {
+        self.packet.fail(failure, self.owner());
+    }
+}
+
+impl Header {
+    /// Whose result this task's packet holds.
+    pub(crate) fn owner(&self) -> join::Owner<'_> {
+        join::Owner {
+            id: self.id,
+            name: self.name.as_ref(),
+        }
+    }
 }
 
 impl<P: ?Sized> std::ops::Deref for TaskCell<P> {
@@ -231,7 +247,8 @@ impl<P: Completion> TaskCell<P> {
             header: Header {
                 id,
                 name,
-                stack_size,
+                stack_size: u32::try_from(stack_size)
+                    .expect("kvant internal error: stack size checked at spawn"),
                 preemptible,
                 state: state::TaskState::new_queued(),
                 cancelled: AtomicBool::new(false),
@@ -292,6 +309,11 @@ impl Header {
 
     pub(crate) fn finish(&self) {
         self.state.finish();
+    }
+
+    /// The size of stack the task runs on.
+    pub(crate) fn stack_size(&self) -> usize {
+        self.stack_size as usize
     }
 
     /// Usable bounds of the task's stack (valid once started).
