@@ -38,6 +38,20 @@ impl Counter {
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// [`add`](Self::add) in the single total order of `SeqCst`: for a count
+    /// another thread sums and then sleeps on (`Shared::live`), paired with
+    /// a `SeqCst` load of whether anyone sleeps on it.
+    #[inline]
+    pub(crate) fn add_seqcst(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// [`get`](Self::get) in the single total order of `SeqCst`.
+    #[inline]
+    pub(crate) fn get_seqcst(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// Live counters of one worker.

@@ -112,7 +112,7 @@ impl Runtime {
             t.fail(failure);
             t.finish();
             shared.parked.remove(&t);
-            shared.task_done();
+            shared.task_done(&shared.done_outside);
         }
         shared.blocking.stop(Instant::now() + STOP_GRACE);
         shared.timers.stop();

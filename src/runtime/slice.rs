@@ -251,10 +251,9 @@ impl WorkerCtx {
     /// The task is finished for good (with a value, a panic, an overflow, a
     /// cancellation...): account for it.
     fn retire(&self, task: &Arc<Task>) {
-        self.counters().completed.bump(1);
         task.finish();
         self.shared.parked.remove(task);
-        self.shared.task_done();
+        self.shared.task_done(&self.counters().completed);
     }
 }
 
