@@ -384,7 +384,8 @@ impl Builder {
         }
         Ok(Config {
             workers,
-            stack_size: self.stack_size,
+            // Rounded once here, so a spawn with the default size need not.
+            stack_size: crate::task::stack::round_to_pages(self.stack_size),
             name: self.name.clone(),
             quantum: self.quantum,
             signal: self.signal,

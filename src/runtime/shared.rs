@@ -178,12 +178,12 @@ impl Shared {
         {
             return Err(Error::Shutdown);
         }
+        // Rounded like the pool does, so a request equal to the default
+        // reuses pooled stacks (the default is rounded already).
         let stack_size = match opts.stack_size {
             None => self.config.stack_size,
-            Some(s) => builder::check_stack_size(s)?,
+            Some(s) => crate::task::stack::round_to_pages(builder::check_stack_size(s)?),
         };
-        // Round like the pool does, so a request equal to the default reuses pooled stacks.
-        let stack_size = crate::task::stack::round_to_pages(stack_size);
         let id = crate::task::Header::new_id();
         let name: Option<Arc<str>> = opts.name.as_deref().map(Arc::from);
         // The user's closure is boxed on its own so that it runs behind a

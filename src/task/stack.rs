@@ -188,7 +188,7 @@ impl StackPool {
 
 /// `bytes` rounded up to whole pages (what a stack of that size really gets).
 pub(crate) fn round_to_pages(bytes: usize) -> usize {
-    bytes.div_ceil(page_size()) * page_size()
+    bytes.next_multiple_of(page_size())
 }
 
 /// Address of the calling function's frame record (its saved frame pointer),
