@@ -75,6 +75,15 @@ struct Watch {
     seq: u64,
     /// When the monitor first saw that slice running (ticks).
     first_seen: u64,
+    /// When the slice began, if the monitor knows: it is the slice that
+    /// followed one this monitor preempted, and that preemption was taken
+    /// at the signal (not deferred), so it began as the signal landed.
+    began: Option<u64>,
+    /// When the last signal for this slice was sent (ticks), and the
+    /// slot's preemption and deferral counts then: how `observe` tells that
+    /// the next slice began at once.
+    sent_at: u64,
+    sent_counts: (u64, u64),
     /// Whether it was signalled (then `retry_at` and `backoff` apply).
     signalled: bool,
     /// The signal was a wake-up preemption (re-sent on a short fuse).
@@ -380,9 +389,20 @@ impl Watch {
             return None;
         }
         let ended = self.episode.take().map(|e| (self.seq, e));
+        // The slice right after one that took this monitor's signal (one
+        // preemption more, no deferral since the send) began when the
+        // signal landed: time it from there, not from this look, so the
+        // monitor need not look in between (one look per preemption).
+        let began = (self.signalled
+            && self.seq != 0
+            && seq == self.seq + 1
+            && (slot.preemptions.get(), slot.deferrals.get())
+                == (self.sent_counts.0 + 1, self.sent_counts.1))
+            .then_some(self.sent_at);
         *self = Watch {
             seq,
             first_seen: now,
+            began,
             cpu: crate::preempt::cpu_time(slot).map(|c| (now, c)),
             ..Watch::default()
         };
@@ -395,6 +415,8 @@ impl Watch {
         self.signalled = true;
         self.backoff = policy.first_retry;
         self.retry_at = now + self.backoff;
+        self.sent_at = now;
+        self.sent_counts = (slot.preemptions.get(), slot.deferrals.get());
         slot.target.store(self.seq, Ordering::Relaxed);
         if policy.signals {
             signal_kick(slot, policy.sig);

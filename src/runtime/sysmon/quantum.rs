@@ -4,9 +4,16 @@
 //! monitor first saw its number (`WorkerSlot::seq`), which is at most one
 //! look after it started; the monitor looks at least once a quantum while
 //! slices run. So a slice is due half a quantum after it was first seen:
-//! it has run between half and one and a half quanta, a quantum on average
-//! (and about one quantum between hogs, where the look that follows a
-//! preemption sees the next slice at once). A due slice is signalled unless
+//! it has run between half and one and a half quanta. One case is known
+//! exactly: the slice right after one the monitor preempted (the slot
+//! counted that preemption and no deferral since the signal) began as the
+//! signal landed, and is due a quantum after the signal. That is the case
+//! between hogs, so the monitor looks once per preemption there, a
+//! quantum after each signal: looking half a quantum after it too (to
+//! retry a deferred signal sooner) doubled its wake-ups, each ~23 µs of
+//! CPU on the measured VM, most of kvant's preemption cost above the
+//! timer floor at 1 ms (BENCHMARKS.md). A deferred signal is re-sent at
+//! that look. A due slice is signalled unless
 //! it is alone (nothing queued
 //! here or anywhere it could take work from: it would just be resumed, and
 //! the signal would cost ~1 µs and could turn a non-restartable syscall
@@ -48,7 +55,10 @@ pub(super) fn check(
     if !slot.preemptible.load(Ordering::Relaxed) {
         return u64::MAX;
     }
-    let mut due = watch.first_seen + q / 2;
+    // A slice whose start is known is due a quantum after it; otherwise
+    // half a quantum after it was first seen (it started up to a look earlier).
+    let quantum_due = watch.began.map_or(watch.first_seen + q / 2, |b| b + q);
+    let mut due = quantum_due;
     if let Some(min) = policy.min_slice
         && cues.wake_budget > 0
         && !watch.signalled
@@ -82,11 +92,7 @@ pub(super) fn check(
         // Not while the thread sits in the kernel (an open episode): its CPU
         // clock stands still there, so a task blocked in a std::sync wait
         // would never be switched out for the holder preempted beside it.
-        return if due < watch.first_seen + q / 2 {
-            due
-        } else {
-            u64::MAX
-        };
+        return if due < quantum_due { due } else { u64::MAX };
     }
     if watch.signalled {
         if !watch.by_wake && now < due {
@@ -116,7 +122,13 @@ pub(super) fn check(
         // is better handed to another thread (blocked.rs, handoff.rs) than
         // pinned here by running it in the blocked task's place.
         allow_syscall_switch(shared, i, watch.seq);
-        watch.send(slot, now, policy)
+        watch.send(slot, now, policy);
+        // The slice that follows is due a quantum from now (it starts as
+        // the signal lands): the next look is then, and it also re-sends a
+        // signal that was deferred. Looking in between, as a deferral
+        // retry would, doubled the monitor's wake-ups between hogs (~23 µs
+        // of CPU each on the measured VM).
+        now + q
     }
 }
 
