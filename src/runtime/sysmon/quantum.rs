@@ -28,10 +28,9 @@
 //! and the monitor keeps only wake-up preemption.
 //!
 //! A deferred signal (unsafe point) leaves the slice unchanged, so the
-//! monitor re-sends it at its next look (a quantum after the first signal),
-//! then with a delay doubling from half a quantum up to the quantum: a task
-//! that sits in a long syscall is not interrupted thousands of times a
-//! second.
+//! monitor re-sends it at its next look (a quantum after the first signal)
+//! and then once a quantum: a task that sits in a long syscall is not
+//! interrupted thousands of times a second.
 
 use std::sync::atomic::Ordering;
 
