@@ -79,6 +79,9 @@ impl<T> State<T> {
 }
 
 fn wake_observers(list: Vec<(Arc<Observer>, bool)>) {
+    if list.is_empty() {
+        return; // the plain path: no iterator to build and drop
+    }
     for (o, _) in list {
         o.notify();
     }

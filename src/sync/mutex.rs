@@ -204,7 +204,7 @@ impl RawMutex {
             }
             std::hint::spin_loop();
         }
-        let w = Waiter::new();
+        let w = Waiter::new_timed();
         let mut front = false;
         loop {
             if self.enqueue(&w, front) {
@@ -315,7 +315,7 @@ impl RawMutex {
             return;
         };
         let parked = if q.is_empty() { 0 } else { PARKED };
-        if fair || head.since.elapsed() >= FAIR_AFTER {
+        if fair || head.since.is_some_and(|t| t.elapsed() >= FAIR_AFTER) {
             self.state.store(LOCKED | parked, Ordering::Relaxed);
             head.resolve(HANDED);
         } else {
