@@ -89,39 +89,26 @@ fn run_once(
     util::process_cpu_time().saturating_sub(cpu0)
 }
 
-/// CPU overhead (fraction) of a monotonic and of a thread-CPU-clock timer at
-/// `interval`, against no timer: medians over `reps` interleaved runs.
-pub fn overheads(
-    threads: usize,
-    hogs: usize,
-    iters: u64,
-    interval: Duration,
-    reps: usize,
-) -> (f64, f64) {
+/// One floor measurement: CPU time of the work with no timer, with a
+/// per-thread `CLOCK_MONOTONIC` timer and with a per-thread
+/// `CLOCK_THREAD_CPUTIME_ID` timer at `interval`, run back to back.
+pub struct FloorRun {
+    pub none: Duration,
+    pub mono: Duration,
+    pub thread_cpu: Duration,
+}
+
+pub fn measure(threads: usize, hogs: usize, iters: u64, interval: Duration) -> FloorRun {
     install();
-    let mut base = Vec::new();
-    let mut mono = Vec::new();
-    let mut cpu = Vec::new();
-    for _ in 0..reps {
-        base.push(run_once(threads, hogs, iters, libc::CLOCK_MONOTONIC, None).as_secs_f64());
-        mono.push(
-            run_once(threads, hogs, iters, libc::CLOCK_MONOTONIC, Some(interval)).as_secs_f64(),
-        );
-        cpu.push(
-            run_once(
-                threads,
-                hogs,
-                iters,
-                libc::CLOCK_THREAD_CPUTIME_ID,
-                Some(interval),
-            )
-            .as_secs_f64(),
-        );
+    FloorRun {
+        none: run_once(threads, hogs, iters, libc::CLOCK_MONOTONIC, None),
+        mono: run_once(threads, hogs, iters, libc::CLOCK_MONOTONIC, Some(interval)),
+        thread_cpu: run_once(
+            threads,
+            hogs,
+            iters,
+            libc::CLOCK_THREAD_CPUTIME_ID,
+            Some(interval),
+        ),
     }
-    let med = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-        v[v.len() / 2]
-    };
-    let b = med(base);
-    (med(mono) / b - 1.0, med(cpu) / b - 1.0)
 }
