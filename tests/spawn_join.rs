@@ -481,3 +481,63 @@ fn tasks_join_tasks_of_another_runtime() {
 fn worker_name() -> String {
     std::thread::current().name().unwrap_or("").to_owned()
 }
+
+/// The live-task count is derived from each thread's own spawn and
+/// completion counters (no shared counter): it must still be exact once
+/// things settle, whichever threads spawned and finished the tasks. Tasks
+/// spawned from two outside threads and from tasks on every worker (and
+/// their children) park on a gate; the count is checked while they wait,
+/// then after they all finished.
+#[test]
+fn live_tasks_is_exact_across_spawning_and_finishing_threads() {
+    let rt = runtime(3);
+    let (open_tx, open_rx) = kvant::channel::unbounded::<()>();
+    let parents = 12;
+    let children = 5;
+    let outside: Vec<_> = (0..2)
+        .map(|_| {
+            let h = rt.handle();
+            let rx = open_rx.clone();
+            std::thread::spawn(move || {
+                (0..parents / 2)
+                    .map(|_| {
+                        let rx = rx.clone();
+                        h.spawn(move || {
+                            let kids: Vec<_> = (0..children)
+                                .map(|_| {
+                                    let rx = rx.clone();
+                                    kvant::spawn(move || {
+                                        let _ = rx.recv();
+                                    })
+                                })
+                                .collect();
+                            let _ = rx.recv();
+                            kids
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let handles: Vec<_> = outside
+        .into_iter()
+        .flat_map(|t| t.join().expect("spawning thread"))
+        .collect();
+    let expected = (parents + parents * children) as u64;
+    wait_for("every task parked", || rt.metrics().live_tasks == expected);
+    for _ in 0..expected {
+        open_tx.send(()).expect("gate");
+    }
+    for h in handles {
+        for kid in join_or_fail(h) {
+            join_or_fail(kid);
+        }
+    }
+    wait_for("live_tasks == 0", || rt.metrics().live_tasks == 0);
+    let m = rt.metrics();
+    let total = m.total();
+    assert_eq!(total.spawned, expected, "{m:?}");
+    assert_eq!(total.completed, expected, "{m:?}");
+    let report = rt.shutdown_timeout(HANG);
+    assert!(report.all_finished, "{report:?}");
+}
