@@ -234,18 +234,9 @@ impl Shared {
     /// that finished while the sums were read as live: harmless for its
     /// users (`wait_idle` looks again at the next completion, metrics).
     pub(crate) fn live(&self) -> usize {
-        let done: u64 = self
-            .workers
-            .iter()
-            .map(|w| w.counters.completed.get_seqcst())
-            .sum::<u64>()
-            + self.done_outside.get_seqcst();
-        let spawned: u64 = self
-            .workers
-            .iter()
-            .map(|w| w.counters.spawned.get())
-            .sum::<u64>()
-            + self.spawned_external.get();
+        let sum = |count: fn(&WorkerShared) -> u64| self.workers.iter().map(count).sum::<u64>();
+        let done = sum(|w| w.counters.completed.get_seqcst()) + self.done_outside.get_seqcst();
+        let spawned = sum(|w| w.counters.spawned.get()) + self.spawned_external.get();
         usize::try_from(spawned.saturating_sub(done)).unwrap_or(usize::MAX)
     }
 
