@@ -59,6 +59,20 @@ impl WorkerCtx {
     /// pinned one.
     pub(super) fn next_local(&self) -> Option<Arc<Task>> {
         let shared = &*self.shared;
+        if self.pinned_len() == 0 && shared.injector.is_empty() {
+            // The common case (tasks that yield and park, nothing pinned,
+            // nothing from outside): every rule below comes down to the
+            // local deque, so skip their bookkeeping. `leave_fresh_work`
+            // would reset its count here, and the next global pick is
+            // allowed at once.
+            self.pick.left_fresh.set(0);
+            self.pick.last_global.set(false);
+            if let Some(t) = self.local.pop() {
+                return Some(t);
+            }
+            // Nothing here; the rules below say the same, but pinned work
+            // or a global push may have arrived meanwhile.
+        }
         let tick = self.pick.tick.get().wrapping_add(1);
         self.pick.tick.set(tick);
         let leave = self.leave_fresh_work();
