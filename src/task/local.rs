@@ -29,26 +29,24 @@ type Slots = Vec<(usize, Box<dyn Any + Send>)>;
 impl LocalMap {
     fn find<T: 'static>(&self, key: usize) -> Option<*const T> {
         let slots = self.slots.get()?.lock();
-        let (_, v) = slots.iter().find(|(k, _)| *k == key)?;
-        Some(
-            v.downcast_ref::<T>()
-                .expect("task-local slot holds its key's type") as *const T,
-        )
+        slots
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| value_ptr::<T>(&**v))
     }
 
     /// Store `value` for `key` unless a value got there first (then
     /// `value` is dropped, outside the lock); the stored value's address.
     fn insert<T: 'static>(&self, key: usize, value: Box<dyn Any + Send>) -> *const T {
-        if let Some(p) = self.find::<T>(key) {
+        let mut list = self.slots.get_or_init(Default::default).lock();
+        if let Some((_, v)) = list.iter().find(|(k, _)| *k == key) {
+            let p = value_ptr::<T>(&**v);
+            drop(list);
             drop(value);
             return p;
         }
-        let mut list = self.slots.get_or_init(Default::default).lock();
         list.push((key, value));
-        list[list.len() - 1]
-            .1
-            .downcast_ref::<T>()
-            .expect("task-local slot holds its key's type") as *const T
+        value_ptr::<T>(&*list[list.len() - 1].1)
     }
 
     /// Drop every value (the task finished). Destructors run outside the
@@ -65,6 +63,12 @@ impl LocalMap {
             drop(values);
         }
     }
+}
+
+/// The address of a stored value, as its key's type.
+fn value_ptr<T: 'static>(v: &(dyn Any + Send)) -> *const T {
+    v.downcast_ref::<T>()
+        .expect("task-local slot holds its key's type") as *const T
 }
 
 /// A task-local key, created by [`task_local!`](crate::task_local).
