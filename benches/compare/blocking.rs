@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::util::{Mode, Table, burn, calibrate_burn, fmt_dur};
+use super::util::{Mode, Table, burn, calibrate_burn, fmt_dur, median};
 
 /// Each blocking call.
 const NAP: Duration = Duration::from_millis(2);
@@ -153,11 +153,6 @@ fn one_run(sys: System, w: usize, unit: u64, window: Duration, blocker: bool) ->
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v[v.len() / 2]
-}
-
 pub fn run(mode: &Mode) {
     let w = mode.workers;
     let reps = mode.reps();
@@ -182,7 +177,7 @@ pub fn run(mode: &Mode) {
             comps[i] += c;
         }
     }
-    let kvant = median(shares[0].clone());
+    let kvant = median(&shares[0]);
     let mut t = Table::new(
         &format!(
             "(h) one task blocking in std::thread::sleep({}) beside {w} computing tasks on {w} workers",
@@ -196,7 +191,7 @@ pub fn run(mode: &Mode) {
         ],
     );
     for (i, &sys) in systems.iter().enumerate() {
-        let share = median(shares[i].clone());
+        let share = median(&shares[i]);
         t.row(vec![
             sys.label().to_string(),
             format!("{:.0}%", 100.0 * share),

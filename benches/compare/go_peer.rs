@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::util::{Mode, Table, burn, calibrate_burn, fmt_dur};
+use super::util::{Mode, Table, burn, calibrate_burn, fmt_dur, median};
 
 /// Build the Go program; `None` (and why) if there is no toolchain.
 fn build() -> Result<PathBuf, String> {
@@ -45,11 +45,6 @@ fn go(bin: &PathBuf, procs: usize, args: &[String]) -> HashMap<String, f64> {
             Some((k.to_string(), v.trim().parse().ok()?))
         })
         .collect()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v[v.len() / 2]
 }
 
 fn kvant_spawn(w: usize, n: u64) -> f64 {
@@ -192,26 +187,26 @@ pub fn run(mode: &Mode) {
     row(
         &format!("spawn + complete inside ({w} P / workers, batches of 10k)"),
         "ns",
-        median(gs),
-        median(ks),
+        median(&gs),
+        median(&ks),
     );
     row(
         "yield ping-pong, 2 tasks, 1 P / worker (Gosched / yield_now)",
         "ns",
-        median(gy),
-        median(ky),
+        median(&gy),
+        median(&ky),
     );
     row(
         "sleeper lateness p50 beside 4 hogs, 1 P / worker",
         "µs",
-        median(g50),
-        median(k50),
+        median(&g50),
+        median(&k50),
     );
     row(
         "sleeper lateness p99 beside 4 hogs, 1 P / worker",
         "µs",
-        median(g99),
-        median(k99),
+        median(&g99),
+        median(&k99),
     );
     row(
         &format!(
@@ -219,8 +214,8 @@ pub fn run(mode: &Mode) {
             fmt_dur(Duration::from_millis(mode.pick(50, 250)))
         ),
         "ms",
-        median(gh),
-        median(kh),
+        median(&gh),
+        median(&kh),
     );
     t.note(format!(
         "Go: benches/compare/go/main.go, built with the installed toolchain, GOMAXPROCS as shown, \

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::util::{self, Mode, Table, burn, calibrate_burn, fmt_dur};
+use super::util::{self, Mode, Table, burn, calibrate_burn, fmt_dur, median, quantile};
 
 const HOGS: usize = 4;
 
@@ -79,12 +79,6 @@ fn one_run(w: usize, cfg: Config, iters: u64, acc: &mut Acc) {
     acc.signals += m.signals;
     acc.deferrals += m.deferrals;
     acc.runs += 1;
-}
-
-fn median<T: Copy + PartialOrd>(v: &[T]) -> T {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v[v.len() / 2]
 }
 
 pub fn run(mode: &Mode) {
@@ -238,12 +232,7 @@ pub fn run(mode: &Mode) {
             "per-thread CLOCK_THREAD_CPUTIME_ID timer",
         ],
     );
-    let quart = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-        (at(0.25), at(0.5), at(0.75))
-    };
+    let quart = |v: &[f64]| (quantile(v, 0.25), quantile(v, 0.5), quantile(v, 0.75));
     let pct = |x: f64| format!("{:+.2}%", 100.0 * x);
     for (k, &us) in intervals.iter().enumerate() {
         let (k25, kvant, k75) = quart(&paired[k][0]);

@@ -80,6 +80,19 @@ pub fn per_op(d: Duration, ops: u64) -> f64 {
     d.as_nanos() as f64 / ops.max(1) as f64
 }
 
+/// The `q`-quantile (0..=1) of `v`, which need not be sorted (a sorted copy
+/// is taken): the element at the rounded rank `q * (len - 1)`.
+pub fn quantile<T: Copy + PartialOrd>(v: &[T], q: f64) -> T {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The median of `v` (the upper one for an even length).
+pub fn median<T: Copy + PartialOrd>(v: &[T]) -> T {
+    quantile(v, 0.5)
+}
+
 /// The `p`-th percentile (0..=100) of sorted `v`.
 pub fn percentile(v: &[Duration], p: f64) -> Duration {
     if v.is_empty() {
