@@ -6,7 +6,8 @@
 //! KVANT_BENCH_CHILD=profile perf record -g target/release/deps/compare-<hash> -- yield 5
 //! ```
 //!
-//! `what`: `yield` (2 tasks, 1 worker, cooperative), `spawn-inside`,
+//! `what`: `yield` (2 tasks, 1 worker, cooperative), `hop` (a channel hop
+//! to an echo task and back, counted per direction), `spawn-inside`,
 //! `spawn-outside` (empty tasks, default runtime), `hogs-1ms` / `hogs-100us`
 //! (4 CPU hogs on the default worker count at that quantum), `hogs-coop`.
 
@@ -42,6 +43,34 @@ pub fn child(args: &[String], mode: &Mode) {
                 })
                 .collect();
             rounds = hs.into_iter().map(|h| h.join().expect("task")).sum();
+        }
+        "hop" => {
+            // (b)'s channel hop: a message to an echo task and back.
+            let rt = kvant::Runtime::builder()
+                .workers(1)
+                .build()
+                .expect("kvant runtime");
+            let (to_echo, echo_in) = kvant::channel::bounded::<u64>(1);
+            let (echo_out, back) = kvant::channel::bounded::<u64>(1);
+            let echo = rt.spawn(move || {
+                for m in echo_in.iter() {
+                    if echo_out.send(m + 1).is_err() {
+                        break;
+                    }
+                }
+            });
+            rounds = rt.block_on(move || {
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    for i in 0..10_000 {
+                        to_echo.send(i).expect("echo alive");
+                        std::hint::black_box(back.recv().expect("echo reply"));
+                    }
+                    n += 20_000;
+                }
+                n
+            });
+            echo.join().expect("echo");
         }
         "spawn-inside" | "spawn-outside" => {
             let rt = kvant::Runtime::builder()

@@ -1,7 +1,7 @@
 //! Critical sections that the quantum timer must not interrupt.
 
 use std::marker::PhantomData;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{Ordering, compiler_fence};
 
 use crate::task::current;
 
@@ -26,7 +26,17 @@ pub struct DisableGuard {
 /// ```
 pub fn disable() -> DisableGuard {
     let in_task = current::with_current(|t| {
-        t.preempt.disabled.fetch_add(1, Ordering::Relaxed);
+        // Only the task itself changes its count (a guard is `!Send`, and
+        // one task runs on one thread at a time); the signal handler, on
+        // the same thread, only reads it. So a plain load and store do: a
+        // signal lands before or after the store, never inside it, and a
+        // locked add would cost ~20 cycles for nothing (three guards per
+        // blocked channel operation).
+        let d = &t.preempt.disabled;
+        d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        // A signal fence: the critical section after this cannot be moved
+        // before the store, as seen by a handler on this thread.
+        compiler_fence(Ordering::SeqCst);
     })
     .is_some();
     DisableGuard {
@@ -46,8 +56,21 @@ impl Drop for DisableGuard {
             return;
         }
         let take_it = current::with_current(|t| {
-            t.preempt.disabled.fetch_sub(1, Ordering::Relaxed) == 1
-                && t.preempt.pending.swap(false, Ordering::Relaxed)
+            let p = &t.preempt;
+            let left = p.disabled.load(Ordering::Relaxed) - 1;
+            // The critical section stays before the store (see `disable`).
+            compiler_fence(Ordering::SeqCst);
+            p.disabled.store(left, Ordering::Relaxed);
+            // And the look at `pending` after it: a handler that ran before
+            // the store saw the count above zero and set `pending`; one that
+            // runs after it sees zero and never touches `pending`, so the
+            // load and the store below cannot race with it.
+            compiler_fence(Ordering::SeqCst);
+            let take = left == 0 && p.pending.load(Ordering::Relaxed);
+            if take {
+                p.pending.store(false, Ordering::Relaxed);
+            }
+            take
         })
         .unwrap_or(false);
         if take_it {

@@ -57,12 +57,13 @@ impl WorkerCtx {
     /// While [`leave_fresh_work`](Self::leave_fresh_work) says so, the global
     /// queue is skipped and a never-started local task yields its turn to a
     /// pinned one.
+    #[inline(always)]
     pub(super) fn next_local(&self) -> Option<Arc<Task>> {
-        let shared = &*self.shared;
-        if self.pinned_len() == 0 && shared.injector.is_empty() {
+        if self.pinned_len() == 0 && self.shared.injector.is_empty() {
             // The common case (tasks that yield and park, nothing pinned,
             // nothing from outside): every rule below comes down to the
-            // local deque, so skip their bookkeeping. `leave_fresh_work`
+            // local deque, so skip their bookkeeping (inlined into the
+            // worker loop, with the rules out of line). `leave_fresh_work`
             // would reset its count here, and the next global pick is
             // allowed at once.
             self.pick.left_fresh.set(0);
@@ -73,6 +74,13 @@ impl WorkerCtx {
             // Nothing here; the rules below say the same, but pinned work
             // or a global push may have arrived meanwhile.
         }
+        self.next_by_rules()
+    }
+
+    /// [`next_local`](Self::next_local) past its common case: the rules.
+    #[inline(never)]
+    fn next_by_rules(&self) -> Option<Arc<Task>> {
+        let shared = &*self.shared;
         let tick = self.pick.tick.get().wrapping_add(1);
         self.pick.tick.set(tick);
         let leave = self.leave_fresh_work();

@@ -21,6 +21,10 @@ impl WorkerCtx {
     ///
     /// As for [`Header::begin_run`]: `task` was just taken out of a run
     /// queue, and nobody pushed it back.
+    // Inlined into the worker loop (its one call there): the stack switch
+    // inside clobbers every callee-saved register, and a frame of its own
+    // would save and restore them all once more per slice.
+    #[inline(always)]
     pub(crate) unsafe fn run_task(&self, task: Arc<Task>) {
         // SAFETY: this function's own contract.
         let claim = unsafe { task.begin_run() };

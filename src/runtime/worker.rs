@@ -211,6 +211,13 @@ impl WorkerCtx {
                 searching = true;
                 task = self.steal();
             }
+            // Nothing found. Before paying for a futex sleep and, later, the
+            // producer's futex wake (~2 µs each side), look a few more times:
+            // a producer that keeps spawning finds us still searching and
+            // skips the wake-up entirely.
+            if task.is_none() && searching {
+                task = self.spin_for_work();
+            }
             if let Some(t) = task {
                 if searching {
                     searching = false;
@@ -218,20 +225,6 @@ impl WorkerCtx {
                         idle.notify_one();
                     }
                 }
-                // SAFETY: `t` was just taken out of a queue (next_local,
-                // steal or spin_for_work pop exclusively).
-                unsafe { self.run_task(t) };
-                continue;
-            }
-            // Nothing found. Before paying for a futex sleep and, later, the
-            // producer's futex wake (~2 µs each side), look a few more times:
-            // a producer that keeps spawning finds us still searching and
-            // skips the wake-up entirely.
-            if searching && let Some(t) = self.spin_for_work() {
-                if idle.stop_searching() {
-                    idle.notify_one();
-                }
-                searching = false;
                 // SAFETY: `t` was just taken out of a queue (next_local,
                 // steal or spin_for_work pop exclusively).
                 unsafe { self.run_task(t) };

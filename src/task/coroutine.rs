@@ -112,6 +112,10 @@ impl BodyCell {
     ///
     /// # Safety
     /// The caller holds the run claim and `start` was called.
+    // Inlined into the worker's slice: the switch clobbers every
+    // callee-saved register, which the slice's frame saves already; a frame
+    // of its own would save and restore them all again on every switch.
+    #[inline(always)]
     pub(crate) unsafe fn resume(&self, how: Resume) -> Ran {
         // SAFETY: caller holds the run claim.
         let body = unsafe { &mut *self.0.get() };

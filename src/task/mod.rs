@@ -369,6 +369,7 @@ impl RunClaim<'_> {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn resume(&self, how: coroutine::Resume) -> coroutine::Ran {
         // SAFETY: this claim is the unique run claim on the task.
         unsafe { self.task.resume(how) }
