@@ -365,3 +365,75 @@ fn errors_format_without_debug_payloads() {
     assert!(TrySendError::Disconnected(1).is_disconnected());
     assert_eq!(SendTimeoutError::Timeout(5).into_inner(), 5);
 }
+
+/// An endpoint keeps the slot its last blocked call waited in and reuses it
+/// for the next one; whoever blocks next (another task, an OS thread) must be
+/// the one woken. On a rendezvous channel `try_send` succeeds only while a
+/// receiver is blocked (and `try_recv` only while a sender is), so each turn
+/// below really blocks on the slot the previous turn left, by a different
+/// waiter each time. A misdirected wake-up hangs a turn (watchdog).
+#[test]
+fn an_endpoint_shared_by_tasks_and_threads_wakes_whoever_blocks_on_it() {
+    let rt = rt(2, Some(Duration::from_millis(1)));
+    let (tx, rx) = bounded::<u64>(0);
+    let (tx, rx) = (Arc::new(tx), Arc::new(rx));
+    // Hand `v` to a receiver that is blocked (or about to block) on `rx`.
+    let hand = |v: u64| {
+        let tx = tx.clone();
+        rt.spawn(move || {
+            while tx.try_send(v).is_err() {
+                kvant::sleep(Duration::from_micros(50));
+            }
+        })
+    };
+    // Take a message from a sender that is blocked on `tx`.
+    let take = || {
+        let rx = rx.clone();
+        rt.spawn(move || {
+            loop {
+                if let Ok(v) = rx.try_recv() {
+                    return v;
+                }
+                kvant::sleep(Duration::from_micros(50));
+            }
+        })
+    };
+    // An OS thread's blocking call, bounded by a watchdog.
+    fn on_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done_tx.send(f()).unwrap());
+        done_rx
+            .recv_timeout(HANG)
+            .expect("an OS thread blocked on a reused slot was never woken")
+    }
+    for round in 0..20u64 {
+        let v = round * 10;
+        // A task blocks receiving and gives up: its slot is kept.
+        let r = rx.clone();
+        let t = rt.spawn(move || r.recv_timeout(Duration::from_micros(300)));
+        assert_eq!(done(t), Err(RecvTimeoutError::Timeout));
+        // An OS thread blocks on that slot next.
+        let h = hand(v);
+        let r = rx.clone();
+        assert_eq!(on_thread(move || r.recv()), Ok(v));
+        done(h);
+        // Then another task.
+        let h = hand(v + 1);
+        let r = rx.clone();
+        assert_eq!(done(rt.spawn(move || r.recv())), Ok(v + 1));
+        done(h);
+        // The same for a blocked sender's slot: a task gives up, then an OS
+        // thread, then a task block on it.
+        let s = tx.clone();
+        let t = rt.spawn(move || s.send_timeout(v + 2, Duration::from_micros(300)));
+        assert_eq!(done(t), Err(SendTimeoutError::Timeout(v + 2)));
+        let h = take();
+        let s = tx.clone();
+        on_thread(move || s.send(v + 3)).unwrap();
+        assert_eq!(done(h), v + 3);
+        let h = take();
+        let s = tx.clone();
+        assert_eq!(done(rt.spawn(move || s.send(v + 4))), Ok(()));
+        assert_eq!(done(h), v + 4);
+    }
+}

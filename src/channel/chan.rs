@@ -44,11 +44,45 @@ impl<T> Slot<T> {
         })
     }
 
+    /// A slot for the caller to wait in with `msg`: `spare` if nobody else
+    /// holds it any more, a new one otherwise.
+    fn reuse(spare: &Spare<T>, msg: Option<T>) -> Arc<Slot<T>> {
+        if let Some(mut s) = spare.0.try_lock().and_then(|mut g| g.take())
+            && let Some(slot) = Arc::get_mut(&mut s)
+        {
+            slot.w.renew();
+            *slot.msg.get_mut() = msg;
+            return s;
+        }
+        Slot::new(msg)
+    }
+
     fn take(&self) -> T {
         self.msg
             .lock()
             .take()
             .expect("kvant internal error: channel slot without a message")
+    }
+}
+
+/// The slot an endpoint's last blocking call waited in, kept for its next
+/// one, so that a blocked send or receive allocates nothing (malloc and
+/// free were an eighth of a channel hop's instructions). Only ever
+/// `try_lock`ed: an endpoint shared by several tasks at once just
+/// allocates. A kept slot holds no message, only its last waiter's
+/// unparker (so, at most, a reference to the last task that blocked here).
+pub(crate) struct Spare<T>(parking_lot::Mutex<Option<Arc<Slot<T>>>>);
+
+impl<T> Spare<T> {
+    pub(crate) fn new() -> Self {
+        Spare(parking_lot::Mutex::new(None))
+    }
+
+    /// Keep `slot` (its message gone: taken or handed over) for the next call.
+    fn keep(&self, slot: Arc<Slot<T>>) {
+        if let Some(mut g) = self.0.try_lock() {
+            *g = Some(slot);
+        }
     }
 }
 
@@ -154,7 +188,8 @@ impl<T> Chan<T> {
         }
     }
 
-    pub(crate) fn send(&self, msg: T, wait: Wait) -> Result<(), SendFail<T>> {
+    /// `spare`: the sending endpoint's (see [`Spare`]).
+    pub(crate) fn send(&self, msg: T, wait: Wait, spare: &Spare<T>) -> Result<(), SendFail<T>> {
         let slot = {
             let mut st = self.state.lock();
             if st.receivers == 0 {
@@ -177,7 +212,7 @@ impl<T> Chan<T> {
             if wait.expired() {
                 return Err(SendFail::Full(msg));
             }
-            let slot = Slot::new(Some(msg));
+            let slot = Slot::reuse(spare, Some(msg));
             st.send_q.push_back(slot.clone());
             // A select receiving here can take this message now.
             let obs = st.changed();
@@ -194,14 +229,17 @@ impl<T> Chan<T> {
             s = self.settle(&slot, true);
         }
         cleanup.disarm();
-        match s {
+        let r = match s {
             DONE => Ok(()),
             DISCONNECTED => Err(SendFail::Disconnected(slot.take())),
             _ => Err(SendFail::Full(slot.take())),
-        }
+        };
+        spare.keep(slot);
+        r
     }
 
-    pub(crate) fn recv(&self, wait: Wait) -> Result<T, RecvFail> {
+    /// `spare`: the receiving endpoint's (see [`Spare`]).
+    pub(crate) fn recv(&self, wait: Wait, spare: &Spare<T>) -> Result<T, RecvFail> {
         let slot = {
             let mut st = self.state.lock();
             if let Some(msg) = st.buf.pop_front() {
@@ -239,7 +277,7 @@ impl<T> Chan<T> {
             if wait.expired() {
                 return Err(RecvFail::Empty);
             }
-            let slot = Slot::new(None);
+            let slot = Slot::reuse(spare, None);
             st.recv_q.push_back(slot.clone());
             // A select sending here (capacity 0) can hand its message now.
             let obs = st.changed();
@@ -253,11 +291,13 @@ impl<T> Chan<T> {
             s = self.settle(&slot, false);
         }
         cleanup.disarm();
-        match s {
+        let r = match s {
             DONE => Ok(slot.take()),
             DISCONNECTED => Err(RecvFail::Disconnected),
             _ => Err(RecvFail::Empty),
-        }
+        };
+        spare.keep(slot);
+        r
     }
 
     /// A wait ended without seeing a resolution: under the lock, withdraw the

@@ -52,7 +52,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chan::{Chan, RecvFail, SendFail, Wait};
+use chan::{Chan, RecvFail, SendFail, Spare, Wait};
 
 #[doc(inline)]
 pub use crate::select;
@@ -78,7 +78,13 @@ pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
 
 fn pair<T>(cap: Option<usize>) -> (Sender<T>, Receiver<T>) {
     let chan = Arc::new(Chan::new(cap));
-    (Sender { chan: chan.clone() }, Receiver { chan })
+    (
+        Sender {
+            chan: chan.clone(),
+            spare: Spare::new(),
+        },
+        Receiver::from_chan(chan),
+    )
 }
 
 fn until(timeout: Duration) -> Wait {
@@ -89,6 +95,7 @@ fn until(timeout: Duration) -> Wait {
 /// disconnects for receivers when the last clone drops.
 pub struct Sender<T> {
     chan: Arc<Chan<T>>,
+    spare: Spare<T>,
 }
 
 /// The receiving end of a channel. Clone it for more consumers (each message
@@ -109,23 +116,28 @@ pub struct Sender<T> {
 /// ```
 pub struct Receiver<T> {
     chan: Arc<Chan<T>>,
+    spare: Spare<T>,
 }
 
 impl<T> Sender<T> {
     /// Send, waiting while the channel is full. Fails (returning the message)
     /// only if every receiver is gone.
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
-        self.chan.send(msg, Wait::Until(None)).map_err(|e| match e {
-            SendFail::Full(m) | SendFail::Disconnected(m) => SendError(m),
-        })
+        self.chan
+            .send(msg, Wait::Until(None), &self.spare)
+            .map_err(|e| match e {
+                SendFail::Full(m) | SendFail::Disconnected(m) => SendError(m),
+            })
     }
 
     /// Send only if that needs no waiting.
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
-        self.chan.send(msg, Wait::No).map_err(|e| match e {
-            SendFail::Full(m) => TrySendError::Full(m),
-            SendFail::Disconnected(m) => TrySendError::Disconnected(m),
-        })
+        self.chan
+            .send(msg, Wait::No, &self.spare)
+            .map_err(|e| match e {
+                SendFail::Full(m) => TrySendError::Full(m),
+                SendFail::Disconnected(m) => TrySendError::Disconnected(m),
+            })
     }
 
     /// Send, waiting at most `timeout` for room.
@@ -139,7 +151,7 @@ impl<T> Sender<T> {
     }
 
     fn send_wait(&self, msg: T, wait: Wait) -> Result<(), SendTimeoutError<T>> {
-        self.chan.send(msg, wait).map_err(|e| match e {
+        self.chan.send(msg, wait, &self.spare).map_err(|e| match e {
             SendFail::Full(m) => SendTimeoutError::Timeout(m),
             SendFail::Disconnected(m) => SendTimeoutError::Disconnected(m),
         })
@@ -177,15 +189,25 @@ impl<T> Sender<T> {
 }
 
 impl<T> Receiver<T> {
+    /// The receiver of a channel whose endpoint counts already include it.
+    fn from_chan(chan: Arc<Chan<T>>) -> Self {
+        Receiver {
+            chan,
+            spare: Spare::new(),
+        }
+    }
+
     /// Receive, waiting until a message arrives. Fails only when the channel
     /// is empty and every sender is gone.
     pub fn recv(&self) -> Result<T, RecvError> {
-        self.chan.recv(Wait::Until(None)).map_err(|_| RecvError)
+        self.chan
+            .recv(Wait::Until(None), &self.spare)
+            .map_err(|_| RecvError)
     }
 
     /// Receive a message if one is ready.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.chan.recv(Wait::No).map_err(|e| match e {
+        self.chan.recv(Wait::No, &self.spare).map_err(|e| match e {
             RecvFail::Empty => TryRecvError::Empty,
             RecvFail::Disconnected => TryRecvError::Disconnected,
         })
@@ -202,7 +224,7 @@ impl<T> Receiver<T> {
     }
 
     fn recv_wait(&self, wait: Wait) -> Result<T, RecvTimeoutError> {
-        self.chan.recv(wait).map_err(|e| match e {
+        self.chan.recv(wait, &self.spare).map_err(|e| match e {
             RecvFail::Empty => RecvTimeoutError::Timeout,
             RecvFail::Disconnected => RecvTimeoutError::Disconnected,
         })
@@ -254,6 +276,7 @@ impl<T> Clone for Sender<T> {
         self.chan.add_sender();
         Sender {
             chan: self.chan.clone(),
+            spare: Spare::new(),
         }
     }
 }
@@ -261,9 +284,7 @@ impl<T> Clone for Sender<T> {
 impl<T> Clone for Receiver<T> {
     fn clone(&self) -> Self {
         self.chan.add_receiver();
-        Receiver {
-            chan: self.chan.clone(),
-        }
+        Receiver::from_chan(self.chan.clone())
     }
 }
 

@@ -93,7 +93,7 @@ impl<'a, T> RecvOp<'a, T> {
 
 impl<'w, T: 'w> Op<'w> for RecvOp<'_, T> {
     fn attempt(&mut self, _me: Option<&Arc<Observer>>) -> bool {
-        match self.r.chan.recv(Wait::No) {
+        match self.r.chan.recv(Wait::No, &self.r.spare) {
             Ok(v) => self.got = Some(Ok(v)),
             Err(super::chan::RecvFail::Disconnected) => self.got = Some(Err(RecvError)),
             Err(super::chan::RecvFail::Empty) => return false,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::Receiver;
-use super::chan::{Chan, Wait};
+use super::chan::{Chan, Spare, Wait};
 use crate::time::driver::{Alarm, TimerDriver};
 
 /// A timer channel's entry in the process-wide timer driver.
@@ -27,7 +27,8 @@ impl Alarm for TimerChan {
         let chan = self.chan.upgrade()?;
         // Capacity 1: a tick nobody took yet is not doubled (the late ones
         // are dropped, as crossbeam does).
-        let _ = chan.send(Instant::now(), Wait::No);
+        // (`Wait::No` never waits, so it never uses the spare slot.)
+        let _ = chan.send(Instant::now(), Wait::No, &Spare::new());
         self.every.map(|p| (at + p).max(now))
     }
 
@@ -45,7 +46,7 @@ fn timer_channel(at: Instant, every: Option<Duration>) -> Receiver<Instant> {
         every,
     };
     TimerDriver::global().insert_alarm(at, Arc::new(alarm));
-    Receiver { chan }
+    Receiver::from_chan(chan)
 }
 
 /// A receiver that gets one message, the current time, after `d`, and
@@ -84,7 +85,5 @@ pub fn tick(period: Duration) -> Receiver<Instant> {
 /// A receiver that never gets a message and never disconnects (a `select!`
 /// arm that is switched off).
 pub fn never<T>() -> Receiver<T> {
-    Receiver {
-        chan: Arc::new(Chan::new(Some(0))),
-    }
+    Receiver::from_chan(Arc::new(Chan::new(Some(0))))
 }

@@ -38,12 +38,14 @@ impl ParkedTasks {
 
     /// Register `task` unless it already is. Only the thread holding the
     /// task's run claim calls this, so the check cannot race with itself.
+    #[inline]
     pub(crate) fn insert_once(&self, task: &Arc<Task>) {
         if task.parked_slot.load(Ordering::Relaxed) == usize::MAX {
             self.insert(task);
         }
     }
 
+    #[cold]
     fn insert(&self, task: &Arc<Task>) {
         let mut slab = self.shards[Self::shard_of(task)].lock();
         let i = match slab.free.pop() {

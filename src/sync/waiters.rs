@@ -111,6 +111,16 @@ impl Waiter {
         }
     }
 
+    /// Make a finished waiter (no longer in any queue) wait again, for the
+    /// calling task or OS thread: its unparker is replaced only if it
+    /// names someone else.
+    pub(crate) fn renew(&mut self) {
+        *self.state.get_mut() = WAITING;
+        if !self.unparker.is_current() {
+            self.unparker = park::current_unparker();
+        }
+    }
+
     /// The current state (`WAITING` until resolved).
     pub(crate) fn state(&self) -> u8 {
         self.state.load(Ordering::Acquire)

@@ -38,6 +38,15 @@ impl Unparker {
         }
     }
 
+    /// Whether it wakes the caller (the running task, or this OS thread).
+    pub(crate) fn is_current(&self) -> bool {
+        match self {
+            Unparker::Task(t) => current_task_is(t),
+            Unparker::Thread(t) => !current::in_task() && t.id() == std::thread::current().id(),
+            Unparker::Set(..) => false,
+        }
+    }
+
     /// Whether both wake the same green thread or OS thread.
     pub(crate) fn same_as(&self, other: &Unparker) -> bool {
         match (self, other) {
