@@ -207,13 +207,13 @@ impl WorkerCtx {
             let task = if retiring {
                 self.pop_pinned()
             } else {
-                self.next_local().or_else(|| self.steal())
+                self.next_local(self.me()).or_else(|| self.steal())
             };
             if let Some(t) = task {
                 idle = 0;
                 // SAFETY: `t` was just taken out of a queue (the pops are
                 // exclusive).
-                unsafe { self.run_task(t) };
+                unsafe { self.run_task(self.me(), t) };
                 continue;
             }
             if self.pinned_len() > 0 {

@@ -9,8 +9,8 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::Shared;
 use super::worker::WorkerCtx;
+use super::{Shared, WorkerShared};
 use crate::task::Task;
 
 /// A worker that took from the global queue last time takes from it again
@@ -57,9 +57,10 @@ impl WorkerCtx {
     /// While [`leave_fresh_work`](Self::leave_fresh_work) says so, the global
     /// queue is skipped and a never-started local task yields its turn to a
     /// pinned one.
+    /// `me`: this worker's shared state ([`me`](Self::me)).
     #[inline(always)]
-    pub(super) fn next_local(&self) -> Option<Arc<Task>> {
-        if self.pinned_len() == 0 && self.shared.injector.is_empty() {
+    pub(super) fn next_local(&self, me: &WorkerShared) -> Option<Arc<Task>> {
+        if me.pinned_len.load(Ordering::Relaxed) == 0 && self.shared.injector.is_empty() {
             // The common case (tasks that yield and park, nothing pinned,
             // nothing from outside): every rule below comes down to the
             // local deque, so skip their bookkeeping (inlined into the

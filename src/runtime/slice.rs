@@ -15,7 +15,8 @@ use crate::task::{Header, RunClaim, Task, current};
 
 impl WorkerCtx {
     /// Run one slice of `task`: decide how to resume it, run the slice, and
-    /// put the task where its switch says.
+    /// put the task where its switch says. `me`: this worker's shared state
+    /// (its slot and counters, used several times each).
     ///
     /// # Safety
     ///
@@ -25,16 +26,13 @@ impl WorkerCtx {
     // inside clobbers every callee-saved register, and a frame of its own
     // would save and restore them all once more per slice.
     #[inline(always)]
-    pub(crate) unsafe fn run_task(&self, task: Arc<Task>) {
+    pub(crate) unsafe fn run_task(&self, me: &WorkerShared, task: Arc<Task>) {
         // SAFETY: this function's own contract.
         let claim = unsafe { task.begin_run() };
         let shutdown = self.shared.cancelling.load(Ordering::Acquire);
         let Some(how) = self.prepare(&task, &claim, shutdown) else {
             return;
         };
-        // Indexed once: the slice and its aftermath use this worker's slot
-        // and counters several times each.
-        let me = &self.shared.workers[self.index];
         let ran = self.slice(me, &task, claim, how, shutdown);
         self.after_slice(me, task, ran, how, shutdown);
     }

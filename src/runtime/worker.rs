@@ -66,6 +66,12 @@ impl WorkerCtx {
         Some(t)
     }
 
+    /// This worker's shared state. The loop looks it up once: indexing
+    /// `workers` costs a bounds check and a multiply at every use.
+    pub(super) fn me(&self) -> &super::WorkerShared {
+        &self.shared.workers[self.index]
+    }
+
     /// Tasks pinned to this worker's thread.
     pub(super) fn pinned_len(&self) -> usize {
         self.shared.workers[self.index]
@@ -147,7 +153,7 @@ impl WorkerCtx {
             if self.shared.stopping.load(Ordering::Relaxed) {
                 return None;
             }
-            if let Some(t) = self.next_local().or_else(|| self.steal()) {
+            if let Some(t) = self.next_local(self.me()).or_else(|| self.steal()) {
                 return Some(t);
             }
         }
@@ -202,11 +208,12 @@ impl WorkerCtx {
         let mut searching = true;
         let mut awake_since = clock::ticks();
         self.counters().awake_since.bump_set(awake_since);
+        let me = self.me();
         loop {
             if shared.stopping.load(Ordering::Acquire) {
                 break;
             }
-            let mut task = self.next_local();
+            let mut task = self.next_local(me);
             if task.is_none() && (searching || idle.try_start_searching()) {
                 searching = true;
                 task = self.steal();
@@ -227,7 +234,7 @@ impl WorkerCtx {
                 }
                 // SAFETY: `t` was just taken out of a queue (next_local,
                 // steal or spin_for_work pop exclusively).
-                unsafe { self.run_task(t) };
+                unsafe { self.run_task(me, t) };
                 continue;
             }
             // Nothing anywhere: announce sleep, look once more, then sleep.

@@ -4,8 +4,9 @@
 //! address of a thread-local as constant within a function, so code that read
 //! a thread-local, switched out, and read it again after resuming on another
 //! worker could reuse the first thread's address. Keeping each access in its
-//! own non-inlined function forces a fresh lookup after every switch. Only
-//! `set_current`, which the worker calls from its own stack, is inlined.
+//! own non-inlined function forces a fresh lookup after every switch.
+//! `set_current`, which the worker calls from its own stack, is inlined, and
+//! so are helpers that reach the thread-local only through `current_ptr`.
 
 use std::cell::Cell;
 use std::ptr::NonNull;
@@ -44,7 +45,9 @@ fn current_ptr() -> Option<NonNull<Task>> {
 }
 
 /// Run `f` with the task running on this thread, if any. `f` must not switch.
-#[inline(never)]
+/// Inlined: the thread-local is read by `current_ptr`, which is not, so
+/// every call still looks it up afresh.
+#[inline]
 pub(crate) fn with_current<R>(f: impl FnOnce(&Task) -> R) -> Option<R> {
     let p = current_ptr()?;
     // SAFETY: a non-null CURRENT was installed by the worker resuming this
