@@ -5,7 +5,8 @@
 //! moved it to another thread, and each call must look the thread-local up
 //! afresh.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -13,7 +14,12 @@ use super::Shared;
 use super::worker::WorkerCtx;
 
 thread_local! {
-    static WORKER: RefCell<Option<Rc<WorkerCtx>>> = const { RefCell::new(None) };
+    /// The worker context this thread runs, owned for as long as it does.
+    static WORKER_OWNED: RefCell<Option<Rc<WorkerCtx>>> = const { RefCell::new(None) };
+    /// The same, as a plain pointer for `with_worker` (every spawn and
+    /// wake-up): a `Cell` of a `Copy` type has no destructor, so reading it
+    /// needs no registration check and no `RefCell` borrow.
+    static WORKER: Cell<Option<NonNull<WorkerCtx>>> = const { Cell::new(None) };
     /// Runtimes entered on this OS thread (`Runtime::enter`, the blocking
     /// pool), innermost last.
     static ENTERED: RefCell<Vec<Arc<Shared>>> = const { RefCell::new(Vec::new()) };
@@ -54,18 +60,25 @@ pub(crate) fn entered() -> Option<Arc<Shared>> {
 }
 
 pub(crate) fn enter(ctx: Rc<WorkerCtx>) {
-    WORKER.with(|w| *w.borrow_mut() = Some(ctx));
+    WORKER.set(Some(NonNull::from(&*ctx)));
+    WORKER_OWNED.with(|w| *w.borrow_mut() = Some(ctx));
 }
 
 pub(crate) fn exit() {
-    let old = WORKER.with(|w| w.borrow_mut().take());
+    // The pointer goes before the context it points to.
+    WORKER.set(None);
+    let old = WORKER_OWNED.with(|w| w.borrow_mut().take());
     drop(old);
 }
 
 /// Run `f` with this thread's worker context, if this thread is a worker.
-/// `f` must not switch tasks, nor enter or leave a worker context (it runs
-/// inside the context's shared borrow, which spares an `Rc` clone per spawn).
+/// `f` must not switch tasks, nor enter or leave a worker context.
 #[inline(never)]
 pub(crate) fn with_worker<R>(f: impl FnOnce(&WorkerCtx) -> R) -> Option<R> {
-    WORKER.with(|w| w.borrow().as_deref().map(f))
+    let p = WORKER.get()?;
+    // SAFETY: a non-null WORKER points into the `Rc` that WORKER_OWNED
+    // holds; `exit` clears the pointer before dropping that `Rc`, and `f`,
+    // which runs on this thread without switching, cannot call `exit`
+    // (this function's contract), so the context outlives the call.
+    Some(f(unsafe { p.as_ref() }))
 }
