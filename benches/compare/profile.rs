@@ -98,6 +98,12 @@ pub fn child(args: &[String], mode: &Mode) {
                     rounds += 10_000;
                 }
             }
+            for (i, w) in rt.metrics().workers.iter().enumerate() {
+                println!(
+                    "RESULT worker={i} tasks_run={} steal_ops={} stolen={} sleeps={} parks={}",
+                    w.tasks_run, w.steal_ops, w.stolen_tasks, w.sleeps, w.blocked
+                );
+            }
         }
         "hogs-1ms" | "hogs-100us" | "hogs-coop" => {
             let q = match what {
