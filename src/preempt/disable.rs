@@ -57,7 +57,10 @@ impl Drop for DisableGuard {
         }
         let take_it = current::with_current(|t| {
             let p = &t.preempt;
-            let left = p.disabled.load(Ordering::Relaxed) - 1;
+            // Saturating: a guard dropped on another task than the one
+            // that made it (moved through a worker's thread-local) must not
+            // wrap that task's count and leave it unpreemptible for good.
+            let left = p.disabled.load(Ordering::Relaxed).saturating_sub(1);
             // The critical section stays before the store (see `disable`).
             compiler_fence(Ordering::SeqCst);
             p.disabled.store(left, Ordering::Relaxed);

@@ -15,7 +15,7 @@ use super::worker::WorkerCtx;
 
 thread_local! {
     /// The worker context this thread runs, owned for as long as it does.
-    static WORKER_OWNED: RefCell<Option<Rc<WorkerCtx>>> = const { RefCell::new(None) };
+    static WORKER_OWNED: RefCell<Option<Owner>> = const { RefCell::new(None) };
     /// The same, as a plain pointer for `with_worker` (every spawn and
     /// wake-up): a `Cell` of a `Copy` type has no destructor, so reading it
     /// needs no registration check and no `RefCell` borrow.
@@ -59,16 +59,32 @@ pub(crate) fn entered() -> Option<Arc<Shared>> {
     ENTERED.with(|e| e.borrow().last().cloned())
 }
 
+/// Owns the context `WORKER` points to, and clears the pointer before the
+/// context can go: on `exit`, and also if the thread's thread-locals are
+/// destroyed first (a worker thread unwinding past `exit`), whatever order
+/// they are destroyed in. `WORKER` itself has no destructor, so it is never
+/// unreadable.
+struct Owner {
+    _ctx: Rc<WorkerCtx>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        WORKER.set(None);
+        // The `Rc` field drops after this.
+    }
+}
+
 pub(crate) fn enter(ctx: Rc<WorkerCtx>) {
-    WORKER.set(Some(NonNull::from(&*ctx)));
-    WORKER_OWNED.with(|w| *w.borrow_mut() = Some(ctx));
+    let p = NonNull::from(&*ctx);
+    let old = WORKER_OWNED.with(|w| w.borrow_mut().replace(Owner { _ctx: ctx }));
+    drop(old); // clears WORKER, so it is set after
+    WORKER.set(Some(p));
 }
 
 pub(crate) fn exit() {
-    // The pointer goes before the context it points to.
-    WORKER.set(None);
     let old = WORKER_OWNED.with(|w| w.borrow_mut().take());
-    drop(old);
+    drop(old); // clears WORKER, then drops the context
 }
 
 /// Run `f` with this thread's worker context, if this thread is a worker.
@@ -76,9 +92,10 @@ pub(crate) fn exit() {
 #[inline(never)]
 pub(crate) fn with_worker<R>(f: impl FnOnce(&WorkerCtx) -> R) -> Option<R> {
     let p = WORKER.get()?;
-    // SAFETY: a non-null WORKER points into the `Rc` that WORKER_OWNED
-    // holds; `exit` clears the pointer before dropping that `Rc`, and `f`,
-    // which runs on this thread without switching, cannot call `exit`
-    // (this function's contract), so the context outlives the call.
+    // SAFETY: a non-null WORKER points into the `Rc` of the `Owner` in
+    // WORKER_OWNED; the owner clears the pointer before that `Rc` drops
+    // (`Owner::drop`), and `f`, which runs on this thread without
+    // switching, cannot end the owner (`exit` or `enter`, excluded by this
+    // function's contract), so the context outlives the call.
     Some(f(unsafe { p.as_ref() }))
 }
