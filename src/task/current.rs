@@ -134,7 +134,10 @@ pub(crate) fn suspend(why: Switch) {
 }
 
 /// [`suspend`] for the task at `task`, the one running on this thread
-/// (from `current_ptr`, read just before: no switch in between).
+/// (from `current_ptr`, read just before: no switch in between). Inlined
+/// into its two callers: the switch clobbers every callee-saved register,
+/// which a frame of its own would save and restore once more per switch.
+#[inline(always)]
 fn suspend_task(task: NonNull<Task>, why: Switch) {
     // SAFETY: `task` came from CURRENT just now, on this thread, with no
     // switch since; the worker keeps its Arc alive for the whole slice.
