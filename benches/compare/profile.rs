@@ -9,7 +9,9 @@
 //! `what`: `yield` (2 tasks, 1 worker, cooperative), `hop` (a channel hop
 //! to an echo task and back, counted per direction), `spawn-inside`,
 //! `spawn-outside` (empty tasks, default runtime), `hogs-1ms` / `hogs-100us`
-//! (4 CPU hogs on the default worker count at that quantum), `hogs-coop`.
+//! (4 CPU hogs on the default worker count at that quantum), `hogs-coop`,
+//! `hogs-split` (4 hogs at the default quantum, round after round: the
+//! busiest worker's share of each round's work).
 
 use std::time::{Duration, Instant};
 
@@ -103,6 +105,33 @@ pub fn child(args: &[String], mode: &Mode) {
                     "RESULT worker={i} tasks_run={} steal_ops={} stolen={} sleeps={} parks={}",
                     w.tasks_run, w.steal_ops, w.stolen_tasks, w.sleeps, w.blocked
                 );
+            }
+        }
+        "hogs-split" => {
+            // (f)'s 10 ms row, one round at a time: how the 4 hogs' work
+            // splits over the 2 workers (busiest worker's share per round).
+            let rt = kvant::Runtime::builder()
+                .workers(mode.workers)
+                .build()
+                .expect("kvant runtime");
+            rt.block_on(|| ());
+            while Instant::now() < end {
+                let before = rt.metrics();
+                let hs: Vec<_> = (0..4).map(|_| rt.spawn(|| burn(145_000_000))).collect();
+                for h in hs {
+                    h.join().expect("hog");
+                }
+                let after = rt.metrics();
+                let busy: Vec<f64> = after
+                    .workers
+                    .iter()
+                    .zip(&before.workers)
+                    .map(|(a, b)| a.busy_time.saturating_sub(b.busy_time).as_secs_f64())
+                    .collect();
+                let total: f64 = busy.iter().sum();
+                let max = busy.iter().copied().fold(0.0, f64::max);
+                println!("RESULT busiest={:.2}", max / total.max(1e-9));
+                rounds += 4;
             }
         }
         "hogs-1ms" | "hogs-100us" | "hogs-coop" => {
