@@ -437,3 +437,37 @@ fn an_endpoint_shared_by_tasks_and_threads_wakes_whoever_blocks_on_it() {
         assert_eq!(done(h), v + 4);
     }
 }
+
+/// The slot an endpoint keeps for reuse must not keep its last waiter
+/// alive: a detached task that blocked on a channel which outlives it still
+/// has its result dropped when it ends (that drop may close a file or
+/// release a lock).
+#[test]
+fn a_kept_slot_does_not_keep_a_finished_task_or_its_result() {
+    struct Flag(Arc<AtomicUsize>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+    let rt = rt(1, None);
+    let (tx, rx) = bounded::<u32>(0);
+    let rx = Arc::new(rx);
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (r, d) = (rx.clone(), dropped.clone());
+    // Blocks in `recv` (nothing is sent yet), so its slot is the one kept.
+    let h = rt.spawn(move || {
+        let got = r.recv().unwrap();
+        (got, Flag(d))
+    });
+    common::wait_for("the task to block in recv", || tx.try_send(7).is_ok());
+    drop(h); // detached: its result goes when the task does
+    common::wait_for("the detached task's result to be dropped", || {
+        dropped.load(SeqCst) == 1
+    });
+    // The endpoint and its kept slot are still usable.
+    let r = rx.clone();
+    let h = rt.spawn(move || r.recv());
+    common::wait_for("a second receiver to block", || tx.try_send(8).is_ok());
+    assert_eq!(done(h), Ok(8));
+}

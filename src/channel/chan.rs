@@ -69,8 +69,8 @@ impl<T> Slot<T> {
 /// one, so that a blocked send or receive allocates nothing (malloc and
 /// free were an eighth of a channel hop's instructions). Only ever
 /// `try_lock`ed: an endpoint shared by several tasks at once just
-/// allocates. A kept slot holds no message, only its last waiter's
-/// unparker (so, at most, a reference to the last task that blocked here).
+/// allocates. A kept slot holds no message and wakes nobody: it keeps no
+/// task alive (nor, through it, a detached task's result).
 pub(crate) struct Spare<T>(parking_lot::Mutex<Option<Arc<Slot<T>>>>);
 
 impl<T> Spare<T> {
@@ -78,8 +78,14 @@ impl<T> Spare<T> {
         Spare(parking_lot::Mutex::new(None))
     }
 
-    /// Keep `slot` (its message gone: taken or handed over) for the next call.
-    fn keep(&self, slot: Arc<Slot<T>>) {
+    /// Keep `slot` (its message gone: taken or handed over) for the next
+    /// call, if nobody else holds it any more (a resolver on another worker
+    /// may still, for a moment: then it is simply dropped).
+    fn keep(&self, mut slot: Arc<Slot<T>>) {
+        let Some(s) = Arc::get_mut(&mut slot) else {
+            return;
+        };
+        s.w.forget();
         if let Some(mut g) = self.0.try_lock() {
             *g = Some(slot);
         }

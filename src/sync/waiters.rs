@@ -111,14 +111,16 @@ impl Waiter {
         }
     }
 
-    /// Make a finished waiter (no longer in any queue) wait again, for the
-    /// calling task or OS thread: its unparker is replaced only if it
-    /// names someone else.
+    /// Make a finished waiter (no longer in any queue, its unparker
+    /// forgotten) wait again, for the calling task or OS thread.
     pub(crate) fn renew(&mut self) {
         *self.state.get_mut() = WAITING;
-        if !self.unparker.is_current() {
-            self.unparker = park::current_unparker();
-        }
+        self.unparker = park::current_unparker();
+    }
+
+    /// Let go of whoever it woke, before it is kept for reuse.
+    pub(crate) fn forget(&mut self) {
+        self.unparker = park::Unparker::Nobody;
     }
 
     /// The current state (`WAITING` until resolved).

@@ -22,6 +22,9 @@ pub(crate) enum Unparker {
     Thread(std::thread::Thread),
     /// A `JoinSet`: note which of its tasks completed, and wake its owner.
     Set(Arc<super::set::Ready>, super::TaskId),
+    /// Nobody: a waiter kept for reuse holds no task or thread alive (a
+    /// finished task's result would otherwise wait for the waiter to go).
+    Nobody,
 }
 
 impl Unparker {
@@ -35,15 +38,7 @@ impl Unparker {
             }
             Unparker::Thread(t) => t.unpark(),
             Unparker::Set(ready, id) => ready.completed(*id),
-        }
-    }
-
-    /// Whether it wakes the caller (the running task, or this OS thread).
-    pub(crate) fn is_current(&self) -> bool {
-        match self {
-            Unparker::Task(t) => current_task_is(t),
-            Unparker::Thread(t) => !current::in_task() && t.id() == std::thread::current().id(),
-            Unparker::Set(..) => false,
+            Unparker::Nobody => {}
         }
     }
 
