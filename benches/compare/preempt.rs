@@ -64,16 +64,7 @@ fn one_run(w: usize, cfg: Config, iters: u64, acc: &mut Acc) {
     acc.wall.push(t0.elapsed());
     acc.cpu.push(util::process_cpu_time().saturating_sub(cpu0));
     let after = rt.metrics();
-    let busy: Vec<f64> = after
-        .workers
-        .iter()
-        .zip(&before.workers)
-        .map(|(a, b)| a.busy_time.saturating_sub(b.busy_time).as_secs_f64())
-        .collect();
-    let total: f64 = busy.iter().sum();
-    let max = busy.iter().copied().fold(0.0, f64::max);
-    acc.busiest
-        .push(if total > 0.0 { max / total } else { 0.0 });
+    acc.busiest.push(util::busiest_share(&before, &after));
     let m = after.total();
     acc.preemptions += m.preemptions;
     acc.signals += m.signals;

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::util::{Mode, burn};
+use super::util::{Mode, burn, busiest_share, kvant_echo};
 
 pub fn child(args: &[String], mode: &Mode) {
     let what = args.first().map_or("yield", String::as_str);
@@ -52,15 +52,7 @@ pub fn child(args: &[String], mode: &Mode) {
                 .workers(1)
                 .build()
                 .expect("kvant runtime");
-            let (to_echo, echo_in) = kvant::channel::bounded::<u64>(1);
-            let (echo_out, back) = kvant::channel::bounded::<u64>(1);
-            let echo = rt.spawn(move || {
-                for m in echo_in.iter() {
-                    if echo_out.send(m + 1).is_err() {
-                        break;
-                    }
-                }
-            });
+            let (to_echo, back, echo) = kvant_echo(&rt);
             rounds = rt.block_on(move || {
                 let mut n = 0u64;
                 while Instant::now() < end {
@@ -121,16 +113,8 @@ pub fn child(args: &[String], mode: &Mode) {
                 for h in hs {
                     h.join().expect("hog");
                 }
-                let after = rt.metrics();
-                let busy: Vec<f64> = after
-                    .workers
-                    .iter()
-                    .zip(&before.workers)
-                    .map(|(a, b)| a.busy_time.saturating_sub(b.busy_time).as_secs_f64())
-                    .collect();
-                let total: f64 = busy.iter().sum();
-                let max = busy.iter().copied().fold(0.0, f64::max);
-                println!("RESULT busiest={:.2}", max / total.max(1e-9));
+                let share = busiest_share(&before, &rt.metrics());
+                println!("RESULT busiest={share:.2}");
                 rounds += 4;
             }
         }

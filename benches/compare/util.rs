@@ -352,6 +352,41 @@ impl Rng {
 
 /// CPU-bound work: `iters` rounds of an LCG mixer the compiler cannot fold.
 #[inline(never)]
+/// The busiest worker's share of the workers' busy time between two
+/// metrics snapshots (0.5 is an even split on 2 workers).
+pub fn busiest_share(before: &kvant::Metrics, after: &kvant::Metrics) -> f64 {
+    let busy: Vec<f64> = after
+        .workers
+        .iter()
+        .zip(&before.workers)
+        .map(|(a, b)| a.busy_time.saturating_sub(b.busy_time).as_secs_f64())
+        .collect();
+    let total: f64 = busy.iter().sum();
+    let max = busy.iter().copied().fold(0.0, f64::max);
+    if total > 0.0 { max / total } else { 0.0 }
+}
+
+/// An echo task on `rt`: what comes in on the first channel goes back, plus
+/// one, on the second (both `bounded(1)`); it ends when the sender drops.
+pub fn kvant_echo(
+    rt: &kvant::Runtime,
+) -> (
+    kvant::channel::Sender<u64>,
+    kvant::channel::Receiver<u64>,
+    kvant::JoinHandle<()>,
+) {
+    let (to_echo, echo_in) = kvant::channel::bounded::<u64>(1);
+    let (echo_out, back) = kvant::channel::bounded::<u64>(1);
+    let echo = rt.spawn(move || {
+        for m in echo_in.iter() {
+            if echo_out.send(m + 1).is_err() {
+                break;
+            }
+        }
+    });
+    (to_echo, back, echo)
+}
+
 pub fn burn(iters: u64) -> u64 {
     let mut x = black_box(0x1234_5678_9abc_def0u64);
     for _ in 0..black_box(iters) {

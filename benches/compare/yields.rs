@@ -49,15 +49,7 @@ fn kvant_channel_hops(n: u64, reps: usize) -> Stats {
         .build()
         .expect("kvant runtime");
     measure(reps, || {
-        let (to_echo, echo_in) = kvant::channel::bounded::<u64>(1);
-        let (echo_out, back) = kvant::channel::bounded::<u64>(1);
-        let echo = rt.spawn(move || {
-            for m in echo_in.iter() {
-                if echo_out.send(m + 1).is_err() {
-                    break;
-                }
-            }
-        });
+        let (to_echo, back, echo) = util::kvant_echo(&rt);
         let d = rt.block_on(move || {
             let t = std::time::Instant::now();
             for i in 0..n {
