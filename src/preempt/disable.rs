@@ -30,8 +30,8 @@ pub fn disable() -> DisableGuard {
         // one task runs on one thread at a time); the signal handler, on
         // the same thread, only reads it. So a plain load and store do: a
         // signal lands before or after the store, never inside it, and a
-        // locked add would cost ~20 cycles for nothing (three guards per
-        // blocked channel operation).
+        // locked add (three guards per blocked channel operation) would
+        // buy nothing.
         let d = &t.preempt.disabled;
         d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         // A signal fence: the critical section after this cannot be moved

@@ -22,7 +22,7 @@ impl WorkerCtx {
     ///
     /// As for [`Header::begin_run`]: `task` was just taken out of a run
     /// queue, and nobody pushed it back.
-    // Inlined into the worker loop (its one call there): the stack switch
+    // Inlined into the worker loops (one call in each): the stack switch
     // inside clobbers every callee-saved register, and a frame of its own
     // would save and restore them all once more per slice.
     #[inline(always)]
@@ -225,7 +225,7 @@ impl WorkerCtx {
     /// `sysmon/blocked.rs`).
     #[cold]
     fn close_kernel_block(&self, task: &Task) {
-        let slot = &self.shared.workers[self.index].slot;
+        let slot = &self.me().slot;
         let since = slot.blocked_since.swap(0, Ordering::Relaxed);
         if since == 0 {
             return;

@@ -56,7 +56,7 @@ impl WorkerCtx {
     }
 
     pub(super) fn pop_pinned(&self) -> Option<Arc<Task>> {
-        let me = &self.shared.workers[self.index];
+        let me = self.me();
         if me.pinned_len.load(Ordering::Relaxed) == 0 {
             return None;
         }
@@ -74,13 +74,11 @@ impl WorkerCtx {
 
     /// Tasks pinned to this worker's thread.
     pub(super) fn pinned_len(&self) -> usize {
-        self.shared.workers[self.index]
-            .pinned_len
-            .load(Ordering::Relaxed)
+        self.me().pinned_len.load(Ordering::Relaxed)
     }
 
     pub(super) fn push_pinned(&self, task: Arc<Task>) {
-        let me = &self.shared.workers[self.index];
+        let me = self.me();
         let mut pinned = me.pinned.lock();
         pinned.push_back(task);
         me.pinned_len.store(pinned.len(), Ordering::Relaxed);
@@ -170,7 +168,7 @@ impl WorkerCtx {
     }
 
     pub(super) fn counters(&self) -> &crate::metrics::WorkerCounters {
-        &self.shared.workers[self.index].counters
+        &self.me().counters
     }
 
     pub(super) fn take_stack(&self, size: usize) -> std::io::Result<Stack> {
