@@ -12,6 +12,7 @@ run() { # profile features expected-mode
     ./target/"$profile"/kvant-storm "$expect" "$secs" > /dev/null 2> storm.err || { tail -20 storm.err; exit 1; }
     grep "kvant-storm:" storm.err || true
 }
+run release "" preemptive
 run lto "" preemptive
 run lto mimalloc preemptive
 KVANT_STORM_CPU_CLOCK=1 run lto "" preemptive

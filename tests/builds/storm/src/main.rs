@@ -1,7 +1,10 @@
 //! A preemption storm as users write it: many tasks `println!`, `format!`,
 //! `eprint!`, allocate, share a `std::sync::Mutex` with plain `lock()` held
 //! while computing, a `RwLock`, a `LazyLock` and an mpsc-free `Condvar`
-//! hand-off, on 1 and 2 workers at 50 µs and 1 ms; then calls that block
+//! hand-off, on 1 and 2 workers at 50 µs and 1 ms; tasks that compute for
+//! a few µs to a quantum and then `yield_now` (the yield is inlined into
+//! their loop, so preemption signals land in and around its switch); then
+//! calls that block
 //! the worker's thread (std mpsc between tasks, a blocking read whose writer
 //! is a task, `thread::sleep` beside a computing task) on one worker. Exits
 //! non-zero on any lost update or wrong mode; a watchdog thread ends a hung
@@ -39,6 +42,9 @@ fn main() {
         for q in [Duration::from_micros(50), Duration::from_millis(1)] {
             storm(workers, q, &expect, Duration::from_secs_f64(secs / 4.0));
         }
+    }
+    for workers in [1, 2] {
+        yields(workers, &expect, Duration::from_secs_f64(secs / 4.0));
     }
     for q in [None, Some(Duration::from_millis(10))] {
         blocking(q);
@@ -206,5 +212,62 @@ fn storm(workers: usize, q: Duration, expect: &str, run_for: Duration) {
         assert!(t.preemptions > 0, "no preemption at {q:?}");
     } else {
         assert_eq!(t.preemptions, 0, "preempted although the mode is {mode:?}");
+    }
+}
+
+/// Tasks that compute for a pseudo-random 0–100 µs and then yield, under a
+/// 50 µs quantum: preemption signals land all over their loops, in and
+/// around the yields (inlined into this code; with no line tables the code
+/// map sees them as this crate's code). Every task's checksum must equal
+/// the same sequence computed without a runtime: a switch torn by a signal
+/// would crash or corrupt a register.
+fn yields(workers: usize, expect: &str, run_for: Duration) {
+    fn step(seed: &mut u64, acc: &mut u64) {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let n = (*seed >> 33) % 160_000; // 0–100 µs here
+        for i in 0..n {
+            *acc = acc.rotate_left(5) ^ black_box(i);
+        }
+    }
+    let rt = kvant::Runtime::builder()
+        .workers(workers)
+        .quantum(Some(Duration::from_micros(50)))
+        .build()
+        .expect("runtime");
+    let until = Instant::now() + run_for;
+    let handles: Vec<_> = (0..8u64)
+        .map(|me| {
+            rt.spawn(move || {
+                let (mut seed, mut acc, mut n) = (me, 0u64, 0u64);
+                while Instant::now() < until {
+                    step(&mut seed, &mut acc);
+                    kvant::yield_now();
+                    n += 1;
+                }
+                (n, acc)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for (me, h) in handles.into_iter().enumerate() {
+        let (n, acc) = h.join().expect("task");
+        let (mut seed, mut want) = (me as u64, 0u64);
+        for _ in 0..n {
+            step(&mut seed, &mut want);
+        }
+        assert_eq!(acc, want, "task {me}: checksum after {n} yields");
+        total += n;
+    }
+    let t = rt.metrics().total();
+    eprintln!(
+        "kvant-storm: {workers} worker(s) yielding at q=50µs mode={:?}: {total} yields, {} preemptions, {} deferrals",
+        rt.preemption_mode(),
+        t.preemptions,
+        t.deferrals
+    );
+    if expect == "preemptive" {
+        assert!(t.preemptions > 0, "no preemption among the yields");
     }
 }
