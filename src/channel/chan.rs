@@ -194,7 +194,11 @@ impl<T> Chan<T> {
         }
     }
 
-    /// `spare`: the sending endpoint's (see [`Spare`]).
+    /// `spare`: the sending endpoint's (see [`Spare`]). Inlined into the
+    /// endpoints' calls (see `Receiver::recv`): its critical sections hold
+    /// the internal lock's preemption guard whether or not they sit in the
+    /// user's frame.
+    #[inline(always)]
     pub(crate) fn send(&self, msg: T, wait: Wait, spare: &Spare<T>) -> Result<(), SendFail<T>> {
         let slot = {
             let mut st = self.state.lock();
@@ -244,7 +248,9 @@ impl<T> Chan<T> {
         r
     }
 
-    /// `spare`: the receiving endpoint's (see [`Spare`]).
+    /// `spare`: the receiving endpoint's (see [`Spare`]). Inlined as
+    /// [`send`](Chan::send) is.
+    #[inline(always)]
     pub(crate) fn recv(&self, wait: Wait, spare: &Spare<T>) -> Result<T, RecvFail> {
         let slot = {
             let mut st = self.state.lock();

@@ -24,6 +24,7 @@ pub struct IntoIter<T> {
 
 impl<T> Iterator for Iter<'_, T> {
     type Item = T;
+    #[inline(always)] // the blocking switch lands in the caller's loop (see `Receiver::recv`)
     fn next(&mut self) -> Option<T> {
         self.rx.recv().ok()
     }
@@ -38,6 +39,7 @@ impl<T> Iterator for TryIter<'_, T> {
 
 impl<T> Iterator for IntoIter<T> {
     type Item = T;
+    #[inline(always)] // as for `Iter`
     fn next(&mut self) -> Option<T> {
         self.rx.recv().ok()
     }

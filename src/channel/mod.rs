@@ -122,6 +122,10 @@ pub struct Receiver<T> {
 impl<T> Sender<T> {
     /// Send, waiting while the channel is full. Fails (returning the message)
     /// only if every receiver is gone.
+    ///
+    /// Inlined, down to the switch when it blocks, into the caller, as
+    /// [`recv`](Receiver::recv) is.
+    #[inline(always)]
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
         self.chan
             .send(msg, Wait::Until(None), &self.spare)
@@ -199,6 +203,13 @@ impl<T> Receiver<T> {
 
     /// Receive, waiting until a message arrives. Fails only when the channel
     /// is empty and every sender is gone.
+    ///
+    /// Inlined, down to the switch when it blocks, into the caller: a task
+    /// resumed from its wait goes on in its own code instead of returning
+    /// through kvant's frames, whose return addresses the CPU mispredicts
+    /// after a switch (a channel hop 118 → 98 ns on the benchmark VM, see
+    /// `src/preempt/README.md` on what inlined switches ask of preemption).
+    #[inline(always)]
     pub fn recv(&self) -> Result<T, RecvError> {
         self.chan
             .recv(Wait::Until(None), &self.spare)

@@ -1,9 +1,10 @@
 //! Critical sections that the quantum timer must not interrupt.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{Ordering, compiler_fence};
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
 
-use crate::task::current;
+use crate::task::{Task, current};
 
 /// While alive, the current task is not preempted. Guards nest; a preemption
 /// requested meanwhile is taken when the last guard drops (the task yields
@@ -25,23 +26,49 @@ pub struct DisableGuard {
 /// });
 /// ```
 pub fn disable() -> DisableGuard {
-    let in_task = current::with_current(|t| {
-        // Only the task itself changes its count (a guard is `!Send`, and
-        // one task runs on one thread at a time); the signal handler, on
-        // the same thread, only reads it. So a plain load and store do: a
-        // signal lands before or after the store, never inside it, and a
-        // locked add (three guards per blocked channel operation) would
-        // buy nothing.
-        let d = &t.preempt.disabled;
-        d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        // A signal fence: the critical section after this cannot be moved
-        // before the store, as seen by a handler on this thread.
-        compiler_fence(Ordering::SeqCst);
-    })
-    .is_some();
+    let in_task = current::with_current(|t| t.preempt.raise()).is_some();
     DisableGuard {
         in_task,
         _not_send: PhantomData,
+    }
+}
+
+/// kvant's own critical sections: a [`DisableGuard`] that keeps the task it
+/// was made on instead of looking the running task up again when it drops.
+/// Sound because kvant never hands one to another task: it lives in the
+/// frame (or the internal lock guard) that made it, on that task's stack,
+/// so the task is alive and running whenever it drops.
+pub(crate) struct NoPreempt {
+    task: Option<NonNull<Task>>,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// [`disable`] for kvant's own code (see [`NoPreempt`]).
+#[inline]
+pub(crate) fn no_preempt() -> NoPreempt {
+    let task = current::current_ptr();
+    if let Some(t) = task {
+        // SAFETY: CURRENT is the running task, whose Arc the worker holds
+        // for the whole slice.
+        unsafe { t.as_ref() }.preempt.raise();
+    }
+    NoPreempt {
+        task,
+        _not_send: PhantomData,
+    }
+}
+
+impl Drop for NoPreempt {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(t) = self.task {
+            // SAFETY: the task that made this guard is the one running its
+            // drop (it never leaves that task's frames, see `NoPreempt`), so
+            // it is alive; the count is its own.
+            if unsafe { t.as_ref() }.preempt.lower() {
+                current::take_deferred();
+            }
+        }
     }
 }
 
@@ -52,36 +79,8 @@ pub fn is_disabled() -> bool {
 
 impl Drop for DisableGuard {
     fn drop(&mut self) {
-        if !self.in_task {
-            return;
-        }
-        let take_it = current::with_current(|t| {
-            let p = &t.preempt;
-            // Saturating: a guard dropped on another task than the one
-            // that made it (moved through a worker's thread-local) must not
-            // wrap that task's count and leave it unpreemptible for good.
-            let left = p.disabled.load(Ordering::Relaxed).saturating_sub(1);
-            // The critical section stays before the store (see `disable`).
-            compiler_fence(Ordering::SeqCst);
-            p.disabled.store(left, Ordering::Relaxed);
-            // And the look at `pending` after it: a handler that ran before
-            // the store saw the count above zero and set `pending`; one that
-            // runs after it sees zero and never touches `pending`, so the
-            // load and the store below cannot race with it.
-            compiler_fence(Ordering::SeqCst);
-            let take = left == 0 && p.pending.load(Ordering::Relaxed);
-            if take {
-                p.pending.store(false, Ordering::Relaxed);
-            }
-            take
-        })
-        .unwrap_or(false);
-        if take_it {
-            // Not a cancellation point: the guard drops where a primitive
-            // just changed state (a message taken, a waiter queued) and has
-            // not returned yet; unwinding here would lose that change.
-            let _shield = current::shield_cancel();
-            current::suspend(crate::task::coroutine::Switch::Preempted);
+        if self.in_task && current::with_current(|t| t.preempt.lower()) == Some(true) {
+            current::take_deferred();
         }
     }
 }

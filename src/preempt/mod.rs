@@ -41,6 +41,7 @@ pub(crate) use cpu::{allowed_cpus, pin_to_cpu};
 pub(crate) const SIGNAL_FRAME: usize = 4 * 1024;
 
 pub use disable::{DisableGuard, disable, is_disabled};
+pub(crate) use disable::{NoPreempt, no_preempt};
 pub(crate) use slot::WorkerSlot;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

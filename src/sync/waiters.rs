@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::preempt::{self, DisableGuard};
+use crate::preempt::{self, NoPreempt};
 use crate::task::park::{self, Unparker};
 
 /// A waiter's state before anyone resolved it.
@@ -39,7 +39,7 @@ pub(crate) struct Internal<T>(parking_lot::Mutex<T>);
 /// safely, if the quantum expired meanwhile).
 pub(crate) struct InternalGuard<'a, T> {
     guard: parking_lot::MutexGuard<'a, T>,
-    _no_preempt: DisableGuard,
+    _no_preempt: NoPreempt,
 }
 
 impl<T> Internal<T> {
@@ -48,7 +48,7 @@ impl<T> Internal<T> {
     }
 
     pub(crate) fn lock(&self) -> InternalGuard<'_, T> {
-        let no_preempt = preempt::disable();
+        let no_preempt = preempt::no_preempt();
         InternalGuard {
             guard: self.0.lock(),
             _no_preempt: no_preempt,
@@ -60,7 +60,7 @@ impl<'a, T> InternalGuard<'a, T> {
     /// Release the lock but keep preemption disabled until the returned
     /// guard drops: callers wake the waiters they just resolved first, so a
     /// pending preemption cannot delay those wake-ups by a whole quantum.
-    pub(crate) fn unlock(self) -> DisableGuard {
+    pub(crate) fn unlock(self) -> NoPreempt {
         let InternalGuard { guard, _no_preempt } = self;
         drop(guard);
         _no_preempt
@@ -146,13 +146,16 @@ impl Waiter {
     /// Wake the waiter's task or thread. Preemption stays off while the
     /// runtime queues the task.
     pub(crate) fn wake(&self) {
-        let _no_preempt = preempt::disable();
+        let _no_preempt = preempt::no_preempt();
         self.unparker.unpark();
     }
 
     /// Park until resolved or `deadline` passes. Returns the state seen:
     /// `WAITING` means the deadline passed first, and the caller must settle
     /// the race under the internal lock (the waiter may be resolved by then).
+    /// Inlined, switch and all, into each primitive's wait (and through
+    /// the channel's into the user's code): see `current::park_current`.
+    #[inline(always)]
     pub(crate) fn park(&self, deadline: Option<Instant>) -> u8 {
         loop {
             let s = self.state();

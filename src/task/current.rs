@@ -11,7 +11,7 @@
 use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{Ordering, compiler_fence};
+use std::sync::atomic::Ordering;
 
 use super::coroutine::{Resume, Switch, TaskYielder};
 use super::{Task, TaskId, TaskStats};
@@ -40,7 +40,7 @@ pub(crate) fn set_current(task: Option<&Task>) {
 }
 
 #[inline(never)]
-fn current_ptr() -> Option<NonNull<Task>> {
+pub(crate) fn current_ptr() -> Option<NonNull<Task>> {
     CURRENT.with(|c| c.get())
 }
 
@@ -133,34 +133,104 @@ pub(crate) fn suspend(why: Switch) {
     suspend_task(task, why);
 }
 
+/// `park::park` in a task: unless a wake-up token is waiting, switch out
+/// until unparked. False outside a task (the caller parks the thread).
+/// Inlined into `park`, so the switch sits in `Waiter::park`'s loop, not
+/// behind `suspend`'s frame: the running task is looked up once, and the
+/// resumed task has one return fewer to take whose target the CPU cannot
+/// predict (its return stack holds the worker's calls).
+#[inline(always)]
+pub(crate) fn park_current() -> bool {
+    let Some(task) = current_ptr() else {
+        return false;
+    };
+    // SAFETY: `task` came from CURRENT just now, on this thread, with no
+    // switch since; the worker keeps its Arc alive for the whole slice.
+    if !unsafe { task.as_ref() }.take_token() {
+        suspend_task(task, Switch::Park);
+    }
+    true
+}
+
 /// [`suspend`] for the task at `task`, the one running on this thread
 /// (from `current_ptr`, read just before: no switch in between). Inlined
-/// into its two callers: the switch clobbers every callee-saved register,
-/// which a frame of its own would save and restore once more per switch.
+/// into every caller, and through `yield_now` and `park` into kvant's wait
+/// loops and the user's own code: the switch clobbers every callee-saved
+/// register, which a frame of its own would save and restore once more per
+/// switch, and a switch that sits in its caller's frame resumes there
+/// instead of through a return the CPU cannot predict (see `yield_now`).
 #[inline(always)]
 fn suspend_task(task: NonNull<Task>, why: Switch) {
     // SAFETY: `task` came from CURRENT just now, on this thread, with no
-    // switch since; the worker keeps its Arc alive for the whole slice.
+    // switch since; the worker keeps its Arc alive for the whole slice, and
+    // it is this task's own code that runs again after the switch.
     let t = unsafe { task.as_ref() };
+    if t.cancelled.load(Ordering::Acquire) || t.blocking_reported.load(Ordering::Relaxed) {
+        return suspend_checked(t, why);
+    }
+    switch(t, why);
+}
+
+/// The switch itself. Inlined into user code it is, without line tables
+/// (`PreemptionMode::Symbols`), code the code map takes for the user's: a
+/// signal landing in corosensei's switch sequence would pass every
+/// safe-point rule and suspend the task in the middle of its own switch. So
+/// the task's preemption count is raised across it, exactly as a
+/// `preempt::disable` guard does; a preemption the handler defers meanwhile
+/// is taken right after.
+#[inline(always)]
+fn switch(t: &Task, why: Switch) {
     let yielder = t.preempt.yielder.load(Ordering::Relaxed) as *const TaskYielder;
-    let cancelled = t.cancelled.load(Ordering::Acquire);
+    t.preempt.raise();
+    // SAFETY: the yielder lives on the running coroutine's stack for as long
+    // as the coroutine exists, and we are executing on that stack right now.
+    let resumed = unsafe { (*yielder).suspend(why) };
+    let deferred = t.preempt.lower();
+    if resumed == Resume::Cancel || deferred {
+        switched_slow(t, resumed, deferred);
+    }
+}
+
+/// A switch point of a task that was cancelled or that the monitor reported
+/// for blocking its worker.
+#[cold]
+#[inline(never)]
+fn suspend_checked(t: &Task, why: Switch) {
     let shielded = t.shield.load(Ordering::Relaxed) > 0;
-    let reported = t.blocking_reported.load(Ordering::Relaxed);
-    if reported && !shielded {
+    if t.blocking_reported.load(Ordering::Relaxed) && !shielded {
         panic_if_reported();
     }
     // Already unwinding (a destructor waits): suspend for real, or the
     // wait around this call would spin; the unwind goes on once it returns.
-    if cancelled && !shielded && !std::thread::panicking() {
+    if t.cancelled.load(Ordering::Acquire) && !shielded && !std::thread::panicking() {
         cancel_unwind();
         return;
     }
-    // SAFETY: the yielder lives on the running coroutine's stack for as long
-    // as the coroutine exists, and we are executing on that stack right now.
-    let resumed = unsafe { (*yielder).suspend(why) };
-    if resumed == Resume::Cancel && !shielded {
+    switch(t, why);
+}
+
+/// After the switch: a cancellation the worker resumed us with, or a
+/// preemption the handler deferred while the count was up.
+#[cold]
+#[inline(never)]
+fn switched_slow(t: &Task, resumed: Resume, deferred: bool) {
+    if resumed == Resume::Cancel && t.shield.load(Ordering::Relaxed) == 0 {
         cancel_unwind();
+    } else if deferred {
+        take_deferred();
     }
+}
+
+/// Take a preemption the handler deferred while the task's count was raised
+/// (a critical section or a switch that just ended): yield now.
+#[cold]
+#[inline(never)]
+pub(crate) fn take_deferred() {
+    // Not a cancellation point: a critical section ends where a primitive
+    // just changed state (a message taken, a waiter queued) and has not
+    // returned yet; unwinding here would lose that change.
+    let _shield = shield_cancel();
+    suspend(Switch::Preempted);
 }
 
 /// While alive, the current task's switch points do not unwind for
@@ -247,87 +317,18 @@ pub fn is_cancelled() -> bool {
 
 /// Give the worker to the next ready task; this task runs again after the
 /// tasks queued before it. Outside a runtime, yields the OS thread.
+///
+/// Inlined into the caller, so that the stack switch sits in the caller's
+/// own loop: the resumed task continues there instead of returning out of
+/// a `yield_now` frame, and the switch back to the worker is a `ret` that
+/// pops the worker's own resume call. Neither return mispredicts; both did,
+/// measured with `perf`, when the switch had a frame of its own. What that
+/// asks of preemption is in `switch`.
 #[inline]
 pub fn yield_now() {
     match current_ptr() {
-        Some(task) => yield_task(task),
+        Some(task) => suspend_task(task, Switch::Yield),
         None => std::thread::yield_now(),
-    }
-}
-
-/// The cooperative yield, inlined into the caller's code so that its stack
-/// switch sits in the caller's own loop. Two things follow from that:
-///
-/// * The resumed task continues in its loop instead of returning out of a
-///   `yield_now` frame, and the switch back to the worker is a `ret` that
-///   pops the worker's own resume call: neither return mispredicts (both
-///   did, measured with `perf`, when the switch had a frame of its own).
-/// * The switch is now inside a function that, in a build without line
-///   tables (`PreemptionMode::Symbols`), the code map sees as the user's. A
-///   signal landing in corosensei's switch sequence would then pass every
-///   safe-point rule and suspend the task in the middle of its own switch.
-///   So the yield holds the task's preemption count across it, exactly as a
-///   `preempt::disable` guard does; a preemption asked for meanwhile is taken
-///   once the count drops.
-#[inline(always)]
-fn yield_task(task: NonNull<Task>) {
-    // SAFETY: `task` came from CURRENT just now, on this thread, with no
-    // switch since; the worker keeps its Arc alive for the whole slice, and
-    // it is this task's own code that runs again after the switch.
-    let t = unsafe { task.as_ref() };
-    let p = &t.preempt;
-    // Single writer, as in `preempt::disable`: a load and a store.
-    p.disabled
-        .store(p.disabled.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
-    if t.cancelled.load(Ordering::Acquire) || t.blocking_reported.load(Ordering::Relaxed) {
-        return yield_slow(task);
-    }
-    let yielder = p.yielder.load(Ordering::Relaxed) as *const TaskYielder;
-    // SAFETY: the yielder lives on the running coroutine's stack for as long
-    // as the coroutine exists, and we are executing on that stack right now.
-    let resumed = unsafe { (*yielder).suspend(Switch::Yield) };
-    compiler_fence(Ordering::SeqCst);
-    let left = p.disabled.load(Ordering::Relaxed) - 1;
-    p.disabled.store(left, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
-    if resumed == Resume::Cancel || (left == 0 && p.pending.load(Ordering::Relaxed)) {
-        yielded_slow(t, resumed);
-    }
-}
-
-/// The yield of a cancelled task, or one the monitor reported: the checks
-/// `suspend_task` makes, with the count `yield_task` raised put back first.
-#[cold]
-#[inline(never)]
-fn yield_slow(task: NonNull<Task>) {
-    // SAFETY: as in `yield_task`, no switch since it read `task`.
-    let p = unsafe { &task.as_ref().preempt };
-    compiler_fence(Ordering::SeqCst);
-    p.disabled
-        .store(p.disabled.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
-    // A preemption asked for in the window is the switch below.
-    p.pending.store(false, Ordering::Relaxed);
-    suspend_task(task, Switch::Yield);
-}
-
-/// After the switch: a cancellation the worker resumed us with, or a
-/// preemption the handler deferred while the count was up.
-#[cold]
-#[inline(never)]
-fn yielded_slow(t: &Task, resumed: Resume) {
-    let shielded = t.shield.load(Ordering::Relaxed) > 0;
-    if resumed == Resume::Cancel && !shielded {
-        t.preempt.pending.store(false, Ordering::Relaxed);
-        cancel_unwind();
-        return;
-    }
-    if t.preempt.disabled.load(Ordering::Relaxed) == 0 && t.preempt.pending.load(Ordering::Relaxed)
-    {
-        t.preempt.pending.store(false, Ordering::Relaxed);
-        // Not a cancellation point, as for a guard's drop.
-        let _shield = shield_cancel();
-        suspend(Switch::Preempted);
     }
 }
 

@@ -29,7 +29,7 @@ mod wait;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence};
 
 use crate::metrics::Counter;
 use crate::runtime::Shared;
@@ -150,6 +150,47 @@ pub(crate) struct PreemptState {
     /// Usable bounds of the task's stack `[lo, hi)` (0 until started).
     pub stack_lo: AtomicUsize,
     pub stack_hi: AtomicUsize,
+}
+
+impl PreemptState {
+    /// Raise the count (a `preempt::disable` guard, kvant's critical
+    /// sections, a switch). Only the task itself changes its count (one task
+    /// runs on one thread at a time); the signal handler, on the same
+    /// thread, only reads it. So a plain load and store do: a signal lands
+    /// before or after the store, never inside it, and a locked add (three
+    /// critical sections per blocked channel operation) would buy nothing.
+    #[inline(always)]
+    pub(crate) fn raise(&self) {
+        self.disabled
+            .store(self.disabled.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        // A signal fence: what follows cannot be moved before the store, as
+        // seen by a handler on this thread.
+        compiler_fence(Ordering::SeqCst);
+    }
+
+    /// Lower the count. Returns whether a preemption the handler deferred
+    /// while it was raised is now due (and clears it): the caller takes it
+    /// (`current::take_deferred`).
+    #[inline(always)]
+    pub(crate) fn lower(&self) -> bool {
+        // Saturating: a guard dropped on another task than the one that
+        // made it (moved through a worker's thread-local) must not wrap
+        // that task's count and leave it unpreemptible for good.
+        let left = self.disabled.load(Ordering::Relaxed).saturating_sub(1);
+        // What came before stays before the store (see `raise`).
+        compiler_fence(Ordering::SeqCst);
+        self.disabled.store(left, Ordering::Relaxed);
+        // And the look at `pending` after it: a handler that ran before the
+        // store saw the count above zero and set `pending`; one that runs
+        // after it sees zero and never touches `pending`, so the load and
+        // the store below cannot race with it.
+        compiler_fence(Ordering::SeqCst);
+        let take = left == 0 && self.pending.load(Ordering::Relaxed);
+        if take {
+            self.pending.store(false, Ordering::Relaxed);
+        }
+        take
+    }
 }
 
 /// A green thread. Shared (`Arc`) between run queues, wakers and its handle.

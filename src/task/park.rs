@@ -69,16 +69,21 @@ pub(crate) fn current_task_is<P: ?Sized>(task: &super::TaskCell<P>) -> bool {
 }
 
 /// Block the caller until unparked (possibly spuriously).
+///
+/// The running task is looked up once, and the switch is inlined here
+/// (into `Waiter::park`'s loop), not behind `suspend`'s own frame: the
+/// resumed task has one return fewer to take whose target the CPU cannot
+/// predict.
+#[inline]
 pub(crate) fn park() {
-    match current::with_current(|t| t.take_token()) {
-        Some(true) => {}
-        Some(false) => current::suspend(Switch::Park),
-        None => std::thread::park(),
+    if !current::park_current() {
+        std::thread::park();
     }
 }
 
 /// [`park`], or [`park_until`] a deadline if there is one. Returns false,
 /// without parking, once the deadline has passed (every timed wait's loop).
+#[inline(always)]
 pub(crate) fn park_deadline(deadline: Option<Instant>) -> bool {
     match deadline {
         None => park(),

@@ -2,8 +2,9 @@
 //! `eprint!`, allocate, share a `std::sync::Mutex` with plain `lock()` held
 //! while computing, a `RwLock`, a `LazyLock` and an mpsc-free `Condvar`
 //! hand-off, on 1 and 2 workers at 50 µs and 1 ms; tasks that compute for
-//! a few µs to a quantum and then `yield_now` (the yield is inlined into
-//! their loop, so preemption signals land in and around its switch); then
+//! a few µs to a quantum and then `yield_now` or a channel round trip
+//! (both are inlined into their loop, so preemption signals land in and
+//! around their switches); then
 //! calls that block
 //! the worker's thread (std mpsc between tasks, a blocking read whose writer
 //! is a task, `thread::sleep` beside a computing task) on one worker. Exits
@@ -215,10 +216,10 @@ fn storm(workers: usize, q: Duration, expect: &str, run_for: Duration) {
     }
 }
 
-/// Tasks that compute for a pseudo-random 0–100 µs and then yield, under a
-/// 50 µs quantum: preemption signals land all over their loops, in and
-/// around the yields (inlined into this code; with no line tables the code
-/// map sees them as this crate's code). Every task's checksum must equal
+/// Tasks that compute for a pseudo-random 0–100 µs and then yield or make a
+/// channel round trip, under a 50 µs quantum: preemption signals land all
+/// over their loops, in and around the switches (inlined into this code;
+/// with no line tables the code map sees them as this crate's code). Every task's checksum must equal
 /// the same sequence computed without a runtime: a switch torn by a signal
 /// would crash or corrupt a register.
 fn yields(workers: usize, expect: &str, run_for: Duration) {
@@ -239,11 +240,28 @@ fn yields(workers: usize, expect: &str, run_for: Duration) {
     let until = Instant::now() + run_for;
     let handles: Vec<_> = (0..8u64)
         .map(|me| {
+            // Every other step ends in a round trip through an echo task
+            // instead: kvant's channel send and receive are inlined too.
+            let (to_echo, echo_rx) = kvant::channel::bounded::<u64>(1);
+            let (echo_tx, back) = kvant::channel::bounded::<u64>(0);
+            rt.spawn(move || {
+                for v in echo_rx {
+                    if echo_tx.send(v.rotate_left(1)).is_err() {
+                        break;
+                    }
+                }
+            });
             rt.spawn(move || {
                 let (mut seed, mut acc, mut n) = (me, 0u64, 0u64);
                 while Instant::now() < until {
                     step(&mut seed, &mut acc);
-                    kvant::yield_now();
+                    if n % 2 == 0 {
+                        kvant::yield_now();
+                    } else {
+                        to_echo.send(acc).expect("echo alive");
+                        let v = back.recv().expect("echo alive");
+                        assert_eq!(v, acc.rotate_left(1), "task {me}: echo");
+                    }
                     n += 1;
                 }
                 (n, acc)
@@ -262,7 +280,7 @@ fn yields(workers: usize, expect: &str, run_for: Duration) {
     }
     let t = rt.metrics().total();
     eprintln!(
-        "kvant-storm: {workers} worker(s) yielding at q=50µs mode={:?}: {total} yields, {} preemptions, {} deferrals",
+        "kvant-storm: {workers} worker(s) yielding at q=50µs mode={:?}: {total} yields and round trips, {} preemptions, {} deferrals",
         rt.preemption_mode(),
         t.preemptions,
         t.deferrals
