@@ -22,6 +22,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crossbeam_utils::atomic::AtomicCell;
+
 use super::select::Observer;
 use crate::sync::waiters::{Internal, OnUnwind, WAITING, Waiter};
 
@@ -47,7 +49,7 @@ impl<T> Slot<T> {
     /// A slot for the caller to wait in with `msg`: `spare` if nobody else
     /// holds it any more, a new one otherwise.
     fn reuse(spare: &Spare<T>, msg: Option<T>) -> Arc<Slot<T>> {
-        if let Some(mut s) = spare.0.try_lock().and_then(|mut g| g.take())
+        if let Some(mut s) = spare.0.take()
             && let Some(slot) = Arc::get_mut(&mut s)
         {
             slot.w.renew();
@@ -67,15 +69,17 @@ impl<T> Slot<T> {
 
 /// The slot an endpoint's last blocking call waited in, kept for its next
 /// one, so that a blocked send or receive allocates nothing (malloc and
-/// free were an eighth of a channel hop's instructions). Only ever
-/// `try_lock`ed: an endpoint shared by several tasks at once just
-/// allocates. A kept slot holds no message and wakes nobody: it keeps no
+/// free were an eighth of a channel hop's instructions). Taken and kept
+/// with one atomic swap each, so it never blocks anyone: an endpoint shared
+/// by several tasks at once just allocates now and then. A kept slot holds no message and wakes nobody: it keeps no
 /// task alive (nor, through it, a detached task's result).
-pub(crate) struct Spare<T>(parking_lot::Mutex<Option<Arc<Slot<T>>>>);
+pub(crate) struct Spare<T>(AtomicCell<Option<Arc<Slot<T>>>>);
 
 impl<T> Spare<T> {
     pub(crate) fn new() -> Self {
-        Spare(parking_lot::Mutex::new(None))
+        // One pointer with a niche: a plain atomic word, no lock behind it.
+        const { assert!(AtomicCell::<Option<Arc<Slot<T>>>>::is_lock_free()) };
+        Spare(AtomicCell::new(None))
     }
 
     /// Keep `slot` (its message gone: taken or handed over) for the next
@@ -86,9 +90,9 @@ impl<T> Spare<T> {
             return;
         };
         s.w.forget();
-        if let Some(mut g) = self.0.try_lock() {
-            *g = Some(slot);
-        }
+        // Normally empty; if another call on this endpoint kept one
+        // meanwhile, that one goes.
+        drop(self.0.swap(Some(slot)));
     }
 }
 
@@ -118,10 +122,17 @@ impl<T> State<T> {
     }
 }
 
+#[inline]
 fn wake_observers(list: Vec<(Arc<Observer>, bool)>) {
-    if list.is_empty() {
-        return; // the plain path: no iterator to build and drop
+    // The plain path (nobody selects on this channel) is this test, inlined
+    // where `changed` made the empty list: nothing to call, build or drop.
+    if !list.is_empty() {
+        notify_observers(list);
     }
+}
+
+#[cold]
+fn notify_observers(list: Vec<(Arc<Observer>, bool)>) {
     for (o, _) in list {
         o.notify();
     }
@@ -157,6 +168,7 @@ pub(crate) enum Wait {
 }
 
 impl Wait {
+    #[inline]
     fn expired(self) -> bool {
         match self {
             Wait::No => true,
@@ -164,6 +176,7 @@ impl Wait {
         }
     }
 
+    #[inline]
     fn deadline(self) -> Option<Instant> {
         match self {
             Wait::No => Some(Instant::now()),

@@ -113,6 +113,7 @@ impl Shared {
     /// Put a runnable task in a queue and make sure a worker will look.
     /// Returns whether it went to the global queue (the caller is not one
     /// of this runtime's workers).
+    #[inline]
     pub(crate) fn schedule(self: &Arc<Self>, task: Arc<Task>) -> bool {
         self.enqueue(task, false)
     }
@@ -121,6 +122,7 @@ impl Shared {
     /// if `spawned` (one look at the thread's worker context for both). The
     /// spawn is counted before the task is queued, so before it can end:
     /// `live` relies on that.
+    #[inline]
     pub(super) fn enqueue(self: &Arc<Self>, task: Arc<Task>, spawned: bool) -> bool {
         let mut task = Some(task);
         context::with_worker(|w| {
@@ -148,6 +150,7 @@ impl Shared {
     /// `min_slice` so the woken one runs next (wake-up preemption,
     /// `sysmon/quantum.rs`). A task woken by another task stays on that
     /// task's worker, like Go's `runnext`, without preempting anyone.
+    #[inline]
     pub(crate) fn wake(self: &Arc<Self>, task: Arc<Task>) {
         if self.schedule(task)
             && self.preemptive

@@ -113,17 +113,20 @@ impl Waiter {
 
     /// Make a finished waiter (no longer in any queue, its unparker
     /// forgotten) wait again, for the calling task or OS thread.
+    #[inline]
     pub(crate) fn renew(&mut self) {
         *self.state.get_mut() = WAITING;
         self.unparker = park::current_unparker();
     }
 
     /// Let go of whoever it woke, before it is kept for reuse.
+    #[inline]
     pub(crate) fn forget(&mut self) {
         self.unparker = park::Unparker::Nobody;
     }
 
     /// The current state (`WAITING` until resolved).
+    #[inline]
     pub(crate) fn state(&self) -> u8 {
         self.state.load(Ordering::Acquire)
     }
@@ -133,6 +136,7 @@ impl Waiter {
     /// [`Waiter::wake`] after releasing that lock. The release store pairs
     /// with the acquire load in [`Waiter::state`], so whatever the resolver
     /// wrote before (a handed-off lock's data, a message) is visible.
+    #[inline]
     pub(crate) fn resolve(&self, state: u8) {
         debug_assert_ne!(state, WAITING);
         self.state.store(state, Ordering::Release);
@@ -145,6 +149,7 @@ impl Waiter {
 
     /// Wake the waiter's task or thread. Preemption stays off while the
     /// runtime queues the task.
+    #[inline]
     pub(crate) fn wake(&self) {
         let _no_preempt = preempt::no_preempt();
         self.unparker.unpark();

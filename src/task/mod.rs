@@ -367,6 +367,7 @@ impl Header {
 
     /// Consume a wake-up token if one is pending (called by the task itself
     /// before it suspends to park).
+    #[inline]
     pub(crate) fn take_token(&self) -> bool {
         self.state.take_token()
     }

@@ -61,6 +61,7 @@ impl TaskState {
     /// suspends, and a token set after this look is caught by
     /// `finish_park`, exactly as one set just after the clear would be; a
     /// locked instruction per park is saved.
+    #[inline]
     pub(crate) fn take_token(&self) -> bool {
         self.0.load(Ordering::Acquire) & NOTIFIED != 0
             && self.0.fetch_and(!NOTIFIED, Ordering::AcqRel) & NOTIFIED != 0
