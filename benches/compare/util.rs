@@ -47,7 +47,31 @@ pub struct Stats {
 /// Run `f` once to warm up, then `reps` times; `f` returns the time it measured.
 pub fn measure(reps: usize, mut f: impl FnMut() -> Duration) -> Stats {
     black_box(f());
-    let mut v: Vec<Duration> = (0..reps).map(|_| f()).collect();
+    stats_of((0..reps).map(|_| f()).collect())
+}
+
+/// [`measure`] for variants compared with each other, their repetitions
+/// interleaved (a, b, c, a, b, c, ...) so that all see the same host: on
+/// this VM a run of ~20 ns switches can take 1.4x longer for a few hundred
+/// ms, whatever the variant, and variants measured one after the other can
+/// land on either side of such a stretch.
+pub fn measure_interleaved(
+    reps: usize,
+    variants: &mut [&mut dyn FnMut() -> Duration],
+) -> Vec<Stats> {
+    for f in variants.iter_mut() {
+        black_box(f());
+    }
+    let mut times = vec![Vec::with_capacity(reps); variants.len()];
+    for _ in 0..reps {
+        for (f, v) in variants.iter_mut().zip(&mut times) {
+            v.push(f());
+        }
+    }
+    times.into_iter().map(stats_of).collect()
+}
+
+fn stats_of(mut v: Vec<Duration>) -> Stats {
     v.sort();
     Stats {
         median: v[v.len() / 2],
