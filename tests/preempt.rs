@@ -239,6 +239,58 @@ fn nested_guards_defer_to_the_outermost_drop() {
     );
 }
 
+/// Every switch raises the task's preemption count across itself (the
+/// switch is inlined into the caller, see src/preempt/README.md): a yield,
+/// a sleep, a blocked channel call and a join each leave the count as they
+/// found it, at zero and inside a guard, and a preemption deferred inside a
+/// guard is still taken at its drop after those switches.
+#[test]
+fn switches_leave_the_preemption_count_as_they_found_it() {
+    let rt = preemptive(1);
+    let (tx, rx) = kvant::channel::bounded::<u32>(0);
+    let echo = rt.spawn(move || {
+        for _ in 0..2 {
+            tx.send(7).unwrap();
+        }
+    });
+    // A task alone on its worker is never preempted; a yielding companion
+    // makes the preemption due.
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let companion = rt.spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            kvant::yield_now();
+        }
+    });
+    let checked = rt.spawn(move || {
+        let switch_all = |rx: &kvant::channel::Receiver<u32>| {
+            kvant::yield_now();
+            kvant::sleep(Duration::from_millis(1));
+            assert_eq!(rx.recv().unwrap(), 7);
+            kvant::spawn(|| ()).join().unwrap();
+        };
+        switch_all(&rx);
+        let free_after = !kvant::preempt::is_disabled();
+        let me = kvant::current();
+        let before = me.stats().preemptions;
+        let g = kvant::preempt::disable();
+        spin_for(QUANTUM * 20); // a preemption falls due and is deferred
+        switch_all(&rx);
+        let held_after = kvant::preempt::is_disabled();
+        drop(g);
+        let taken = me.stats().preemptions > before;
+        (free_after, held_after, taken, !kvant::preempt::is_disabled())
+    });
+    let (free_after, held_after, taken, free_at_end) = join_or_fail(checked);
+    stop.store(true, Ordering::Relaxed);
+    join_or_fail(companion);
+    join_or_fail(echo);
+    assert!(free_after, "a switch left the count raised");
+    assert!(held_after, "a switch lowered the guard's count");
+    assert!(taken, "the deferred preemption was not taken at the drop");
+    assert!(free_at_end);
+}
+
 #[test]
 fn disable_outside_a_task_is_a_no_op() {
     let g = kvant::preempt::disable();
