@@ -279,7 +279,12 @@ fn switches_leave_the_preemption_count_as_they_found_it() {
         let held_after = kvant::preempt::is_disabled();
         drop(g);
         let taken = me.stats().preemptions > before;
-        (free_after, held_after, taken, !kvant::preempt::is_disabled())
+        (
+            free_after,
+            held_after,
+            taken,
+            !kvant::preempt::is_disabled(),
+        )
     });
     let (free_after, held_after, taken, free_at_end) = join_or_fail(checked);
     stop.store(true, Ordering::Relaxed);
