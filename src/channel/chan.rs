@@ -71,8 +71,9 @@ impl<T> Slot<T> {
 /// one, so that a blocked send or receive allocates nothing (malloc and
 /// free were an eighth of a channel hop's instructions). Taken and kept
 /// with one atomic swap each, so it never blocks anyone: an endpoint shared
-/// by several tasks at once just allocates now and then. A kept slot holds no message and wakes nobody: it keeps no
-/// task alive (nor, through it, a detached task's result).
+/// by several tasks at once just allocates now and then. A kept slot holds
+/// no message and wakes nobody: it keeps no task alive (nor, through it, a
+/// detached task's result).
 pub(crate) struct Spare<T>(AtomicCell<Option<Arc<Slot<T>>>>);
 
 impl<T> Spare<T> {
