@@ -374,8 +374,6 @@ impl Rng {
     }
 }
 
-/// CPU-bound work: `iters` rounds of an LCG mixer the compiler cannot fold.
-#[inline(never)]
 /// The busiest worker's share of the workers' busy time between two
 /// metrics snapshots (0.5 is an even split on 2 workers).
 pub fn busiest_share(before: &kvant::Metrics, after: &kvant::Metrics) -> f64 {
@@ -411,6 +409,8 @@ pub fn kvant_echo(
     (to_echo, back, echo)
 }
 
+/// CPU-bound work: `iters` rounds of an LCG mixer the compiler cannot fold.
+#[inline(never)]
 pub fn burn(iters: u64) -> u64 {
     let mut x = black_box(0x1234_5678_9abc_def0u64);
     for _ in 0..black_box(iters) {
