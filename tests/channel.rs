@@ -210,14 +210,17 @@ fn disconnection_in_both_directions() {
     assert_eq!(done(s), Err(SendError("returned".to_string())));
 }
 
+/// Counts its drops: what a test checks was dropped, and when.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
 #[test]
 fn buffered_messages_are_dropped_with_the_last_receiver() {
-    struct Counted(Arc<AtomicUsize>);
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, SeqCst);
-        }
-    }
     let drops = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = unbounded();
     for _ in 0..3 {
@@ -444,12 +447,6 @@ fn an_endpoint_shared_by_tasks_and_threads_wakes_whoever_blocks_on_it() {
 /// release a lock).
 #[test]
 fn a_kept_slot_does_not_keep_a_finished_task_or_its_result() {
-    struct Flag(Arc<AtomicUsize>);
-    impl Drop for Flag {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, SeqCst);
-        }
-    }
     let rt = rt(1, None);
     let (tx, rx) = bounded::<u32>(0);
     let rx = Arc::new(rx);
@@ -458,7 +455,7 @@ fn a_kept_slot_does_not_keep_a_finished_task_or_its_result() {
     // Blocks in `recv` (nothing is sent yet), so its slot is the one kept.
     let h = rt.spawn(move || {
         let got = r.recv().unwrap();
-        (got, Flag(d))
+        (got, Counted(d))
     });
     common::wait_for("the task to block in recv", || tx.try_send(7).is_ok());
     drop(h); // detached: its result goes when the task does

@@ -4,10 +4,9 @@
 //! hand-off, on 1 and 2 workers at 50 µs and 1 ms; tasks that compute for
 //! a few µs to a quantum and then `yield_now` or a channel round trip
 //! (both are inlined into their loop, so preemption signals land in and
-//! around their switches); then
-//! calls that block
-//! the worker's thread (std mpsc between tasks, a blocking read whose writer
-//! is a task, `thread::sleep` beside a computing task) on one worker. Exits
+//! around their switches); then calls that block the worker's thread (std
+//! mpsc between tasks, a blocking read whose writer is a task,
+//! `thread::sleep` beside a computing task) on one worker. Exits
 //! non-zero on any lost update or wrong mode; a watchdog thread ends a hung
 //! run.
 //!
@@ -219,9 +218,9 @@ fn storm(workers: usize, q: Duration, expect: &str, run_for: Duration) {
 /// Tasks that compute for a pseudo-random 0–100 µs and then yield or make a
 /// channel round trip, under a 50 µs quantum: preemption signals land all
 /// over their loops, in and around the switches (inlined into this code;
-/// with no line tables the code map sees them as this crate's code). Every task's checksum must equal
-/// the same sequence computed without a runtime: a switch torn by a signal
-/// would crash or corrupt a register.
+/// with no line tables the code map sees them as this crate's code). Every
+/// task's checksum must equal the same sequence computed without a runtime:
+/// a switch torn by a signal would crash or corrupt a register.
 fn yields(workers: usize, expect: &str, run_for: Duration) {
     fn step(seed: &mut u64, acc: &mut u64) {
         *seed = seed
