@@ -82,6 +82,14 @@ pub enum Error {
         /// The value found.
         value: String,
     },
+    /// `Builder::preempt_crate` named a crate whose code kvant will not
+    /// preempt: one it never preempts, or one this executable has no code of.
+    CrateNotPreemptible {
+        /// The crate name given.
+        name: String,
+        /// Why.
+        why: &'static str,
+    },
     /// The runtime is shut down (or shutting down) and takes no new tasks.
     Shutdown,
     /// A call that needs a runtime was made outside of one.
@@ -168,6 +176,9 @@ impl fmt::Display for Error {
             ),
             Error::InvalidEnv { var, value } => {
                 write!(f, "environment variable {var}={value:?} is not valid")
+            }
+            Error::CrateNotPreemptible { name, why } => {
+                write!(f, "preempt_crate({name:?}): {why}")
             }
             Error::Shutdown => write!(f, "the kvant runtime is shut down and accepts no new tasks"),
             Error::NoRuntime => write!(f, "this call must be made from inside a kvant runtime"),

@@ -25,9 +25,11 @@
 //! `rustc_demangle` costs ~10 µs per symbol: `symbols.rs` decides most names
 //! with a small parser of the mangled form.
 
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::os::unix::fs::FileExt as _;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use object::elf::{FileHeader64, SHN_UNDEF, SHT_SYMTAB, STT_FUNC, STT_GNU_IFUNC, Sym64};
@@ -35,7 +37,15 @@ use object::read::elf::{FileHeader, SectionHeader, Sym};
 use object::{Endianness, ReadCache, SectionIndex};
 
 use super::inlined::{self, InlineStats};
-use super::symbols::{Class, classify};
+use super::symbols::{Class, Owner, classify_owned, crate_denied};
+use super::unwind::UnwindTable;
+
+/// Crate id of code with no crate to allow: std's family (the class
+/// decides) or no Rust code at all.
+const NO_CRATE: u16 = 0;
+/// Crate id of code whose crate is unknown, or that mixes more crates than
+/// a segment records: never preempted.
+const NEVER: u16 = u16::MAX;
 
 /// What the executable lets the safe-point check see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +68,10 @@ struct Seg {
     start: usize,
     end: usize,
     class: Class,
+    /// The crates whose code this is: the function's own and, where another
+    /// crate's code is inlined into it, that one ([`NO_CRATE`] for none).
+    /// Preemptible only if both are allowed.
+    krate: [u16; 2],
 }
 
 /// Immutable map of the main executable's code, built once at startup.
@@ -76,9 +90,30 @@ pub(crate) struct CodeMap {
     /// What reading the DWARF found (`None`: no `.debug_info`).
     inline_stats: Option<InlineStats>,
     build_time: Duration,
+    /// Crate names by id (index 0 is [`NO_CRATE`]) and ids by name.
+    crate_names: Box<[String]>,
+    crate_ids: HashMap<String, u16>,
+    /// One bit per crate id: allowed to be preempted (set at spawn and by
+    /// the builder, read by the handler).
+    allowed: Box<[AtomicU64]>,
+    /// Code ranges of `run_user`, whose call of the user's closure is the
+    /// root every safe-point walk must reach.
+    roots: Box<[(usize, usize)]>,
+    /// Unwind rows of the code that is not denied.
+    unwind: UnwindTable,
+    /// Bytes of static TLS below the thread pointer (every module loaded at
+    /// start-up, each rounded to its alignment, plus glibc's surplus).
+    static_tls: usize,
 }
 
 static GLOBAL: OnceLock<CodeMap> = OnceLock::new();
+
+/// What the thread control block above the thread pointer takes, at most
+/// (glibc's `struct pthread` is about 2.3 KiB).
+pub(crate) const TCB_SIZE: usize = 4096;
+
+/// The demangled path of the task's root function.
+const ROOT_PATH: &str = "kvant::task::current::run_user";
 
 /// Reads parts of the ELF file at `path`: function symbols and sections.
 pub(super) struct Elf {
@@ -203,6 +238,37 @@ fn loaded_objects() -> (usize, Vec<(usize, usize)>) {
     (out.0.unwrap_or(0), out.1)
 }
 
+/// Static TLS below the thread pointer: the `PT_TLS` segments of every
+/// object loaded now, each padded to its alignment, plus the surplus glibc
+/// reserves for libraries loaded later (1664 bytes by default; 4 KiB here).
+fn static_tls_size() -> usize {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `&mut usize` passed below, exclusively
+        // borrowed for the synchronous call; `info` is the loader's entry.
+        let (total, info) = unsafe { (&mut *data.cast::<usize>(), &*info) };
+        if info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        // SAFETY: the loader guarantees `dlpi_phdr` points to `dlpi_phnum`
+        // program headers that stay mapped while the object is loaded.
+        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
+        for ph in phdrs.iter().filter(|ph| ph.p_type == libc::PT_TLS) {
+            let align = (ph.p_align as usize).max(1);
+            *total += (ph.p_memsz as usize).next_multiple_of(align) + align;
+        }
+        0
+    }
+    let mut total = 0usize;
+    // SAFETY: `each` has the required signature and only dereferences `data`
+    // as the usize we pass, which outlives the (synchronous) call.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut total).cast()) };
+    total + 4096
+}
+
 /// Where libc's `syscall()` executes its `syscall` instruction. std's futex
 /// waits call `syscall(SYS_futex, ..)`; a wait interrupted by a signal shows
 /// this address as its PC (the kernel rewinds a restartable call onto it).
@@ -250,58 +316,112 @@ enum Source {
     Inlined,
 }
 
+/// One classified range before the sweep: `(start, end, class, source, crate)`.
+type Range = (usize, usize, Class, Source, u16);
+
 /// Sweep possibly overlapping ranges into disjoint segments. Each point gets
 /// the greatest class of the symbols covering it; where that is user code,
 /// inlined non-user code covering it raises it. Inline records never change
 /// the class of a function that is not user code: std's own futex wait has
-/// std's errno inlined into it and stays a sync wait.
-fn sweep(ranges: Vec<(usize, usize, Class, Source)>) -> Vec<Seg> {
-    const N: usize = 5;
-    const CLASSES: [Class; N] = [
-        Class::User,
-        Class::BlockingApi,
-        Class::SyncApi,
-        Class::SyncWait,
-        Class::Denied,
-    ];
-    let mut events: Vec<(usize, bool, Class, Source)> = Vec::with_capacity(ranges.len() * 2);
-    for (s, e, c, src) in ranges {
+/// std's errno inlined into it and stays a sync wait. Each point's crates are
+/// those of every user-class range covering it (its function's, and any
+/// other crate's code inlined there): all of them must be allowed.
+fn sweep(ranges: Vec<Range>) -> Vec<Seg> {
+    let mut events: Vec<(usize, bool, Class, Source, u16)> = Vec::with_capacity(ranges.len() * 2);
+    for (s, e, c, src, k) in ranges {
         if s < e {
-            events.push((s, true, c, src));
-            events.push((e, false, c, src));
+            events.push((s, true, c, src, k));
+            events.push((e, false, c, src, k));
         }
     }
     events.sort_unstable_by_key(|&(at, ..)| at);
-    let mut open = [[0usize; N]; 2];
-    let top = |counts: &[usize; N]| (0..N).rev().find(|&c| counts[c] > 0);
+    let mut open: Vec<(Class, Source, u16)> = Vec::new();
     let mut out: Vec<Seg> = Vec::new();
     let mut i = 0;
     while i < events.len() {
         let at = events[i].0;
         while i < events.len() && events[i].0 == at {
-            let (_, start, c, src) = events[i];
-            let n = &mut open[src as usize][c as usize];
-            *n = if start { *n + 1 } else { n.saturating_sub(1) };
+            let (_, start, c, src, k) = events[i];
+            if start {
+                open.push((c, src, k));
+            } else if let Some(j) = open.iter().rposition(|&o| o == (c, src, k)) {
+                open.swap_remove(j);
+            }
             i += 1;
         }
         let Some(next) = events.get(i).map(|e| e.0) else {
             break;
         };
-        let class = match top(&open[Source::Symbol as usize]) {
-            None => continue,
-            Some(0) => CLASSES[top(&open[Source::Inlined as usize]).unwrap_or(0)],
-            Some(c) => CLASSES[c],
+        let top = |want: Source| {
+            open.iter()
+                .filter(|o| o.1 == want)
+                .map(|o| o.0)
+                .max()
         };
+        let class = match top(Source::Symbol) {
+            None => continue,
+            Some(Class::User) => top(Source::Inlined).unwrap_or(Class::User),
+            Some(c) => c,
+        };
+        let mut krate = [NO_CRATE; 2];
+        for &(c, _, k) in &open {
+            if c != Class::User || k == NO_CRATE || krate.contains(&k) {
+                continue;
+            }
+            match krate.iter_mut().find(|x| **x == NO_CRATE) {
+                Some(x) => *x = k,
+                None => krate = [NEVER; 2],
+            }
+        }
         match out.last_mut() {
-            Some(last) if last.end == at && last.class == class => last.end = next,
+            Some(last) if last.end == at && last.class == class && last.krate == krate => {
+                last.end = next
+            }
             _ => out.push(Seg {
                 start: at,
                 end: next,
                 class,
+                krate,
             }),
         }
     }
     out
+}
+
+/// Interns crate names into ids (0 and `u16::MAX` are reserved).
+struct Crates {
+    names: Vec<String>,
+    ids: HashMap<String, u16>,
+}
+
+impl Crates {
+    fn new() -> Crates {
+        Crates {
+            names: vec![String::new()],
+            ids: HashMap::new(),
+        }
+    }
+
+    fn id(&mut self, owner: &Owner) -> u16 {
+        match owner {
+            Owner::Std => NO_CRATE,
+            Owner::Unknown => NEVER,
+            Owner::Crate(name) => {
+                if let Some(&id) = self.ids.get(name) {
+                    return id;
+                }
+                let Ok(id) = u16::try_from(self.names.len()).map(|id| id.min(NEVER)) else {
+                    return NEVER;
+                };
+                if id == NEVER {
+                    return NEVER;
+                }
+                self.names.push(name.clone());
+                self.ids.insert(name.clone(), id);
+                id
+            }
+        }
+    }
 }
 
 impl CodeMap {
@@ -317,17 +437,28 @@ impl CodeMap {
             lto_canary();
         }
         let (bias, others) = loaded_objects();
-        let mut ranges: Vec<(usize, usize, Class, Source)> = others
+        let mut ranges: Vec<Range> = others
             .into_iter()
-            .map(|(s, e)| (s, e, Class::Denied, Source::Symbol))
+            .map(|(s, e)| (s, e, Class::Denied, Source::Symbol, NO_CRATE))
             .collect();
         let mut canaries = [false; CANARIES.len()];
         let mut buf = String::new();
+        let mut crates = Crates::new();
+        let mut roots = Vec::new();
         let elf = Elf::open(path);
         let has_symbols = elf.as_ref().is_some_and(|elf| {
             elf.for_each_function(|addr, size, name| {
                 if let Some((start, end)) = runtime_range(bias, addr, size) {
-                    ranges.push((start, end, classify(name, &mut buf), Source::Symbol));
+                    let (class, owner) = classify_owned(name, &mut buf);
+                    ranges.push((start, end, class, Source::Symbol, crates.id(&owner)));
+                    if name.contains("8run_user") && name.contains("5kvant") {
+                        buf.clear();
+                        use std::fmt::Write as _;
+                        let _ = write!(buf, "{:#}", rustc_demangle::demangle(name));
+                        if buf.starts_with(ROOT_PATH) {
+                            roots.push((start, end));
+                        }
+                    }
                 }
                 for (seen, (frag, path)) in canaries.iter_mut().zip(CANARIES) {
                     if !*seen && name.contains(frag) {
@@ -340,9 +471,9 @@ impl CodeMap {
             })
         });
         let inline_stats = elf.as_ref().filter(|_| has_symbols).and_then(|elf| {
-            inlined::read(&|name| elf.section(name), |s, e, class| {
+            inlined::read(&|name| elf.section(name), |s, e, class, owner| {
                 if let Some((start, end)) = runtime_range(bias, s, e.saturating_sub(s)) {
-                    ranges.push((start, end, class, Source::Inlined));
+                    ranges.push((start, end, class, Source::Inlined, crates.id(owner)));
                 }
             })
         });
@@ -352,15 +483,37 @@ impl CodeMap {
             (true, None) if canaries.iter().all(|&c| c) => Coverage::Symbols,
             (true, None) => Coverage::StdInlinedUnseen,
         };
-        CodeMap {
-            segs: sweep(ranges).into(),
+        let segs: Box<[Seg]> = sweep(ranges).into();
+        roots.sort_unstable();
+        let mut map = CodeMap {
+            segs,
             bias,
             syscall_insn: find_syscall_insn(),
             wrappers: super::wrappers::Wrappers::load(),
             coverage,
             inline_stats,
-            build_time: t0.elapsed(),
+            build_time: Duration::ZERO,
+            allowed: (0..crates.names.len().div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            crate_names: crates.names.into(),
+            crate_ids: crates.ids,
+            roots: roots.into(),
+            unwind: UnwindTable::default(),
+            static_tls: static_tls_size(),
+        };
+        if let Some((data, addr)) = elf.as_ref().and_then(|e| e.section_with_addr(".eh_frame")) {
+            map.unwind = UnwindTable::build(&data, addr, bias, |start| {
+                map.class(start) != Class::Denied
+            });
         }
+        map.build_time = t0.elapsed();
+        map
+    }
+
+    /// The process-wide instance, if it was built.
+    pub(crate) fn get() -> Option<&'static CodeMap> {
+        GLOBAL.get()
     }
 
     /// The process-wide instance, built on first call. Call it before the
@@ -372,20 +525,106 @@ impl CodeMap {
     /// Class of the code at `addr`; anything unknown is denied.
     #[inline]
     pub(crate) fn class(&self, addr: usize) -> Class {
-        self.known(addr).unwrap_or(Class::Denied)
+        self.seg(addr).map_or(Class::Denied, |s| s.class)
+    }
+
+    /// Class of `addr` as the handler must treat it now: user code of a
+    /// crate that is not allowed (yet) is denied. Signal-safe.
+    #[inline]
+    pub(crate) fn class_now(&self, addr: usize) -> Class {
+        match self.seg(addr) {
+            None => Class::Denied,
+            Some(s) if s.class == Class::User && !self.crates_allowed(s.krate) => Class::Denied,
+            Some(s) => s.class,
+        }
     }
 
     /// Class of `addr` if it is in code the map knows: a function of the
     /// executable or the text of another object loaded at start-up.
-    /// Signal-safe: a binary search of an immutable slice, no allocation, no
-    /// locks, no panicking index.
     #[inline]
     pub(crate) fn known(&self, addr: usize) -> Option<Class> {
+        self.seg(addr).map(|s| s.class)
+    }
+
+    /// The segment containing `addr`. Signal-safe: a binary search of an
+    /// immutable slice, no allocation, no locks, no panicking index.
+    #[inline]
+    fn seg(&self, addr: usize) -> Option<&Seg> {
         let idx = self.segs.partition_point(|s| s.start <= addr);
-        match idx.checked_sub(1).and_then(|i| self.segs.get(i)) {
-            Some(s) if addr < s.end => Some(s.class),
-            _ => None,
+        idx.checked_sub(1)
+            .and_then(|i| self.segs.get(i))
+            .filter(|s| addr < s.end)
+    }
+
+    /// Whether every crate of a segment is allowed. Signal-safe.
+    #[inline]
+    fn crates_allowed(&self, krate: [u16; 2]) -> bool {
+        krate.iter().all(|&k| match k {
+            NO_CRATE => true,
+            NEVER => false,
+            k => self
+                .allowed
+                .get(usize::from(k) / 64)
+                .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (k % 64)) != 0),
+        })
+    }
+
+    /// Let the code of crate `name` be preempted. False if the executable
+    /// has no code of that crate, or if it is one kvant never preempts
+    /// (itself, the locks and queues it is built on).
+    pub(crate) fn allow_crate(&self, name: &str) -> bool {
+        if crate_denied(name.as_bytes()) {
+            return false;
         }
+        let Some(&k) = self.crate_ids.get(name) else {
+            return false;
+        };
+        if let Some(w) = self.allowed.get(usize::from(k) / 64) {
+            w.fetch_or(1 << (k % 64), Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Whether crate `name`'s code may be preempted now.
+    pub(crate) fn crate_allowed(&self, name: &str) -> bool {
+        self.crate_ids
+            .get(name)
+            .is_some_and(|&k| self.crates_allowed([k, NO_CRATE]))
+    }
+
+    /// The crates of the code at `addr` that are not allowed (diagnostics).
+    pub(crate) fn crates_denied_at(&self, addr: usize) -> Vec<&str> {
+        let Some(s) = self.seg(addr) else {
+            return Vec::new();
+        };
+        s.krate
+            .iter()
+            .filter(|&&k| k != NO_CRATE && !self.crates_allowed([k, NO_CRATE]))
+            .map(|&k| match self.crate_names.get(usize::from(k)) {
+                Some(n) => n.as_str(),
+                None => "(unknown crate)",
+            })
+            .collect()
+    }
+
+    /// Whether `ret` is a return address into `run_user`, the task's root
+    /// frame. Signal-safe.
+    #[inline]
+    pub(crate) fn is_root(&self, ret: usize) -> bool {
+        let i = self.roots.partition_point(|r| r.0 <= ret);
+        i > 0 && ret <= self.roots[i - 1].1
+    }
+
+    /// Bytes of static thread-local storage below each thread's pointer.
+    #[inline]
+    pub(crate) fn static_tls_size(&self) -> usize {
+        self.static_tls
+    }
+
+    /// The unwind rows of the code that is not denied.
+    #[inline]
+    pub(crate) fn unwind(&self) -> &UnwindTable {
+        &self.unwind
     }
 
     /// Where libc's `syscall()` traps into the kernel (0: unknown).
@@ -398,6 +637,12 @@ impl CodeMap {
     #[cfg(test)]
     pub(crate) fn address_of(&self, class: Class) -> Option<usize> {
         self.segs.iter().find(|s| s.class == class).map(|s| s.start)
+    }
+
+    /// The start of some `run_user` (tests build synthetic stacks with it).
+    #[cfg(test)]
+    pub(crate) fn root_address(&self) -> Option<usize> {
+        self.roots.first().map(|r| r.0)
     }
 
     /// libc's syscall wrappers (rule 6).

@@ -2,7 +2,9 @@
 //! `codemap.rs`).
 
 use super::*;
-use crate::preempt::symbols::{DENY_EXACT, DENY_RAW_PREFIXES, path_denied, symbol_denied};
+use crate::preempt::symbols::{
+    DENY_EXACT, DENY_RAW_PREFIXES, classify, owner, path_denied, symbol_denied,
+};
 
 #[inline(never)]
 fn codemap_probe_fn(x: usize) -> usize {
@@ -190,15 +192,21 @@ fn sweep_overlaps() {
     use Class::*;
     use Source::*;
     let segs = sweep(vec![
-        (10, 100, User, Symbol),
-        (20, 30, SyncWait, Inlined),
-        (25, 40, Denied, Inlined),
-        (100, 110, User, Symbol),
+        (10, 100, User, Symbol, 0),
+        (20, 30, SyncWait, Inlined, 0),
+        (25, 40, Denied, Inlined, 0),
+        (100, 110, User, Symbol, 0),
         // std's own code with std code inlined: the symbol's class holds.
-        (200, 300, SyncWait, Symbol),
-        (250, 260, Denied, Inlined),
+        (200, 300, SyncWait, Symbol, 0),
+        (250, 260, Denied, Inlined, 0),
         // Inline records without a symbol are not code we know.
-        (400, 410, User, Inlined),
+        (400, 410, User, Inlined, 0),
+        // A crate's function with another crate's code inlined, and a third
+        // inside that: each point carries every crate that covers it, and
+        // more than two is never preemptible.
+        (500, 600, User, Symbol, 1),
+        (520, 560, User, Inlined, 2),
+        (530, 540, User, Inlined, 3),
     ]);
     let got: Vec<_> = segs.iter().map(|s| (s.start, s.end, s.class)).collect();
     assert_eq!(
@@ -208,17 +216,40 @@ fn sweep_overlaps() {
             (20, 25, SyncWait),
             (25, 40, Denied),
             (40, 110, User),
-            (200, 300, SyncWait)
+            (200, 300, SyncWait),
+            (500, 520, User),
+            (520, 530, User),
+            (530, 540, User),
+            (540, 560, User),
+            (560, 600, User),
         ]
     );
+    let crates: Vec<_> = segs[5..].iter().map(|s| s.krate).collect();
+    let sorted: Vec<[u16; 2]> = crates
+        .iter()
+        .map(|k| {
+            let mut k = *k;
+            k.sort_unstable();
+            k
+        })
+        .collect();
+    assert_eq!(sorted, [[0, 1], [1, 2], [NEVER, NEVER], [1, 2], [0, 1]]);
     let map = CodeMap {
         segs: segs.into(),
         bias: 0,
         syscall_insn: 0,
         wrappers: Default::default(),
-        coverage: Coverage::Symbols,
+        coverage: Coverage::LineTables,
         inline_stats: None,
         build_time: Duration::ZERO,
+        crate_names: vec![String::new(), "a".into(), "b".into(), "c".into()].into(),
+        crate_ids: [("a", 1), ("b", 2), ("c", 3)]
+            .map(|(n, i)| (n.to_owned(), i))
+            .into(),
+        allowed: vec![AtomicU64::new(0)].into(),
+        roots: Box::new([]),
+        unwind: UnwindTable::default(),
+        static_tls: 0,
     };
     let classes: Vec<_> = [0, 10, 19, 20, 24, 25, 39, 40, 109, 110]
         .map(|a| map.class(a))
@@ -229,6 +260,34 @@ fn sweep_overlaps() {
             Denied, User, User, SyncWait, SyncWait, Denied, Denied, User, User, Denied
         ]
     );
+    // Crates are preemptible only once allowed, and only where every crate
+    // covering the point is.
+    assert_eq!(map.class_now(510), Denied);
+    assert!(map.allow_crate("a"));
+    assert_eq!(map.class_now(510), User);
+    assert_eq!(map.class_now(525), Denied);
+    assert!(map.allow_crate("b"));
+    assert_eq!(map.class_now(525), User);
+    assert!(map.allow_crate("c"));
+    assert_eq!(map.class_now(535), Denied);
+    assert!(!map.allow_crate("nope"));
+    assert_eq!(map.crates_denied_at(535), ["(unknown crate)"; 2]);
+}
+
+#[test]
+fn owners_of_paths() {
+    let c = |n: &str| Owner::Crate(n.to_owned());
+    assert_eq!(owner("my_app::main::{{closure}}"), c("my_app"));
+    assert_eq!(owner("<my_app::T as core::fmt::Debug>::fmt"), c("my_app"));
+    assert_eq!(owner("<my_app::T as rand::Rng>::random"), c("rand"));
+    assert_eq!(owner("<alloc::vec::Vec<my_app::T> as my_app::Tr>::f"), c("my_app"));
+    assert_eq!(owner("<&mut serde_json::Value as core::fmt::Display>::fmt"), c("serde_json"));
+    assert_eq!(owner("core::iter::adapters::map::map_fold"), Owner::Std);
+    assert_eq!(owner("<alloc::vec::Vec<T>>::push"), Owner::Std);
+    assert_eq!(owner("<(A, B) as core::clone::Clone>::clone"), Owner::Unknown);
+    // What `type_name` gives for closures and functions.
+    assert_eq!(owner("preempt::hog::{{closure}}"), c("preempt"));
+    assert_eq!(owner("storm::burn"), c("storm"));
 }
 
 #[test]

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 use gimli::{AttributeValue, DebugInfoOffset, EndianSlice, LittleEndian, SectionId, Unit};
 
-use super::symbols::{Class, classify, crate_denied};
+use super::symbols::{Class, Owner, classify_owned, crate_denied};
 
 type Slice<'a> = EndianSlice<'a, LittleEndian>;
 
@@ -41,12 +41,14 @@ pub(crate) struct InlineStats {
 }
 
 /// Read the inline records of the DWARF in `section` (a loader of the
-/// executable's sections by name) and call `push(start, end, class)` with
-/// link-time addresses for every range of inlined non-user code. `None` if
+/// executable's sections by name) and call `push(start, end, class, owner)`
+/// with link-time addresses for every range of inlined code that is not
+/// user code of std's family: denied code, and any crate's code (whose crate
+/// must be allowed where it runs). `None` if
 /// the executable has no `.debug_info` (or it cannot be parsed).
 pub(crate) fn read(
     section: &dyn Fn(&str) -> Option<Vec<u8>>,
-    mut push: impl FnMut(u64, u64, Class),
+    mut push: impl FnMut(u64, u64, Class, &Owner),
 ) -> Option<InlineStats> {
     let info = section(".debug_info")?;
     let mut owned: HashMap<SectionId, Vec<u8>> = HashMap::new();
@@ -119,8 +121,8 @@ pub(crate) fn read(
                 next = entries.next_dfs();
                 continue;
             };
-            let class = origins.class(origin);
-            if class == Class::User {
+            let (class, owner) = origins.class(origin);
+            if class == Class::User && owner == Owner::Std {
                 next = entries.next_dfs();
                 continue;
             }
@@ -134,7 +136,7 @@ pub(crate) fn read(
             }
             for &(begin, end) in &ranges {
                 stats.ranges += 1;
-                push(begin, end, class);
+                push(begin, end, class, &owner);
             }
             next = entries.next_dfs();
         }
@@ -161,23 +163,26 @@ struct Origins<'d, 'a> {
     /// Every unit header, sorted by offset.
     headers: &'d [(usize, gimli::UnitHeader<Slice<'a>>)],
     units: HashMap<usize, Option<Unit<Slice<'a>>>>,
-    classes: HashMap<usize, Class>,
+    classes: HashMap<usize, (Class, Owner)>,
     buf: String,
 }
 
 impl Origins<'_, '_> {
-    fn class(&mut self, at: usize) -> Class {
-        if let Some(&c) = self.classes.get(&at) {
-            return c;
+    fn class(&mut self, at: usize) -> (Class, Owner) {
+        if let Some(c) = self.classes.get(&at) {
+            return c.clone();
         }
-        let c = self.lookup(at, 0).unwrap_or(Class::User);
-        self.classes.insert(at, c);
+        // An origin whose name cannot be found is code of no known crate.
+        let c = self
+            .lookup(at, 0)
+            .unwrap_or((Class::User, Owner::Unknown));
+        self.classes.insert(at, c.clone());
         c
     }
 
     /// Class of the subprogram DIE at `at`: from its linkage name, else from
     /// the DIE it refers to (`DW_AT_specification`, `DW_AT_abstract_origin`).
-    fn lookup(&mut self, at: usize, depth: u32) -> Option<Class> {
+    fn lookup(&mut self, at: usize, depth: u32) -> Option<(Class, Owner)> {
         let idx = self
             .headers
             .partition_point(|(o, _)| *o <= at)
@@ -194,7 +199,7 @@ impl Origins<'_, '_> {
         if let Some(v) = entry.attr_value(gimli::DW_AT_linkage_name) {
             let raw = dwarf.attr_string(unit, v).ok()?;
             let raw = std::str::from_utf8(raw.slice()).ok()?;
-            return Some(classify(raw, &mut self.buf));
+            return Some(classify_owned(raw, &mut self.buf));
         }
         let next = [gimli::DW_AT_specification, gimli::DW_AT_abstract_origin]
             .into_iter()

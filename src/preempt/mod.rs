@@ -65,6 +65,8 @@ mod signal;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod symbols;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod unwind;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod wrappers;
 
 // The mechanism the monitor (`runtime/sysmon`, the policy) works with.
@@ -89,9 +91,10 @@ pub(crate) use signal::{
 pub enum PreemptionMode {
     /// No quantum was asked for: tasks switch only at switch points.
     Cooperative,
-    /// Preemptive, with safe points from the symbol table: std's and the
-    /// runtime's own functions are seen, std *generics inlined into your
-    /// functions* are not (build with `debug = "line-tables-only"` for that).
+    /// Preemptive with safe points from the symbol table alone. No longer
+    /// chosen: code inlined into the program's functions is invisible
+    /// without line tables, so such a build runs with
+    /// [`Unavailable::NoLineTables`] instead.
     Symbols,
     /// Preemptive, with safe points from the symbol table and the DWARF
     /// inline records: code inlined from std is seen where it runs.
@@ -111,6 +114,11 @@ pub enum Unavailable {
     /// std's code was inlined into the executable's functions (LTO) and there
     /// are no line tables to show where.
     StdInlinedWithoutLineTables,
+    /// The executable has symbols but no line tables (Rust's default release
+    /// profile): generic code inlined from std and other crates into the
+    /// program's functions (a thread-local's `with`, a RNG's step) is
+    /// invisible, so no point in them can be shown safe.
+    NoLineTables,
 }
 
 impl PreemptionMode {
@@ -131,7 +139,8 @@ pub(crate) fn decide_mode(quantum: Option<std::time::Duration>) -> (PreemptionMo
         let unavailable = match coverage {
             Coverage::NoSymbols => Some(Unavailable::Stripped),
             Coverage::StdInlinedUnseen => Some(Unavailable::StdInlinedWithoutLineTables),
-            Coverage::Symbols | Coverage::LineTables => None,
+            Coverage::Symbols => Some(Unavailable::NoLineTables),
+            Coverage::LineTables => None,
         };
         let mode = match (quantum, unavailable) {
             (None, _) => PreemptionMode::Cooperative,
@@ -139,8 +148,7 @@ pub(crate) fn decide_mode(quantum: Option<std::time::Duration>) -> (PreemptionMo
                 warn_unavailable(why);
                 PreemptionMode::Unavailable(why)
             }
-            (Some(_), None) if coverage == Coverage::LineTables => PreemptionMode::LineTables,
-            (Some(_), None) => PreemptionMode::Symbols,
+            (Some(_), None) => PreemptionMode::LineTables,
         };
         (mode, unavailable.is_none())
     }
@@ -167,10 +175,16 @@ fn warn_unavailable(why: Unavailable) {
             "LTO inlined std's code into this executable and it has no line tables to show where",
             "debug = \"line-tables-only\"",
         ),
+        Unavailable::NoLineTables => (
+            "this executable has no line tables, so code inlined from std and other crates \
+             into your functions cannot be told from yours",
+            "debug = \"line-tables-only\"",
+        ),
     };
     eprintln!(
         "kvant: preemption is off and tasks run cooperatively: {what}. \
-         Add to the Cargo profile that builds it: {fix}"
+         Add to the Cargo profile that builds it ([profile.release] in Cargo.toml \
+         for `cargo build --release`): {fix}"
     );
 }
 
@@ -211,6 +225,73 @@ pub fn code_map_info() -> Option<CodeMapInfo> {
     }
     #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
     None
+}
+
+/// Let the crate that wrote the closure type `F` be preempted: a task's code
+/// is preemptible by default where it is the program's own (the crate a
+/// spawned closure was written in, read from `type_name::<F>()`), never in
+/// another crate's unless [`Builder::preempt_crate`](crate::Builder::preempt_crate)
+/// allows it. Cheap after the first call with the same type name.
+#[inline]
+pub(crate) fn allow_spawner<F>() {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static LAST: AtomicUsize = AtomicUsize::new(0);
+        let name = std::any::type_name::<F>();
+        if LAST.load(Ordering::Relaxed) != name.as_ptr() as usize {
+            allow_spawner_slow(name, &LAST);
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[cold]
+#[inline(never)]
+fn allow_spawner_slow(name: &'static str, last: &std::sync::atomic::AtomicUsize) {
+    let Some(map) = codemap::CodeMap::get() else {
+        return; // no runtime built yet: nothing can be preempted anyway
+    };
+    if let symbols::Owner::Crate(k) = symbols::owner(name) {
+        map.allow_crate(&k);
+    }
+    last.store(name.as_ptr() as usize, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Allow crate `name`'s code to be preempted (the builder's list).
+pub(crate) fn allow_crate(name: &str) -> Result<(), crate::Error> {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        let map = codemap::CodeMap::global();
+        if symbols::crate_denied(name.as_bytes()) {
+            return Err(crate::Error::CrateNotPreemptible {
+                name: name.to_owned(),
+                why: "kvant never preempts its own code or the locks and queues it is built on",
+            });
+        }
+        if !map.allow_crate(name) {
+            return Err(crate::Error::CrateNotPreemptible {
+                name: name.to_owned(),
+                why: "this executable has no code of a crate by that name (spell it as paths do: \
+                      `my_crate`, not `my-crate`)",
+            });
+        }
+    }
+    let _ = name;
+    Ok(())
+}
+
+/// Whether the code of crate `name` may be preempted now (tests, docs).
+pub fn crate_is_preemptible(name: &str) -> bool {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        codemap::CodeMap::get().is_some_and(|m| m.crate_allowed(name))
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        let _ = name;
+        false
+    }
 }
 
 /// Whether this target supports quantum preemption (Linux on x86_64).

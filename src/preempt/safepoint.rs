@@ -4,22 +4,25 @@
 //! kernel's signal frame on its own stack). What can go wrong is *logical*:
 //! the interrupted code may hold something another task on the same worker
 //! will need, e.g. std's stdout `RefCell` mid-`println!`, a glibc malloc arena
-//! lock, the runtime's own queues. The next task then panics or deadlocks.
+//! lock, a crate's per-thread span stack, the runtime's own queues. The next
+//! task then panics, deadlocks or silently sees the wrong state.
 //!
 //! So we look at every frame on the task's stack, not just the PC: the PC can
 //! be in a user `Debug::fmt` impl while a frame further up holds the stdout
-//! lock. The chain of frame records (`[rbp] = caller's rbp`, `[rbp+8] = return
-//! address`) is walked from the interrupted frame up to the task's root frame
-//! (`run_user`, which calls the user's closure);
-//! every address must be in the main executable and outside the deny-listed
-//! code (`codemap.rs`, rules in `symbols.rs`). Anything we cannot vouch for (a chain that leaves the
-//! stack, goes backwards, or is too deep) means "not here": defer and retry.
+//! lock. The frames are found with the executable's own unwind tables
+//! (`unwind.rs`), never with frame pointers, which most builds do not keep:
+//! from the interrupted frame up to the exact frame `run_user` called, every
+//! address must be code the map allows *now* (`codemap.rs`: user code of an
+//! allowed crate, or std code outside the deny rules of `symbols.rs`).
+//! Anything we cannot vouch for (no unwind row, a slot outside the stack, a
+//! walk that does not end at the root) means "not here": defer and retry.
 //!
 //! Everything here runs inside the signal handler: no allocation, no locks,
 //! reads only within the validated bounds of the task stack.
 
 use super::codemap::CodeMap;
 use super::symbols::Class;
+use super::unwind::Regs;
 
 /// Stack the handler still needs below the interrupted SP: the kernel's
 /// signal frame is already there, plus the rest of the handler and the
@@ -29,6 +32,10 @@ pub(crate) const ROOM: usize = super::SIGNAL_FRAME + 2 * 1024;
 /// Frames walked at most; deeper stacks defer (bounded handler time).
 const MAX_FRAMES: usize = 128;
 
+/// How far `run_user`'s marker may lie above the return-address slot of
+/// the frame it called: the size of `run_user`'s own frame, with margin.
+const ROOT_FRAME: usize = 4096;
+
 /// Registers of the interrupted context that the decision needs.
 #[derive(Clone, Copy)]
 pub(crate) struct Interrupted {
@@ -37,6 +44,8 @@ pub(crate) struct Interrupted {
     pub fp: usize,
     /// Syscall number (restart pending) or result, for the sync-wait rule.
     pub rax: usize,
+    /// The futex address, for the sync-wait rule (`syscall`'s 1st argument).
+    pub rdi: usize,
     /// The futex operation, for the sync-wait rule (`syscall`'s 2nd argument).
     pub rsi: usize,
 }
@@ -47,9 +56,12 @@ pub(crate) struct TaskStack {
     pub lo: usize,
     /// Highest address (exclusive).
     pub hi: usize,
-    /// Frame record of `run_user`, the boundary between kvant's task entry
-    /// (above) and the user's closure (below); 0 outside the closure.
-    pub root_fp: usize,
+    /// Address of a local of `run_user`, the boundary between kvant's task
+    /// entry (above) and the user's closure (below); 0 outside the closure.
+    pub root_mark: usize,
+    /// The interrupted thread's static thread-local storage `[lo, hi)`: a
+    /// futex word there belongs to the thread, not to a lock (rule 5).
+    pub tls: (usize, usize),
 }
 
 /// What the handler may do at the interrupted point.
@@ -74,29 +86,34 @@ pub(crate) enum Verdict {
 ///
 /// The rules, each necessary for the next:
 /// 1. The SP is inside the task's stack with [`ROOM`] to spare.
-/// 2. The task is inside its user closure (`root_fp` set).
-/// 3. *Preemption*: the PC is in user code ([`Class::User`]), and so is the
-///    return address at `[sp]` when it is one the map knows (a function that
-///    has not pushed its frame record yet returns through it).
-/// 4. *Preemption*: every return address on the frame-pointer chain up to
-///    `run_user` is in user code. The chain must be 8-aligned, inside the
-///    stack, strictly increasing, at most [`MAX_FRAMES`] long.
+/// 2. The task is inside its user closure (`root_mark` set).
+/// 3. *Preemption*: the PC is preemptible code ([`CodeMap::class_now`] is
+///    [`Class::User`]: user code of an allowed crate, or std code outside
+///    the deny rules).
+/// 4. *Preemption*: stepping out frame by frame with the executable's unwind
+///    tables reaches the frame `run_user` called, at its exact slot (the
+///    return address is into `run_user` and lies just below `run_user`'s
+///    marker), and every return address on the way is preemptible code.
+///    A frame without an unwind row, a slot outside the stack, more than
+///    [`MAX_FRAMES`] frames: defer.
 /// 5. *Sync-wait switch*: the PC is libc's `syscall` instruction with a
 ///    `FUTEX_WAIT` pending (the kernel rewound the call to restart it) or
-///    just past it with `EINTR` (a timed wait), `[sp]` returns into std's
-///    sync code ([`Class::SyncWait`] or [`Class::SyncApi`]), and no return
-///    address on the chain is denied: above the wait only user code and
-///    std::sync's front ends may appear. Resuming re-runs the futex call,
-///    which re-checks the futex word (`src/preempt/README.md`, section 3.2).
+///    just past it with `EINTR` (a timed wait), on a futex word outside the
+///    thread's own thread-local storage; `[sp]` returns into std's sync
+///    code ([`Class::SyncWait`] or [`Class::SyncApi`]), and the walk of
+///    rule 4 from there finds no denied code: above the wait only user code
+///    of allowed crates and std::sync's front ends may appear. Resuming
+///    re-runs the futex call, which re-checks the futex word
+///    (`src/preempt/README.md`, section 3.2).
 /// 6. *Syscall switch*: the PC is the `syscall` instruction of one of
 ///    libc's thin wrappers (`read`, `write`, `clock_nanosleep`, `accept`,
 ///    ... in `wrappers.rs`) with the call rewound for restart, or just past
 ///    it with `EINTR`; stepping out of the wrapper frames with libc's CFI
 ///    reaches a return address into user code or into std's thin blocking
-///    front ends ([`Class::BlockingApi`]), and every return address on the
-///    chain above is one of those two. Resuming restarts the call or
-///    returns `EINTR`, exactly what the signal alone would have caused
-///    (section 3.3).
+///    front ends ([`Class::BlockingApi`]), and the walk of rule 4 from
+///    there finds only those two. Resuming restarts the call or returns
+///    `EINTR`, exactly what the signal alone would have caused (section
+///    3.3).
 ///
 /// # Safety
 /// `stack.lo..stack.hi` must be readable memory for the whole call: the
@@ -107,22 +124,35 @@ pub(crate) unsafe fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -
     if at.sp < stack.lo.saturating_add(ROOM) || at.sp.saturating_add(8) > stack.hi {
         return Verdict::NotOnTaskStack;
     }
-    if stack.root_fp == 0 {
+    if stack.root_mark == 0 {
         // Not inside the user's closure (starting up or finishing): runtime code.
         return Verdict::PcUnsafe;
     }
     if in_futex_wait(map, at) {
+        // A futex word in the thread's own TLS is a per-thread wait (a
+        // thread-local lock or latch): the next task on this thread would
+        // find it in whatever state this one left it.
+        if (stack.tls.0..stack.tls.1).contains(&at.rdi) {
+            return Verdict::PcUnsafe;
+        }
         // std's sync code calls libc's `syscall()` itself (the futex wait is
         // inlined into std::sys::sync, or further into std::sync's
         // `Barrier::wait`): never user code, never the thread parker.
+        // `syscall()` keeps no frame, so its return address is at [sp].
         // SAFETY: lo + ROOM <= sp and sp + 8 <= hi (checked above), inside
         // the readable range our caller vouches for.
-        let caller = map.class(call_site(unsafe { read(at.sp) }));
+        let ret = unsafe { read(at.sp) };
+        let caller = map.class_now(call_site(ret));
         if caller != Class::SyncWait && caller != Class::SyncApi {
             return Verdict::PcUnsafe;
         }
+        let above = Regs {
+            pc: call_site(ret),
+            sp: at.sp + 8,
+            fp: at.fp,
+        };
         // SAFETY: our caller's promise on `stack`, passed on.
-        return match unsafe { walk(at, stack, |ra| map.class(ra) != Class::Denied) } {
+        return match unsafe { walk(map, above, stack, |c| c != Class::Denied) } {
             Verdict::Safe => Verdict::SyncWait,
             v => v,
         };
@@ -131,28 +161,16 @@ pub(crate) unsafe fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -
     if let Some(v) = unsafe { in_blocking_call(map, at, stack) } {
         return v;
     }
-    if map.class(at.pc) != Class::User {
+    if map.class_now(at.pc) != Class::User {
         return Verdict::PcUnsafe;
     }
-    // A function that has not set up its frame record yet (its first
-    // instructions, or all of a shrink-wrapped loop that only pushes `rbp`
-    // on a slow path) has its return address at [sp], and `rbp` still holds
-    // its caller's frame: check that address too if it is code at all (a
-    // false "unsafe" only defers). Exception: when `rbp` is the root frame,
-    // the caller is `run_user` itself, the boundary whose return address
-    // needs no check; user closures inlined into a vtable shim look exactly
-    // like that.
-    // SAFETY: sp is inside the stack (checked at the top).
-    let at_sp = unsafe { read(at.sp) };
-    if at.fp != stack.root_fp
-        && map
-            .known(call_site(at_sp))
-            .is_some_and(|c| c != Class::User)
-    {
-        return Verdict::FrameUnsafe;
-    }
+    let regs = Regs {
+        pc: at.pc,
+        sp: at.sp,
+        fp: at.fp,
+    };
     // SAFETY: our caller's promise on `stack`, passed on.
-    unsafe { walk(at, stack, |ra| map.class(ra) == Class::User) }
+    unsafe { walk(map, regs, stack, |c| c == Class::User) }
 }
 
 /// Whether `at` is stopped on libc's `syscall` instruction in a futex wait.
@@ -205,19 +223,19 @@ unsafe fn in_blocking_call(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -
         let ra = unsafe { read(slot) };
         sp = slot + 8;
         if !w.contains(call_site(ra)) {
-            if !matches!(map.class(call_site(ra)), Class::User | Class::BlockingApi) {
+            let blocking = |c| matches!(c, Class::User | Class::BlockingApi);
+            if !blocking(map.class_now(call_site(ra))) {
                 return Some(Verdict::FrameUnsafe);
             }
-            // `fp` is now the caller's frame record: `rbp` as the wrapper
-            // found it, from the register or from where the CFI says the
-            // wrapper saved it.
-            let above = Interrupted { sp, fp, ..*at };
-            // SAFETY: our caller's promise on `stack`, passed on.
-            let v = unsafe {
-                walk(&above, stack, |ra| {
-                    matches!(map.class(ra), Class::User | Class::BlockingApi)
-                })
+            // The wrapper's caller, as the wrapper found it: `rbp` from the
+            // register or from where the CFI says the wrapper saved it.
+            let above = Regs {
+                pc: call_site(ra),
+                sp,
+                fp,
             };
+            // SAFETY: our caller's promise on `stack`, passed on.
+            let v = unsafe { walk(map, above, stack, blocking) };
             return Some(match v {
                 Verdict::Safe => Verdict::SyscallWait,
                 v => v,
@@ -228,37 +246,41 @@ unsafe fn in_blocking_call(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -
     Some(Verdict::PcUnsafe)
 }
 
-/// Walk the frame-pointer chain from `at` up to the root frame; every return
-/// address must satisfy `ok`.
+/// Step out of the frames from `at` (whose PC was checked by the caller)
+/// with the unwind tables, up to the frame `run_user` called; every return
+/// address on the way must have a class `ok` accepts (as the handler must
+/// treat it now: `CodeMap::class_now`).
+///
+/// Only the exact root proves anything: a return address into `run_user`
+/// whose slot lies just below `run_user`'s marker. Any doubt defers.
 ///
 /// # Safety
 /// As for [`check`]: `stack.lo..stack.hi` is readable.
-unsafe fn walk(at: &Interrupted, stack: &TaskStack, ok: impl Fn(usize) -> bool) -> Verdict {
-    let mut fp = at.fp;
-    let mut prev = at.sp;
+unsafe fn walk(map: &CodeMap, at: Regs, stack: &TaskStack, ok: impl Fn(Class) -> bool) -> Verdict {
+    let mut at = at;
     for _ in 0..MAX_FRAMES {
-        if fp >= stack.root_fp {
-            return Verdict::Safe;
-        }
-        if fp < prev || !fp.is_multiple_of(8) || fp + 16 > stack.hi {
+        // SAFETY: `at.sp` is inside the stack: the interrupted SP (checked
+        // by `check`) or a CFA `step` bounded by `stack.hi`; our caller
+        // vouches for `[lo, hi)`.
+        let Some(step) = (unsafe { map.unwind().step(at, stack.hi) }) else {
             return Verdict::BrokenChain;
+        };
+        let ret = step.caller.pc;
+        if map.is_root(ret) {
+            let exact = step.slot < stack.root_mark && stack.root_mark - step.slot <= ROOT_FRAME;
+            return if exact {
+                Verdict::Safe
+            } else {
+                Verdict::BrokenChain
+            };
         }
-        // SAFETY: sp <= prev <= fp and fp + 16 <= hi (checked just above).
-        let next = unsafe { read(fp) };
-        if next == stack.root_fp {
-            // This frame's caller is `run_user`, kvant's boundary frame: the
-            // return address points into it and needs no check.
-            return Verdict::Safe;
-        }
-        // SAFETY: fp + 16 <= hi, as above.
-        if !ok(call_site(unsafe { read(fp + 8) })) {
+        if !ok(map.class_now(call_site(ret))) {
             return Verdict::FrameUnsafe;
         }
-        if next <= fp {
-            return Verdict::BrokenChain;
-        }
-        prev = fp;
-        fp = next;
+        at = Regs {
+            pc: call_site(ret),
+            ..step.caller
+        };
     }
     Verdict::BrokenChain
 }
@@ -288,15 +310,20 @@ unsafe fn read(addr: usize) -> usize {
 mod tests {
     use super::*;
 
-    /// A synthetic task stack: `depth` frame records chained upward from the
-    /// interrupted frame to the root, every return address `ret`.
+    /// A synthetic task stack of frame-pointer frames, as the unwind rows of
+    /// frame-pointer code describe them (`CFA = rbp + 16`, the caller's
+    /// `rbp` at `CFA - 16`): `depth` records chained upward from the
+    /// interrupted frame, every return address `ret`, and a last return
+    /// address into `run_user` just below the root marker.
     struct Fake {
         mem: Vec<usize>,
         at: Interrupted,
         stack: TaskStack,
+        /// Index of the last record's return-address word.
+        last_ret: usize,
     }
 
-    fn fake(depth: usize, pc: usize, ret: usize) -> Fake {
+    fn fake(map: &CodeMap, depth: usize, pc: usize, ret: usize) -> Fake {
         let below = ROOM / 8 + 8;
         let mut mem = vec![0usize; below + 2 * depth + 8];
         let base = mem.as_ptr() as usize;
@@ -308,7 +335,8 @@ mod tests {
             mem[rec] = addr(rec + 2);
             mem[rec + 1] = ret;
         }
-        let root = first + 2 * depth;
+        let last = first + 2 * (depth - 1);
+        mem[last + 1] = map.root_address().expect("run_user is in the map") + 1;
         let hi = addr(mem.len());
         Fake {
             at: Interrupted {
@@ -316,19 +344,31 @@ mod tests {
                 sp: addr(below),
                 fp: addr(first),
                 rax: 0,
+                rdi: 0,
                 rsi: 0,
             },
             stack: TaskStack {
                 lo: base,
                 hi,
-                root_fp: addr(root),
+                root_mark: addr(last + 3),
+                tls: (0, 0),
             },
+            last_ret: last + 1,
             mem,
         }
     }
 
+    /// A frame-pointer point in preemptible code, and denied code.
     fn user_and_denied(map: &CodeMap) -> (usize, usize) {
-        let user = map.address_of(Class::User).expect("some user-class code");
+        // The unit tests run in kvant's own test binary, where every crate
+        // but std's family needs allowing: gimli is pure parsing.
+        assert!(map.allow_crate("gimli"));
+        let user = map
+            .unwind()
+            .frame_pointer_pc(|pc| {
+                map.class_now(pc) == Class::User && map.class_now(pc + 1) == Class::User
+            })
+            .expect("frame-pointer code of an allowed crate");
         // kvant's own code is denied.
         let denied = check as unsafe fn(&CodeMap, &Interrupted, &TaskStack) -> Verdict as usize;
         assert_eq!(map.class(denied), Class::Denied);
@@ -345,26 +385,43 @@ mod tests {
     fn synthetic_stacks() {
         let map = CodeMap::global();
         let (user, denied) = user_and_denied(map);
-        let f = fake(8, user, user + 1);
+        let f = fake(map, 8, user, user + 1);
         assert_eq!(chk(map, &f), Verdict::Safe);
         // The PC in denied code.
-        let f = fake(8, denied, user + 1);
+        let f = fake(map, 8, denied, user + 1);
         assert_eq!(chk(map, &f), Verdict::PcUnsafe);
         // A denied frame anywhere on the chain.
-        let mut f = fake(8, user, user + 1);
-        let i = f.mem.len() - 8 - 2 * 3 + 1;
+        let mut f = fake(map, 8, user, user + 1);
+        let i = f.last_ret - 2 * 3;
         f.mem[i] = denied + 1;
         assert_eq!(chk(map, &f), Verdict::FrameUnsafe);
-        // A chain that goes backwards.
-        let mut f = fake(8, user, user + 1);
-        let i = f.mem.len() - 8 - 2 * 4;
+        // A chain that goes backwards: the next frame's CFA below its SP.
+        let mut f = fake(map, 8, user, user + 1);
+        let i = f.last_ret - 1 - 2 * 4;
         f.mem[i] = f.at.sp;
         assert_eq!(chk(map, &f), Verdict::BrokenChain);
+        // Only the exact root proves anything: a return into `run_user`
+        // whose slot is not just below the marker, or garbage in `rbp`
+        // pointing past the root (what code without frame pointers leaves).
+        let mut f = fake(map, 8, user, user + 1);
+        f.stack.root_mark = f.stack.hi + 8 * 1024;
+        assert_eq!(chk(map, &f), Verdict::BrokenChain);
+        let mut f = fake(map, 8, user, user + 1);
+        f.at.fp = f.stack.hi - 8;
+        assert_ne!(chk(map, &f), Verdict::Safe);
+        let mut f = fake(map, 8, user, user + 1);
+        f.at.fp = usize::MAX - 8;
+        assert_ne!(chk(map, &f), Verdict::Safe);
+        // A crate that is not allowed is denied wherever it appears.
+        let mut f = fake(map, 8, user, user + 1);
+        let i = f.last_ret - 2;
+        f.mem[i] = map.address_of(Class::Denied).unwrap() + 1;
+        assert_eq!(chk(map, &f), Verdict::FrameUnsafe);
         // Outside the user's closure, or without room for the handler.
-        let mut f = fake(8, user, user + 1);
-        f.stack.root_fp = 0;
+        let mut f = fake(map, 8, user, user + 1);
+        f.stack.root_mark = 0;
         assert_eq!(chk(map, &f), Verdict::PcUnsafe);
-        let mut f = fake(8, user, user + 1);
+        let mut f = fake(map, 8, user, user + 1);
         f.at.sp = f.stack.lo + 8;
         assert_eq!(chk(map, &f), Verdict::NotOnTaskStack);
     }
@@ -376,7 +433,7 @@ mod tests {
         let map = CodeMap::global();
         let (user, _) = user_and_denied(map);
         for depth in [4, 16, 64] {
-            let f = fake(depth, user, user + 1);
+            let f = fake(map, depth, user, user + 1);
             let n = 20_000;
             let t = std::time::Instant::now();
             for _ in 0..n {
@@ -388,8 +445,9 @@ mod tests {
             }
             let ns = t.elapsed().as_nanos() as f64 / n as f64;
             eprintln!(
-                "safepoint::check, {depth} user frames, {} segments: {ns:.0} ns",
-                map.segments()
+                "safepoint::check, {depth} user frames, {} segments, {} unwind rows: {ns:.0} ns",
+                map.segments(),
+                map.unwind().rows(),
             );
         }
     }

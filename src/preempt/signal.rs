@@ -139,6 +139,22 @@ extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut 
     unsafe { *libc::__errno_location() = saved_errno };
 }
 
+/// This thread's static thread-local storage, from its thread pointer: on
+/// x86_64 (TLS variant II) the blocks of the executable and of the
+/// libraries loaded at start-up lie just below it, and the thread control
+/// block just above. Signal-safe (reads `%fs:0`).
+fn static_tls(map: &CodeMap) -> (usize, usize) {
+    let tp: usize;
+    // SAFETY: on x86_64 Linux `%fs:0` holds the thread pointer itself (the
+    // TCB's self-pointer, which glibc and musl both keep); reading it
+    // touches no other memory.
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    let below = map.static_tls_size();
+    (tp.saturating_sub(below), tp.saturating_add(super::codemap::TCB_SIZE))
+}
+
 /// `slot` is this thread's, read on entry; it must not be used once the task
 /// is switched out (it may resume on another worker).
 #[inline(never)]
@@ -153,6 +169,16 @@ fn preempt_here(slot: &WorkerSlot, uc: *mut libc::c_void) {
     let task: &Header = unsafe { &*(task as *const Header) };
     // The quantum applies to this slice (preemptive runtime, preemptible task).
     let preemptible = slot.preemptible.load(Ordering::Relaxed);
+    // A task that is unwinding (a panic, or kvant's own cancellation) runs
+    // its destructors with std's per-thread panic count raised: another
+    // task on this thread would see `thread::panicking()` and poison the
+    // std locks it drops. It keeps the thread until the unwind is over.
+    // (`panicking` reads a global atomic, then a const thread-local: no
+    // allocation, no lock.)
+    if std::thread::panicking() {
+        slot.deferrals.add(1);
+        return;
+    }
     if task.preempt.disabled.load(Ordering::Relaxed) > 0 {
         if preemptible {
             task.preempt.pending.store(true, Ordering::Relaxed);
@@ -174,13 +200,15 @@ fn preempt_here(slot: &WorkerSlot, uc: *mut libc::c_void) {
         sp: regs[libc::REG_RSP as usize] as usize,
         fp: regs[libc::REG_RBP as usize] as usize,
         rax: regs[libc::REG_RAX as usize] as usize,
+        rdi: regs[libc::REG_RDI as usize] as usize,
         rsi: regs[libc::REG_RSI as usize] as usize,
     };
     let (lo, hi) = task.stack_bounds();
     let stack = TaskStack {
         lo,
         hi,
-        root_fp: task.preempt.root_fp.load(Ordering::Relaxed),
+        root_mark: task.preempt.root_mark.load(Ordering::Relaxed),
+        tls: static_tls(map),
     };
     // SAFETY: `stack` is the bounds of the task this worker is running, set
     // at its start (slot.begin); the handler runs on that stack, so it is

@@ -134,6 +134,129 @@ const BLOCKING_IDENTS: &[&str] = &[
     "sleep", "read", "write", "recv", "send", "accept", "connect", "wait", "peek",
 ];
 
+/// Whose code a function is, for the per-crate preemption allow list
+/// (`codemap.rs`). std, core and alloc are governed by the deny rules above
+/// (one known crate family, shipped with the toolchain); every other crate's
+/// code is preempted only once that crate is allowed: the program's own
+/// crates (named by the closures it spawns) and the ones a builder adds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// std, core, alloc (and their private helpers): the class decides.
+    Std,
+    /// Code of this crate (a crate name as paths spell it).
+    Crate(String),
+    /// Rust code whose crate the name does not show: never preempted.
+    Unknown,
+}
+
+/// The crates whose code paths spell as std's family.
+const STD_CRATES: &[&str] = &["std", "core", "alloc", "proc_macro", "test", "std_detect"];
+
+/// Whose code the function with the demangled (`{:#}`) path `path` is.
+///
+/// A plain path is its first element's crate. An impl `<Self as Trait>`
+/// is the trait's crate unless that is std's family (`<my::T as
+/// core::fmt::Debug>` is `my`'s code, `<my::T as rand::Rng>::random` is
+/// rand's blanket impl), else the self type's; `<Self>` is the self
+/// type's. References, slices and pointers are looked through; anything
+/// else (tuples, function pointers, closures of unknown origin) is
+/// [`Owner::Unknown`].
+pub(crate) fn owner(path: &str) -> Owner {
+    owner_at(path, 0)
+}
+
+fn owner_at(path: &str, depth: u32) -> Owner {
+    if depth > 16 {
+        return Owner::Unknown;
+    }
+    let path = strip_refs(path);
+    let Some(inner) = path.strip_prefix('<') else {
+        let end = path
+            .bytes()
+            .position(|b| b == b':' || b == b'<')
+            .unwrap_or(path.len());
+        let krate = &path[..end];
+        let ident = !krate.is_empty()
+            && krate.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !krate.as_bytes()[0].is_ascii_digit();
+        return match krate {
+            _ if !ident => Owner::Unknown,
+            k if STD_CRATES.contains(&k) => Owner::Std,
+            k => Owner::Crate(k.to_owned()),
+        };
+    };
+    let (self_ty, tr) = split_impl(inner);
+    if !tr.is_empty() {
+        match owner_at(tr, depth + 1) {
+            Owner::Std => {}
+            other => return other,
+        }
+    }
+    owner_at(self_ty, depth + 1)
+}
+
+/// Looks through `&`, `[`, `*const `, `*mut `, `mut `, `dyn ` and lifetimes.
+fn strip_refs(mut path: &str) -> &str {
+    loop {
+        let stripped = match path.as_bytes().first() {
+            Some(b'&' | b'[') => &path[1..],
+            Some(b'\'') => path.split_once(' ').map_or("", |(_, rest)| rest),
+            Some(b'*' | b'm' | b'd') => ["*const ", "*mut ", "mut ", "dyn "]
+                .iter()
+                .find_map(|p| path.strip_prefix(p))
+                .unwrap_or(path),
+            _ => path,
+        };
+        if stripped.len() == path.len() {
+            return path;
+        }
+        path = stripped;
+    }
+}
+
+/// `Self as Trait>...` (after the `<`) into `(Self, Trait)`; the trait is
+/// empty for an inherent `<Self>`.
+fn split_impl(inner: &str) -> (&str, &str) {
+    let (mut level, mut split, mut end) = (0u32, None, inner.len());
+    for (i, b) in inner.bytes().enumerate() {
+        match b {
+            b'<' | b'(' | b'[' => level += 1,
+            b'>' if i > 0 && inner.as_bytes()[i - 1] == b'-' => {} // `fn() -> T`
+            b'>' if level == 0 => {
+                end = i;
+                break;
+            }
+            b'>' | b')' | b']' => level = level.saturating_sub(1),
+            b' ' if level == 0 && split.is_none() && inner[i..].starts_with(" as ") => {
+                split = Some(i)
+            }
+            _ => {}
+        }
+    }
+    match split {
+        Some(i) => (&inner[..i], &inner[i + 4..end]),
+        None => (&inner[..end], ""),
+    }
+}
+
+/// [`classify`] and the function's [`Owner`] (which only matters for
+/// [`Class::User`] code: denied code is never preempted, whoever owns it).
+pub(super) fn classify_owned(raw: &str, buf: &mut String) -> (Class, Owner) {
+    let class = classify(raw, buf);
+    if class != Class::User {
+        return (class, Owner::Std);
+    }
+    // `classify` left the decoded head of a legacy name in `buf` (the first
+    // two path elements, or the whole `<Self as Trait>`); anything else is
+    // demangled in full.
+    let legacy = raw.starts_with("_ZN") && !buf.is_empty();
+    if !legacy {
+        buf.clear();
+        let _ = write!(buf, "{:#}", rustc_demangle::demangle(raw));
+    }
+    (class, owner(buf))
+}
+
 /// Class of one function symbol (or DWARF linkage name) from its raw name.
 /// Anything that is not a mangled Rust name (C, C++, assembly, a
 /// `#[no_mangle]` function) is [`Class::Denied`]: kvant cannot know what
@@ -215,22 +338,7 @@ pub(super) fn is_rust_symbol(raw: &str) -> bool {
 /// Deny rule for a demangled (`{:#}`) path, looking through `&`, `*const`,
 /// `[`, `dyn` and into `<Self as Trait>` / `<Self>` (either side denies).
 pub(super) fn path_denied(path: &str, depth: u32) -> bool {
-    let mut path = path;
-    loop {
-        let stripped = match path.as_bytes().first() {
-            Some(b'&' | b'[') => &path[1..],
-            Some(b'\'') => path.split_once(' ').map_or("", |(_, rest)| rest),
-            Some(b'*' | b'm' | b'd') => ["*const ", "*mut ", "mut ", "dyn "]
-                .iter()
-                .find_map(|p| path.strip_prefix(p))
-                .unwrap_or(path),
-            _ => path,
-        };
-        if stripped.len() == path.len() {
-            break;
-        }
-        path = stripped;
-    }
+    let path = strip_refs(path);
     let Some(inner) = path.strip_prefix('<') else {
         let end = |s: &str| {
             s.bytes()
@@ -241,26 +349,7 @@ pub(super) fn path_denied(path: &str, depth: u32) -> bool {
         let rest = path[krate.len()..].strip_prefix("::").unwrap_or("");
         return head_denied(krate.as_bytes(), Some(&rest.as_bytes()[..end(rest)]));
     };
-    let (mut level, mut split, mut end) = (0u32, None, inner.len());
-    for (i, b) in inner.bytes().enumerate() {
-        match b {
-            b'<' | b'(' | b'[' => level += 1,
-            b'>' if i > 0 && inner.as_bytes()[i - 1] == b'-' => {} // `fn() -> T`
-            b'>' if level == 0 => {
-                end = i;
-                break;
-            }
-            b'>' | b')' | b']' => level = level.saturating_sub(1),
-            b' ' if level == 0 && split.is_none() && inner[i..].starts_with(" as ") => {
-                split = Some(i)
-            }
-            _ => {}
-        }
-    }
-    let (self_ty, tr) = match split {
-        Some(i) => (&inner[..i], &inner[i + 4..end]),
-        None => (&inner[..end], ""),
-    };
+    let (self_ty, tr) = split_impl(inner);
     depth < 16 && (path_denied(self_ty, depth + 1) || path_denied(tr, depth + 1))
 }
 

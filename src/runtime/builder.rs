@@ -85,6 +85,7 @@ pub struct Builder {
     on_worker_start: Option<WorkerHook>,
     on_worker_stop: Option<WorkerHook>,
     worker_affinity: bool,
+    preempt_crates: Vec<String>,
 }
 
 impl Default for Builder {
@@ -111,6 +112,7 @@ impl Default for Builder {
             on_worker_start: None,
             on_worker_stop: None,
             worker_affinity: false,
+            preempt_crates: Vec::new(),
         }
     }
 }
@@ -408,9 +410,43 @@ impl Builder {
         })
     }
 
+    /// Let the quantum preempt the code of crate `name` too (as paths spell
+    /// it: `my_lib`, not `my-lib`).
+    ///
+    /// By default a task is preempted only in the program's own code: the
+    /// crates its spawned closures were written in (`type_name` of the
+    /// closure names it), and std's pure code (iterators, collections,
+    /// arithmetic) outside what touches per-thread state. Another crate may
+    /// keep per-thread state that kvant cannot see (a subscriber's span
+    /// stack, a thread's RNG, a pool's latch), so its code is preempted only
+    /// once you vouch for it here: it must keep no state per OS thread that
+    /// another task on the same thread could find half-updated. A hog that
+    /// runs in code that is not allowed runs on past its quantum, and kvant
+    /// says so once, naming the crate and this call.
+    ///
+    /// `build` fails with [`Error::CrateNotPreemptible`] for a crate this
+    /// executable has no code of, and for kvant itself and the crates it is
+    /// built on (parking_lot, lock_api, crossbeam, corosensei).
+    ///
+    /// ```
+    /// let rt = kvant::Runtime::builder()
+    ///     .quantum(Some(std::time::Duration::from_millis(1)))
+    ///     .preempt_crate("gimli")      // kvant's own dependency, pure parsing
+    ///     .build();
+    /// assert!(rt.is_ok());
+    /// ```
+    #[must_use = "a builder does nothing until it is used"]
+    pub fn preempt_crate(mut self, name: &str) -> Self {
+        self.preempt_crates.push(name.to_owned());
+        self
+    }
+
     /// Validate the settings, start the worker threads and return the runtime.
     pub fn build(&self) -> Result<Runtime, Error> {
         let config = self.config()?;
+        for name in &self.preempt_crates {
+            crate::preempt::allow_crate(name)?;
+        }
         crate::task::current::install_panic_note();
         Runtime::start(config)
     }

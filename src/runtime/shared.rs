@@ -187,6 +187,7 @@ impl Shared {
             None => self.config.stack_size,
             Some(s) => crate::task::stack::round_to_pages(builder::check_stack_size(s)?),
         };
+        crate::preempt::allow_spawner::<F>();
         let id = crate::task::Header::new_id();
         let name: Option<Arc<str>> = opts.name.as_deref().map(Arc::from);
         // The user's closure is boxed on its own so that it runs behind a

@@ -44,6 +44,25 @@ pub(crate) fn current_ptr() -> Option<NonNull<Task>> {
     CURRENT.with(|c| c.get())
 }
 
+/// The running task, if it may switch out at a wait: not while it unwinds.
+///
+/// std counts panics per OS thread. A task whose destructors run during an
+/// unwind (a panic, or kvant's own cancellation) has that count raised; if
+/// it switched out there, the next task on the thread would see
+/// `thread::panicking()`, poison every std lock it drops, and the unwinding
+/// task could resume on another thread whose count is zero. So a wait in a
+/// destructor during an unwind blocks the OS thread instead, exactly as a
+/// wait outside any task does (the monitor's hand-off moves the worker's
+/// other tasks meanwhile), and the signal handler never preempts such a
+/// task. The task never leaves its thread before its unwind is over, so the
+/// thread's count is always its own: `thread::panicking()` on a worker
+/// speaks for the task running there. (It reads one global atomic first;
+/// the thread-local only while some thread is panicking.)
+#[inline(always)]
+pub(crate) fn switchable_ptr() -> Option<NonNull<Task>> {
+    current_ptr().filter(|_| !std::thread::panicking())
+}
+
 /// Run `f` with the task running on this thread, if any. `f` must not switch.
 /// Inlined: the thread-local is read by `current_ptr`, which is not, so
 /// every call still looks it up afresh.
@@ -68,19 +87,22 @@ pub(crate) fn current_arc() -> Option<Arc<Task>> {
 }
 
 /// Run the user's closure of the current task. This frame is the boundary of
-/// the safe-point walk: its frame address becomes the task's `root_fp`, and
-/// the walk accepts a chain that reaches it without inspecting the frames
-/// above (kvant's task entry, `catch_unwind`, corosensei's trampoline), which
-/// are always on the stack and always "unsafe" by name. The closure is called
-/// through a vtable so that it cannot be inlined into this kvant function.
+/// the safe-point walk: the address of a local here becomes the task's
+/// `root_mark`, and the walk ends, successfully, only at the frame this
+/// function called, found with the unwind tables with its return-address
+/// slot just below that local. The frames above (kvant's task entry,
+/// `catch_unwind`, corosensei's trampoline) are always on the stack and
+/// always "unsafe" by name. The closure is called through a vtable so that
+/// it cannot be inlined into this kvant function (whose symbol is the root).
 #[inline(never)]
 pub(crate) fn run_user<T>(f: Box<dyn FnOnce() -> T + Send + '_>) -> T {
-    let fp = super::stack::frame_address();
-    with_current(|t| t.preempt.root_fp.store(fp, Ordering::Relaxed));
+    let mark = 0u8;
+    let mark = std::hint::black_box(&mark) as *const u8 as usize;
+    with_current(|t| t.preempt.root_mark.store(mark, Ordering::Relaxed));
     let r = std::hint::black_box(f)();
     // Back in runtime code: no user frame is left to preempt.
     let reported = with_current(|t| {
-        t.preempt.root_fp.store(0, Ordering::Relaxed);
+        t.preempt.root_mark.store(0, Ordering::Relaxed);
         t.blocking_reported.load(Ordering::Relaxed)
     });
     if reported == Some(true)
@@ -141,7 +163,7 @@ pub(crate) fn suspend(why: Switch) {
 /// predict (its return stack holds the worker's calls).
 #[inline(always)]
 pub(crate) fn park_current() -> bool {
-    let Some(task) = current_ptr() else {
+    let Some(task) = switchable_ptr() else {
         return false;
     };
     // SAFETY: `task` came from CURRENT just now, on this thread, with no
@@ -226,6 +248,9 @@ fn switched_slow(t: &Task, resumed: Resume, deferred: bool) {
 #[cold]
 #[inline(never)]
 pub(crate) fn take_deferred() {
+    if std::thread::panicking() {
+        return; // unwinding: the task keeps its thread (see `switchable_ptr`)
+    }
     // Not a cancellation point: a critical section ends where a primitive
     // just changed state (a message taken, a waiter queued) and has not
     // returned yet; unwinding here would lose that change.
@@ -326,7 +351,7 @@ pub fn is_cancelled() -> bool {
 /// asks of preemption is in `switch`.
 #[inline]
 pub fn yield_now() {
-    match current_ptr() {
+    match switchable_ptr() {
         Some(task) => suspend_task(task, Switch::Yield),
         None => std::thread::yield_now(),
     }

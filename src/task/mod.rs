@@ -142,9 +142,9 @@ pub(crate) struct PreemptState {
     /// It must not be unwound from there, and is pinned to its thread
     /// unless migration is allowed.
     pub in_signal_frame: AtomicBool,
-    /// Frame address of `run_user` while the user's closure runs (0 before
-    /// and after): the safe-point walk stops there.
-    pub root_fp: AtomicUsize,
+    /// Address of a local of `run_user` while the user's closure runs (0
+    /// before and after): the safe-point walk must end just below it.
+    pub root_mark: AtomicUsize,
     /// The corosensei yielder on the task's stack (valid once started).
     pub yielder: AtomicUsize,
     /// Usable bounds of the task's stack `[lo, hi)` (0 until started).

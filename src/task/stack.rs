@@ -191,21 +191,3 @@ pub(crate) fn round_to_pages(bytes: usize) -> usize {
     bytes.next_multiple_of(page_size())
 }
 
-/// Address of the calling function's frame record (its saved frame pointer),
-/// recorded by `run_user` so the safe-point walk knows where user frames end.
-#[inline(always)]
-pub(crate) fn frame_address() -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let fp: usize;
-        // SAFETY: reads a register; no memory is touched.
-        unsafe {
-            core::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags))
-        };
-        fp
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        0
-    }
-}
