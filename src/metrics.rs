@@ -97,6 +97,12 @@ pub struct WorkerMetrics {
     pub deferrals: u64,
     /// Preemption signals sent to this worker.
     pub signals: u64,
+    /// Slices that ran far past their quantum (8 quanta, and at least 20 ms)
+    /// because every signal found them in code kvant will not preempt: a
+    /// crate that is not allowed ([`Builder::preempt_crate`](crate::Builder::preempt_crate)),
+    /// std's I/O, locks or allocator, C code. Each distinct place is also
+    /// reported once on stderr.
+    pub overruns: u64,
     /// Slices ended because the task was blocked in a contended std::sync
     /// wait (`Mutex::lock`, `Condvar::wait`, `LazyLock`...) while other
     /// tasks waited for the worker: a sync-wait switch (see `kvant::safety`).
@@ -140,6 +146,7 @@ impl WorkerCounters {
             preemptions: switches.preemptions,
             deferrals: switches.deferrals,
             signals: switches.signals,
+            overruns: switches.overruns,
             sync_switches: switches.sync_switches,
             syscall_switches: switches.syscall_switches,
             steal_ops: self.steal_ops.get(),
@@ -160,6 +167,7 @@ pub(crate) struct SwitchCounts {
     pub preemptions: u64,
     pub deferrals: u64,
     pub signals: u64,
+    pub overruns: u64,
     pub sync_switches: u64,
     pub syscall_switches: u64,
 }
@@ -186,6 +194,7 @@ impl WorkerMetrics {
         self.blocked += o.blocked;
         self.preemptions += o.preemptions;
         self.deferrals += o.deferrals;
+        self.overruns += o.overruns;
         self.signals += o.signals;
         self.sync_switches += o.sync_switches;
         self.syscall_switches += o.syscall_switches;

@@ -77,7 +77,8 @@ fn woken_task_beside_hogs(rt: Runtime) {
     // they take about 30 x 1.2 ms.
     assert!(
         elapsed < Duration::from_millis(10) * WAKES,
-        "30 sleeps of 1 ms beside hogs took {elapsed:?}"
+        "30 sleeps of 1 ms beside hogs took {elapsed:?}; {:?}",
+        kvant::preempt::safe_point_verdicts()
     );
     let m = rt.metrics().total();
     assert!(m.preemptions >= u64::from(WAKES) / 2, "{m:?}");

@@ -352,12 +352,7 @@ fn sweep(ranges: Vec<Range>) -> Vec<Seg> {
         let Some(next) = events.get(i).map(|e| e.0) else {
             break;
         };
-        let top = |want: Source| {
-            open.iter()
-                .filter(|o| o.1 == want)
-                .map(|o| o.0)
-                .max()
-        };
+        let top = |want: Source| open.iter().filter(|o| o.1 == want).map(|o| o.0).max();
         let class = match top(Source::Symbol) {
             None => continue,
             Some(Class::User) => top(Source::Inlined).unwrap_or(Class::User),
@@ -503,9 +498,8 @@ impl CodeMap {
             static_tls: static_tls_size(),
         };
         if let Some((data, addr)) = elf.as_ref().and_then(|e| e.section_with_addr(".eh_frame")) {
-            map.unwind = UnwindTable::build(&data, addr, bias, |start| {
-                map.class(start) != Class::Denied
-            });
+            map.unwind =
+                UnwindTable::build(&data, addr, bias, |start| map.class(start) != Class::Denied);
         }
         map.build_time = t0.elapsed();
         map

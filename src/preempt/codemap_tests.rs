@@ -280,11 +280,23 @@ fn owners_of_paths() {
     assert_eq!(owner("my_app::main::{{closure}}"), c("my_app"));
     assert_eq!(owner("<my_app::T as core::fmt::Debug>::fmt"), c("my_app"));
     assert_eq!(owner("<my_app::T as rand::Rng>::random"), c("rand"));
-    assert_eq!(owner("<alloc::vec::Vec<my_app::T> as my_app::Tr>::f"), c("my_app"));
-    assert_eq!(owner("<&mut serde_json::Value as core::fmt::Display>::fmt"), c("serde_json"));
+    assert_eq!(
+        owner("<alloc::vec::Vec<my_app::T> as my_app::Tr>::f"),
+        c("my_app")
+    );
+    assert_eq!(
+        owner("<&mut serde_json::Value as core::fmt::Display>::fmt"),
+        c("serde_json")
+    );
     assert_eq!(owner("core::iter::adapters::map::map_fold"), Owner::Std);
     assert_eq!(owner("<alloc::vec::Vec<T>>::push"), Owner::Std);
-    assert_eq!(owner("<(A, B) as core::clone::Clone>::clone"), Owner::Unknown);
+    assert_eq!(owner("<(A, B) as core::clone::Clone>::clone"), Owner::Std);
+    assert_eq!(owner("<_ as core::clone::Clone>::clone"), Owner::Unknown);
+    assert_eq!(
+        owner("<u64 as core::iter::traits::accum::Sum>::sum"),
+        Owner::Std
+    );
+    assert_eq!(owner("<[u8] as core::fmt::Debug>::fmt"), Owner::Std);
     // What `type_name` gives for closures and functions.
     assert_eq!(owner("preempt::hog::{{closure}}"), c("preempt"));
     assert_eq!(owner("storm::burn"), c("storm"));

@@ -173,9 +173,7 @@ impl Origins<'_, '_> {
             return c.clone();
         }
         // An origin whose name cannot be found is code of no known crate.
-        let c = self
-            .lookup(at, 0)
-            .unwrap_or((Class::User, Owner::Unknown));
+        let c = self.lookup(at, 0).unwrap_or((Class::User, Owner::Unknown));
         self.classes.insert(at, c.clone());
         c
     }

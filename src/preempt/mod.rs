@@ -206,6 +206,11 @@ pub struct CodeMapInfo {
     /// libc's thin system-call wrappers found, whose blocking calls a
     /// preemptible task may be switched out of (0: none, e.g. static musl).
     pub syscall_wrappers: usize,
+    /// Functions whose unwind tables (`.eh_frame`) were evaluated for the
+    /// safe-point walk: every one the code map does not deny.
+    pub unwind_functions: usize,
+    /// Unwind rows the handler searches.
+    pub unwind_rows: usize,
 }
 
 /// Build (if not yet built) and describe the process's code map.
@@ -221,6 +226,8 @@ pub fn code_map_info() -> Option<CodeMapInfo> {
             inlined_records: stats.inlined,
             inlined_ranges: stats.ranges,
             syscall_wrappers: map.wrappers().len(),
+            unwind_functions: map.unwind().fdes(),
+            unwind_rows: map.unwind().rows(),
         })
     }
     #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
@@ -279,6 +286,53 @@ pub(crate) fn allow_crate(name: &str) -> Result<(), crate::Error> {
     }
     let _ = name;
     Ok(())
+}
+
+/// How many safe-point checks ended how, process-wide: `(verdict, count)`
+/// (diagnostics of why tasks are not preempted).
+#[doc(hidden)]
+pub fn safe_point_verdicts() -> Vec<(&'static str, u64)> {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        let names = [
+            "safe",
+            "sync-wait",
+            "syscall-wait",
+            "not-on-task-stack",
+            "pc-unsafe",
+            "frame-unsafe",
+            "broken-chain",
+        ];
+        names
+            .iter()
+            .zip(&signal::VERDICTS)
+            .map(|(n, c)| (*n, c.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    Vec::new()
+}
+
+/// What the code at `addr` is, for a diagnostic: the function's name, and
+/// the crates there whose code is not allowed to be preempted. Not
+/// signal-safe (it reads the symbol table).
+pub(crate) fn describe_code(addr: usize) -> (Option<String>, Vec<String>) {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        let map = codemap::CodeMap::global();
+        let name = map.symbol_names(&[addr]).pop().flatten();
+        let crates = map
+            .crates_denied_at(addr)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        (name, crates)
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        let _ = addr;
+        (None, Vec::new())
+    }
 }
 
 /// Whether the code of crate `name` may be preempted now (tests, docs).

@@ -115,12 +115,21 @@ pub(crate) enum Verdict {
 ///    `EINTR`, exactly what the signal alone would have caused (section
 ///    3.3).
 ///
+/// `culprit` gets the address that made the point unsafe (the PC, or the
+/// call site of the first frame that is not preemptible), for diagnostics.
+///
 /// # Safety
 /// `stack.lo..stack.hi` must be readable memory for the whole call: the
 /// interrupted task's own stack (mapped while the task exists; the handler
 /// runs on it), or a test's buffer. The check reads only words it has
 /// bounded inside that range.
-pub(crate) unsafe fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Verdict {
+pub(crate) unsafe fn check(
+    map: &CodeMap,
+    at: &Interrupted,
+    stack: &TaskStack,
+    culprit: &mut usize,
+) -> Verdict {
+    *culprit = at.pc;
     if at.sp < stack.lo.saturating_add(ROOM) || at.sp.saturating_add(8) > stack.hi {
         return Verdict::NotOnTaskStack;
     }
@@ -152,13 +161,13 @@ pub(crate) unsafe fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -
             fp: at.fp,
         };
         // SAFETY: our caller's promise on `stack`, passed on.
-        return match unsafe { walk(map, above, stack, |c| c != Class::Denied) } {
+        return match unsafe { walk(map, above, stack, |c| c != Class::Denied, culprit) } {
             Verdict::Safe => Verdict::SyncWait,
             v => v,
         };
     }
     // SAFETY: our caller's promise on `stack`, passed on.
-    if let Some(v) = unsafe { in_blocking_call(map, at, stack) } {
+    if let Some(v) = unsafe { in_blocking_call(map, at, stack, culprit) } {
         return v;
     }
     if map.class_now(at.pc) != Class::User {
@@ -170,7 +179,7 @@ pub(crate) unsafe fn check(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -
         fp: at.fp,
     };
     // SAFETY: our caller's promise on `stack`, passed on.
-    unsafe { walk(map, regs, stack, |c| c == Class::User) }
+    unsafe { walk(map, regs, stack, |c| c == Class::User, culprit) }
 }
 
 /// Whether `at` is stopped on libc's `syscall` instruction in a futex wait.
@@ -193,7 +202,12 @@ fn in_futex_wait(map: &CodeMap, at: &Interrupted) -> bool {
 ///
 /// # Safety
 /// As for [`check`]: `stack.lo..stack.hi` is readable.
-unsafe fn in_blocking_call(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -> Option<Verdict> {
+unsafe fn in_blocking_call(
+    map: &CodeMap,
+    at: &Interrupted,
+    stack: &TaskStack,
+    culprit: &mut usize,
+) -> Option<Verdict> {
     let w = map.wrappers();
     // As in rule 5: rewound onto the instruction to restart, or just past
     // it with EINTR. Past it with any other value, the call has returned.
@@ -235,7 +249,7 @@ unsafe fn in_blocking_call(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -
                 fp,
             };
             // SAFETY: our caller's promise on `stack`, passed on.
-            let v = unsafe { walk(map, above, stack, blocking) };
+            let v = unsafe { walk(map, above, stack, blocking, culprit) };
             return Some(match v {
                 Verdict::Safe => Verdict::SyscallWait,
                 v => v,
@@ -256,7 +270,13 @@ unsafe fn in_blocking_call(map: &CodeMap, at: &Interrupted, stack: &TaskStack) -
 ///
 /// # Safety
 /// As for [`check`]: `stack.lo..stack.hi` is readable.
-unsafe fn walk(map: &CodeMap, at: Regs, stack: &TaskStack, ok: impl Fn(Class) -> bool) -> Verdict {
+unsafe fn walk(
+    map: &CodeMap,
+    at: Regs,
+    stack: &TaskStack,
+    ok: impl Fn(Class) -> bool,
+    culprit: &mut usize,
+) -> Verdict {
     let mut at = at;
     for _ in 0..MAX_FRAMES {
         // SAFETY: `at.sp` is inside the stack: the interrupted SP (checked
@@ -275,6 +295,7 @@ unsafe fn walk(map: &CodeMap, at: Regs, stack: &TaskStack, ok: impl Fn(Class) ->
             };
         }
         if !ok(map.class_now(call_site(ret))) {
+            *culprit = call_site(ret);
             return Verdict::FrameUnsafe;
         }
         at = Regs {
@@ -370,7 +391,7 @@ mod tests {
             })
             .expect("frame-pointer code of an allowed crate");
         // kvant's own code is denied.
-        let denied = check as unsafe fn(&CodeMap, &Interrupted, &TaskStack) -> Verdict as usize;
+        let denied = map.address_of(Class::Denied).expect("denied code");
         assert_eq!(map.class(denied), Class::Denied);
         (user, denied)
     }
@@ -378,7 +399,7 @@ mod tests {
     /// `check` on a fake stack, whose range is the fake's own live buffer.
     fn chk(map: &CodeMap, f: &Fake) -> Verdict {
         // SAFETY: `f.stack` describes `f.mem`, alive for this call.
-        unsafe { check(map, &f.at, &f.stack) }
+        unsafe { check(map, &f.at, &f.stack, &mut 0) }
     }
 
     #[test]
@@ -439,7 +460,7 @@ mod tests {
             for _ in 0..n {
                 assert_eq!(
                     // SAFETY: the fake's stack is its own live buffer.
-                    unsafe { check(map, std::hint::black_box(&f.at), &f.stack) },
+                    unsafe { check(map, std::hint::black_box(&f.at), &f.stack, &mut 0) },
                     Verdict::Safe
                 );
             }

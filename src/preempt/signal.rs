@@ -37,6 +37,11 @@ thread_local! {
 }
 
 static CODEMAP: AtomicPtr<CodeMap> = AtomicPtr::new(std::ptr::null_mut());
+
+/// How many checks ended with each [`Verdict`] (by its discriminant), for
+/// diagnostics: why a program's tasks are not preempted.
+pub(crate) static VERDICTS: [std::sync::atomic::AtomicU64; 7] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 7];
 static INSTALLED: parking_lot::Mutex<Vec<i32>> = parking_lot::Mutex::new(Vec::new());
 
 pub(super) fn enter_worker(slot: &WorkerSlot) {
@@ -152,7 +157,10 @@ fn static_tls(map: &CodeMap) -> (usize, usize) {
         core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
     };
     let below = map.static_tls_size();
-    (tp.saturating_sub(below), tp.saturating_add(super::codemap::TCB_SIZE))
+    (
+        tp.saturating_sub(below),
+        tp.saturating_add(super::codemap::TCB_SIZE),
+    )
 }
 
 /// `slot` is this thread's, read on entry; it must not be used once the task
@@ -213,7 +221,13 @@ fn preempt_here(slot: &WorkerSlot, uc: *mut libc::c_void) {
     // SAFETY: `stack` is the bounds of the task this worker is running, set
     // at its start (slot.begin); the handler runs on that stack, so it is
     // mapped for the whole check.
-    let why = match unsafe { safepoint::check(map, &at, &stack) } {
+    let mut culprit = 0;
+    let verdict = unsafe { safepoint::check(map, &at, &stack, &mut culprit) };
+    VERDICTS[verdict as usize].fetch_add(1, Ordering::Relaxed);
+    if matches!(verdict, Verdict::PcUnsafe | Verdict::FrameUnsafe) {
+        slot.deferred_at.store(culprit, Ordering::Relaxed);
+    }
+    let why = match verdict {
         Verdict::Safe if preemptible => {
             slot.preemptions.add(1);
             Switch::Preempted

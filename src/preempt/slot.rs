@@ -40,8 +40,14 @@ pub(crate) struct WorkerSlot {
     pub consumed: AtomicU64,
     pub preemptions: Counter,
     pub deferrals: Counter,
-    /// Deferrals because the frame-pointer chain could not be followed.
+    /// Deferrals because the stack could not be walked to the task's root.
     pub broken_chains: Counter,
+    /// The address that made the last deferred point unsafe (the PC, or a
+    /// frame's call site), for the monitor's overrun diagnostic.
+    pub deferred_at: AtomicUsize,
+    /// Slices that ran far past their quantum because every signal found
+    /// them in code kvant will not preempt.
+    pub overruns: Counter,
     pub signals: Counter,
     /// Tasks switched out while blocked in a std::sync futex wait.
     pub sync_switches: Counter,
@@ -73,6 +79,7 @@ impl WorkerSlot {
             preemptions: self.preemptions.get(),
             deferrals: self.deferrals.get(),
             signals: self.signals.get(),
+            overruns: self.overruns.get(),
             sync_switches: self.sync_switches.get(),
             syscall_switches: self.syscall_switches.get(),
         }

@@ -152,6 +152,12 @@ pub(crate) enum Owner {
 /// The crates whose code paths spell as std's family.
 const STD_CRATES: &[&str] = &["std", "core", "alloc", "proc_macro", "test", "std_detect"];
 
+/// Primitive types, whose impls (`<u64 as core::iter::Sum>::sum`) are std's.
+const PRIMITIVES: &[&str] = &[
+    "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f16",
+    "f32", "f64", "f128", "bool", "char", "str",
+];
+
 /// Whose code the function with the demangled (`{:#}`) path `path` is.
 ///
 /// A plain path is its first element's crate. An impl `<Self as Trait>`
@@ -170,18 +176,25 @@ fn owner_at(path: &str, depth: u32) -> Owner {
         return Owner::Unknown;
     }
     let path = strip_refs(path);
+    if path.starts_with(['(', '!']) || path.starts_with("fn(") || path.starts_with("unsafe fn(") {
+        // Tuples, the never type and function pointers: std's impls.
+        return Owner::Std;
+    }
     let Some(inner) = path.strip_prefix('<') else {
         let end = path
             .bytes()
-            .position(|b| b == b':' || b == b'<')
+            .position(|b| !(b.is_ascii_alphanumeric() || b == b'_'))
             .unwrap_or(path.len());
         let krate = &path[..end];
         let ident = !krate.is_empty()
-            && krate.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && krate != "_"
+            && krate
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
             && !krate.as_bytes()[0].is_ascii_digit();
         return match krate {
             _ if !ident => Owner::Unknown,
-            k if STD_CRATES.contains(&k) => Owner::Std,
+            k if STD_CRATES.contains(&k) || PRIMITIVES.contains(&k) => Owner::Std,
             k => Owner::Crate(k.to_owned()),
         };
     };

@@ -142,7 +142,10 @@ impl UnwindTable {
     /// buffer).
     #[inline]
     pub(crate) unsafe fn step(&self, at: Regs, hi: usize) -> Option<Step> {
-        let i = self.rows.partition_point(|r| r.pc <= at.pc).checked_sub(1)?;
+        let i = self
+            .rows
+            .partition_point(|r| r.pc <= at.pc)
+            .checked_sub(1)?;
         let row = self.rows.get(i)?;
         let base = match row.base {
             Base::Hole => return None,
@@ -171,7 +174,11 @@ impl UnwindTable {
             }
         };
         Some(Step {
-            caller: Regs { pc: ra, sp: cfa, fp },
+            caller: Regs {
+                pc: ra,
+                sp: cfa,
+                fp,
+            },
             slot,
         })
     }

@@ -289,6 +289,13 @@ where
     }
 }
 
+/// Let the crate that wrote `F` be preempted (for task-layer façades that
+/// box their closures before they reach `Shared::spawn`).
+#[inline]
+pub(crate) fn allow_spawner<F>() {
+    crate::preempt::allow_spawner::<F>();
+}
+
 /// Spawn a task on the current runtime.
 ///
 /// # Panics

@@ -45,7 +45,7 @@ where
     if !split {
         return (a(), b());
     }
-    crate::preempt::allow_spawner::<B>();
+    crate::runtime::allow_spawner::<B>();
     join_split(a, b)
 }
 

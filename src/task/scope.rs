@@ -40,7 +40,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'static,
     {
-        crate::preempt::allow_spawner::<F>();
+        crate::runtime::allow_spawner::<F>();
         let f: Box<dyn FnOnce() -> T + Send + 'scope> = Box::new(f);
         // SAFETY: the scope waits for every task it spawned to complete
         // before `scope()` returns or unwinds, so borrows of lifetime 'scope

@@ -190,4 +190,3 @@ impl StackPool {
 pub(crate) fn round_to_pages(bytes: usize) -> usize {
     bytes.next_multiple_of(page_size())
 }
-

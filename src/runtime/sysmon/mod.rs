@@ -96,6 +96,8 @@ struct Watch {
     cpu: Option<(u64, u64)>,
     /// The blocked-in-kernel episode of this slice, if one is open.
     episode: Option<blocked::Episode>,
+    /// This slice was counted as an overrun (`quantum::report_overrun`).
+    overrun: bool,
 }
 
 /// What the monitor works with, fixed at start.
@@ -250,7 +252,6 @@ fn run(
     let mut reports = blocked::Reports::default();
     let mut cues = Cues::default();
     let mut probe = Probe::default();
-    let mut warned = false;
     let mut broken = false;
     let (lock, cv) = control;
     loop {
@@ -276,9 +277,6 @@ fn run(
             }
             (now + policy.period, true)
         });
-        if !warned {
-            warned = quantum::warn_if_no_frame_pointers(shared);
-        }
         let mut c = lock.lock();
         if c.stop {
             return;

@@ -101,6 +101,10 @@ pub(super) fn check(
         }
         if now >= watch.retry_at {
             // Still the same slice: the last signal was deferred.
+            if !watch.overrun && now.saturating_sub(watch.first_seen) >= overrun_after(q) {
+                watch.overrun = true;
+                report_overrun(slot, watch.seq);
+            }
             watch.backoff = (watch.backoff * 2).min(q);
             watch.retry_at = now + watch.backoff;
             allow_syscall_switch(shared, i, watch.seq);
@@ -141,20 +145,52 @@ pub(super) fn allow_syscall_switch(shared: &Shared, i: usize, seq: u64) {
         .store(if pinned { seq } else { 0 }, Ordering::Relaxed);
 }
 
-/// Code built without frame pointers leaves garbage in `rbp`, so the safe-
-/// point walk fails and every preemption is deferred: the runtime silently
-/// degrades to cooperative. Say so once, with the fix.
-pub(super) fn warn_if_no_frame_pointers(shared: &Shared) -> bool {
-    let (broken, preempted) = shared.workers.iter().fold((0, 0), |(b, p), w| {
-        (b + w.slot.broken_chains.get(), p + w.slot.preemptions.get())
-    });
-    if broken < 200 || broken < 20 * preempted {
-        return false;
+/// How long past its start a slice whose signals keep being deferred counts
+/// as an overrun: 8 quanta, and at least 20 ms (ticks).
+fn overrun_after(q: u64) -> u64 {
+    (8 * q).max(crate::clock::duration_to_ticks(
+        std::time::Duration::from_millis(20),
+    ))
+}
+
+/// A slice ran far past its quantum in code kvant will not preempt: count it,
+/// and say once per place what the code is and how to allow it.
+fn report_overrun(slot: &crate::preempt::WorkerSlot, seq: u64) {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    const MAX_REPORTS: usize = 16;
+    slot.overruns.add(1);
+    let at = slot.deferred_at.load(Ordering::Relaxed);
+    if at == 0 {
+        return;
     }
-    eprintln!(
-        "kvant: {broken} preemptions were deferred because the interrupted code has no \
-         frame-pointer chain ({preempted} succeeded); build with \
-         RUSTFLAGS=\"-C force-frame-pointers=yes\" (see the README) or tasks will not be preempted"
-    );
-    true
+    let Some((id, name)) = slot.inspect(seq, |t| (t.id, t.name.clone())) else {
+        return;
+    };
+    let (function, crates) = crate::preempt::describe_code(at);
+    let function = function.unwrap_or_else(|| format!("code at {at:#x} (no symbol)"));
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = seen.get_or_insert_with(HashSet::new);
+    if seen.len() > MAX_REPORTS || !seen.insert(function.clone()) {
+        return;
+    }
+    let task = match name {
+        Some(n) => format!("task {id} '{n}'"),
+        None => format!("task {id}"),
+    };
+    let fix = match crates.first() {
+        Some(c) => format!(
+            "crate `{c}` is not preempted by default; if it keeps no per-thread state, \
+             allow it with Builder::preempt_crate(\"{c}\")"
+        ),
+        None => "kvant never preempts there (std's I/O, locks, allocator or thread-locals, \
+                 runtime code, C code, or a thread that is unwinding)"
+            .to_owned(),
+    };
+    eprintln!("kvant: {task} ran past its quantum in `{function}`: {fix}");
+    if seen.len() == MAX_REPORTS {
+        eprintln!("kvant: (further overrun reports suppressed; see Metrics::overruns)");
+        seen.insert(String::new());
+    }
 }
