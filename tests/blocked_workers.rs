@@ -305,9 +305,7 @@ fn a_stall_hand_off_cannot_resolve_is_reported() {
         .panic_on_blocking(true)
         .build()
         .unwrap();
-    if !rt.preemption_mode().is_preemptive() {
-        return; // nothing is preempted, so nothing is pinned
-    }
+    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
     let lock = Arc::new(parking_lot::Mutex::new(0u64));
     let locked = Arc::new(AtomicBool::new(false));
     let waiting = Arc::new(AtomicBool::new(false));
@@ -416,9 +414,7 @@ fn blocked_time_is_in_task_stats_metrics_and_the_trace() {
 #[test]
 fn thread_sleep_beside_a_task_preempted_on_the_same_worker() {
     let rt = rt1(Some(Duration::from_millis(10)));
-    if !rt.preemption_mode().is_preemptive() {
-        return;
-    }
+    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
     let units = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let hog = spawn_hog(&rt, &units, &stop);
@@ -457,9 +453,7 @@ fn thread_sleep_beside_a_task_preempted_on_the_same_worker() {
 #[test]
 fn blocking_read_whose_writer_was_preempted_on_the_same_worker() {
     let rt = rt1(Some(Duration::from_millis(5)));
-    if !rt.preemption_mode().is_preemptive() {
-        return;
-    }
+    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
     let (mut reader, mut writer) = UnixStream::pair().unwrap();
     let started = Arc::new(AtomicBool::new(false));
     let reading = Arc::new(AtomicBool::new(false));

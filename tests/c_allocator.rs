@@ -57,13 +57,12 @@ fn storm(workers: usize, quantum: Duration, run_for: Duration) -> u64 {
         }
     }
     assert_eq!(*total.lock().unwrap(), sum);
-    if rt.preemption_mode().is_preemptive() {
-        let m = rt.metrics().total();
-        assert!(
-            m.preemptions > 0,
-            "{workers} worker(s): nothing was preempted: {m:?}"
-        );
-    }
+    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
+    let m = rt.metrics().total();
+    assert!(
+        m.preemptions > 0,
+        "{workers} worker(s): nothing was preempted: {m:?}"
+    );
     sum
 }
 

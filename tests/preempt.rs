@@ -364,9 +364,7 @@ fn cpu_clock_quantum_shares_a_worker_without_the_monitor() {
         .cpu_clock_quantum(true)
         .build()
         .unwrap();
-    if !rt.preemption_mode().is_preemptive() {
-        return;
-    }
+    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
     let (counts, stats) = run_hogs(&rt, 3);
     let t = rt.metrics().total();
     eprintln!("iterations {counts:?}; Jain {:.3}; {t:?}", jain(&counts));

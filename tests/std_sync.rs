@@ -372,9 +372,7 @@ fn a_futex_waiter_is_switched_out_under_the_cpu_clock_quantum() {
         .cpu_clock_quantum(true)
         .build()
         .unwrap();
-    if !rt.preemption_mode().is_preemptive() {
-        return;
-    }
+    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
     let m = Arc::new(Mutex::new(0u64));
     let handles = (0..2)
         .map(|_| {

@@ -51,9 +51,7 @@ fn a_woken_task_does_not_wait_for_the_cpu_clock_quantum() {
 }
 
 fn woken_task_beside_hogs(rt: Runtime) {
-    if !rt.preemption_mode().is_preemptive() {
-        return;
-    }
+    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
     let (units, stop) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicBool::new(false)),
@@ -139,9 +137,7 @@ fn min_slice_none_waits_for_the_quantum_and_bad_values_are_errors() {
     );
     assert!(err.to_string().contains("min_slice(None)"), "{err}");
     let rt = rt(None);
-    if !rt.preemption_mode().is_preemptive() {
-        return;
-    }
+    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
     let (units, stop) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicBool::new(false)),
