@@ -96,6 +96,9 @@ pub(crate) fn read(
             continue;
         }
         stats.units += 1;
+        // Built on first need: which source file each address of this unit
+        // came from, for inlined code whose origin has no linkage name.
+        let mut lines: Option<Lines> = None;
         let mut entries = unit.entries();
         let mut next = entries.next_dfs();
         while let Ok(Some(entry)) = next {
@@ -136,12 +139,132 @@ pub(crate) fn read(
             }
             for &(begin, end) in &ranges {
                 stats.ranges += 1;
+                if owner == Owner::Unknown {
+                    // Line-tables-only DWARF names generic instances and
+                    // closures without a path (`take<T>`, `{closure#0}`):
+                    // whose code it is, the line table says, by the source
+                    // file the inlined instructions came from.
+                    let lines = lines.get_or_insert_with(|| Lines::read(&dwarf, &unit));
+                    let owner = lines.owner_at(begin);
+                    if owner != Owner::Std {
+                        push(begin, end, class, &owner);
+                    }
+                    continue;
+                }
                 push(begin, end, class, &owner);
             }
             next = entries.next_dfs();
         }
     }
     Some(stats)
+}
+
+/// Which source file each address of one unit's code came from, and whose
+/// code that file is.
+struct Lines {
+    /// (address, owner index) at every change of file, sorted.
+    rows: Vec<(u64, usize)>,
+    owners: Vec<Owner>,
+}
+
+impl Lines {
+    fn read(dwarf: &gimli::Dwarf<Slice<'_>>, unit: &Unit<Slice<'_>>) -> Lines {
+        let mut lines = Lines {
+            rows: Vec::new(),
+            owners: Vec::new(),
+        };
+        let unit_crate = unit
+            .name
+            .and_then(|n| std::str::from_utf8(n.slice()).ok())
+            .and_then(unit_crate_name)
+            .map_or(Owner::Unknown, |c| Owner::Crate(c.to_owned()));
+        let Some(program) = unit.line_program.clone() else {
+            return lines;
+        };
+        let mut by_file: HashMap<u64, usize> = HashMap::new();
+        let mut rows = program.rows();
+        while let Ok(Some((header, row))) = rows.next_row() {
+            let file = row.file_index();
+            let idx = match by_file.get(&file) {
+                Some(&i) => i,
+                None => {
+                    let path = file_path(dwarf, unit, header, file);
+                    lines
+                        .owners
+                        .push(path.map_or(Owner::Unknown, |p| owner_of_file(&p, &unit_crate)));
+                    by_file.insert(file, lines.owners.len() - 1);
+                    lines.owners.len() - 1
+                }
+            };
+            if lines.rows.last().is_none_or(|&(_, i)| i != idx) || row.end_sequence() {
+                lines.rows.push((row.address(), idx));
+            }
+        }
+        lines.rows.sort_by_key(|r| r.0);
+        lines
+    }
+
+    fn owner_at(&self, addr: u64) -> Owner {
+        let i = self.rows.partition_point(|r| r.0 <= addr);
+        i.checked_sub(1)
+            .and_then(|i| self.owners.get(self.rows[i].1))
+            .cloned()
+            .unwrap_or(Owner::Unknown)
+    }
+}
+
+/// The full path of file `file` of a line program.
+fn file_path(
+    dwarf: &gimli::Dwarf<Slice<'_>>,
+    unit: &Unit<Slice<'_>>,
+    header: &gimli::LineProgramHeader<Slice<'_>>,
+    file: u64,
+) -> Option<String> {
+    let entry = header.file(file)?;
+    let name = dwarf.attr_string(unit, entry.path_name()).ok()?;
+    let mut path = String::new();
+    if let Some(dir) = entry.directory(header) {
+        let dir = dwarf.attr_string(unit, dir).ok()?;
+        path.push_str(&String::from_utf8_lossy(dir.slice()));
+        path.push('/');
+    }
+    path.push_str(&String::from_utf8_lossy(name.slice()));
+    Some(path)
+}
+
+/// The crate a unit was compiled for, from rustc's unit name
+/// (`src/main.rs/@/my_app.3fa9c2-cgu.0`).
+fn unit_crate_name(name: &str) -> Option<&str> {
+    let after = name.rsplit_once("/@/")?.1;
+    Some(after.split('.').next().unwrap_or(after))
+}
+
+/// Whose code a source file is: std's (`/rustc/<commit>/library/`), a
+/// registry crate's (`.cargo/registry/src/<index>/<name>-<version>/`), or
+/// the unit's own crate (the program's sources, path dependencies). A git
+/// checkout names no crate: unknown, so never preempted.
+fn owner_of_file(path: &str, unit_crate: &Owner) -> Owner {
+    if path.contains("/rustc/") && path.contains("/library/") {
+        return Owner::Std;
+    }
+    if let Some((_, rest)) = path.split_once("/registry/src/") {
+        let Some(dir) = rest.split('/').nth(1) else {
+            return Owner::Unknown;
+        };
+        // `<name>-<version>`: the version starts after the last `-` that
+        // is followed by a digit.
+        let name = dir
+            .char_indices()
+            .filter(|&(i, c)| c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+            .map(|(i, _)| &dir[..i])
+            .next_back()
+            .unwrap_or(dir);
+        return super::symbols::owner(&name.replace('-', "_"));
+    }
+    if path.contains("/git/checkouts/") {
+        return Owner::Unknown;
+    }
+    unit_crate.clone()
 }
 
 /// Units of std's own crates (built by rustc's CI: their name is a path under

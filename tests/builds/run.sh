@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/storm"
 secs="${KVANT_STRESS_SECS:-2}"
-export RUSTFLAGS="-C force-frame-pointers=yes"
+# Rust's defaults: no frame pointers (the safe-point walk uses .eh_frame).
+unset RUSTFLAGS
 run() { # profile features expected-mode
     local profile=$1 features=$2 expect=$3
     echo "== storm: profile $profile, features [${features}], expecting $expect"
@@ -12,7 +13,8 @@ run() { # profile features expected-mode
     ./target/"$profile"/kvant-storm "$expect" "$secs" > /dev/null 2> storm.err || { tail -20 storm.err; exit 1; }
     grep "kvant-storm:" storm.err || true
 }
-run release "" preemptive
+run release "" cooperative
+run lines "" preemptive
 run lto "" preemptive
 run lto mimalloc preemptive
 KVANT_STORM_CPU_CLOCK=1 run lto "" preemptive
