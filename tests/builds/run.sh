@@ -21,3 +21,19 @@ KVANT_STORM_CPU_CLOCK=1 run lto "" preemptive
 run lto-bare "" cooperative
 run stripped "" cooperative
 echo "== storm: all builds passed"
+
+# Programs as users write them (tracing spans, rand, rayon and tokio inside
+# tasks, panics and aborts whose destructors sleep and lock, println of a
+# slow Debug), each on 1 and 2 workers at 50 µs, against sequential runs.
+cd ../scenarios
+scenario() { # profile expected-mode
+    local profile=$1 expect=$2
+    echo "== scenarios: profile $profile, expecting $expect"
+    cargo build -q --profile "$profile"
+    ./target/"$profile"/kvant-scenarios "$expect" > /dev/null 2> scenarios.err || { tail -30 scenarios.err; exit 1; }
+    grep "kvant-scenarios:" scenarios.err || true
+}
+scenario release cooperative
+scenario lines preemptive
+scenario lto preemptive
+echo "== scenarios: all builds passed"
