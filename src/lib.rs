@@ -80,12 +80,13 @@
 //! How the scheduler picks the next task, steals and sleeps (with the
 //! fences of its idle protocol and what the loom models prove) is written
 //! up in `src/runtime/README.md`. How preemption works (monitor thread,
-//! signal handler switching the task out on its own stack, frame-pointer
-//! safe points) is in `src/preempt/README.md`; the monitor's policy (when to preempt, when a
-//! worker counts as blocked, when to start a compensating thread) lives in
-//! `src/runtime/sysmon/`, the mechanism in `src/preempt/`. Build programs
-//! that use it with
-//! `-C force-frame-pointers=yes` (see the README).
+//! signal handler switching the task out on its own stack, safe points found
+//! with the executable's unwind tables, only in the program's own crates by
+//! default) is in `src/preempt/README.md`; the monitor's policy (when to
+//! preempt, when a worker counts as blocked, when to start a compensating
+//! thread) lives in `src/runtime/sysmon/`, the mechanism in `src/preempt/`.
+//! Release builds preempt with line tables (`debug = "line-tables-only"`,
+//! see the README); no setup is needed for soundness.
 //!
 //! [corosensei]: https://docs.rs/corosensei
 

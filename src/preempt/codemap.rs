@@ -405,7 +405,7 @@ impl Crates {
                 if let Some(&id) = self.ids.get(name) {
                     return id;
                 }
-                let Ok(id) = u16::try_from(self.names.len()).map(|id| id.min(NEVER)) else {
+                let Ok(id) = u16::try_from(self.names.len()) else {
                     return NEVER;
                 };
                 if id == NEVER {

@@ -218,10 +218,10 @@ fn preempt_here(slot: &WorkerSlot, uc: *mut libc::c_void) {
         root_mark: task.preempt.root_mark.load(Ordering::Relaxed),
         tls: static_tls(map),
     };
+    let mut culprit = 0;
     // SAFETY: `stack` is the bounds of the task this worker is running, set
     // at its start (slot.begin); the handler runs on that stack, so it is
     // mapped for the whole check.
-    let mut culprit = 0;
     let verdict = unsafe { safepoint::check(map, &at, &stack, &mut culprit) };
     VERDICTS[verdict as usize].fetch_add(1, Ordering::Relaxed);
     if matches!(verdict, Verdict::PcUnsafe | Verdict::FrameUnsafe) {
