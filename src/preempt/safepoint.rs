@@ -218,44 +218,36 @@ unsafe fn in_blocking_call(
     }
     // Step out of the wrapper (and a wrapper it was called from, such as
     // `nanosleep` around `clock_nanosleep`) with the rows of libc's CFI.
-    let (mut pc, mut sp, mut fp) = (at.pc, at.sp, at.fp);
+    let mut regs = Regs {
+        pc: at.pc,
+        sp: at.sp,
+        fp: at.fp,
+    };
     for _ in 0..4 {
-        let Some(frame) = w.frame(pc) else {
+        // SAFETY: `regs.sp` is the interrupted SP (inside the stack, checked
+        // by `check`) or a CFA `step` bounded by `stack.hi`; our caller
+        // vouches for `[lo, hi)`.
+        let Some(step) = (unsafe { w.step(regs, stack.hi) }) else {
             return Some(Verdict::PcUnsafe);
         };
-        let slot = sp.saturating_add(frame.ra_off);
-        if slot.saturating_add(8) > stack.hi {
-            return Some(Verdict::NotOnTaskStack);
-        }
-        if let Some(off) = frame.rbp_off {
-            // Saved below the return address, so inside the stack too.
-            // SAFETY: sp <= sp + off < slot + 8 <= hi, inside the stack.
-            fp = unsafe { read(sp + off) };
-        }
-        // SAFETY: slot + 8 <= hi (checked above) and slot >= sp, which is
-        // inside the stack.
-        let ra = unsafe { read(slot) };
-        sp = slot + 8;
-        if !w.contains(call_site(ra)) {
+        // The wrapper's caller, as the wrapper found it: `rbp` from the
+        // register or from where the CFI says the wrapper saved it.
+        regs = Regs {
+            pc: call_site(step.caller.pc),
+            ..step.caller
+        };
+        if !w.contains(regs.pc) {
             let blocking = |c| matches!(c, Class::User | Class::BlockingApi);
-            if !blocking(map.class_now(call_site(ra))) {
+            if !blocking(map.class_now(regs.pc)) {
                 return Some(Verdict::FrameUnsafe);
             }
-            // The wrapper's caller, as the wrapper found it: `rbp` from the
-            // register or from where the CFI says the wrapper saved it.
-            let above = Regs {
-                pc: call_site(ra),
-                sp,
-                fp,
-            };
             // SAFETY: our caller's promise on `stack`, passed on.
-            let v = unsafe { walk(map, above, stack, blocking, culprit) };
+            let v = unsafe { walk(map, regs, stack, blocking, culprit) };
             return Some(match v {
                 Verdict::Safe => Verdict::SyscallWait,
                 v => v,
             });
         }
-        pc = call_site(ra);
     }
     Some(Verdict::PcUnsafe)
 }

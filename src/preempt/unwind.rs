@@ -183,6 +183,14 @@ impl UnwindTable {
         })
     }
 
+    /// Whether `pc` has a usable row.
+    pub(crate) fn covers(&self, pc: usize) -> bool {
+        let i = self.rows.partition_point(|r| r.pc <= pc);
+        i.checked_sub(1)
+            .and_then(|i| self.rows.get(i))
+            .is_some_and(|r| r.base != Base::Hole)
+    }
+
     /// Some PC whose row is the frame-pointer kind (`CFA = rbp + 16`, the
     /// caller's `rbp` at `CFA - 16`) and that `ok` accepts (tests build
     /// synthetic stacks with it).

@@ -7,24 +7,20 @@
 //! handler, that the interrupted PC is at the `syscall` instruction of one
 //! of these wrappers, and who called the wrapper. libc is built without
 //! frame pointers, so the return address is found with libc's own call
-//! frame information (`.eh_frame`, what its unwinder uses), evaluated here,
-//! once, into a table of "at this PC the caller's return address is at
-//! `rsp + n`" rows that the handler searches without allocating.
+//! frame information (`.eh_frame`, what its unwinder uses), evaluated once
+//! into the same kind of table the safe-point walk uses for the executable
+//! (`unwind.rs`), which the handler searches without allocating.
 //!
 //! The wrappers keep nothing across the call but registers and their own
 //! stack slots (all in the signal frame and on the task's stack), and glibc's
 //! cancellation type, which only `pthread_cancel` reads (kvant never cancels
 //! its threads). Where a wrapper uses `rbp` itself, the CFI says where it
-//! saved the caller's, which the frame-pointer walk above the wrapper starts
-//! from; rows whose `rbp` rule is anything else are left out.
+//! saved the caller's, which the walk above the wrapper starts from.
 
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
 
-use gimli::{
-    BaseAddresses, CfaRule, EhFrame, LittleEndian, RegisterRule, UnwindContext, UnwindSection,
-    X86_64,
-};
+use super::unwind::{Regs, Step, UnwindTable};
 
 /// Wrappers whose blocking calls a task may be switched out of. Not
 /// `syscall()` (futex: rule 5 decides those, parkers excluded), not poll,
@@ -55,33 +51,15 @@ const WRAPPERS: &[&CStr] = &[
 /// glibc's `dladdr1` flag for "the symbol table entry" (dlfcn.h).
 const RTLD_DL_SYMENT: libc::c_int = 1;
 
-/// From `pc_lo` to `pc_hi` (exclusive), the return address of the function
-/// containing the PC is at `rsp + ra_off`, and the caller's `rbp` is saved
-/// at `rsp + rbp_off` (or still in `rbp` if `None`).
-#[derive(Clone, Copy, Debug)]
-struct Row {
-    pc_lo: usize,
-    pc_hi: usize,
-    ra_off: usize,
-    rbp_off: Option<usize>,
-}
-
-/// How to step out of one wrapper frame (see [`Wrappers::frame`]).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Frame {
-    /// The return address is at `rsp + ra_off`.
-    pub ra_off: usize,
-    /// The caller's `rbp` is saved at `rsp + rbp_off`, if the wrapper saved it.
-    pub rbp_off: Option<usize>,
-}
-
 /// The wrappers found in this process: their code ranges, their `syscall`
 /// instructions and their unwind rows, all sorted by address.
 #[derive(Default)]
 pub(crate) struct Wrappers {
     funcs: Box<[(usize, usize)]>,
     syscalls: Box<[usize]>,
-    rows: Box<[Row]>,
+    /// Unwind rows of the wrappers, one table per object they live in
+    /// (usually just libc.so.6).
+    unwind: Vec<UnwindTable>,
 }
 
 impl Wrappers {
@@ -96,10 +74,9 @@ impl Wrappers {
                 found.push(f);
             }
         }
-        let mut w = Wrappers::default();
         let mut funcs = Vec::new();
         let mut syscalls = Vec::new();
-        let mut rows = Vec::new();
+        let mut unwind = Vec::new();
         // Usually all in one object (libc.so.6): read its .eh_frame once.
         let mut objects: Vec<(String, usize)> = found.iter().map(|f| (f.2.clone(), f.3)).collect();
         objects.dedup();
@@ -110,34 +87,29 @@ impl Wrappers {
             let Some((data, addr)) = elf.section_with_addr(".eh_frame") else {
                 continue;
             };
-            let eh = EhFrame::new(&data, LittleEndian);
-            let bases = BaseAddresses::default().set_eh_frame(addr);
             let mine: Vec<(usize, usize)> = found
                 .iter()
                 .filter(|f| f.2 == path && f.3 == base)
                 .map(|f| (f.0, f.1))
                 .collect();
-            // One pass over the FDEs for all the wrappers (a lookup per
-            // wrapper would scan the whole section each time).
-            let fdes = fdes_for(&eh, &bases, base, &mine);
-            for (&(start, end), fde) in mine.iter().zip(fdes) {
-                let Some(fde) = fde else { continue };
-                let before = rows.len();
-                if !unwind_rows(&eh, &bases, &fde, base, start, end, &mut rows) {
-                    rows.truncate(before);
-                    continue;
+            let table = UnwindTable::build(&data, addr, base, |start| {
+                mine.iter().any(|&(s, e)| s <= start && start < e)
+            });
+            for &(start, end) in &mine {
+                if table.covers(start) {
+                    funcs.push((start, end));
+                    syscalls.extend(find_syscalls(start, end));
                 }
-                funcs.push((start, end));
-                syscalls.extend(find_syscalls(start, end));
             }
+            unwind.push(table);
         }
         funcs.sort_unstable();
         syscalls.sort_unstable();
-        rows.sort_unstable_by_key(|r| r.pc_lo);
-        w.funcs = funcs.into();
-        w.syscalls = syscalls.into();
-        w.rows = rows.into();
-        w
+        Wrappers {
+            funcs: funcs.into(),
+            syscalls: syscalls.into(),
+            unwind,
+        }
     }
 
     /// Whether `pc` is inside one of the wrappers. Signal-safe.
@@ -154,16 +126,21 @@ impl Wrappers {
         self.syscalls.binary_search(&insn).is_ok()
     }
 
-    /// Where the return address and the caller's `rbp` of the wrapper frame
-    /// at `pc` are, as offsets from that frame's `rsp`. Signal-safe.
+    /// Step out of the wrapper frame whose registers are `at` (see
+    /// [`UnwindTable::step`]). Signal-safe.
+    ///
+    /// # Safety
+    /// `[at.sp, hi)` must be readable memory (the task's stack).
     #[inline]
-    pub(crate) fn frame(&self, pc: usize) -> Option<Frame> {
-        let i = self.rows.partition_point(|r| r.pc_lo <= pc);
-        let r = self.rows.get(i.checked_sub(1)?)?;
-        (pc < r.pc_hi).then_some(Frame {
-            ra_off: r.ra_off,
-            rbp_off: r.rbp_off,
-        })
+    pub(crate) unsafe fn step(&self, at: Regs, hi: usize) -> Option<Step> {
+        // SAFETY: our caller's promise, passed on.
+        self.unwind.iter().find_map(|t| unsafe { t.step(at, hi) })
+    }
+
+    /// Whether the wrappers' unwind rows cover `pc` (tests).
+    #[cfg(test)]
+    pub(crate) fn covers(&self, pc: usize) -> bool {
+        self.unwind.iter().any(|t| t.covers(pc))
     }
 
     /// Number of wrappers found (diagnostics, tests).
@@ -201,85 +178,6 @@ fn lookup(name: &CStr) -> Option<(usize, usize, String, usize)> {
         path.to_owned(),
         info.dli_fbase as usize,
     ))
-}
-
-/// Append the unwind rows of the function at `[start, end)` (loaded at
-/// `base`); false if its CFI is not the plain `CFA = rsp + n` kind.
-type Section<'a> = EhFrame<gimli::EndianSlice<'a, LittleEndian>>;
-type Fde<'a> = gimli::FrameDescriptionEntry<gimli::EndianSlice<'a, LittleEndian>>;
-
-/// The FDE covering the start of each function in `funcs` (loaded at
-/// `base`), from one walk over the section.
-fn fdes_for<'a>(
-    eh: &Section<'a>,
-    bases: &BaseAddresses,
-    base: usize,
-    funcs: &[(usize, usize)],
-) -> Vec<Option<Fde<'a>>> {
-    let mut out: Vec<Option<Fde<'a>>> = vec![None; funcs.len()];
-    let mut entries = eh.entries(bases);
-    while let Ok(Some(entry)) = entries.next() {
-        let gimli::CieOrFde::Fde(partial) = entry else {
-            continue;
-        };
-        let Ok(fde) = partial.parse(EhFrame::cie_from_offset) else {
-            continue;
-        };
-        for (&(start, _), slot) in funcs.iter().zip(out.iter_mut()) {
-            if slot.is_none() && fde.contains((start - base) as u64) {
-                *slot = Some(fde.clone());
-            }
-        }
-    }
-    out
-}
-
-fn unwind_rows(
-    eh: &Section<'_>,
-    bases: &BaseAddresses,
-    fde: &Fde<'_>,
-    base: usize,
-    start: usize,
-    end: usize,
-    out: &mut Vec<Row>,
-) -> bool {
-    let mut ctx = UnwindContext::new();
-    let Ok(mut table) = fde.rows(eh, bases, &mut ctx) else {
-        return false;
-    };
-    let mut any = false;
-    while let Ok(Some(row)) = table.next_row() {
-        let CfaRule::RegisterAndOffset { register, offset } = *row.cfa() else {
-            return false;
-        };
-        if register != X86_64::RSP || offset < 8 {
-            return false;
-        }
-        // `rbp` either untouched or saved at a known slot below the CFA
-        // (glibc's cancellable paths keep their cancel state in `ebp`).
-        let rbp_off = match row.register(X86_64::RBP) {
-            None | Some(RegisterRule::Undefined | RegisterRule::SameValue) => Some(None),
-            Some(RegisterRule::Offset(n)) if n < 0 && offset + n >= 0 => {
-                Some(Some((offset + n) as usize))
-            }
-            Some(_) => None,
-        };
-        let lo = (row.start_address() as usize).wrapping_add(base).max(start);
-        let hi = (row.end_address() as usize).wrapping_add(base).min(end);
-        if let Some(rbp_off) = rbp_off
-            && lo < hi
-        {
-            out.push(Row {
-                pc_lo: lo,
-                pc_hi: hi,
-                // The return address sits just below the CFA.
-                ra_off: offset as usize - 8,
-                rbp_off,
-            });
-            any = true;
-        }
-    }
-    any
 }
 
 /// Addresses of the `syscall` instructions (`0f 05`) in `[start, end)`.
