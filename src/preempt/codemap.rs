@@ -101,8 +101,7 @@ pub(crate) struct CodeMap {
     roots: Box<[(usize, usize)]>,
     /// Unwind rows of the code that is not denied.
     unwind: UnwindTable,
-    /// Bytes of static TLS below the thread pointer (every module loaded at
-    /// start-up, each rounded to its alignment, plus glibc's surplus).
+    /// Bytes of static TLS below the thread pointer (`loaded_objects`).
     static_tls: usize,
 }
 
@@ -190,40 +189,52 @@ fn runtime_range(bias: usize, addr: u64, size: u64) -> Option<(usize, usize)> {
     Some((start, start.checked_add(usize::try_from(size).ok()?)?))
 }
 
-/// Load bias of the main program, and the executable segments of every
-/// other object loaded now (libc, the vDSO...).
-fn loaded_objects() -> (usize, Vec<(usize, usize)>) {
+/// What the loader has mapped now.
+#[derive(Default)]
+struct Loaded {
+    /// Load bias of the main program (`None` until the loader reports it).
+    bias: Option<usize>,
+    /// The executable segments of every other object (libc, the vDSO...).
+    others: Vec<(usize, usize)>,
+    /// Bytes of static TLS below the thread pointer: the `PT_TLS` segments
+    /// of every object loaded now, each padded to its alignment.
+    tls: usize,
+}
+
+/// The main program's load bias, the other objects' code, and the static
+/// TLS size (plus the surplus glibc reserves for libraries loaded later:
+/// 1664 bytes by default; 4 KiB here), in one pass over the loader's list.
+fn loaded_objects() -> (usize, Vec<(usize, usize)>, usize) {
     unsafe extern "C" fn each(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
         data: *mut libc::c_void,
     ) -> libc::c_int {
-        // SAFETY: `data` is the `&mut (Option<usize>, Vec<_>)` passed to
-        // `dl_iterate_phdr` below, exclusively borrowed for that synchronous
-        // call; `info` is a valid entry supplied by the loader for the
-        // duration of this callback.
-        let ((bias, others), info) = unsafe {
-            (
-                &mut *data.cast::<(Option<usize>, Vec<(usize, usize)>)>(),
-                &*info,
-            )
-        };
-        let Some(_) = bias else {
-            // glibc reports the main program first.
-            *bias = Some(info.dlpi_addr as usize);
-            return 0;
-        };
+        // SAFETY: `data` is the `&mut Loaded` passed to `dl_iterate_phdr`
+        // below, exclusively borrowed for that synchronous call; `info` is a
+        // valid entry supplied by the loader for the duration of this
+        // callback.
+        let (out, info) = unsafe { (&mut *data.cast::<Loaded>(), &*info) };
         let phdrs: &[libc::Elf64_Phdr] = match info.dlpi_phdr.is_null() {
             true => &[],
             // SAFETY: the loader guarantees `dlpi_phdr` points to `dlpi_phnum`
             // program headers that stay mapped while the object is loaded.
             false => unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) },
         };
+        for ph in phdrs.iter().filter(|ph| ph.p_type == libc::PT_TLS) {
+            let align = (ph.p_align as usize).max(1);
+            out.tls += (ph.p_memsz as usize).next_multiple_of(align) + align;
+        }
+        let Some(_) = out.bias else {
+            // glibc reports the main program first.
+            out.bias = Some(info.dlpi_addr as usize);
+            return 0;
+        };
         for ph in phdrs
             .iter()
             .filter(|ph| ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0)
         {
-            others.extend(runtime_range(
+            out.others.extend(runtime_range(
                 info.dlpi_addr as usize,
                 ph.p_vaddr,
                 ph.p_memsz,
@@ -231,42 +242,11 @@ fn loaded_objects() -> (usize, Vec<(usize, usize)>) {
         }
         0
     }
-    let mut out: (Option<usize>, Vec<(usize, usize)>) = (None, Vec::new());
+    let mut out = Loaded::default();
     // SAFETY: `each` has the required signature and only dereferences `data`
-    // as the tuple we pass, which outlives the (synchronous) call.
+    // as the `Loaded` we pass, which outlives the (synchronous) call.
     unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut out).cast()) };
-    (out.0.unwrap_or(0), out.1)
-}
-
-/// Static TLS below the thread pointer: the `PT_TLS` segments of every
-/// object loaded now, each padded to its alignment, plus the surplus glibc
-/// reserves for libraries loaded later (1664 bytes by default; 4 KiB here).
-fn static_tls_size() -> usize {
-    unsafe extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: `data` is the `&mut usize` passed below, exclusively
-        // borrowed for the synchronous call; `info` is the loader's entry.
-        let (total, info) = unsafe { (&mut *data.cast::<usize>(), &*info) };
-        if info.dlpi_phdr.is_null() {
-            return 0;
-        }
-        // SAFETY: the loader guarantees `dlpi_phdr` points to `dlpi_phnum`
-        // program headers that stay mapped while the object is loaded.
-        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
-        for ph in phdrs.iter().filter(|ph| ph.p_type == libc::PT_TLS) {
-            let align = (ph.p_align as usize).max(1);
-            *total += (ph.p_memsz as usize).next_multiple_of(align) + align;
-        }
-        0
-    }
-    let mut total = 0usize;
-    // SAFETY: `each` has the required signature and only dereferences `data`
-    // as the usize we pass, which outlives the (synchronous) call.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut total).cast()) };
-    total + 4096
+    (out.bias.unwrap_or(0), out.others, out.tls + 4096)
 }
 
 /// Where libc's `syscall()` executes its `syscall` instruction. std's futex
@@ -431,7 +411,7 @@ impl CodeMap {
         if std::hint::black_box(false) {
             lto_canary();
         }
-        let (bias, others) = loaded_objects();
+        let (bias, others, static_tls) = loaded_objects();
         let mut ranges: Vec<Range> = others
             .into_iter()
             .map(|(s, e)| (s, e, Class::Denied, Source::Symbol, NO_CRATE))
@@ -495,7 +475,7 @@ impl CodeMap {
             crate_ids: crates.ids,
             roots: roots.into(),
             unwind: UnwindTable::default(),
-            static_tls: static_tls_size(),
+            static_tls,
         };
         if let Some((data, addr)) = elf.as_ref().and_then(|e| e.section_with_addr(".eh_frame")) {
             map.unwind =
