@@ -63,6 +63,13 @@ pub(crate) fn switchable_ptr() -> Option<NonNull<Task>> {
     current_ptr().filter(|_| !std::thread::panicking())
 }
 
+/// [`current_arc`] of a task that may switch out at a wait (see
+/// [`switchable_ptr`]): `None` outside a task and while it unwinds.
+pub(crate) fn switchable_arc() -> Option<Arc<Task>> {
+    switchable_ptr()?;
+    current_arc()
+}
+
 /// Run `f` with the task running on this thread, if any. `f` must not switch.
 /// Inlined: the thread-local is read by `current_ptr`, which is not, so
 /// every call still looks it up afresh.

@@ -56,7 +56,7 @@ impl Unparker {
 /// An unparker for the caller: the running task, or this OS thread.
 /// An unwinding task waits as its thread (see `current::switchable_ptr`).
 pub(crate) fn current_unparker() -> Unparker {
-    match current::current_arc().filter(|_| !std::thread::panicking()) {
+    match current::switchable_arc() {
         Some(t) => Unparker::Task(t),
         None => Unparker::Thread(std::thread::current()),
     }
@@ -96,7 +96,7 @@ pub(crate) fn park_deadline(deadline: Option<Instant>) -> bool {
 
 /// Block the caller until unparked or `deadline` passes (possibly spuriously).
 pub(crate) fn park_until(deadline: Instant) {
-    let Some(task) = current::current_arc().filter(|_| !std::thread::panicking()) else {
+    let Some(task) = current::switchable_arc() else {
         let now = Instant::now();
         if deadline > now {
             std::thread::park_timeout(deadline - now);
