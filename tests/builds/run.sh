@@ -26,16 +26,23 @@ echo "== storm: all builds passed"
 # tasks, panics and aborts whose destructors sleep and lock, println of a
 # slow Debug), each on 1 and 2 workers at 50 µs, against sequential runs.
 cd ../scenarios
-scenario() { # profile expected-mode
-    local profile=$1 expect=$2
-    echo "== scenarios: profile $profile, expecting $expect"
+scenario() { # profile expected-mode [filter]
+    local profile=$1 expect=$2 filter=${3:-}
+    echo "== scenarios: profile $profile, expecting $expect ${filter:+(filter $filter)}"
     cargo build -q --profile "$profile"
-    ./target/"$profile"/kvant-scenarios "$expect" > /dev/null 2> scenarios.err || { tail -30 scenarios.err; exit 1; }
+    ./target/"$profile"/kvant-scenarios "$expect" $filter > /dev/null 2> scenarios.err || { tail -30 scenarios.err; exit 1; }
     grep "kvant-scenarios:" scenarios.err || true
 }
 scenario release cooperative
 scenario lines preemptive
-# Not yet: under fat LTO the tracing scenario ended one task with a stack
-# overflow at 256 KiB (session 9, not investigated); issue 24 stays open.
-# scenario lto preemptive
+# Fat LTO runs all but the contextual-parents tracing scenario (the one with
+# explicit parents runs). Spans entered across preemptible code nest across
+# tasks (a new span's contextual parent is whatever span is
+# current on the thread, another task's), so the parent chain grows with the
+# run, and tracing-subscriber closes it recursively: under fat LTO its frames
+# overflow a 256 KiB task stack (it passes cooperatively in 32 KiB). That is
+# tracing's per-thread current span, documented in docs/safety.md ("Spans,
+# thread-locals and locks the thread owns"), not a kvant fault: kvant never
+# preempts inside the subscriber.
+scenario lto preemptive -contextual
 echo "== scenarios: all builds passed"

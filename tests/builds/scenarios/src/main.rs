@@ -3,7 +3,8 @@
 //! sequential run, and (in a build with line tables) that tasks were
 //! preempted. A watchdog ends a hung scenario with a failure.
 //!
-//! `kvant-scenarios preemptive|cooperative [only]`
+//! `kvant-scenarios preemptive|cooperative [NAME | -NAME]`: only the
+//! scenarios whose name contains NAME, or all but those.
 
 use std::fmt;
 use std::io::Write as _;
@@ -69,16 +70,34 @@ fn println_model() -> Vec<u64> {
 }
 
 fn tracing_spans(rt: &Runtime) -> Vec<u64> {
+    spans(rt, false)
+}
+
+/// The documented way to keep a task's spans its own: explicit parents
+/// (`docs/safety.md`, "Spans, thread-locals and locks the thread owns").
+fn tracing_explicit_parents(rt: &Runtime) -> Vec<u64> {
+    spans(rt, true)
+}
+
+/// 32 tasks entering spans around preemptible work; `explicit`: each span
+/// names its parent instead of taking the thread's current span.
+fn spans(rt: &Runtime, explicit: bool) -> Vec<u64> {
     let hs: Vec<_> = (0..32u64)
         .map(|i| {
             rt.spawn(move || {
                 let mut sum = 0u64;
                 for k in 0..20 {
-                    let span = tracing::info_span!("work", task = i, step = k);
+                    let span = match explicit {
+                        true => tracing::info_span!(parent: None, "work", task = i, step = k),
+                        false => tracing::info_span!("work", task = i, step = k),
+                    };
                     let _entered = span.enter();
                     tracing::info!(value = k, "computing");
                     sum = sum.wrapping_add(burn(i + k, 30_000));
-                    let inner = tracing::debug_span!("inner", k);
+                    let inner = match explicit {
+                        true => tracing::debug_span!(parent: &span, "inner", k),
+                        false => tracing::debug_span!("inner", k),
+                    };
                     sum = sum.wrapping_add(inner.in_scope(|| {
                         tracing::info!("inside");
                         burn(k, 10_000)
@@ -143,7 +162,7 @@ fn rayon_inside(rt: &Runtime) -> Vec<u64> {
                 // The task's own code first, while every task is queued on
                 // the workers (rayon's waits below block a worker's thread,
                 // and the monitor hands its queue to another thread).
-                let first = burn(i, 400_000);
+                let first = burn(i, 2_000_000);
                 let a: u64 = (0..64u64).into_par_iter().map(|k| burn(i + k, 2_000)).sum();
                 let (b, c) = rayon::join(|| burn(i, 50_000), || burn(i + 1, 50_000));
                 a.wrapping_add(b).wrapping_add(c).wrapping_add(first)
@@ -159,7 +178,7 @@ fn rayon_model() -> Vec<u64> {
             let a: u64 = (0..64u64).map(|k| burn(i + k, 2_000)).sum();
             a.wrapping_add(burn(i, 50_000))
                 .wrapping_add(burn(i + 1, 50_000))
-                .wrapping_add(burn(i, 400_000))
+                .wrapping_add(burn(i, 2_000_000))
         })
         .collect()
 }
@@ -305,7 +324,16 @@ type Scenario = (&'static str, fn(&Runtime) -> Vec<u64>, fn() -> Vec<u64>);
 
 const SCENARIOS: &[Scenario] = &[
     ("println of a slow Debug", println_slow_debug, println_model),
-    ("tracing-subscriber spans", tracing_spans, tracing_model),
+    (
+        "tracing-subscriber spans, contextual parents",
+        tracing_spans,
+        tracing_model,
+    ),
+    (
+        "tracing-subscriber spans, explicit parents",
+        tracing_explicit_parents,
+        tracing_model,
+    ),
     ("rand::rng()", rand_thread_rng, rand_model),
     ("rayon inside a task", rayon_inside, rayon_model),
     ("tokio runtime inside a task", tokio_inside, tokio_model),
@@ -344,7 +372,14 @@ fn main() {
         });
     }
     for (n, (name, run, model)) in SCENARIOS.iter().enumerate() {
-        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+        let skip = match only.as_deref() {
+            Some(o) => match o.strip_prefix('-') {
+                Some(not) => name.contains(not),
+                None => !name.contains(o),
+            },
+            None => false,
+        };
+        if skip {
             continue;
         }
         let want = model();
