@@ -170,6 +170,9 @@ fn panic_on_blocking_names_the_task_and_where_it_blocks() {
     let msg = panic_message(err.into_panic());
     assert!(msg.contains("'napper'"), "{msg}");
     assert!(msg.contains("sleep"), "{msg}");
+    // Found by stepping out of std's frames with the unwind tables (no
+    // frame pointers in this build): the task's own code that called it.
+    assert!(msg.contains("called from `"), "{msg}");
     assert!(msg.contains("worker 0"), "{msg}");
     assert_eq!(join_ok(other), 1);
 }

@@ -601,6 +601,19 @@ impl CodeMap {
         &self.unwind
     }
 
+    /// Unwind rows of every function of the executable, denied code
+    /// included: for diagnostics outside the handler (where a blocked task
+    /// waits), built on first use. NOT signal-safe.
+    pub(crate) fn full_unwind(&self) -> &UnwindTable {
+        static FULL: OnceLock<UnwindTable> = OnceLock::new();
+        FULL.get_or_init(|| {
+            Elf::open("/proc/self/exe")
+                .and_then(|e| e.section_with_addr(".eh_frame"))
+                .map(|(data, addr)| UnwindTable::build(&data, addr, self.bias, |_| true))
+                .unwrap_or_default()
+        })
+    }
+
     /// Where libc's `syscall()` traps into the kernel (0: unknown).
     #[inline]
     pub(crate) fn syscall_insn(&self) -> usize {

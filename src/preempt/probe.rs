@@ -16,6 +16,7 @@ use std::io::Read as _;
 use super::WorkerSlot;
 use super::codemap::CodeMap;
 use super::symbols::Class;
+use super::unwind::Regs;
 
 /// What a thread is doing according to the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,40 +158,56 @@ pub(crate) fn blocked_site(sys: &InSyscall, lo: usize, hi: usize) -> Site {
         let b = mem.get(off..off.checked_add(8)?)?;
         Some(usize::from_ne_bytes(b.try_into().ok()?))
     };
-    let in_stack =
-        |a: usize| a >= base && a - base <= len.saturating_sub(16) && a.is_multiple_of(8);
     // libc's wrapper keeps no frame record. The first return address into
     // the executable above the stack pointer is the return into whoever
     // called libc (further raw words may be stale: a scan cannot tell a
-    // live return address from a dead one). Above it, the first frame
-    // record [saved rbp][return address] starts the frame-pointer chain.
+    // live return address from a dead one). From the first one the
+    // executable's unwind tables cover, the frames above are stepped out
+    // of with them (frame pointers are not needed, nor trusted).
+    let unwind = map.full_unwind();
     let mut raw = Vec::new();
     let mut chain = Vec::new();
     let mut at = base;
-    while at + 16 <= base + len {
-        let (Some(fp), Some(ra)) = (word(at), word(at + 8)) else {
+    while at + 8 <= base + len {
+        let Some(ra) = word(at) else {
             break;
         };
-        if in_stack(fp) && fp > at && map.known(ra.wrapping_sub(1)).is_some() {
+        if map.known(ra.wrapping_sub(1)).is_some() && unwind.covers(ra.wrapping_sub(1)) {
             chain.push(ra);
-            let mut fp = fp;
-            while chain.len() < MAX_FRAMES && in_stack(fp) {
-                let (Some(next), Some(ra)) = (word(fp), word(fp + 8)) else {
+            // `rbp` is unknown here: a frame whose CFA is `rbp`-based ends
+            // the walk (rare without frame pointers).
+            let mut regs = Regs {
+                pc: ra.wrapping_sub(1),
+                sp: at + 8,
+                fp: 0,
+            };
+            while chain.len() < MAX_FRAMES {
+                let mut step = unwind.step_with(regs, base + len, word);
+                if step.is_none() && regs.fp == 0 {
+                    // A frame-pointer frame (std is built with them) needs
+                    // `rbp`, which the kernel did not say: take the first
+                    // frame record above, [saved rbp][return address].
+                    regs.fp = frame_record(regs.pc, regs.sp, base + len, &word, map).unwrap_or(0);
+                    step = unwind.step_with(regs, base + len, word);
+                }
+                let Some(step) = step else {
                     break;
                 };
-                if map.known(ra.wrapping_sub(1)).is_none() {
+                let ra = step.caller.pc;
+                // The task's root (`run_user`): kvant's task entry above.
+                if map.known(ra.wrapping_sub(1)).is_none() || map.is_root(ra) {
                     break;
                 }
                 chain.push(ra);
-                if next <= fp {
-                    break;
-                }
-                fp = next;
+                regs = Regs {
+                    pc: ra.wrapping_sub(1),
+                    ..step.caller
+                };
             }
             break;
         }
-        if raw.len() < 8 && fp != 0 && map.known(fp.wrapping_sub(1)).is_some() {
-            raw.push(fp);
+        if raw.len() < 8 && ra != 0 && map.known(ra.wrapping_sub(1)).is_some() {
+            raw.push(ra);
         }
         at += 8;
     }
@@ -221,6 +238,57 @@ pub(crate) fn blocked_site(sys: &InSyscall, lo: usize, hi: usize) -> Site {
         }
     }
     site
+}
+
+/// The frame record of the frame-pointer function running at `pc` with its
+/// stack at `sp`: the first at or above `sp` (below `hi`) whose second word
+/// is a return address after a direct or GOT call into that function. Its first
+/// word, the caller's `rbp`, proves nothing: a
+/// caller built without frame pointers keeps anything there. A scan, for
+/// diagnostics only.
+fn frame_record(
+    pc: usize,
+    sp: usize,
+    hi: usize,
+    word: &impl Fn(usize) -> Option<usize>,
+    map: &CodeMap,
+) -> Option<usize> {
+    let unwind = map.full_unwind();
+    (sp..hi.saturating_sub(16).min(sp + 4096))
+        .step_by(8)
+        .find(|&r| {
+            word(r + 8).is_some_and(|ra| {
+                map.known(ra.wrapping_sub(1)).is_some() && calls_into(ra, pc, unwind)
+            })
+        })
+}
+
+/// Whether the call before return address `ra` entered the function at
+/// `pc`: a direct `call rel32`, or a call through a GOT slot (`call
+/// [rip + disp32]`, how Rust calls another crate's functions in a PIE), to
+/// an address at or below `pc` in the same function. (Other indirect calls
+/// prove nothing: any stale return address after one would pass.)
+fn calls_into(ra: usize, pc: usize, unwind: &super::unwind::UnwindTable) -> bool {
+    let Some(at) = ra.checked_sub(6) else {
+        return false;
+    };
+    let mut code = [0u8; 6];
+    if !read_own_memory(at, &mut code) {
+        return false;
+    }
+    let rel = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as isize;
+    let target = if code[1] == 0xe8 {
+        ra.wrapping_add_signed(rel(&code[2..]))
+    } else if code[..2] == [0xff, 0x15] {
+        let mut slot = [0u8; 8];
+        if !read_own_memory(ra.wrapping_add_signed(rel(&code[2..])), &mut slot) {
+            return false;
+        }
+        usize::from_ne_bytes(slot)
+    } else {
+        return false;
+    };
+    target <= pc && unwind.same_function(target, pc)
 }
 
 /// A user closure called through `Box<dyn FnOnce>` is usually inlined into

@@ -42,6 +42,8 @@ struct Row {
     /// function has not touched `rbp` (it still holds the caller's).
     rbp_off: Option<i16>,
     base: Base,
+    /// The first row of a function (of its FDE).
+    first: bool,
 }
 
 /// The registers the walk tracks, for one frame.
@@ -101,9 +103,13 @@ impl UnwindTable {
                 continue;
             };
             fdes += 1;
+            let at = rows.len();
             while let Ok(Some(row)) = table.next_row() {
                 let pc = (row.start_address() as usize).wrapping_add(bias);
                 rows.push(evaluate(pc, row));
+            }
+            if let Some(r) = rows.get_mut(at) {
+                r.first = true;
             }
             // Past the function: nothing, unless another FDE starts here.
             rows.push(Row {
@@ -111,6 +117,7 @@ impl UnwindTable {
                 cfa_off: 0,
                 rbp_off: None,
                 base: Base::Hole,
+                first: false,
             });
         }
         // FDEs come in section order, not address order. At equal addresses
@@ -142,6 +149,24 @@ impl UnwindTable {
     /// buffer).
     #[inline]
     pub(crate) unsafe fn step(&self, at: Regs, hi: usize) -> Option<Step> {
+        self.step_with(at, hi, |addr| {
+            // SAFETY: `step_with` reads only words inside `[at.sp, hi)`,
+            // which our caller vouches for.
+            Some(unsafe { (addr as *const usize).read_volatile() })
+        })
+    }
+
+    /// [`step`](Self::step), reading the stack words it needs (each inside
+    /// `[at.sp, hi)`) with `read`: a copy of another thread's stack, for
+    /// diagnostics. A row based on `rbp` when `at.fp` is 0 (unknown) is
+    /// not followed.
+    #[inline]
+    pub(crate) fn step_with(
+        &self,
+        at: Regs,
+        hi: usize,
+        read: impl Fn(usize) -> Option<usize>,
+    ) -> Option<Step> {
         let i = self
             .rows
             .partition_point(|r| r.pc <= at.pc)
@@ -150,6 +175,7 @@ impl UnwindTable {
         let base = match row.base {
             Base::Hole => return None,
             Base::Rsp => at.sp,
+            Base::Rbp if at.fp == 0 => return None,
             Base::Rbp => at.fp,
         };
         let cfa = base.checked_add_signed(row.cfa_off as isize)?;
@@ -159,9 +185,7 @@ impl UnwindTable {
         if slot < at.sp || cfa > hi || !cfa.is_multiple_of(8) {
             return None;
         }
-        // SAFETY: at.sp <= slot and slot + 8 = cfa <= hi, inside the range
-        // our caller vouches for.
-        let ra = unsafe { (slot as *const usize).read_volatile() };
+        let ra = read(slot)?;
         let fp = match row.rbp_off {
             None => at.fp,
             Some(off) => {
@@ -169,8 +193,7 @@ impl UnwindTable {
                 if saved < at.sp || saved.checked_add(8)? > hi {
                     return None;
                 }
-                // SAFETY: at.sp <= saved and saved + 8 <= hi, as above.
-                unsafe { (saved as *const usize).read_volatile() }
+                read(saved)?
             }
         };
         Some(Step {
@@ -181,6 +204,17 @@ impl UnwindTable {
             },
             slot,
         })
+    }
+
+    /// Whether `a <= b` lie in one function: usable rows all the way from
+    /// `a` to `b`, none of them (after `a`'s) the first of a function.
+    pub(crate) fn same_function(&self, a: usize, b: usize) -> bool {
+        let lo = self.rows.partition_point(|r| r.pc <= a);
+        let hi = self.rows.partition_point(|r| r.pc <= b);
+        lo > 0
+            && lo <= hi
+            && self.rows[lo - 1..hi].iter().all(|r| r.base != Base::Hole)
+            && self.rows[lo..hi].iter().all(|r| !r.first)
     }
 
     /// Whether `pc` has a usable row.
@@ -222,6 +256,7 @@ fn evaluate(pc: usize, row: &gimli::UnwindTableRow<usize>) -> Row {
         cfa_off: 0,
         rbp_off: None,
         base: Base::Hole,
+        first: false,
     };
     let CfaRule::RegisterAndOffset { register, offset } = *row.cfa() else {
         return hole;
@@ -252,5 +287,6 @@ fn evaluate(pc: usize, row: &gimli::UnwindTableRow<usize>) -> Row {
         cfa_off,
         rbp_off,
         base,
+        first: false,
     }
 }
