@@ -359,6 +359,82 @@ fn a_stall_hand_off_cannot_resolve_is_reported() {
     assert_eq!(report.stuck_workers, 1);
 }
 
+/// The same stall at the smallest quanta, with a waiter that is preemptible
+/// (as users write it): reported soon, and then the monitor stops
+/// signalling the thread it cannot help (a 50 µs quantum once sent it
+/// 10,000 signals a second, which kept its CPU clock running and hid the
+/// block from the stall report).
+#[test]
+fn a_stall_is_reported_at_every_quantum_and_then_left_alone() {
+    for q in [Duration::from_micros(50), Duration::from_micros(100)] {
+        let rt = Runtime::builder()
+            .workers(1)
+            .quantum(Some(q))
+            .panic_on_blocking(true)
+            .build()
+            .unwrap();
+        assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
+        let lock = Arc::new(parking_lot::Mutex::new(0u64));
+        let locked = Arc::new(AtomicBool::new(false));
+        let waiting = Arc::new(AtomicBool::new(false));
+        let holder = {
+            let (lock, locked, waiting) = (lock.clone(), locked.clone(), waiting.clone());
+            kvant::task::Builder::new()
+                .name("holder")
+                .spawn_on(&rt, move || {
+                    let mut g = lock.lock();
+                    locked.store(true, Ordering::Release);
+                    while !waiting.load(Ordering::Acquire) {
+                        *g = std::hint::black_box(*g + 1);
+                    }
+                })
+                .unwrap()
+        };
+        wait_for("the holder to take the lock", || {
+            locked.load(Ordering::Acquire)
+        });
+        let waiter = {
+            let (lock, waiting) = (lock.clone(), waiting.clone());
+            kvant::task::Builder::new()
+                .name("waiter")
+                .spawn_on(&rt, move || {
+                    waiting.store(true, Ordering::Release);
+                    *lock.lock() += 1
+                })
+                .unwrap()
+        };
+        wait_for("the waiter to run", || waiting.load(Ordering::Acquire));
+        let t0 = Instant::now();
+        let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            holder.join_timeout(HANG).map(|_| ()).map_err(|_| ())
+        }));
+        let took = t0.elapsed();
+        let msg = panic_message(joined.expect_err("the stall was not reported"));
+        assert!(msg.contains("stall"), "quantum {q:?}: {msg}");
+        assert!(
+            msg.contains("'waiter'") && msg.contains("'holder'"),
+            "quantum {q:?}: {msg}"
+        );
+        // The monitor reports it about 10 ms after the waiter blocks; the
+        // join learns it within its 20 ms polling step, and the panic it
+        // raises prints a backtrace (slow in a debug build).
+        assert!(
+            took < Duration::from_secs(2),
+            "quantum {q:?}: reported after {took:?}"
+        );
+        let before = rt.metrics().total().signals;
+        std::thread::sleep(Duration::from_millis(200));
+        let sent = rt.metrics().total().signals - before;
+        assert!(
+            sent <= 2,
+            "quantum {q:?}: {sent} signals in 200 ms after the report"
+        );
+        drop(waiter);
+        let report = rt.shutdown_timeout(Duration::ZERO);
+        assert_eq!(report.stuck_workers, 1, "quantum {q:?}");
+    }
+}
+
 #[test]
 fn blocked_time_is_in_task_stats_metrics_and_the_trace() {
     let rt = Runtime::builder()

@@ -96,6 +96,12 @@ pub(super) fn check(
     // so that looks due anyway (a quantum, another worker) usually do it.
     let late = t + t / 2;
     if let Some(ep) = watch.episode.as_mut() {
+        if now < ep.last_check + t / 2 {
+            // Too soon to judge: over a short window one signal handled
+            // (a few µs of CPU) would look like computing again and close
+            // the episode (at a 50 µs quantum every look did).
+            return act(shared, i, watch, now, policy, probe, reports);
+        }
         let cpu = crate::preempt::cpu_time(slot);
         let computing = cpu.is_none_or(|c| {
             c.saturating_sub(ep.last_cpu) > clock::ticks_to_ns(now - ep.last_check) / 8
@@ -235,6 +241,8 @@ fn act(
         if reports.stalled.insert((i, seq)) {
             report_stall(shared, i, seq, ep, now);
         }
+        // Nothing here can end it: no more signals for this slice.
+        watch.stalled = true;
     }
     next
 }

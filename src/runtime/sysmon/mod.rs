@@ -98,6 +98,12 @@ struct Watch {
     episode: Option<blocked::Episode>,
     /// This slice was counted as an overrun (`quantum::report_overrun`).
     overrun: bool,
+    /// This slice was reported as a stall nothing here can end
+    /// (`blocked.rs`): signals to its thread would only cost it CPU.
+    stalled: bool,
+    /// The thread's CPU clock at the last re-send of a deferred signal:
+    /// (ticks, ns), to tell a thread asleep in the kernel (`quantum::asleep`).
+    retry_cpu: Option<(u64, u64)>,
 }
 
 /// What the monitor works with, fixed at start.
@@ -120,10 +126,10 @@ struct Policy {
     min_slice: Option<u64>,
 }
 
-/// Stall reports wait this many thresholds, within the bounds below.
-const STALL_THRESHOLDS: u64 = 100;
-const STALL_MIN: Duration = Duration::from_millis(100);
-const STALL_MAX: Duration = Duration::from_secs(2);
+/// Stall reports come this long after the blocked thread was last seen
+/// computing, or two quanta (two blocking thresholds in a cooperative
+/// runtime) if that is longer.
+const STALL_MIN: Duration = Duration::from_millis(10);
 
 impl Monitor {
     /// Start the monitor. It preempts when the runtime has a quantum and the
@@ -156,8 +162,7 @@ impl Monitor {
         }
         crate::preempt::register_fence();
         let threshold = clock::duration_to_ticks(shared.config.blocking_threshold).max(1);
-        let stall = (shared.config.blocking_threshold * STALL_THRESHOLDS as u32)
-            .clamp(STALL_MIN, STALL_MAX);
+        let stall = (2 * quantum.unwrap_or(shared.config.blocking_threshold)).max(STALL_MIN);
         let period = quantum.map_or(threshold, clock::duration_to_ticks);
         let policy = Policy {
             quantum: quantum.map(clock::duration_to_ticks),
@@ -355,7 +360,7 @@ fn pass(
             continue;
         }
         any_running = true;
-        next = next.min(quantum::check(shared, i, watch, now, policy, cues));
+        next = next.min(quantum::check(shared, i, watch, now, policy, probe, cues));
         next = next.min(blocked::check(
             shared, i, watch, now, policy, probe, reports,
         ));
