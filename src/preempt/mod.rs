@@ -132,6 +132,7 @@ impl PreemptionMode {
 /// whether sync-wait switches are possible. Builds the code map (once per
 /// process) on targets with preemption.
 pub(crate) fn decide_mode(quantum: Option<std::time::Duration>) -> (PreemptionMode, bool) {
+    crate::task::owned::discover();
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     {
         use codemap::{CodeMap, Coverage};
@@ -397,6 +398,11 @@ pub(crate) fn enter_worker(
     cpu_quantum: Option<(i32, std::time::Duration)>,
 ) -> bool {
     slot.bind_thread();
+    crate::task::owned::enter_thread();
+    slot.owner_id.store(
+        crate::task::owned::thread_id(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     {
         signal::enter_worker(slot);

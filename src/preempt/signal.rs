@@ -183,7 +183,11 @@ fn preempt_here(slot: &WorkerSlot, uc: *mut libc::c_void) {
     // std locks it drops. It keeps the thread until the unwind is over.
     // (`panicking` reads a global atomic, then a const thread-local: no
     // allocation, no lock.)
-    if std::thread::panicking() {
+    // Nor while this thread owns stdout's or stderr's reentrant lock: the
+    // next task on the thread would re-enter it (`task/owned.rs`).
+    if std::thread::panicking()
+        || crate::task::owned::held_by(slot.owner_id.load(Ordering::Relaxed))
+    {
         slot.deferrals.add(1);
         return;
     }

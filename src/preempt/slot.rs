@@ -34,6 +34,9 @@ pub(crate) struct WorkerSlot {
     pub cpu_clock: AtomicI32,
     /// Kernel thread id of the worker (for `/proc/self/task/TID/syscall`).
     pub tid: AtomicI32,
+    /// std's id of the worker thread (`ThreadId`'s number), as std's
+    /// reentrant locks record their owner (`task/owned.rs`).
+    pub owner_id: AtomicU64,
     /// Signals consumed on this thread: handled, or dropped because the
     /// kernel could not deliver them (`overflow.rs`); never more than
     /// `signals` unless something else raised the fault.

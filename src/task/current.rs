@@ -58,9 +58,13 @@ pub(crate) fn current_ptr() -> Option<NonNull<Task>> {
 /// thread's count is always its own: `thread::panicking()` on a worker
 /// speaks for the task running there. (It reads one global atomic first;
 /// the thread-local only while some thread is panicking.)
+///
+/// Nor while the thread owns stdout's or stderr's lock (`owned.rs`): the
+/// task that took it keeps the thread until it drops the guard, so no other
+/// task re-enters the lock.
 #[inline(always)]
 pub(crate) fn switchable_ptr() -> Option<NonNull<Task>> {
-    current_ptr().filter(|_| !std::thread::panicking())
+    current_ptr().filter(|_| !std::thread::panicking() && !super::owned::held_here())
 }
 
 /// [`current_arc`] of a task that may switch out at a wait (see
@@ -356,7 +360,7 @@ pub fn is_cancelled() -> bool {
 /// pops the worker's own resume call. Neither return mispredicts; both did,
 /// measured with `perf`, when the switch had a frame of its own. What that
 /// asks of preemption is in `switch`.
-#[inline]
+#[inline(always)]
 pub fn yield_now() {
     match switchable_ptr() {
         Some(task) => suspend_task(task, Switch::Yield),

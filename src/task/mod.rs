@@ -20,6 +20,7 @@ mod fork;
 pub(crate) mod join;
 pub(crate) mod join_error;
 pub(crate) mod local;
+pub(crate) mod owned;
 pub(crate) mod park;
 mod scope;
 mod set;
