@@ -46,6 +46,10 @@ const NO_CRATE: u16 = 0;
 /// Crate id of code whose crate is unknown, or that mixes more crates than
 /// a segment records: never preempted.
 const NEVER: u16 = u16::MAX;
+/// Crates a segment records: a function's own and up to three whose code
+/// is inlined into it, nested (serde_json's serializer inlining serde's
+/// and itoa's code into a caller's loop).
+const CRATES: usize = 4;
 
 /// What the executable lets the safe-point check see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,10 +72,11 @@ struct Seg {
     start: usize,
     end: usize,
     class: Class,
-    /// The crates whose code this is: the function's own and, where another
-    /// crate's code is inlined into it, that one ([`NO_CRATE`] for none).
-    /// Preemptible only if both are allowed.
-    krate: [u16; 2],
+    /// The crates whose code this is: the function's own and those of other
+    /// crates' code inlined into it ([`NO_CRATE`] for none; [`NEVER`] in
+    /// every slot for more than [`CRATES`]). Preemptible only if all are
+    /// allowed.
+    krate: [u16; CRATES],
 }
 
 /// Immutable map of the main executable's code, built once at startup.
@@ -338,14 +343,14 @@ fn sweep(ranges: Vec<Range>) -> Vec<Seg> {
             Some(Class::User) => top(Source::Inlined).unwrap_or(Class::User),
             Some(c) => c,
         };
-        let mut krate = [NO_CRATE; 2];
+        let mut krate = [NO_CRATE; CRATES];
         for &(c, _, k) in &open {
             if c != Class::User || k == NO_CRATE || krate.contains(&k) {
                 continue;
             }
             match krate.iter_mut().find(|x| **x == NO_CRATE) {
                 Some(x) => *x = k,
-                None => krate = [NEVER; 2],
+                None => krate = [NEVER; CRATES],
             }
         }
         match out.last_mut() {
@@ -532,15 +537,21 @@ impl CodeMap {
 
     /// Whether every crate of a segment is allowed. Signal-safe.
     #[inline]
-    fn crates_allowed(&self, krate: [u16; 2]) -> bool {
-        krate.iter().all(|&k| match k {
+    fn crates_allowed(&self, krate: [u16; CRATES]) -> bool {
+        krate.iter().all(|&k| self.allowed_one(k))
+    }
+
+    /// Whether crate id `k` is allowed. Signal-safe.
+    #[inline]
+    fn allowed_one(&self, k: u16) -> bool {
+        match k {
             NO_CRATE => true,
             NEVER => false,
             k => self
                 .allowed
                 .get(usize::from(k) / 64)
                 .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (k % 64)) != 0),
-        })
+        }
     }
 
     /// Let the code of crate `name` be preempted. False if the executable
@@ -563,7 +574,7 @@ impl CodeMap {
     pub(crate) fn crate_allowed(&self, name: &str) -> bool {
         self.crate_ids
             .get(name)
-            .is_some_and(|&k| self.crates_allowed([k, NO_CRATE]))
+            .is_some_and(|&k| self.allowed_one(k))
     }
 
     /// The crates of the code at `addr` that are not allowed (diagnostics).
@@ -573,12 +584,17 @@ impl CodeMap {
         };
         s.krate
             .iter()
-            .filter(|&&k| k != NO_CRATE && !self.crates_allowed([k, NO_CRATE]))
+            .filter(|&&k| k != NO_CRATE && !self.allowed_one(k))
             .map(|&k| match self.crate_names.get(usize::from(k)) {
                 Some(n) => n.as_str(),
                 None => "(unknown crate)",
             })
-            .collect()
+            .fold(Vec::new(), |mut v, n| {
+                if !v.contains(&n) {
+                    v.push(n);
+                }
+                v
+            })
     }
 
     /// Whether `ret` is a return address into `run_user`, the task's root

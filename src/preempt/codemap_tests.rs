@@ -202,11 +202,16 @@ fn sweep_overlaps() {
         // Inline records without a symbol are not code we know.
         (400, 410, User, Inlined, 0),
         // A crate's function with another crate's code inlined, and a third
-        // inside that: each point carries every crate that covers it, and
-        // more than two is never preemptible.
+        // inside that: each point carries every crate that covers it.
         (500, 600, User, Symbol, 1),
         (520, 560, User, Inlined, 2),
         (530, 540, User, Inlined, 3),
+        // Five crates nested: more than a segment records, never preemptible.
+        (700, 800, User, Symbol, 1),
+        (710, 790, User, Inlined, 2),
+        (720, 780, User, Inlined, 3),
+        (730, 770, User, Inlined, 4),
+        (740, 760, User, Inlined, 5),
     ]);
     let got: Vec<_> = segs.iter().map(|s| (s.start, s.end, s.class)).collect();
     assert_eq!(
@@ -222,18 +227,45 @@ fn sweep_overlaps() {
             (530, 540, User),
             (540, 560, User),
             (560, 600, User),
+            (700, 710, User),
+            (710, 720, User),
+            (720, 730, User),
+            (730, 740, User),
+            (740, 760, User),
+            (760, 770, User),
+            (770, 780, User),
+            (780, 790, User),
+            (790, 800, User),
         ]
     );
-    let crates: Vec<_> = segs[5..].iter().map(|s| s.krate).collect();
-    let sorted: Vec<[u16; 2]> = crates
+    let sorted: Vec<[u16; CRATES]> = segs[5..]
         .iter()
-        .map(|k| {
-            let mut k = *k;
+        .map(|s| {
+            let mut k = s.krate;
             k.sort_unstable();
             k
         })
         .collect();
-    assert_eq!(sorted, [[0, 1], [1, 2], [NEVER, NEVER], [1, 2], [0, 1]]);
+    let never = [NEVER; CRATES];
+    assert_eq!(
+        sorted,
+        [
+            [0, 0, 0, 1],
+            [0, 0, 1, 2],
+            [0, 1, 2, 3],
+            [0, 0, 1, 2],
+            [0, 0, 0, 1],
+            [0, 0, 0, 1],
+            [0, 0, 1, 2],
+            [0, 1, 2, 3],
+            [1, 2, 3, 4],
+            never,
+            [1, 2, 3, 4],
+            [0, 1, 2, 3],
+            [0, 0, 1, 2],
+            [0, 0, 0, 1],
+        ]
+    );
     let map = CodeMap {
         segs: segs.into(),
         bias: 0,
@@ -242,8 +274,8 @@ fn sweep_overlaps() {
         coverage: Coverage::LineTables,
         inline_stats: None,
         build_time: Duration::ZERO,
-        crate_names: vec![String::new(), "a".into(), "b".into(), "c".into()].into(),
-        crate_ids: [("a", 1), ("b", 2), ("c", 3)]
+        crate_names: ["", "a", "b", "c", "d", "e"].map(String::from).into(),
+        crate_ids: [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)]
             .map(|(n, i)| (n.to_owned(), i))
             .into(),
         allowed: vec![AtomicU64::new(0)].into(),
@@ -268,10 +300,14 @@ fn sweep_overlaps() {
     assert_eq!(map.class_now(525), Denied);
     assert!(map.allow_crate("b"));
     assert_eq!(map.class_now(525), User);
-    assert!(map.allow_crate("c"));
     assert_eq!(map.class_now(535), Denied);
+    assert!(map.allow_crate("c"));
+    assert_eq!(map.class_now(535), User);
+    assert!(map.allow_crate("d") && map.allow_crate("e"));
+    assert_eq!(map.class_now(735), User);
+    assert_eq!(map.class_now(750), Denied);
     assert!(!map.allow_crate("nope"));
-    assert_eq!(map.crates_denied_at(535), ["(unknown crate)"; 2]);
+    assert_eq!(map.crates_denied_at(750), ["(unknown crate)"]);
 }
 
 #[test]
@@ -292,6 +328,11 @@ fn owners_of_paths() {
     assert_eq!(owner("<alloc::vec::Vec<T>>::push"), Owner::Std);
     assert_eq!(owner("<(A, B) as core::clone::Clone>::clone"), Owner::Std);
     assert_eq!(owner("<_ as core::clone::Clone>::clone"), Owner::Unknown);
+    assert_eq!(
+        owner("<T as core::convert::TryInto<U>>::try_into"),
+        Owner::Std
+    );
+    assert_eq!(owner("<T as rand::Rng>::random"), c("rand"));
     assert_eq!(
         owner("<u64 as core::iter::traits::accum::Sum>::sum"),
         Owner::Std

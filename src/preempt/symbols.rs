@@ -194,6 +194,10 @@ fn owner_at(path: &str, depth: u32) -> Owner {
             && !krate.as_bytes()[0].is_ascii_digit();
         return match krate {
             _ if !ident => Owner::Unknown,
+            // A bare name inside an impl (`<T as core::convert::TryInto<U>>`)
+            // is a generic parameter: legacy mangling prints paths in full,
+            // so this is the trait's crate's blanket impl, std's here.
+            _ if depth > 0 && krate.len() == path.len() => Owner::Std,
             k if STD_CRATES.contains(&k) || PRIMITIVES.contains(&k) => Owner::Std,
             k => Owner::Crate(k.to_owned()),
         };

@@ -425,8 +425,12 @@ impl Builder {
     /// says so once, naming the crate and this call.
     ///
     /// `build` fails with [`Error::CrateNotPreemptible`] for a crate this
-    /// executable has no code of, and for kvant itself and the crates it is
-    /// built on (parking_lot, lock_api, crossbeam, corosensei).
+    /// executable has no code of (a crate whose code is all inlined into
+    /// others', or one that only re-exports another: name the one the
+    /// overrun line names), and for kvant itself and the crates it is
+    /// built on (parking_lot, lock_api, crossbeam, corosensei). The
+    /// permission is the process's, like the code it is about: it holds for
+    /// every runtime from then on.
     ///
     /// ```
     /// let rt = kvant::Runtime::builder()

@@ -217,6 +217,10 @@ fn report_overrun(slot: &crate::preempt::WorkerSlot, seq: u64) {
         None => format!("task {id}"),
     };
     let fix = match crates.first() {
+        Some(c) if c.starts_with('(') => "its crate cannot be told (or more crates' code is \
+                                          inlined there than kvant tracks), so kvant never \
+                                          preempts there"
+            .to_owned(),
         Some(c) => format!(
             "crate `{c}` is not preempted by default; if it keeps no per-thread state, \
              allow it with Builder::preempt_crate(\"{c}\")"
