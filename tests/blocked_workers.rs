@@ -297,14 +297,19 @@ fn compensating_threads_retire_when_the_worker_is_back() {
     }
 }
 
-/// A parking_lot lock held across a preemption: the holder is pinned to the
-/// worker whose thread the waiter blocks. Nothing can resolve that; it is
-/// reported, naming both, and `panic_on_blocking` makes the join panic.
-#[test]
-fn a_stall_hand_off_cannot_resolve_is_reported() {
+/// A parking_lot lock held across a preemption, on one worker at `quantum`:
+/// the holder ('holder') is preempted with the guard and pinned to the
+/// worker whose thread the waiter ('waiter', `preemptible` or not) then
+/// blocks in the lock. Returns the runtime, both handles and how long after
+/// the waiter ran the holder's join panicked with the stall report
+/// (`panic_on_blocking`), which must name both.
+fn parking_lot_stall(
+    quantum: Duration,
+    preemptible: bool,
+) -> (Runtime, kvant::JoinHandle<()>, Duration) {
     let rt = Runtime::builder()
         .workers(1)
-        .quantum(Some(Duration::from_millis(1)))
+        .quantum(Some(quantum))
         .panic_on_blocking(true)
         .build()
         .unwrap();
@@ -332,26 +337,38 @@ fn a_stall_hand_off_cannot_resolve_is_reported() {
     });
     let waiter = {
         let (lock, waiting) = (lock.clone(), waiting.clone());
-        // Not preemptible, so that once it runs it goes straight into the
-        // lock and blocks the worker there.
         kvant::task::Builder::new()
             .name("waiter")
-            .preemptible(false)
+            .preemptible(preemptible)
             .spawn_on(&rt, move || {
                 waiting.store(true, Ordering::Release);
                 *lock.lock() += 1
             })
             .unwrap()
     };
+    wait_for("the waiter to run", || waiting.load(Ordering::Acquire));
+    let t0 = Instant::now();
     let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         holder.join_timeout(HANG).map(|_| ()).map_err(|_| ())
     }));
+    let took = t0.elapsed();
     let msg = panic_message(joined.expect_err("the stall was not reported"));
-    assert!(msg.contains("stall"), "{msg}");
+    assert!(msg.contains("stall"), "quantum {quantum:?}: {msg}");
     assert!(
         msg.contains("'waiter'") && msg.contains("'holder'"),
-        "{msg}"
+        "quantum {quantum:?}: {msg}"
     );
+    (rt, waiter, took)
+}
+
+/// A parking_lot lock held across a preemption: the holder is pinned to the
+/// worker whose thread the waiter blocks. Nothing can resolve that; it is
+/// reported, naming both, and `panic_on_blocking` makes the join panic.
+#[test]
+fn a_stall_hand_off_cannot_resolve_is_reported() {
+    // A waiter that is not preemptible goes straight into the lock once it
+    // runs and blocks the worker there.
+    let (rt, waiter, _) = parking_lot_stall(Duration::from_millis(1), false);
     drop(waiter);
     // The runtime is deadlocked for good: shutting it down detaches the
     // stuck worker (bounded) instead of hanging.
@@ -367,54 +384,7 @@ fn a_stall_hand_off_cannot_resolve_is_reported() {
 #[test]
 fn a_stall_is_reported_at_every_quantum_and_then_left_alone() {
     for q in [Duration::from_micros(50), Duration::from_micros(100)] {
-        let rt = Runtime::builder()
-            .workers(1)
-            .quantum(Some(q))
-            .panic_on_blocking(true)
-            .build()
-            .unwrap();
-        assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
-        let lock = Arc::new(parking_lot::Mutex::new(0u64));
-        let locked = Arc::new(AtomicBool::new(false));
-        let waiting = Arc::new(AtomicBool::new(false));
-        let holder = {
-            let (lock, locked, waiting) = (lock.clone(), locked.clone(), waiting.clone());
-            kvant::task::Builder::new()
-                .name("holder")
-                .spawn_on(&rt, move || {
-                    let mut g = lock.lock();
-                    locked.store(true, Ordering::Release);
-                    while !waiting.load(Ordering::Acquire) {
-                        *g = std::hint::black_box(*g + 1);
-                    }
-                })
-                .unwrap()
-        };
-        wait_for("the holder to take the lock", || {
-            locked.load(Ordering::Acquire)
-        });
-        let waiter = {
-            let (lock, waiting) = (lock.clone(), waiting.clone());
-            kvant::task::Builder::new()
-                .name("waiter")
-                .spawn_on(&rt, move || {
-                    waiting.store(true, Ordering::Release);
-                    *lock.lock() += 1
-                })
-                .unwrap()
-        };
-        wait_for("the waiter to run", || waiting.load(Ordering::Acquire));
-        let t0 = Instant::now();
-        let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            holder.join_timeout(HANG).map(|_| ()).map_err(|_| ())
-        }));
-        let took = t0.elapsed();
-        let msg = panic_message(joined.expect_err("the stall was not reported"));
-        assert!(msg.contains("stall"), "quantum {q:?}: {msg}");
-        assert!(
-            msg.contains("'waiter'") && msg.contains("'holder'"),
-            "quantum {q:?}: {msg}"
-        );
+        let (rt, waiter, took) = parking_lot_stall(q, true);
         // The monitor reports it about 10 ms after the waiter blocks; the
         // join learns it within its 20 ms polling step, and the panic it
         // raises prints a backtrace (slow in a debug build).

@@ -11,23 +11,11 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
+use common::burn;
 use kvant::{PreemptionMode, Runtime};
 
 const TASKS: u64 = 8;
 const LINES: u64 = 12;
-
-/// User code that computes for a while: where preemption lands.
-#[inline(never)]
-fn burn(seed: u64, rounds: u64) -> u64 {
-    let mut x = seed | 1;
-    for i in 0..rounds {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x = x.wrapping_add(i);
-    }
-    std::hint::black_box(x)
-}
 
 /// The child: tasks that compute (preemptible), then hold the stream's lock
 /// across computation, a yield and a sleep while writing their lines.

@@ -73,3 +73,17 @@ pub fn worker_name() -> String {
         .unwrap_or("unnamed")
         .to_owned()
 }
+
+/// User code that computes for a while without a switch point: where
+/// preemption lands (an xorshift loop, kept out of line and opaque).
+#[inline(never)]
+pub fn burn(seed: u64, rounds: u64) -> u64 {
+    let mut x = seed | 1;
+    for i in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = x.wrapping_add(i);
+    }
+    std::hint::black_box(x)
+}

@@ -14,21 +14,13 @@ use std::time::{Duration, Instant};
 
 use kvant::{PreemptionMode, Runtime};
 
+// The integration tests' helpers: one `burn` serves both.
+#[path = "../../../common/mod.rs"]
+mod common;
+use common::burn;
+
 const QUANTUM: Duration = Duration::from_micros(50);
 const WATCHDOG: Duration = Duration::from_secs(120);
-
-/// User code that computes for a while: where preemption lands.
-#[inline(never)]
-fn burn(seed: u64, rounds: u64) -> u64 {
-    let mut x = seed | 1;
-    for i in 0..rounds {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x = x.wrapping_add(i);
-    }
-    std::hint::black_box(x)
-}
 
 fn rt(workers: usize) -> Runtime {
     Runtime::builder()
@@ -198,7 +190,7 @@ fn tokio_inside(rt: &Runtime) -> Vec<u64> {
                     }
                     sum
                 });
-                sum.wrapping_add(burn(i, 400_000))
+                sum.wrapping_add(burn(i, 2_000_000))
             })
         })
         .collect();
@@ -210,7 +202,7 @@ fn tokio_model() -> Vec<u64> {
         .map(|i| {
             (0..10)
                 .fold(0u64, |s, k| s.wrapping_add(burn(i + k, 20_000)))
-                .wrapping_add(burn(i, 400_000))
+                .wrapping_add(burn(i, 2_000_000))
         })
         .collect()
 }
