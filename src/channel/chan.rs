@@ -2,21 +2,35 @@
 //!
 //! One internal lock guards the buffer, the endpoint counts and two FIFO
 //! queues of blocked callers. A blocked sender waits in a [`Slot`] holding its
-//! message; a blocked receiver waits in an empty one. Whoever completes a
-//! blocked caller does it entirely under the lock: takes the slot out of its
-//! queue, moves the message in or out, and resolves the waiter. Invariants
+//! message; a blocked receiver waits in an empty one. A waiting select
+//! (`select.rs`) queues one slot per operation, each marked with the select's
+//! [`SelCtx`]. Whoever completes a blocked caller does it under the lock:
+//! takes the slot out of its queue, *claims* it (always granted for a plain
+//! caller; for a select, only if no other operation of that select was
+//! claimed first: a compare-and-swap on its context), moves the message in or
+//! out, and resolves the waiter. A slot that fails its claim is stale (its
+//! select already completed elsewhere or gave up) and is dropped. Invariants
 //! (under the lock):
 //!
-//! * receivers wait only while the buffer is empty and no sender waits;
-//! * senders wait only while the buffer is full (always, for capacity 0).
+//! * receivers wait only while the buffer is empty;
+//! * senders wait only while the buffer has no room, counting the places
+//!   `reserved` for selected sends whose message is not made yet.
 //!
 //! So a message is in exactly one place at a time (a sender's slot, the
 //! buffer, a receiver's slot), and a caller whose deadline passes settles the
 //! race under the lock: if its slot is still queued it withdraws (a sender
 //! gets its message back), otherwise the hand-off happened and it is honoured
 //! (a receiver returns the message even though its deadline just passed).
-//! Messages are never dropped while the lock is held (a message's destructor
-//! may itself use the channel).
+//!
+//! A selected send evaluates its message only after the selection (as
+//! crossbeam's does), so the select holds a *permit* meanwhile: a buffer place
+//! (`reserved`), or the receiver it took out of the queue, which waits for
+//! that message and cannot time out while it is reserved. The same holds the
+//! other way round: a receiver that claims a waiting select's send becomes
+//! that select's partner and waits for its message. A permit dropped unused
+//! gives the place back, or sends the reserved receiver back to try again
+//! (`RETRY`). Messages are never dropped while the lock is held (a message's
+//! destructor may itself use the channel).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,26 +38,49 @@ use std::time::Instant;
 
 use crossbeam_utils::atomic::AtomicCell;
 
-use super::select::Observer;
+use super::select::{Observer, SelCtx};
 use crate::sync::waiters::{Internal, OnUnwind, WAITING, Waiter};
 
-/// The counterpart took the message or delivered one.
-const DONE: u8 = 1;
+/// The counterpart took the message or delivered one; for a select's send,
+/// a buffer place was reserved for it.
+pub(super) const DONE: u8 = 1;
 /// The other side disconnected while this caller waited.
-const DISCONNECTED: u8 = 2;
+pub(super) const DISCONNECTED: u8 = 2;
+/// A select's send was claimed by a receiver that now waits in `partner`.
+pub(super) const PARTNER: u8 = 3;
+/// A reserved receiver whose select dropped its permit: start over.
+pub(super) const RETRY: u8 = 4;
+/// A reserved receiver unwound (its task was cancelled): its select sends
+/// the message elsewhere.
+pub(super) const ABANDONED: u8 = 5;
+
+/// An empty buffer with room for more messages than this gives memory back.
+const SHRINK_ABOVE: usize = 4096;
 
 /// A blocked caller and its message (a sender's, or one handed to a receiver).
-struct Slot<T> {
-    w: Waiter,
+pub(crate) struct Slot<T> {
+    pub(super) w: Waiter,
     msg: parking_lot::Mutex<Option<T>>,
+    /// One operation of a waiting select: the select and the operation's
+    /// index in it. `None`: a plain `send` or `recv`.
+    sel: Option<(Arc<SelCtx>, usize)>,
+    /// A select's send claimed by a receiver: that receiver's slot.
+    partner: parking_lot::Mutex<Option<Arc<Slot<T>>>>,
 }
 
 impl<T> Slot<T> {
-    fn new(msg: Option<T>) -> Arc<Slot<T>> {
+    fn new(msg: Option<T>, sel: Option<(Arc<SelCtx>, usize)>) -> Arc<Slot<T>> {
         Arc::new(Slot {
             w: Waiter::current(),
             msg: parking_lot::Mutex::new(msg),
+            sel,
+            partner: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// The slot of operation `index` of the calling select.
+    pub(super) fn for_select(ctx: &Arc<SelCtx>, index: usize) -> Arc<Slot<T>> {
+        Slot::new(None, Some((ctx.clone(), index)))
     }
 
     /// A slot for the caller to wait in with `msg`: `spare` if nobody else
@@ -56,14 +93,44 @@ impl<T> Slot<T> {
             *slot.msg.get_mut() = msg;
             return s;
         }
-        Slot::new(msg)
+        Slot::new(msg, None)
     }
 
-    fn take(&self) -> T {
+    /// Take the slot for a hand-off: a plain caller is always there; a
+    /// select only if none of its other operations was taken first.
+    #[inline]
+    fn claim(&self) -> bool {
+        match &self.sel {
+            None => true,
+            Some((ctx, i)) => ctx.claim(*i),
+        }
+    }
+
+    /// Whether the slot could still be claimed by someone other than `me`.
+    fn live_for(&self, me: Option<&Arc<SelCtx>>) -> bool {
+        match &self.sel {
+            None => true,
+            Some((ctx, _)) => ctx.is_open() && me.is_none_or(|m| !Arc::ptr_eq(m, ctx)),
+        }
+    }
+
+    fn put(&self, msg: T) {
+        *self.msg.lock() = Some(msg);
+    }
+
+    pub(super) fn take(&self) -> T {
         self.msg
             .lock()
             .take()
             .expect("kvant internal error: channel slot without a message")
+    }
+
+    /// The receiver waiting for this (select's send) slot's message.
+    pub(super) fn take_partner(&self) -> Arc<Slot<T>> {
+        self.partner
+            .lock()
+            .take()
+            .expect("kvant internal error: claimed send without its receiver")
     }
 }
 
@@ -97,24 +164,28 @@ impl<T> Spare<T> {
     }
 }
 
-struct State<T> {
+pub(super) struct State<T> {
     buf: VecDeque<T>,
     senders: usize,
     receivers: usize,
     send_q: VecDeque<Arc<Slot<T>>>,
     recv_q: VecDeque<Arc<Slot<T>>>,
-    /// Selects waiting for this channel to change (`select.rs`); all are
-    /// woken, and drop out, at the next change that could make one of
-    /// their operations ready.
-    /// With each, whether it waits to receive: on a zero-capacity channel
-    /// such a select counts as a receiver for a select's send (see
-    /// `send_ready`).
-    observers: Vec<(Arc<Observer>, bool)>,
+    /// Buffer places granted to selected sends that have not sent yet.
+    reserved: usize,
+    /// Bumped by every change that can make an operation ready: a
+    /// non-blocking `ready` that saw nothing checks that none of its
+    /// channels moved meanwhile (`select.rs`).
+    version: u64,
+    /// `Select::ready` callers waiting for this channel to change; all are
+    /// woken, and drop out, at the next change.
+    observers: Vec<Arc<Observer>>,
 }
 
 impl<T> State<T> {
-    /// Take the observers to wake once the lock is released.
-    fn changed(&mut self) -> Vec<(Arc<Observer>, bool)> {
+    /// Note a change; take the observers to wake once the lock is released.
+    #[inline]
+    fn changed(&mut self) -> Vec<Arc<Observer>> {
+        self.version = self.version.wrapping_add(1);
         if self.observers.is_empty() {
             Vec::new() // no allocation on the plain path
         } else {
@@ -124,8 +195,8 @@ impl<T> State<T> {
 }
 
 #[inline]
-fn wake_observers(list: Vec<(Arc<Observer>, bool)>) {
-    // The plain path (nobody selects on this channel) is this test, inlined
+fn wake_observers(list: Vec<Arc<Observer>>) {
+    // The plain path (nobody waits on `ready` here) is this test, inlined
     // where `changed` made the empty list: nothing to call, build or drop.
     if !list.is_empty() {
         notify_observers(list);
@@ -133,16 +204,32 @@ fn wake_observers(list: Vec<(Arc<Observer>, bool)>) {
 }
 
 #[cold]
-fn notify_observers(list: Vec<(Arc<Observer>, bool)>) {
-    for (o, _) in list {
+fn notify_observers(list: Vec<Arc<Observer>>) {
+    for o in list {
         o.notify();
     }
 }
 
-fn withdraw<T>(q: &mut VecDeque<Arc<Slot<T>>>, slot: &Arc<Slot<T>>) {
-    if let Some(i) = q.iter().position(|s| Arc::ptr_eq(s, slot)) {
-        q.remove(i);
+/// Remove `slot` from `q`. Returns whether it was there.
+fn withdraw<T>(q: &mut VecDeque<Arc<Slot<T>>>, slot: &Arc<Slot<T>>) -> bool {
+    match q.iter().position(|s| Arc::ptr_eq(s, slot)) {
+        Some(i) => {
+            q.remove(i);
+            true
+        }
+        None => false,
     }
+}
+
+/// The first slot of `q` that can be claimed; stale ones are dropped.
+#[inline]
+fn pop_claimed<T>(q: &mut VecDeque<Arc<Slot<T>>>) -> Option<Arc<Slot<T>>> {
+    while let Some(s) = q.pop_front() {
+        if s.claim() {
+            return Some(s);
+        }
+    }
+    None
 }
 
 /// Why a send did not complete.
@@ -186,15 +273,36 @@ impl Wait {
     }
 }
 
+/// What a selected send holds until its message is made (see the module
+/// docs).
+pub(super) enum Permit<T> {
+    /// A buffer place (counted in `reserved`), or an unbounded channel.
+    Room,
+    /// A receiver taken out of the queue, waiting for the message.
+    Partner(Arc<Slot<T>>),
+    /// Every receiver is gone: the send fails with its message.
+    Disconnected,
+}
+
 pub(crate) struct Chan<T> {
     /// `None`: unbounded.
     cap: Option<usize>,
     state: Internal<State<T>>,
+    /// A zero-period `tick`: a new message whenever the buffer empties.
+    refill: Option<fn() -> T>,
+    /// A `never()` channel: every one is the same channel.
+    never: bool,
 }
 
 impl<T> Chan<T> {
     /// A channel with one sender and one receiver.
     pub(crate) fn new(cap: Option<usize>) -> Chan<T> {
+        Chan::with(cap, None, false)
+    }
+
+    /// A channel that holds `first` at once and, with `refill`, makes a new
+    /// message whenever it is emptied; `never`: see [`Chan::same_as`].
+    pub(super) fn with(cap: Option<usize>, refill: Option<fn() -> T>, never: bool) -> Chan<T> {
         Chan {
             cap,
             state: Internal::new(State {
@@ -203,9 +311,23 @@ impl<T> Chan<T> {
                 receivers: 1,
                 send_q: VecDeque::new(),
                 recv_q: VecDeque::new(),
+                reserved: 0,
+                version: 0,
                 observers: Vec::new(),
             }),
+            refill,
+            never,
         }
+    }
+
+    /// Whether `self` and `other` are one channel (all `never()`s are).
+    pub(super) fn same_as(self: &Arc<Self>, other: &Arc<Self>) -> bool {
+        Arc::ptr_eq(self, other) || (self.never && other.never)
+    }
+
+    #[inline]
+    fn has_room(&self, st: &State<T>) -> bool {
+        self.cap.is_none_or(|c| st.buf.len() + st.reserved < c)
     }
 
     /// `spare`: the sending endpoint's (see [`Spare`]). Inlined into the
@@ -219,14 +341,14 @@ impl<T> Chan<T> {
             if st.receivers == 0 {
                 return Err(SendFail::Disconnected(msg));
             }
-            if let Some(r) = st.recv_q.pop_front() {
-                *r.msg.lock() = Some(msg);
+            if let Some(r) = pop_claimed(&mut st.recv_q) {
+                r.put(msg);
                 r.w.resolve(DONE);
                 let _no_preempt = st.unlock();
                 r.w.wake();
                 return Ok(());
             }
-            if self.cap.is_none_or(|c| st.buf.len() < c) {
+            if self.has_room(&st) {
                 st.buf.push_back(msg);
                 let obs = st.changed();
                 drop(st);
@@ -238,7 +360,7 @@ impl<T> Chan<T> {
             }
             let slot = Slot::reuse(spare, Some(msg));
             st.send_q.push_back(slot.clone());
-            // A select receiving here can take this message now.
+            // A receive can complete now (rendezvous).
             let obs = st.changed();
             drop(st);
             wake_observers(obs);
@@ -246,11 +368,11 @@ impl<T> Chan<T> {
         };
         // Cancelled: withdraw; the message is dropped with the slot.
         let cleanup = OnUnwind::new(|| {
-            self.settle(&slot, true);
+            self.settle_send(&slot);
         });
         let mut s = slot.w.park(wait.deadline());
         if s == WAITING {
-            s = self.settle(&slot, true);
+            s = self.settle_send(&slot);
         }
         cleanup.disarm();
         let r = match s {
@@ -266,22 +388,88 @@ impl<T> Chan<T> {
     /// [`send`](Chan::send) is.
     #[inline(always)]
     pub(crate) fn recv(&self, wait: Wait, spare: &Spare<T>) -> Result<T, RecvFail> {
-        let slot = {
+        loop {
+            let slot = {
+                let mut st = self.state.lock();
+                if let Some(msg) = st.buf.pop_front() {
+                    let (sender, obs) = self.after_pop(&mut st);
+                    let _no_preempt = st.unlock();
+                    wake_observers(obs);
+                    if let Some(s) = sender {
+                        s.w.wake();
+                    }
+                    return Ok(msg);
+                }
+                if let Some(s) = pop_claimed(&mut st.send_q) {
+                    if s.sel.is_none() {
+                        // Capacity 0 (or all room reserved): take it straight
+                        // from the sender.
+                        let msg = s.take();
+                        s.w.resolve(DONE);
+                        let _no_preempt = st.unlock();
+                        s.w.wake();
+                        return Ok(msg);
+                    }
+                    // A waiting select's send: its message is made only
+                    // now; wait for it as its partner, whatever `wait` says
+                    // (the hand-off is decided).
+                    let me = Slot::reuse(spare, None);
+                    *s.partner.lock() = Some(me.clone());
+                    s.w.resolve(PARTNER);
+                    let _no_preempt = st.unlock();
+                    s.w.wake();
+                    (me, None)
+                } else {
+                    if st.senders == 0 {
+                        return Err(RecvFail::Disconnected);
+                    }
+                    if wait.expired() {
+                        return Err(RecvFail::Empty);
+                    }
+                    let slot = Slot::reuse(spare, None);
+                    st.recv_q.push_back(slot.clone());
+                    // A send can complete now (rendezvous).
+                    let obs = st.changed();
+                    drop(st);
+                    wake_observers(obs);
+                    (slot, wait.deadline())
+                }
+            };
+            let (slot, deadline) = slot;
+            let cleanup = OnUnwind::new(|| self.abandon_recv(&slot));
+            let mut s = slot.w.park(deadline);
+            if s == WAITING {
+                s = self.settle_recv(&slot);
+            }
+            cleanup.disarm();
+            let r = match s {
+                DONE => Ok(slot.take()),
+                DISCONNECTED => Err(RecvFail::Disconnected),
+                RETRY => {
+                    // The select that reserved this receiver sent nothing:
+                    // start over, within the same deadline.
+                    spare.keep(slot);
+                    continue;
+                }
+                _ => Err(RecvFail::Empty),
+            };
+            spare.keep(slot);
+            return r;
+        }
+    }
+
+    /// A receive that does not wait (`try_recv`, a select's first try).
+    /// Only the common cases are here; the rest (a blocked sender, which
+    /// may be a select whose message is still to be made) is in
+    /// [`recv`](Chan::recv), not inlined: a large message is then copied
+    /// through fewer stack slots of the caller's frame (crossbeam's suite
+    /// receives 32 KiB messages on a task's stack).
+    #[inline]
+    pub(crate) fn try_recv(&self, spare: &Spare<T>) -> Result<T, RecvFail> {
+        {
             let mut st = self.state.lock();
             if let Some(msg) = st.buf.pop_front() {
-                // Room now: the oldest blocked sender's message moves in.
-                let sender = st.send_q.pop_front();
-                if let Some(s) = &sender {
-                    let m = s.take();
-                    st.buf.push_back(m);
-                    s.w.resolve(DONE);
-                }
-                // Room for a select's send (if no blocked sender took it).
-                let obs = if sender.is_none() {
-                    st.changed()
-                } else {
-                    Vec::new()
-                };
+                let (sender, obs) = self.after_pop(&mut st);
                 let _no_preempt = st.unlock();
                 wake_observers(obs);
                 if let Some(s) = sender {
@@ -289,135 +477,286 @@ impl<T> Chan<T> {
                 }
                 return Ok(msg);
             }
-            if let Some(s) = st.send_q.pop_front() {
-                // Capacity 0: take it straight from the sender.
-                let msg = s.take();
-                s.w.resolve(DONE);
-                let _no_preempt = st.unlock();
-                s.w.wake();
-                return Ok(msg);
+            if st.send_q.is_empty() {
+                return Err(if st.senders == 0 {
+                    RecvFail::Disconnected
+                } else {
+                    RecvFail::Empty
+                });
             }
-            if st.senders == 0 {
-                return Err(RecvFail::Disconnected);
-            }
-            if wait.expired() {
-                return Err(RecvFail::Empty);
-            }
-            let slot = Slot::reuse(spare, None);
-            st.recv_q.push_back(slot.clone());
-            // A select sending here (capacity 0) can hand its message now.
-            let obs = st.changed();
-            drop(st);
-            wake_observers(obs);
-            slot
-        };
-        let cleanup = OnUnwind::new(|| self.abandon_recv(&slot));
-        let mut s = slot.w.park(wait.deadline());
-        if s == WAITING {
-            s = self.settle(&slot, false);
         }
-        cleanup.disarm();
-        let r = match s {
-            DONE => Ok(slot.take()),
-            DISCONNECTED => Err(RecvFail::Disconnected),
-            _ => Err(RecvFail::Empty),
-        };
-        spare.keep(slot);
-        r
+        self.recv_outlined(spare)
     }
 
-    /// A wait ended without seeing a resolution: under the lock, withdraw the
-    /// slot if it is still queued. Returns the settled state (`WAITING`:
-    /// withdrawn).
-    fn settle(&self, slot: &Arc<Slot<T>>, sender: bool) -> u8 {
+    #[inline(never)]
+    fn recv_outlined(&self, spare: &Spare<T>) -> Result<T, RecvFail> {
+        self.recv(Wait::No, spare)
+    }
+
+    /// A message was just taken from the buffer: refill a zero-period tick,
+    /// let the oldest blocked sender fill the place. Returns that sender (to
+    /// wake) and the observers (if the place is still free).
+    #[inline]
+    fn after_pop(&self, st: &mut State<T>) -> (Option<Arc<Slot<T>>>, Vec<Arc<Observer>>) {
+        if st.buf.is_empty() {
+            if let Some(make) = self.refill {
+                st.buf.push_back(make());
+            } else if st.buf.capacity() > SHRINK_ABOVE {
+                // A burst is over: an unbounded channel does not keep
+                // its peak memory for good.
+                st.buf.shrink_to(SHRINK_ABOVE / 8);
+            }
+        }
+        let sender = self.fill_place(st);
+        let obs = if sender.is_none() {
+            st.changed()
+        } else {
+            st.version = st.version.wrapping_add(1);
+            Vec::new()
+        };
+        (sender, obs)
+    }
+
+    /// If the buffer has room, the oldest blocked sender takes it: a plain
+    /// one's message moves in, a select's send gets a reserved place.
+    /// Returns the sender to wake.
+    fn fill_place(&self, st: &mut State<T>) -> Option<Arc<Slot<T>>> {
+        if !self.has_room(st) {
+            return None;
+        }
+        let s = pop_claimed(&mut st.send_q)?;
+        if s.sel.is_none() {
+            let m = s.take();
+            st.buf.push_back(m);
+        } else {
+            st.reserved += 1;
+        }
+        s.w.resolve(DONE);
+        Some(s)
+    }
+
+    /// A sender's wait ended without seeing a resolution: under the lock,
+    /// withdraw the slot if it is still queued. Returns the settled state
+    /// (`WAITING`: withdrawn).
+    fn settle_send(&self, slot: &Arc<Slot<T>>) -> u8 {
         let mut st = self.state.lock();
         let s = slot.w.state();
         if s == WAITING {
-            let q = if sender {
-                &mut st.send_q
-            } else {
-                &mut st.recv_q
-            };
-            withdraw(q, slot);
+            withdraw(&mut st.send_q, slot);
         }
         s
     }
 
+    /// A receiver's deadline passed: withdraw it if it is still queued
+    /// (`WAITING`), or honour what it was handed. A receiver that is out of
+    /// the queue but not resolved is reserved by a selected send, which will
+    /// either hand it the message or let it go (`RETRY`): it waits for that.
+    fn settle_recv(&self, slot: &Arc<Slot<T>>) -> u8 {
+        {
+            let mut st = self.state.lock();
+            let s = slot.w.state();
+            if s != WAITING || withdraw(&mut st.recv_q, slot) {
+                return s;
+            }
+        }
+        slot.w.park(None)
+    }
+
     /// A receiver is unwound (cancelled) out of its wait. A message handed to
-    /// it at the last moment must not be lost: it goes to the next waiting
-    /// receiver, or back to the front of the buffer (which may then hold one
-    /// message more than its capacity until it drains).
-    fn abandon_recv(&self, slot: &Arc<Slot<T>>) {
+    /// it at the last moment must not be lost (see [`Chan::give_back`]); a
+    /// selected send that reserved it must send elsewhere.
+    pub(super) fn abandon_recv(&self, slot: &Arc<Slot<T>>) {
         let mut st = self.state.lock();
         match slot.w.state() {
-            WAITING => withdraw(&mut st.recv_q, slot),
+            WAITING if !withdraw(&mut st.recv_q, slot) => slot.w.resolve(ABANDONED),
             DONE => {
                 let msg = slot.take();
-                if let Some(r) = st.recv_q.pop_front() {
-                    *r.msg.lock() = Some(msg);
-                    r.w.resolve(DONE);
-                    let _no_preempt = st.unlock();
-                    r.w.wake();
-                } else {
-                    st.buf.push_front(msg);
-                    // A select receiving here can take it now.
-                    let obs = st.changed();
-                    drop(st);
-                    wake_observers(obs);
-                }
+                self.give_back_locked(st, msg);
             }
             _ => {}
         }
     }
 
-    /// Whether a receive would complete now (a message, or disconnected).
-    pub(crate) fn recv_ready(&self) -> bool {
+    /// A received message its receiver cannot take after all (it was
+    /// unwound, or dropped a selected operation): it goes to the next
+    /// waiting receiver, or back to the front of the buffer (which may then
+    /// hold one message more than its capacity until it drains).
+    pub(super) fn give_back(&self, msg: T) {
         let st = self.state.lock();
-        !st.buf.is_empty() || !st.send_q.is_empty() || st.senders == 0
+        self.give_back_locked(st, msg);
     }
 
-    /// Whether a send would complete now (room, a waiting receiver, or
-    /// disconnected). On a zero-capacity channel a select waiting to
-    /// receive counts as a waiting receiver: the send then blocks in the
-    /// queue, which wakes that select, which takes the message. Without this
-    /// a select's send and another select's receive would never meet.
-    /// `me`: the asking select's own observer, which does not count.
-    pub(crate) fn send_ready(&self, me: Option<&Arc<Observer>>) -> bool {
-        let st = self.state.lock();
-        let other = |o: &Arc<Observer>| me.is_none_or(|m| !Arc::ptr_eq(m, o));
-        st.receivers == 0
-            || !st.recv_q.is_empty()
-            || self.cap.is_none_or(|c| st.buf.len() < c)
-            || (self.cap == Some(0) && st.observers.iter().any(|(o, recv)| *recv && other(o)))
-    }
-
-    /// Wake `o` at this channel's next change (unless it is already ready:
-    /// the caller checks again after registering). `recv`: it waits to
-    /// receive here.
-    pub(crate) fn observe(&self, o: &Arc<Observer>, recv: bool) {
-        let mut st = self.state.lock();
-        // A new would-be receiver on a rendezvous channel makes selects
-        // waiting to send here ready: wake those. Only those: waking other
-        // receiving selects would make two of them wake each other forever.
-        let wake = if recv && self.cap == Some(0) && st.observers.iter().any(|(_, r)| !r) {
-            let (send, keep) = std::mem::take(&mut st.observers)
-                .into_iter()
-                .partition(|(_, r)| !r);
-            st.observers = keep;
-            send
+    fn give_back_locked(&self, mut st: crate::sync::waiters::InternalGuard<'_, State<T>>, msg: T) {
+        if let Some(r) = pop_claimed(&mut st.recv_q) {
+            r.put(msg);
+            r.w.resolve(DONE);
+            let _no_preempt = st.unlock();
+            r.w.wake();
         } else {
-            Vec::new()
-        };
-        st.observers.push((o.clone(), recv));
-        drop(st);
-        wake_observers(wake);
+            st.buf.push_front(msg);
+            let obs = st.changed();
+            drop(st);
+            wake_observers(obs);
+        }
     }
 
-    pub(crate) fn unobserve(&self, o: &Arc<Observer>) {
-        self.state
-            .lock()
-            .observers
-            .retain(|(x, _)| !Arc::ptr_eq(x, o));
+    /// For a select's send: reserve what the send needs, if it can
+    /// complete now (see [`Permit`]).
+    pub(super) fn reserve_send(&self) -> Option<Permit<T>> {
+        let mut st = self.state.lock();
+        if st.receivers == 0 {
+            return Some(Permit::Disconnected);
+        }
+        if let Some(r) = pop_claimed(&mut st.recv_q) {
+            return Some(Permit::Partner(r));
+        }
+        if self.has_room(&st) {
+            st.reserved += 1;
+            return Some(Permit::Room);
+        }
+        None
+    }
+
+    /// Send `msg` with a permit from [`Chan::reserve_send`] or a claimed
+    /// select slot.
+    pub(super) fn send_permitted(&self, permit: Permit<T>, msg: T) -> Result<(), T> {
+        match permit {
+            Permit::Disconnected => Err(msg),
+            Permit::Room => {
+                let mut st = self.state.lock();
+                st.reserved -= 1;
+                if st.receivers == 0 {
+                    drop(st);
+                    return Err(msg);
+                }
+                if let Some(r) = pop_claimed(&mut st.recv_q) {
+                    r.put(msg);
+                    r.w.resolve(DONE);
+                    let _no_preempt = st.unlock();
+                    r.w.wake();
+                } else {
+                    st.buf.push_back(msg);
+                    let obs = st.changed();
+                    drop(st);
+                    wake_observers(obs);
+                }
+                Ok(())
+            }
+            Permit::Partner(r) => {
+                let st = self.state.lock();
+                if r.w.state() == ABANDONED {
+                    drop(st);
+                    // Its receiver was cancelled: an ordinary send.
+                    return self
+                        .send(msg, Wait::Until(None), &Spare::new())
+                        .map_err(|e| match e {
+                            SendFail::Full(m) | SendFail::Disconnected(m) => m,
+                        });
+                }
+                r.put(msg);
+                r.w.resolve(DONE);
+                let _no_preempt = st.unlock();
+                r.w.wake();
+                Ok(())
+            }
+        }
+    }
+
+    /// Give up a permit unused: the place goes to the next sender, a
+    /// reserved receiver starts over.
+    pub(super) fn release(&self, permit: Permit<T>) {
+        match permit {
+            Permit::Disconnected => {}
+            Permit::Room => {
+                let mut st = self.state.lock();
+                st.reserved -= 1;
+                let sender = self.fill_place(&mut st);
+                let obs = st.changed();
+                let _no_preempt = st.unlock();
+                wake_observers(obs);
+                if let Some(s) = sender {
+                    s.w.wake();
+                }
+            }
+            Permit::Partner(r) => {
+                let st = self.state.lock();
+                if r.w.state() == WAITING {
+                    r.w.resolve(RETRY);
+                    let _no_preempt = st.unlock();
+                    r.w.wake();
+                }
+            }
+        }
+    }
+
+    /// Whether a receive would complete now (a message, a sender other than
+    /// the select `me`, or disconnected), and the channel's version.
+    pub(super) fn recv_ready(&self, me: Option<&Arc<SelCtx>>) -> (bool, u64) {
+        let st = self.state.lock();
+        (self.recv_ready_locked(&st, me), st.version)
+    }
+
+    fn recv_ready_locked(&self, st: &State<T>, me: Option<&Arc<SelCtx>>) -> bool {
+        !st.buf.is_empty() || st.senders == 0 || st.send_q.iter().any(|s| s.live_for(me))
+    }
+
+    /// Whether a send would complete now (room, a receiver other than the
+    /// select `me`, or disconnected), and the channel's version.
+    pub(super) fn send_ready(&self, me: Option<&Arc<SelCtx>>) -> (bool, u64) {
+        let st = self.state.lock();
+        (self.send_ready_locked(&st, me), st.version)
+    }
+
+    fn send_ready_locked(&self, st: &State<T>, me: Option<&Arc<SelCtx>>) -> bool {
+        st.receivers == 0 || self.has_room(st) || st.recv_q.iter().any(|s| s.live_for(me))
+    }
+
+    /// Queue a select's operation `slot` (a receive if `recv`), unless it
+    /// can complete now: then nothing is queued and the result is true.
+    pub(super) fn register(&self, slot: &Arc<Slot<T>>, recv: bool) -> bool {
+        let me = slot.sel.as_ref().map(|(c, _)| c);
+        let mut st = self.state.lock();
+        let ready = if recv {
+            self.recv_ready_locked(&st, me)
+        } else {
+            self.send_ready_locked(&st, me)
+        };
+        if ready {
+            return true;
+        }
+        if recv {
+            st.recv_q.push_back(slot.clone());
+        } else {
+            st.send_q.push_back(slot.clone());
+        }
+        let obs = st.changed();
+        drop(st);
+        wake_observers(obs);
+        false
+    }
+
+    /// Take a select's operation out of its queue, if it is still there.
+    pub(super) fn unregister(&self, slot: &Arc<Slot<T>>, recv: bool) {
+        let mut st = self.state.lock();
+        if recv {
+            withdraw(&mut st.recv_q, slot);
+        } else {
+            withdraw(&mut st.send_q, slot);
+        }
+    }
+
+    /// The version, for a non-blocking `ready` that saw nothing.
+    pub(super) fn version(&self) -> u64 {
+        self.state.lock().version
+    }
+
+    /// Wake `o` at this channel's next change.
+    pub(super) fn observe(&self, o: &Arc<Observer>) {
+        self.state.lock().observers.push(o.clone());
+    }
+
+    pub(super) fn unobserve(&self, o: &Arc<Observer>) {
+        self.state.lock().observers.retain(|x| !Arc::ptr_eq(x, o));
     }
 
     pub(crate) fn add_sender(&self) {
@@ -473,13 +812,15 @@ impl<T> Chan<T> {
     }
 }
 
-/// Resolve `blocked` as disconnected, release the lock, then wake them and
-/// drop `buf` (destructors run without the lock).
+/// Resolve `blocked` as disconnected (stale select slots are dropped),
+/// release the lock, then wake them and drop `buf` (destructors run without
+/// the lock).
 fn disconnect<T>(
     st: crate::sync::waiters::InternalGuard<'_, State<T>>,
     blocked: VecDeque<Arc<Slot<T>>>,
     buf: VecDeque<T>,
 ) {
+    let blocked: Vec<_> = blocked.into_iter().filter(|s| s.claim()).collect();
     for s in &blocked {
         s.w.resolve(DISCONNECTED);
     }
@@ -488,5 +829,23 @@ fn disconnect<T>(
         s.w.wake();
     }
     drop(no_preempt); // user destructors below stay preemptible
-    drop(buf);
+    drop_messages(buf);
+}
+
+/// Drop buffered messages in order. If one's destructor panics, the rest
+/// are leaked rather than dropped during the unwind (a second panic would
+/// abort the process), as crossbeam does.
+fn drop_messages<T>(buf: VecDeque<T>) {
+    struct LeakOnUnwind<T>(VecDeque<T>);
+    impl<T> Drop for LeakOnUnwind<T> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                std::mem::forget(std::mem::take(&mut self.0));
+            }
+        }
+    }
+    let mut rest = LeakOnUnwind(buf);
+    while let Some(m) = rest.0.pop_front() {
+        drop(m);
+    }
 }

@@ -43,8 +43,7 @@ mod chan;
 mod error;
 mod iter;
 mod macros;
-#[doc(hidden)]
-pub mod select;
+mod select;
 mod selector;
 mod timer;
 
@@ -55,7 +54,7 @@ use std::time::{Duration, Instant};
 use chan::{Chan, RecvFail, SendFail, Spare, Wait};
 
 #[doc(inline)]
-pub use crate::select;
+pub use crate::{select, select_biased};
 pub use error::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
@@ -63,7 +62,13 @@ pub use iter::{IntoIter, Iter, TryIter};
 pub use selector::{
     ReadyTimeoutError, Select, SelectTimeoutError, SelectedOperation, TryReadyError, TrySelectError,
 };
-pub use timer::{after, never, tick};
+pub use timer::{after, at, never, tick};
+
+/// What `select!` and `select_biased!` expand to; not an API.
+#[doc(hidden)]
+pub mod internal {
+    pub use super::select::{Observer, Op, RecvOp, SelCtx, SendOp, Until, run};
+}
 
 /// A channel holding at most `cap` messages; `send` waits while it is full.
 /// `bounded(0)` is a rendezvous channel (see the [module docs](self)).
@@ -188,7 +193,7 @@ impl<T> Sender<T> {
 
     /// Whether both ends belong to the same channel.
     pub fn same_channel(&self, other: &Sender<T>) -> bool {
-        Arc::ptr_eq(&self.chan, &other.chan)
+        self.chan.same_as(&other.chan)
     }
 }
 
@@ -219,7 +224,7 @@ impl<T> Receiver<T> {
 
     /// Receive a message if one is ready.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.chan.recv(Wait::No, &self.spare).map_err(|e| match e {
+        self.chan.try_recv(&self.spare).map_err(|e| match e {
             RecvFail::Empty => TryRecvError::Empty,
             RecvFail::Disconnected => TryRecvError::Disconnected,
         })
@@ -277,11 +282,20 @@ impl<T> Receiver<T> {
         self.chan.senders_gone()
     }
 
-    /// Whether both ends belong to the same channel.
+    /// Whether both ends belong to the same channel (every [`never`]
+    /// receiver is the same channel, as in crossbeam).
     pub fn same_channel(&self, other: &Receiver<T>) -> bool {
-        Arc::ptr_eq(&self.chan, &other.chan)
+        self.chan.same_as(&other.chan)
     }
 }
+
+// A panic never leaves a channel half-updated: every change is made under
+// its internal lock, which is never held across user code (crossbeam's
+// endpoints are unwind-safe too).
+impl<T> std::panic::UnwindSafe for Sender<T> {}
+impl<T> std::panic::RefUnwindSafe for Sender<T> {}
+impl<T> std::panic::UnwindSafe for Receiver<T> {}
+impl<T> std::panic::RefUnwindSafe for Receiver<T> {}
 
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {

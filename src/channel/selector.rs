@@ -6,7 +6,8 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::select::{Observer, Op, RecvOp, SendOp, Until, Watch, run};
+use super::chan::Chan;
+use super::select::{self, Grant, Observer, Op, RecvOp, SelCtx, SendOp, Until};
 use super::{Receiver, RecvError, SendError, Sender};
 
 /// A dynamic set of channel operations to wait on, crossbeam's `Select`.
@@ -14,7 +15,10 @@ use super::{Receiver, RecvError, SendError, Sender};
 /// Add operations with [`recv`](Self::recv) and [`send`](Self::send) (each
 /// returns its index), then [`select`](Self::select) one. A selected receive
 /// has already happened: [`SelectedOperation::recv`] returns its message. A
-/// selected send is ready: complete it with [`SelectedOperation::send`].
+/// selected send holds what it needs (a buffer place, or a receiver that
+/// waits for it): complete it with [`SelectedOperation::send`]. Among ready
+/// operations each is chosen with equal probability ([`new_biased`](Self::new_biased):
+/// the first added wins).
 ///
 /// ```
 /// use kvant::channel::{Select, unbounded};
@@ -30,41 +34,89 @@ use super::{Receiver, RecvError, SendError, Sender};
 /// assert_eq!(oper.recv(&rx1), Ok(7));
 /// # let _ = b;
 /// ```
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Select<'a> {
-    ops: Vec<Box<dyn ErasedOp<'a> + 'a>>,
+    /// `None`: removed.
+    handles: Vec<Option<Arc<dyn Handle<'a> + 'a>>>,
+    biased: bool,
 }
 
-/// [`Op`] plus access to a completed receive's message.
+/// One added operation: makes the engine's operation for each call.
+trait Handle<'a>: Send + Sync {
+    fn op(&self) -> Box<dyn ErasedOp<'a> + 'a>;
+}
+
+/// [`Op`] plus what a selected operation hands to [`SelectedOperation`].
 trait ErasedOp<'w>: Op<'w> {
-    fn take_any(&mut self) -> Option<Box<dyn Any + Send>>;
+    /// The completed receive's result, or the selected send's grant.
+    fn outcome(&mut self) -> Box<dyn Any>;
     fn chan_addr(&self) -> usize;
 }
 
-impl<'w, T: Send + 'static> ErasedOp<'w> for RecvOp<'_, T> {
-    fn take_any(&mut self) -> Option<Box<dyn Any + Send>> {
-        self.got.take().map(|r| Box::new(r) as Box<dyn Any + Send>)
-    }
-    fn chan_addr(&self) -> usize {
-        Arc::as_ptr(&self.r.chan) as *const () as usize
+struct RecvHandle<'a, T>(&'a Receiver<T>);
+struct SendHandle<'a, T>(&'a Sender<T>);
+
+impl<'a, T: Send + 'static> Handle<'a> for RecvHandle<'a, T> {
+    fn op(&self) -> Box<dyn ErasedOp<'a> + 'a> {
+        Box::new(RecvOp::new(self.0))
     }
 }
 
-impl<'w, T: 'w> ErasedOp<'w> for SendOp<'_, T> {
-    fn take_any(&mut self) -> Option<Box<dyn Any + Send>> {
-        None
+impl<'a, T: Send + 'static> Handle<'a> for SendHandle<'a, T> {
+    fn op(&self) -> Box<dyn ErasedOp<'a> + 'a> {
+        Box::new(SendOp::new(self.0))
+    }
+}
+
+/// A selected receive's result; dropped unread, the message goes back to
+/// the channel.
+struct Received<T> {
+    chan: Arc<Chan<T>>,
+    got: Option<Result<T, RecvError>>,
+}
+
+impl<T> Drop for Received<T> {
+    fn drop(&mut self) {
+        if let Some(Ok(msg)) = self.got.take() {
+            self.chan.give_back(msg);
+        }
+    }
+}
+
+fn addr<T>(chan: &Arc<Chan<T>>) -> usize {
+    Arc::as_ptr(chan) as *const () as usize
+}
+
+impl<'w, T: Send + 'static> ErasedOp<'w> for RecvOp<'_, T> {
+    fn outcome(&mut self) -> Box<dyn Any> {
+        Box::new(Received {
+            chan: self.receiver().chan.clone(),
+            got: Some(self.take()),
+        })
     }
     fn chan_addr(&self) -> usize {
-        Arc::as_ptr(&self.s.chan) as *const () as usize
+        addr(&self.receiver().chan)
+    }
+}
+
+impl<'w, T: Send + 'static> ErasedOp<'w> for SendOp<'_, T> {
+    fn outcome(&mut self) -> Box<dyn Any> {
+        Box::new(self.take_grant())
+    }
+    fn chan_addr(&self) -> usize {
+        addr(&self.sender().chan)
     }
 }
 
 /// The operation a [`Select`] selected; complete it with the same channel.
+/// Dropping it uncompleted panics, as crossbeam's does (a selected send's
+/// place or receiver is given back first, and a received message goes back
+/// to its channel, so nothing is lost or left waiting).
 #[must_use = "a selected operation must be completed with recv or send"]
 pub struct SelectedOperation<'a> {
     index: usize,
     chan: usize,
-    got: Option<Box<dyn Any + Send>>,
+    outcome: Option<Box<dyn Any>>,
     _sel: std::marker::PhantomData<&'a ()>,
 }
 
@@ -101,65 +153,136 @@ unit_error!(
     ReadyTimeoutError: "no operation became ready before the timeout"
 );
 
+/// A removed operation: never ready.
+struct Removed;
+
+impl<'w> Op<'w> for Removed {
+    fn attempt(&mut self) -> bool {
+        false
+    }
+    fn ready(&self, _me: Option<&Arc<SelCtx>>) -> (bool, u64) {
+        (false, 0)
+    }
+    fn version(&self) -> u64 {
+        0
+    }
+    fn register(&mut self, _ctx: &Arc<SelCtx>, _index: usize) -> bool {
+        false
+    }
+    fn unregister(&mut self) {}
+    fn collect(&mut self) -> bool {
+        unreachable!("a removed operation is never claimed")
+    }
+    fn abandon(&mut self) {}
+    fn is_live(&self) -> bool {
+        false
+    }
+    fn observe(&self, _o: &Arc<Observer>) {}
+    fn unobserve(&self, _o: &Arc<Observer>) {}
+    fn set_won(&mut self) {}
+}
+
+impl ErasedOp<'_> for Removed {
+    fn outcome(&mut self) -> Box<dyn Any> {
+        unreachable!("a removed operation is never selected")
+    }
+    fn chan_addr(&self) -> usize {
+        0
+    }
+}
+
 impl<'a> Select<'a> {
-    /// An empty select.
+    /// An empty select; among ready operations the choice is random.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty select that prefers the operation added first among those
+    /// ready (`select_biased!`).
+    pub fn new_biased() -> Self {
+        Select {
+            handles: Vec::new(),
+            biased: true,
+        }
+    }
+
     /// Add a receive on `r`; returns its index.
     pub fn recv<T: Send + 'static>(&mut self, r: &'a Receiver<T>) -> usize {
-        self.ops.push(Box::new(RecvOp::new(r)));
-        self.ops.len() - 1
+        self.handles.push(Some(Arc::new(RecvHandle(r))));
+        self.handles.len() - 1
     }
 
     /// Add a send on `s`; returns its index.
-    pub fn send<T>(&mut self, s: &'a Sender<T>) -> usize {
-        self.ops.push(Box::new(SendOp::new(s)));
-        self.ops.len() - 1
+    pub fn send<T: Send + 'static>(&mut self, s: &'a Sender<T>) -> usize {
+        self.handles.push(Some(Arc::new(SendHandle(s))));
+        self.handles.len() - 1
     }
 
     /// Remove the operation at `index` (indices of the others stay).
     ///
     /// # Panics
-    /// If `index` was never returned by this select.
+    /// If `index` was never returned by this select, or was removed already.
     pub fn remove(&mut self, index: usize) {
         assert!(
-            index < self.ops.len(),
+            self.handles.get(index).is_some_and(Option::is_some),
             "kvant: Select::remove({index}): no such operation"
         );
-        self.ops[index] = Box::new(Removed);
+        self.handles[index] = None;
     }
 
-    fn run(&mut self, until: Until, consume: bool) -> Option<usize> {
-        let mut ops: Vec<&mut (dyn Op<'a> + 'a)> = self
-            .ops
-            .iter_mut()
-            .map(|o| &mut **o as &mut (dyn Op<'a> + 'a))
-            .collect();
-        run(&mut ops, until, consume)
-    }
-
-    fn selected(&mut self, index: usize) -> SelectedOperation<'a> {
-        let op = &mut self.ops[index];
-        SelectedOperation {
-            index,
-            chan: op.chan_addr(),
-            got: op.take_any(),
-            _sel: std::marker::PhantomData,
+    /// This select's capacity, emptied and with another lifetime
+    /// (crossbeam's `recycle`).
+    pub fn recycle<'b>(self) -> Select<'b> {
+        Select {
+            handles: Vec::new(),
+            biased: self.biased,
         }
     }
 
-    /// Wait until one operation completes (a receive) or is ready (a send).
+    fn ops(&self) -> Vec<Box<dyn ErasedOp<'a> + 'a>> {
+        self.handles
+            .iter()
+            .map(|h| match h {
+                Some(h) => h.op(),
+                None => Box::new(Removed),
+            })
+            .collect()
+    }
+
+    fn run(&mut self, until: Until) -> Option<SelectedOperation<'a>> {
+        let mut ops = self.ops();
+        let mut refs: Vec<&mut (dyn Op<'a> + 'a)> = ops
+            .iter_mut()
+            .map(|o| &mut **o as &mut (dyn Op<'a> + 'a))
+            .collect();
+        let index = select::run(&mut refs, until, self.biased)?;
+        drop(refs);
+        let op = &mut ops[index];
+        Some(SelectedOperation {
+            index,
+            chan: op.chan_addr(),
+            outcome: Some(op.outcome()),
+            _sel: std::marker::PhantomData,
+        })
+    }
+
+    fn look(&mut self, until: Until) -> Option<usize> {
+        let mut ops = self.ops();
+        let mut refs: Vec<&mut (dyn Op<'a> + 'a)> = ops
+            .iter_mut()
+            .map(|o| &mut **o as &mut (dyn Op<'a> + 'a))
+            .collect();
+        select::ready(&mut refs, until)
+    }
+
+    /// Wait until one operation completes (a receive) or can (a send).
     /// Inside a task only the green thread parks.
     ///
     /// # Panics
     /// If the select has no operation (it would wait forever).
     pub fn select(&mut self) -> SelectedOperation<'a> {
-        let i = self
-            .run(Until::Deadline(None), true)
-            .expect("an untimed select returns an operation");
-        self.selected(i)
+        self.run(Until::Deadline(None))
+            .expect("an untimed select returns an operation")
     }
 
     /// Like [`select`](Self::select), giving up after `timeout`.
@@ -167,69 +290,46 @@ impl<'a> Select<'a> {
         &mut self,
         timeout: Duration,
     ) -> Result<SelectedOperation<'a>, SelectTimeoutError> {
-        self.select_deadline(Instant::now().checked_add(timeout))
+        self.run(Until::after(timeout)).ok_or(SelectTimeoutError)
     }
 
-    /// Like [`select`](Self::select), giving up at `deadline` (`None`: never).
+    /// Like [`select`](Self::select), giving up at `deadline`.
     pub fn select_deadline(
         &mut self,
-        deadline: Option<Instant>,
+        deadline: Instant,
     ) -> Result<SelectedOperation<'a>, SelectTimeoutError> {
-        match self.run(Until::Deadline(deadline), true) {
-            Some(i) => Ok(self.selected(i)),
-            None => Err(SelectTimeoutError),
-        }
+        self.run(Until::Deadline(Some(deadline)))
+            .ok_or(SelectTimeoutError)
     }
 
-    /// Select an operation that is ready now, without waiting.
+    /// Select an operation that is ready now, without waiting. Linearizable:
+    /// it fails only if at one moment during the call no operation was ready.
     pub fn try_select(&mut self) -> Result<SelectedOperation<'a>, TrySelectError> {
-        match self.run(Until::Now, true) {
-            Some(i) => Ok(self.selected(i)),
-            None => Err(TrySelectError),
-        }
+        self.run(Until::Now).ok_or(TrySelectError)
     }
 
     /// Wait until some operation is ready and return its index, without
-    /// performing it (another receiver may take the message first).
+    /// performing it (another receiver may take the message first). A
+    /// select's own operations are not each other's partners.
     pub fn ready(&mut self) -> usize {
-        self.run(Until::Deadline(None), false)
+        self.look(Until::Deadline(None))
             .expect("an untimed ready returns an operation")
     }
 
     /// Like [`ready`](Self::ready), giving up after `timeout`.
     pub fn ready_timeout(&mut self, timeout: Duration) -> Result<usize, ReadyTimeoutError> {
-        self.run(Until::after(timeout), false)
+        self.look(Until::after(timeout)).ok_or(ReadyTimeoutError)
+    }
+
+    /// Like [`ready`](Self::ready), giving up at `deadline`.
+    pub fn ready_deadline(&mut self, deadline: Instant) -> Result<usize, ReadyTimeoutError> {
+        self.look(Until::Deadline(Some(deadline)))
             .ok_or(ReadyTimeoutError)
     }
 
     /// The index of an operation ready now, if any.
     pub fn try_ready(&mut self) -> Result<usize, TryReadyError> {
-        self.run(Until::Now, false).ok_or(TryReadyError)
-    }
-}
-
-/// A removed operation: never ready.
-struct Removed;
-
-impl<'w> Op<'w> for Removed {
-    fn attempt(&mut self, _me: Option<&Arc<Observer>>) -> bool {
-        false
-    }
-    fn is_ready(&self) -> bool {
-        false
-    }
-    fn watch(&self) -> Option<(Arc<dyn Watch + 'w>, bool)> {
-        None
-    }
-    fn set_won(&mut self) {}
-}
-
-impl ErasedOp<'_> for Removed {
-    fn take_any(&mut self) -> Option<Box<dyn Any + Send>> {
-        None
-    }
-    fn chan_addr(&self) -> usize {
-        0
+        self.look(Until::Now).ok_or(TryReadyError)
     }
 }
 
@@ -246,35 +346,62 @@ impl SelectedOperation<'_> {
     pub fn recv<T: Send + 'static>(mut self, r: &Receiver<T>) -> Result<T, RecvError> {
         assert_eq!(
             self.chan,
-            Arc::as_ptr(&r.chan) as *const () as usize,
+            addr(&r.chan),
             "kvant: SelectedOperation::recv with a receiver of another operation"
         );
-        let got = self
-            .got
-            .take()
-            .expect("kvant: SelectedOperation::recv on a send operation");
-        *got.downcast::<Result<T, RecvError>>()
-            .expect("the same channel carries the same type")
+        let outcome = self.outcome.take().expect("completed once");
+        let mut got = match outcome.downcast::<Received<T>>() {
+            Ok(got) => got,
+            Err(other) => {
+                self.outcome = Some(other);
+                panic!("kvant: SelectedOperation::recv on a send operation");
+            }
+        };
+        got.got.take().expect("received once")
     }
 
-    /// Complete the selected send (it was ready; it waits only if another
-    /// sender took the room meanwhile).
+    /// Complete the selected send. It does not wait: its buffer place, or
+    /// the receiver it met, was reserved at the selection.
     ///
     /// # Panics
     /// If the selected operation is not a send on `s`.
-    pub fn send<T>(self, s: &Sender<T>, msg: T) -> Result<(), SendError<T>> {
-        assert!(
-            self.chan == Arc::as_ptr(&s.chan) as *const () as usize && self.got.is_none(),
+    pub fn send<T: Send + 'static>(mut self, s: &Sender<T>, msg: T) -> Result<(), SendError<T>> {
+        assert_eq!(
+            self.chan,
+            addr(&s.chan),
             "kvant: SelectedOperation::send with a sender of another operation"
         );
-        s.send(msg)
+        let outcome = self.outcome.take().expect("completed once");
+        match outcome.downcast::<Grant<T>>() {
+            Ok(grant) => {
+                debug_assert!(Arc::ptr_eq(grant.chan(), &s.chan));
+                grant.send(msg)
+            }
+            Err(other) => {
+                self.outcome = Some(other);
+                panic!("kvant: SelectedOperation::send on a receive operation");
+            }
+        }
+    }
+}
+
+impl Drop for SelectedOperation<'_> {
+    fn drop(&mut self) {
+        if let Some(outcome) = self.outcome.take() {
+            // Gives back what was reserved or received.
+            drop(outcome);
+            if !std::thread::panicking() {
+                panic!("dropped `SelectedOperation` without completing the operation");
+            }
+        }
     }
 }
 
 impl std::fmt::Debug for Select<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Select")
-            .field("ops", &self.ops.len())
+            .field("ops", &self.handles.iter().flatten().count())
+            .field("biased", &self.biased)
             .finish()
     }
 }

@@ -41,16 +41,27 @@ fn timer_channel(at: Instant, every: Option<Duration>) -> Receiver<Instant> {
     let chan = Arc::new(Chan::new(Some(1)));
     // The channel starts with one sender and one receiver; the sender count
     // is kept for good, so it never disconnects.
-    let alarm = TimerChan {
-        chan: Arc::downgrade(&chan),
-        every,
+    let now = Instant::now();
+    let next = if at <= now {
+        // Due already: ready at once, not after a trip through the driver.
+        let _ = chan.send(now, Wait::No, &Spare::new());
+        every.and_then(|p| now.checked_add(p))
+    } else {
+        Some(at)
     };
-    TimerDriver::global().insert_alarm(at, Arc::new(alarm));
+    if let Some(next) = next {
+        let alarm = TimerChan {
+            chan: Arc::downgrade(&chan),
+            every,
+        };
+        TimerDriver::global().insert_alarm(next, Arc::new(alarm));
+    }
     Receiver::from_chan(chan)
 }
 
 /// A receiver that gets one message, the current time, after `d`, and
-/// nothing ever after (it never disconnects).
+/// nothing ever after (it never disconnects). `after(Duration::ZERO)` is
+/// ready at once.
 ///
 /// ```
 /// use std::time::Duration;
@@ -65,17 +76,22 @@ pub fn after(d: Duration) -> Receiver<Instant> {
     }
 }
 
+/// A receiver that gets one message, the current time, at `when` (at once
+/// if `when` has passed), and nothing ever after.
+pub fn at(when: Instant) -> Receiver<Instant> {
+    timer_channel(when, None)
+}
+
 /// A receiver that gets the current time every `period`, starting one
 /// period from now. It holds at most one tick: ticks nobody took are
-/// dropped, so a slow consumer is not flooded.
-///
-/// # Panics
-/// If `period` is zero (it would tick without end).
+/// dropped, so a slow consumer is not flooded. A zero period (as in
+/// crossbeam) gives a receiver that always has a tick ready.
 pub fn tick(period: Duration) -> Receiver<Instant> {
-    assert!(
-        !period.is_zero(),
-        "kvant::channel::tick: the period must not be zero"
-    );
+    if period.is_zero() {
+        let chan = Chan::with(Some(1), Some(Instant::now as fn() -> Instant), false);
+        let _ = chan.send(Instant::now(), Wait::No, &Spare::new());
+        return Receiver::from_chan(Arc::new(chan));
+    }
     match Instant::now().checked_add(period) {
         Some(at) => timer_channel(at, Some(period)),
         None => never(),
@@ -83,7 +99,8 @@ pub fn tick(period: Duration) -> Receiver<Instant> {
 }
 
 /// A receiver that never gets a message and never disconnects (a `select!`
-/// arm that is switched off).
+/// arm that is switched off). All of them are the same channel
+/// ([`Receiver::same_channel`]).
 pub fn never<T>() -> Receiver<T> {
-    Receiver::from_chan(Arc::new(Chan::new(Some(0))))
+    Receiver::from_chan(Arc::new(Chan::with(Some(0), None, true)))
 }

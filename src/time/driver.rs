@@ -147,6 +147,11 @@ impl TimerDriver {
             }
             if !due.is_empty() {
                 drop(st);
+                // Deadlines that passed together ring in random order: two
+                // `after` arms of one select that fire together are then
+                // equally likely to win it (as in crossbeam, where both
+                // would be found ready).
+                shuffle(&mut due);
                 let mut again = Vec::new();
                 for (at, d) in due.drain(..) {
                     match d {
@@ -190,6 +195,18 @@ impl TimerDriver {
         if let Some(h) = self.thread.lock().take() {
             let _ = h.join();
         }
+    }
+}
+
+/// Fisher–Yates with a clock-seeded xorshift (the order only needs to be
+/// unbiased, not unpredictable).
+fn shuffle<X>(v: &mut [X]) {
+    let mut x = crate::clock::ticks() | 1;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
     }
 }
 
