@@ -203,8 +203,9 @@ proptest! {
     ))]
 
     /// Producers send numbered messages on several channels (some
-    /// rendezvous); consumers select over all of them, with and without
-    /// timeouts. Every message is received exactly once, on any worker count
+    /// rendezvous), plainly or by selecting between two send arms;
+    /// consumers select over all of them: blocking, with a timeout, or
+    /// not waiting at all. Every message is received exactly once, on any worker count
     /// and quantum down to 50 µs.
     #[test]
     fn select_conserves_messages(
@@ -212,7 +213,7 @@ proptest! {
         quantum_us in prop_oneof![Just(None), (50u64..1_000).prop_map(Some)],
         caps in proptest::collection::vec(0usize..4, 2..4),
         per_producer in 1u64..200,
-        consumers in 1usize..4,
+        consumers in 1usize..5,
     ) {
         let rt = rt(workers, quantum_us.map(Duration::from_micros));
         let chans: Vec<_> = caps.iter().map(|&c| bounded::<u64>(c)).collect();
@@ -221,9 +222,27 @@ proptest! {
         let mut producers = Vec::new();
         for (k, (tx, _)) in chans.iter().enumerate() {
             let tx = tx.clone();
+            let other = chans[(k + 1) % chans.len()].0.clone();
             producers.push(rt.spawn(move || {
-                for i in 0..per_producer {
-                    tx.send(k as u64 * 1_000_000 + i).unwrap();
+                // Odd producers select between their channel and the next
+                // one, waiting at most a moment: a message is made (and
+                // counted) only for the arm selected.
+                let made = std::cell::Cell::new(0u64);
+                let next = || {
+                    let i = made.get();
+                    made.set(i + 1);
+                    k as u64 * 1_000_000 + i
+                };
+                while made.get() < per_producer {
+                    if k % 2 == 0 {
+                        tx.send(next()).unwrap();
+                        continue;
+                    }
+                    kvant::select! {
+                        send(tx, next()) -> r => r.unwrap(),
+                        send(other, next()) -> r => r.unwrap(),
+                        default(Duration::from_micros(200)) => {}
+                    }
                 }
             }));
         }
@@ -249,13 +268,19 @@ proptest! {
                             sel.remove(idx[i]);
                         }
                     }
-                    let oper = if c % 2 == 0 {
-                        sel.select()
-                    } else {
-                        match sel.select_timeout(Duration::from_millis(1)) {
+                    let oper = match c % 3 {
+                        0 => sel.select(),
+                        1 => match sel.select_timeout(Duration::from_millis(1)) {
                             Ok(o) => o,
                             Err(_) => continue,
-                        }
+                        },
+                        _ => match sel.try_select() {
+                            Ok(o) => o,
+                            Err(_) => {
+                                kvant::yield_now();
+                                continue;
+                            }
+                        },
                     };
                     let i = idx.iter().position(|&x| x == oper.index()).unwrap();
                     match oper.recv(&rxs[i]) {

@@ -36,155 +36,37 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_utils::atomic::AtomicCell;
-
-use super::select::{Observer, SelCtx};
-use crate::sync::waiters::{Internal, OnUnwind, WAITING, Waiter};
-
-/// The counterpart took the message or delivered one; for a select's send,
-/// a buffer place was reserved for it.
-pub(super) const DONE: u8 = 1;
-/// The other side disconnected while this caller waited.
-pub(super) const DISCONNECTED: u8 = 2;
-/// A select's send was claimed by a receiver that now waits in `partner`.
-pub(super) const PARTNER: u8 = 3;
-/// A reserved receiver whose select dropped its permit: start over.
-pub(super) const RETRY: u8 = 4;
-/// A reserved receiver unwound (its task was cancelled): its select sends
-/// the message elsewhere.
-pub(super) const ABANDONED: u8 = 5;
+use super::select::Observer;
+pub(super) use super::slot::Spare;
+use super::slot::{
+    ABANDONED, DISCONNECTED, DONE, PARTNER, RETRY, Slot, WAITING, pop_claimed, withdraw,
+};
+use crate::sync::waiters::{Internal, InternalGuard, OnUnwind};
 
 /// An empty buffer with room for more messages than this gives memory back.
 const SHRINK_ABOVE: usize = 4096;
 
-/// A blocked caller and its message (a sender's, or one handed to a receiver).
-pub(crate) struct Slot<T> {
-    pub(super) w: Waiter,
-    msg: parking_lot::Mutex<Option<T>>,
-    /// One operation of a waiting select: the select and the operation's
-    /// index in it. `None`: a plain `send` or `recv`.
-    sel: Option<(Arc<SelCtx>, usize)>,
-    /// A select's send claimed by a receiver: that receiver's slot.
-    partner: parking_lot::Mutex<Option<Arc<Slot<T>>>>,
-}
-
-impl<T> Slot<T> {
-    fn new(msg: Option<T>, sel: Option<(Arc<SelCtx>, usize)>) -> Arc<Slot<T>> {
-        Arc::new(Slot {
-            w: Waiter::current(),
-            msg: parking_lot::Mutex::new(msg),
-            sel,
-            partner: parking_lot::Mutex::new(None),
-        })
-    }
-
-    /// The slot of operation `index` of the calling select.
-    pub(super) fn for_select(ctx: &Arc<SelCtx>, index: usize) -> Arc<Slot<T>> {
-        Slot::new(None, Some((ctx.clone(), index)))
-    }
-
-    /// A slot for the caller to wait in with `msg`: `spare` if nobody else
-    /// holds it any more, a new one otherwise.
-    fn reuse(spare: &Spare<T>, msg: Option<T>) -> Arc<Slot<T>> {
-        if let Some(mut s) = spare.0.take()
-            && let Some(slot) = Arc::get_mut(&mut s)
-        {
-            slot.w.renew();
-            *slot.msg.get_mut() = msg;
-            return s;
-        }
-        Slot::new(msg, None)
-    }
-
-    /// Take the slot for a hand-off: a plain caller is always there; a
-    /// select only if none of its other operations was taken first.
-    #[inline]
-    fn claim(&self) -> bool {
-        match &self.sel {
-            None => true,
-            Some((ctx, i)) => ctx.claim(*i),
-        }
-    }
-
-    /// Whether the slot could still be claimed by someone other than `me`.
-    fn live_for(&self, me: Option<&Arc<SelCtx>>) -> bool {
-        match &self.sel {
-            None => true,
-            Some((ctx, _)) => ctx.is_open() && me.is_none_or(|m| !Arc::ptr_eq(m, ctx)),
-        }
-    }
-
-    fn put(&self, msg: T) {
-        *self.msg.lock() = Some(msg);
-    }
-
-    pub(super) fn take(&self) -> T {
-        self.msg
-            .lock()
-            .take()
-            .expect("kvant internal error: channel slot without a message")
-    }
-
-    /// The receiver waiting for this (select's send) slot's message.
-    pub(super) fn take_partner(&self) -> Arc<Slot<T>> {
-        self.partner
-            .lock()
-            .take()
-            .expect("kvant internal error: claimed send without its receiver")
-    }
-}
-
-/// The slot an endpoint's last blocking call waited in, kept for its next
-/// one, so that a blocked send or receive allocates nothing (malloc and
-/// free were an eighth of a channel hop's instructions). Taken and kept
-/// with one atomic swap each, so it never blocks anyone: an endpoint shared
-/// by several tasks at once just allocates now and then. A kept slot holds
-/// no message and wakes nobody: it keeps no task alive (nor, through it, a
-/// detached task's result).
-pub(crate) struct Spare<T>(AtomicCell<Option<Arc<Slot<T>>>>);
-
-impl<T> Spare<T> {
-    pub(crate) fn new() -> Self {
-        // One pointer with a niche: a plain atomic word, no lock behind it.
-        const { assert!(AtomicCell::<Option<Arc<Slot<T>>>>::is_lock_free()) };
-        Spare(AtomicCell::new(None))
-    }
-
-    /// Keep `slot` (its message gone: taken or handed over) for the next
-    /// call, if nobody else holds it any more (a resolver on another worker
-    /// may still, for a moment: then it is simply dropped).
-    fn keep(&self, mut slot: Arc<Slot<T>>) {
-        let Some(s) = Arc::get_mut(&mut slot) else {
-            return;
-        };
-        s.w.forget();
-        // Normally empty; if another call on this endpoint kept one
-        // meanwhile, that one goes.
-        drop(self.0.swap(Some(slot)));
-    }
-}
-
 pub(super) struct State<T> {
-    buf: VecDeque<T>,
-    senders: usize,
-    receivers: usize,
-    send_q: VecDeque<Arc<Slot<T>>>,
-    recv_q: VecDeque<Arc<Slot<T>>>,
+    pub(super) buf: VecDeque<T>,
+    pub(super) senders: usize,
+    pub(super) receivers: usize,
+    pub(super) send_q: VecDeque<Arc<Slot<T>>>,
+    pub(super) recv_q: VecDeque<Arc<Slot<T>>>,
     /// Buffer places granted to selected sends that have not sent yet.
-    reserved: usize,
+    pub(super) reserved: usize,
     /// Bumped by every change that can make an operation ready: a
     /// non-blocking `ready` that saw nothing checks that none of its
     /// channels moved meanwhile (`select.rs`).
-    version: u64,
+    pub(super) version: u64,
     /// `Select::ready` callers waiting for this channel to change; all are
     /// woken, and drop out, at the next change.
-    observers: Vec<Arc<Observer>>,
+    pub(super) observers: Vec<Arc<Observer>>,
 }
 
 impl<T> State<T> {
     /// Note a change; take the observers to wake once the lock is released.
     #[inline]
-    fn changed(&mut self) -> Vec<Arc<Observer>> {
+    pub(super) fn changed(&mut self) -> Vec<Arc<Observer>> {
         self.version = self.version.wrapping_add(1);
         if self.observers.is_empty() {
             Vec::new() // no allocation on the plain path
@@ -195,7 +77,7 @@ impl<T> State<T> {
 }
 
 #[inline]
-fn wake_observers(list: Vec<Arc<Observer>>) {
+pub(super) fn wake_observers(list: Vec<Arc<Observer>>) {
     // The plain path (nobody waits on `ready` here) is this test, inlined
     // where `changed` made the empty list: nothing to call, build or drop.
     if !list.is_empty() {
@@ -208,28 +90,6 @@ fn notify_observers(list: Vec<Arc<Observer>>) {
     for o in list {
         o.notify();
     }
-}
-
-/// Remove `slot` from `q`. Returns whether it was there.
-fn withdraw<T>(q: &mut VecDeque<Arc<Slot<T>>>, slot: &Arc<Slot<T>>) -> bool {
-    match q.iter().position(|s| Arc::ptr_eq(s, slot)) {
-        Some(i) => {
-            q.remove(i);
-            true
-        }
-        None => false,
-    }
-}
-
-/// The first slot of `q` that can be claimed; stale ones are dropped.
-#[inline]
-fn pop_claimed<T>(q: &mut VecDeque<Arc<Slot<T>>>) -> Option<Arc<Slot<T>>> {
-    while let Some(s) = q.pop_front() {
-        if s.claim() {
-            return Some(s);
-        }
-    }
-    None
 }
 
 /// Why a send did not complete.
@@ -273,21 +133,10 @@ impl Wait {
     }
 }
 
-/// What a selected send holds until its message is made (see the module
-/// docs).
-pub(super) enum Permit<T> {
-    /// A buffer place (counted in `reserved`), or an unbounded channel.
-    Room,
-    /// A receiver taken out of the queue, waiting for the message.
-    Partner(Arc<Slot<T>>),
-    /// Every receiver is gone: the send fails with its message.
-    Disconnected,
-}
-
 pub(crate) struct Chan<T> {
     /// `None`: unbounded.
-    cap: Option<usize>,
-    state: Internal<State<T>>,
+    pub(super) cap: Option<usize>,
+    pub(super) state: Internal<State<T>>,
     /// A zero-period `tick`: a new message whenever the buffer empties.
     refill: Option<fn() -> T>,
     /// A `never()` channel: every one is the same channel.
@@ -326,7 +175,7 @@ impl<T> Chan<T> {
     }
 
     #[inline]
-    fn has_room(&self, st: &State<T>) -> bool {
+    pub(super) fn has_room(&self, st: &State<T>) -> bool {
         self.cap.is_none_or(|c| st.buf.len() + st.reserved < c)
     }
 
@@ -520,7 +369,7 @@ impl<T> Chan<T> {
     /// If the buffer has room, the oldest blocked sender takes it: a plain
     /// one's message moves in, a select's send gets a reserved place.
     /// Returns the sender to wake.
-    fn fill_place(&self, st: &mut State<T>) -> Option<Arc<Slot<T>>> {
+    pub(super) fn fill_place(&self, st: &mut State<T>) -> Option<Arc<Slot<T>>> {
         if !self.has_room(st) {
             return None;
         }
@@ -586,7 +435,7 @@ impl<T> Chan<T> {
         self.give_back_locked(st, msg);
     }
 
-    fn give_back_locked(&self, mut st: crate::sync::waiters::InternalGuard<'_, State<T>>, msg: T) {
+    pub(super) fn give_back_locked(&self, mut st: InternalGuard<'_, State<T>>, msg: T) {
         if let Some(r) = pop_claimed(&mut st.recv_q) {
             r.put(msg);
             r.w.resolve(DONE);
@@ -598,165 +447,6 @@ impl<T> Chan<T> {
             drop(st);
             wake_observers(obs);
         }
-    }
-
-    /// For a select's send: reserve what the send needs, if it can
-    /// complete now (see [`Permit`]).
-    pub(super) fn reserve_send(&self) -> Option<Permit<T>> {
-        let mut st = self.state.lock();
-        if st.receivers == 0 {
-            return Some(Permit::Disconnected);
-        }
-        if let Some(r) = pop_claimed(&mut st.recv_q) {
-            return Some(Permit::Partner(r));
-        }
-        if self.has_room(&st) {
-            st.reserved += 1;
-            return Some(Permit::Room);
-        }
-        None
-    }
-
-    /// Send `msg` with a permit from [`Chan::reserve_send`] or a claimed
-    /// select slot.
-    pub(super) fn send_permitted(&self, permit: Permit<T>, msg: T) -> Result<(), T> {
-        match permit {
-            Permit::Disconnected => Err(msg),
-            Permit::Room => {
-                let mut st = self.state.lock();
-                st.reserved -= 1;
-                if st.receivers == 0 {
-                    drop(st);
-                    return Err(msg);
-                }
-                if let Some(r) = pop_claimed(&mut st.recv_q) {
-                    r.put(msg);
-                    r.w.resolve(DONE);
-                    let _no_preempt = st.unlock();
-                    r.w.wake();
-                } else {
-                    st.buf.push_back(msg);
-                    let obs = st.changed();
-                    drop(st);
-                    wake_observers(obs);
-                }
-                Ok(())
-            }
-            Permit::Partner(r) => {
-                let st = self.state.lock();
-                if r.w.state() == ABANDONED {
-                    drop(st);
-                    // Its receiver was cancelled: an ordinary send.
-                    return self
-                        .send(msg, Wait::Until(None), &Spare::new())
-                        .map_err(|e| match e {
-                            SendFail::Full(m) | SendFail::Disconnected(m) => m,
-                        });
-                }
-                r.put(msg);
-                r.w.resolve(DONE);
-                let _no_preempt = st.unlock();
-                r.w.wake();
-                Ok(())
-            }
-        }
-    }
-
-    /// Give up a permit unused: the place goes to the next sender, a
-    /// reserved receiver starts over.
-    pub(super) fn release(&self, permit: Permit<T>) {
-        match permit {
-            Permit::Disconnected => {}
-            Permit::Room => {
-                let mut st = self.state.lock();
-                st.reserved -= 1;
-                let sender = self.fill_place(&mut st);
-                let obs = st.changed();
-                let _no_preempt = st.unlock();
-                wake_observers(obs);
-                if let Some(s) = sender {
-                    s.w.wake();
-                }
-            }
-            Permit::Partner(r) => {
-                let st = self.state.lock();
-                if r.w.state() == WAITING {
-                    r.w.resolve(RETRY);
-                    let _no_preempt = st.unlock();
-                    r.w.wake();
-                }
-            }
-        }
-    }
-
-    /// Whether a receive would complete now (a message, a sender other than
-    /// the select `me`, or disconnected), and the channel's version.
-    pub(super) fn recv_ready(&self, me: Option<&Arc<SelCtx>>) -> (bool, u64) {
-        let st = self.state.lock();
-        (self.recv_ready_locked(&st, me), st.version)
-    }
-
-    fn recv_ready_locked(&self, st: &State<T>, me: Option<&Arc<SelCtx>>) -> bool {
-        !st.buf.is_empty() || st.senders == 0 || st.send_q.iter().any(|s| s.live_for(me))
-    }
-
-    /// Whether a send would complete now (room, a receiver other than the
-    /// select `me`, or disconnected), and the channel's version.
-    pub(super) fn send_ready(&self, me: Option<&Arc<SelCtx>>) -> (bool, u64) {
-        let st = self.state.lock();
-        (self.send_ready_locked(&st, me), st.version)
-    }
-
-    fn send_ready_locked(&self, st: &State<T>, me: Option<&Arc<SelCtx>>) -> bool {
-        st.receivers == 0 || self.has_room(st) || st.recv_q.iter().any(|s| s.live_for(me))
-    }
-
-    /// Queue a select's operation `slot` (a receive if `recv`), unless it
-    /// can complete now: then nothing is queued and the result is true.
-    pub(super) fn register(&self, slot: &Arc<Slot<T>>, recv: bool) -> bool {
-        let me = slot.sel.as_ref().map(|(c, _)| c);
-        let mut st = self.state.lock();
-        let ready = if recv {
-            self.recv_ready_locked(&st, me)
-        } else {
-            self.send_ready_locked(&st, me)
-        };
-        if ready {
-            return true;
-        }
-        if recv {
-            st.recv_q.push_back(slot.clone());
-        } else {
-            st.send_q.push_back(slot.clone());
-        }
-        let obs = st.changed();
-        drop(st);
-        wake_observers(obs);
-        false
-    }
-
-    /// Take a select's operation out of its queue, if it is still there.
-    pub(super) fn unregister(&self, slot: &Arc<Slot<T>>, recv: bool) {
-        let mut st = self.state.lock();
-        if recv {
-            withdraw(&mut st.recv_q, slot);
-        } else {
-            withdraw(&mut st.send_q, slot);
-        }
-    }
-
-    /// The version, for a non-blocking `ready` that saw nothing.
-    pub(super) fn version(&self) -> u64 {
-        self.state.lock().version
-    }
-
-    /// Wake `o` at this channel's next change.
-    pub(super) fn observe(&self, o: &Arc<Observer>) {
-        self.state.lock().observers.push(o.clone());
-    }
-
-    pub(super) fn unobserve(&self, o: &Arc<Observer>) {
-        self.state.lock().observers.retain(|x| !Arc::ptr_eq(x, o));
     }
 
     pub(crate) fn add_sender(&self) {
@@ -816,7 +506,7 @@ impl<T> Chan<T> {
 /// release the lock, then wake them and drop `buf` (destructors run without
 /// the lock).
 fn disconnect<T>(
-    st: crate::sync::waiters::InternalGuard<'_, State<T>>,
+    st: InternalGuard<'_, State<T>>,
     blocked: VecDeque<Arc<Slot<T>>>,
     buf: VecDeque<T>,
 ) {

@@ -43,8 +43,11 @@ mod chan;
 mod error;
 mod iter;
 mod macros;
+mod ops;
+mod reserve;
 mod select;
 mod selector;
+mod slot;
 mod timer;
 
 use std::fmt;
@@ -67,7 +70,8 @@ pub use timer::{after, at, never, tick};
 /// What `select!` and `select_biased!` expand to; not an API.
 #[doc(hidden)]
 pub mod internal {
-    pub use super::select::{Observer, Op, RecvOp, SelCtx, SendOp, Until, run};
+    pub use super::ops::{Op, RecvOp, SendOp};
+    pub use super::select::{Observer, SelCtx, Until, run};
 }
 
 /// A channel holding at most `cap` messages; `send` waits while it is full.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::chan::Chan;
-use super::select::{self, Grant, Observer, Op, RecvOp, SelCtx, SendOp, Until};
+use super::ops::{Grant, Op, RecvOp, SendOp};
+use super::select::{self, Observer, SelCtx, Until};
 use super::{Receiver, RecvError, SendError, Sender};
 
 /// A dynamic set of channel operations to wait on, crossbeam's `Select`.
