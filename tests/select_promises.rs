@@ -436,7 +436,7 @@ fn the_api_surface_matches_crossbeam() {
         default() => {}
     }
     // A temporary inside an operand lives as long as the select.
-    let none: Option<&Receiver<i32>> = None;
+    let none: Option<&Receiver<i32>> = std::hint::black_box(None);
     let fired = select! {
         recv(none.unwrap_or(&never())) -> _ => false,
         default(Duration::from_millis(1)) => true,
