@@ -19,7 +19,7 @@
 /// - `default(timeout) => body`: run if none became ready within `timeout`.
 ///
 /// Without a `default` arm it waits as long as it takes. Among ready
-/// operations each is chosen with equal probability ([`select_biased!`]:
+/// operations each is chosen with equal probability ([`select_biased!`](crate::select_biased):
 /// the first written). Inside a task only the green thread parks; on an OS
 /// thread it blocks. A non-blocking or timed select is linearizable: it
 /// runs `default` only if at some moment during the call no operation was

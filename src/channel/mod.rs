@@ -286,7 +286,7 @@ impl<T> Receiver<T> {
         self.chan.senders_gone()
     }
 
-    /// Whether both ends belong to the same channel (every [`never`]
+    /// Whether both ends belong to the same channel (every [`never()`]
     /// receiver is the same channel, as in crossbeam).
     pub fn same_channel(&self, other: &Receiver<T>) -> bool {
         self.chan.same_as(&other.chan)

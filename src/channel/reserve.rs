@@ -51,8 +51,15 @@ impl<T> Chan<T> {
                 if let Some(r) = pop_claimed(&mut st.recv_q) {
                     r.put(msg);
                     r.w.resolve(DONE);
+                    // The message went past the buffer, so the reserved
+                    // place is free again: a sender blocked while every
+                    // place was reserved takes it.
+                    let sender = self.fill_place(&mut st);
                     let _no_preempt = st.unlock();
                     r.w.wake();
+                    if let Some(s) = sender {
+                        s.w.wake();
+                    }
                 } else {
                     st.buf.push_back(msg);
                     let obs = st.changed();
