@@ -18,6 +18,40 @@
 //!   receiver takes the message, `try_send` succeeds only if a receiver is
 //!   already waiting, and `len()` is always 0.
 //!
+//! # Waiting on several channels
+//!
+//! [`select!`], [`select_biased!`] and [`Select`] wait until one of several
+//! sends or receives can complete and run exactly that one. They keep
+//! crossbeam-channel's promises, and its own test suite passes against them
+//! (ported, from OS threads and from tasks under a 50 µs quantum):
+//!
+//! * **A selected send keeps its partner.** When a send is selected, the
+//!   buffer place or the waiting receiver it will go to is reserved for it,
+//!   so `SelectedOperation::send` completes at once, and on a rendezvous
+//!   channel only with the receiver it met. Dropping an uncompleted
+//!   `SelectedOperation` gives the reservation back and then panics.
+//! * **Linearizable when it does not wait.** A `default` arm, `try_select`,
+//!   or a timed select that expires reports "nothing ready" only if at some
+//!   moment during the call no operation was ready; one select's send and
+//!   receive on the same channel never pair with each other.
+//! * **Fair.** Among ready operations each is chosen with equal
+//!   probability; [`select_biased!`] and [`Select::new_biased`] take the
+//!   first written instead.
+//! * **Timers are channels.** [`after`], [`at`], [`tick`] and [`never`]
+//!   select like any receiver; `after(ZERO)` is ready at once, deadlines due
+//!   together are rung in random order.
+//!
+//! Where kvant differs from crossbeam, on purpose:
+//!
+//! * A receiver reserved by a selected send waits for that message even past
+//!   its own timeout (the sender is committed; the message is microseconds
+//!   away), and a `try_recv` meeting such a sender may wait for it too.
+//! * [`Select`]'s operations need `T: Send + 'static` (it is `Send + Sync`
+//!   and clonable, so it owns type-erased handles to its channels).
+//! * Forgetting a `SelectedOperation` (`mem::forget`) does not make the
+//!   channel's later drops hang, as crossbeam's `forget_select_bounded` test
+//!   expects; the reservation is then lost, like a leaked message.
+//!
 //! ```
 //! let rt = kvant::Runtime::builder().workers(2).build().unwrap();
 //! let (tx, rx) = kvant::channel::bounded(4);
