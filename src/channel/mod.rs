@@ -37,7 +37,7 @@
 //! * **Fair.** Among ready operations each is chosen with equal
 //!   probability; [`select_biased!`] and [`Select::new_biased`] take the
 //!   first written instead.
-//! * **Timers are channels.** [`after`], [`at`], [`tick`] and [`never`]
+//! * **Timers are channels.** [`after`], [`at`], [`tick`] and [`never()`]
 //!   select like any receiver; `after(ZERO)` is ready at once, deadlines due
 //!   together are rung in random order.
 //!
