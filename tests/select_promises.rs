@@ -462,3 +462,39 @@ fn the_api_surface_matches_crossbeam() {
     let mut empty = sel.recycle();
     assert!(empty.try_select().is_err());
 }
+
+#[test]
+fn forgetting_a_selected_operation_loses_its_reservation_and_hangs_nothing() {
+    // A documented difference: crossbeam's `forget_select_bounded` asserts
+    // that dropping the channel's ends hangs after this ("TODO: should not
+    // hang"). In kvant the forgotten reservation is lost, like a leaked
+    // message: its place stays taken, and nothing waits for it.
+    for queued in 0..2u8 {
+        let (s, r) = bounded::<Box<u8>>(2);
+        for i in 0..queued {
+            s.send(Box::new(i)).unwrap();
+        }
+        {
+            let mut sel = Select::new();
+            sel.send(&s);
+            std::mem::forget(sel.select());
+        }
+        for i in queued..1 {
+            s.try_send(Box::new(i)).unwrap();
+        }
+        assert!(
+            s.try_send(Box::new(9)).is_err(),
+            "the forgotten place is taken"
+        );
+        assert_eq!(r.len(), 1);
+        let (done_tx, done_rx) = unbounded();
+        std::thread::spawn(move || {
+            drop(s);
+            drop(r);
+            done_tx.send(()).unwrap();
+        });
+        done_rx
+            .recv_timeout(HANG)
+            .expect("dropping the ends returns");
+    }
+}
