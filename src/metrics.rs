@@ -112,6 +112,11 @@ pub struct WorkerMetrics {
     /// and tasks preempted on this worker were waiting: a syscall switch
     /// (see `kvant::safety`). Preemptive runtimes only.
     pub syscall_switches: u64,
+    /// Times the worker was lent: its thread was blocked in a futex wait
+    /// (a parking_lot lock, `thread::park`, `std::sync::mpsc`...) while
+    /// tasks preempted on it waited, so a stand-in thread ran those tasks
+    /// until the wait was over (see `kvant::safety`).
+    pub lends: u64,
     /// Successful steal operations (from another worker or the global queue).
     pub steal_ops: u64,
     /// Tasks obtained by those steals.
@@ -149,6 +154,7 @@ impl WorkerCounters {
             overruns: switches.overruns,
             sync_switches: switches.sync_switches,
             syscall_switches: switches.syscall_switches,
+            lends: switches.lends,
             steal_ops: self.steal_ops.get(),
             stolen_tasks: self.stolen.get(),
             sleeps: self.sleeps.get(),
@@ -170,6 +176,7 @@ pub(crate) struct SwitchCounts {
     pub overruns: u64,
     pub sync_switches: u64,
     pub syscall_switches: u64,
+    pub lends: u64,
 }
 
 impl WorkerCounters {
@@ -198,6 +205,7 @@ impl WorkerMetrics {
         self.signals += o.signals;
         self.sync_switches += o.sync_switches;
         self.syscall_switches += o.syscall_switches;
+        self.lends += o.lends;
         self.steal_ops += o.steal_ops;
         self.stolen_tasks += o.stolen_tasks;
         self.sleeps += o.sleeps;

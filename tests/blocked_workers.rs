@@ -342,7 +342,10 @@ fn parking_lot_stall(
             .preemptible(preemptible)
             .spawn_on(&rt, move || {
                 waiting.store(true, Ordering::Release);
-                *lock.lock() += 1
+                // A timed wait: an untimed one is lent to a stand-in thread,
+                // which runs the holder (tests/lend.rs); the handler cannot
+                // recompute a timed wait's time left, so this stays stuck.
+                *lock.try_lock_for(Duration::from_secs(3600)).unwrap() += 1
             })
             .unwrap()
     };

@@ -53,6 +53,8 @@ mod fence;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod inlined;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod lend;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod mangled;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod overflow;
@@ -72,6 +74,11 @@ mod wrappers;
 // The mechanism the monitor (`runtime/sysmon`, the policy) works with.
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use fence::register as register_fence;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub(crate) use lend::{
+    Identity, lock as group_lock, ring_for_exit, try_lock as group_try_lock,
+    unlock as group_unlock, wait_bell, wanted as group_wanted,
+};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use probe::{InSyscall, KernelState, Probe, Site, blocked_site, cpu_time};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -412,6 +419,46 @@ pub(crate) fn enter_worker(
     }
     let _ = cpu_quantum;
     true
+}
+
+/// Elsewhere nothing preempts, so nothing is pinned and nothing is lent.
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+mod lend_off {
+    use super::WorkerSlot;
+
+    #[derive(Clone, Copy, Debug, Default)]
+    pub(crate) struct Identity;
+
+    impl Identity {
+        pub(crate) fn of_this_thread() -> Identity {
+            Identity
+        }
+        pub(crate) fn install(&self, _: &WorkerSlot) {}
+    }
+
+    pub(crate) fn group_lock(_: &WorkerSlot) {}
+    pub(crate) fn group_unlock(_: &WorkerSlot) {}
+    pub(crate) fn group_wanted(_: &WorkerSlot) -> bool {
+        false
+    }
+}
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+pub(crate) use lend_off::{Identity, group_lock, group_unlock, group_wanted};
+
+/// This thread stands in for the worker of `slot` while its own thread is
+/// lent out (`lend.rs`); returns the thread's identity, which it installs
+/// in the slot whenever it takes the worker.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub(crate) fn enter_standin(slot: &WorkerSlot) -> Identity {
+    crate::task::owned::enter_thread();
+    signal::enter_standin(slot);
+    Identity::of_this_thread()
+}
+
+/// The stand-in thread is exiting.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub(crate) fn exit_standin() {
+    signal::exit_worker();
 }
 
 /// The worker thread is exiting: no signal may use its slot any more.

@@ -34,6 +34,9 @@ thread_local! {
     // Const-initialised, no destructor: accessing it is a plain TLS load,
     // which is async-signal-safe in the main executable.
     static SLOT: Cell<*const WorkerSlot> = const { Cell::new(std::ptr::null()) };
+    /// This thread waits in its handler for a task it lent its worker
+    /// from (`lend.rs`): the slot is the stand-in's meanwhile.
+    static LENDING: Cell<bool> = const { Cell::new(false) };
 }
 
 static CODEMAP: AtomicPtr<CodeMap> = AtomicPtr::new(std::ptr::null_mut());
@@ -58,6 +61,11 @@ pub(super) fn current_slot() -> Option<&'static WorkerSlot> {
 
 pub(super) fn exit_worker() {
     SLOT.with(|s| s.set(std::ptr::null()));
+}
+
+/// This thread stands in for the worker of `slot` (`lend.rs`).
+pub(super) fn enter_standin(slot: &WorkerSlot) {
+    SLOT.with(|s| s.set(slot as *const WorkerSlot));
 }
 
 /// Install the handler for `sig` (once per process and signal). Fails if the
@@ -135,7 +143,10 @@ extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut 
             slot.consumed.fetch_add(1, Ordering::Relaxed);
             true
         };
-        if go {
+        // While this thread waits in a lend, the slot is the stand-in's.
+        let lending = LENDING.with(|l| l.get());
+        if go && !lending && !(slot.lend_target.load(Ordering::Relaxed) != 0 && lend_here(slot, uc))
+        {
             preempt_here(slot, uc);
         }
     }
@@ -161,6 +172,53 @@ fn static_tls(map: &CodeMap) -> (usize, usize) {
         tp.saturating_sub(below),
         tp.saturating_add(super::codemap::TCB_SIZE),
     )
+}
+
+/// The monitor asked to lend this worker (tasks pinned to this thread
+/// wait, or the thread the worker was lent from wants it back): do it if
+/// the slice it asked about is stopped in an untimed futex wait on libc's
+/// `syscall` instruction. Returns whether it lent (and is back).
+#[inline(never)]
+fn lend_here(slot: &WorkerSlot, uc: *mut libc::c_void) -> bool {
+    let seq = slot.seq.load(Ordering::Acquire);
+    if slot.task.load(Ordering::Relaxed) == 0
+        || slot.lend_target.load(Ordering::Relaxed) != seq
+        || slot.cpu_timed.load(Ordering::Relaxed)
+        || !super::lend::can_lend(slot)
+    {
+        return false;
+    }
+    let map = CODEMAP.load(Ordering::Acquire);
+    if map.is_null() {
+        return false;
+    }
+    // SAFETY: CODEMAP is set once to a &'static before any handler is installed.
+    let insn = unsafe { &*map }.syscall_insn();
+    // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
+    let regs = unsafe { &(*(uc as *const libc::ucontext_t)).uc_mcontext.gregs };
+    let reg = |r: libc::c_int| regs[r as usize] as usize;
+    let cmd = reg(libc::REG_RSI) as i32 & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
+    // Rewound to restart (an untimed wait: a timed one returns EINTR and
+    // its caller recomputes the time left, which the handler cannot do).
+    let pending = insn != 0
+        && reg(libc::REG_RIP) == insn
+        && reg(libc::REG_RAX) == libc::SYS_futex as usize
+        && reg(libc::REG_R10) == 0
+        && (cmd == libc::FUTEX_WAIT || cmd == libc::FUTEX_WAIT_BITSET);
+    if !pending {
+        return false;
+    }
+    let wait = super::lend::FutexWait {
+        addr: reg(libc::REG_RDI),
+        op: reg(libc::REG_RSI),
+        val: reg(libc::REG_RDX),
+        uaddr2: reg(libc::REG_R8),
+        val3: reg(libc::REG_R9),
+    };
+    LENDING.with(|l| l.set(true));
+    super::lend::lend(slot, &wait);
+    LENDING.with(|l| l.set(false));
+    true
 }
 
 /// `slot` is this thread's, read on entry; it must not be used once the task

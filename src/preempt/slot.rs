@@ -4,7 +4,7 @@
 //! handler runs on the same thread, and the monitor only needs an eventually
 //! consistent view because the handler re-validates everything it acts on).
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::metrics::{Counter, SwitchCounts};
 use crate::task::Header;
@@ -73,6 +73,21 @@ pub(crate) struct WorkerSlot {
     /// The thread's CPU time at the last dropped CPU-clock tick that the
     /// kernel failed to deliver (`overflow.rs`).
     pub tick_drop_cpu: AtomicU64,
+    /// The worker's group lock (`lend.rs`): held by the thread that runs
+    /// the worker's tasks. 0 free, 1 held.
+    pub group: AtomicU32,
+    /// Threads waiting for `group`.
+    pub group_waiters: AtomicU32,
+    /// Rung (incremented, futex-woken) when the worker is lent.
+    pub bell: AtomicU32,
+    /// The `seq` the monitor asks to lend the worker from (`lend.rs`).
+    pub lend_target: AtomicU64,
+    /// Threads that lent the worker and wait in their handler.
+    pub lent: AtomicU32,
+    /// Stand-in threads waiting for this worker's bell.
+    pub standins_idle: AtomicU32,
+    /// Times the worker was lent (from either thread).
+    pub lends: Counter,
 }
 
 impl WorkerSlot {
@@ -85,6 +100,7 @@ impl WorkerSlot {
             overruns: self.overruns.get(),
             sync_switches: self.sync_switches.get(),
             syscall_switches: self.syscall_switches.get(),
+            lends: self.lends.get(),
         }
     }
 

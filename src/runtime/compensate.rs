@@ -211,6 +211,9 @@ impl WorkerCtx {
             };
             if let Some(t) = task {
                 idle = 0;
+                if crate::preempt::group_wanted(&self.me().slot) {
+                    self.pass_group();
+                }
                 // SAFETY: `t` was just taken out of a queue (the pops are
                 // exclusive).
                 unsafe { self.run_task(self.me(), t) };
@@ -229,7 +232,10 @@ impl WorkerCtx {
             if !retiring && idle <= IDLE_SPINS + IDLE_NAPS {
                 // Still needed as far as the monitor knows: work may come
                 // (a timer, a task the blocked one wakes). Nap, look again.
+                crate::preempt::group_unlock(&self.me().slot);
                 std::thread::park_timeout(shared.config.blocking_threshold / 2);
+                crate::preempt::group_lock(&self.me().slot);
+                self.identity.get().install(&self.me().slot);
                 continue;
             }
             self.hand_back_local();

@@ -13,6 +13,8 @@ mod shared;
 mod shutdown;
 mod slice;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod standin;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod sysmon;
 mod worker;
 

@@ -215,5 +215,7 @@ impl Shared {
             || self.stealers.iter().any(|s| !s.is_empty())
             // Shutdown needs the worker back to cancel (or leak) the task.
             || self.cancelling.load(Ordering::Relaxed)
+            // The worker's thread lent it and wants it back (`standin.rs`).
+            || self.workers[w].slot.group_waiters.load(Ordering::Relaxed) > 0
     }
 }

@@ -29,6 +29,9 @@ pub(crate) struct WorkerShared {
     pub pinned: Mutex<std::collections::VecDeque<Arc<Task>>>,
     /// Length of the worker's pinned queue (read without the lock).
     pub pinned_len: AtomicUsize,
+    /// The worker's stand-in threads, started by the monitor when it is
+    /// first lent (`standin.rs`).
+    pub standins: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// Outcome counters of a shutdown.

@@ -79,6 +79,8 @@ impl Runtime {
                 let _ = h.join();
             }
             shared.compensation.join_all();
+            #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+            shared.join_standins(Instant::now() + STOP_GRACE);
         } else {
             self.threads.clear(); // detach: they exit when their task yields
             shared.compensation.detach_all();

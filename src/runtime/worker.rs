@@ -14,6 +14,7 @@ use crossbeam_deque::{Steal, Worker};
 use super::Shared;
 use super::context;
 use crate::clock;
+use crate::preempt::{Identity, group_lock, group_unlock, group_wanted};
 use crate::task::Task;
 use crate::task::stack::Stack;
 
@@ -31,6 +32,9 @@ pub(crate) struct WorkerCtx {
     rng: Cell<u32>,
     /// The pick order's memory (`policy.rs`).
     pub(super) pick: super::policy::PickState,
+    /// The thread running this context, as its slot names it while it
+    /// holds the worker's group lock (`preempt/lend.rs`).
+    pub(super) identity: Cell<Identity>,
 }
 
 impl WorkerCtx {
@@ -42,7 +46,20 @@ impl WorkerCtx {
             stacks: RefCell::new(Vec::new()),
             rng: Cell::new(0x9E37_79B9 ^ (index as u32 + 1).wrapping_mul(0x85EB_CA6B)),
             pick: Default::default(),
+            identity: Cell::new(Identity::default()),
         }
+    }
+
+    /// Another thread waits for this worker's group lock: the worker was
+    /// lent (`preempt/lend.rs`) and its thread wants it back, or the
+    /// stand-in's task is back from its wait. Let it run, then take the
+    /// worker again.
+    #[cold]
+    pub(super) fn pass_group(&self) {
+        let slot = &self.me().slot;
+        group_unlock(slot);
+        group_lock(slot);
+        self.identity.get().install(slot);
     }
 
     fn next_rand(&self) -> u32 {
@@ -230,6 +247,9 @@ impl WorkerCtx {
                         idle.notify_one();
                     }
                 }
+                if group_wanted(&me.slot) {
+                    self.pass_group();
+                }
                 // SAFETY: `t` was just taken out of a queue (next_local,
                 // steal or spin_for_work pop exclusively).
                 unsafe { self.run_task(me, t) };
@@ -247,7 +267,12 @@ impl WorkerCtx {
             let now = clock::ticks();
             c.busy_ticks.bump(now.wrapping_sub(awake_since));
             c.awake_since.bump_set(0);
+            // Asleep, the worker runs nothing: whoever it was lent to may
+            // go on meanwhile.
+            group_unlock(&me.slot);
             idle.sleep(self.index);
+            group_lock(&me.slot);
+            self.identity.get().install(&me.slot);
             awake_since = clock::ticks();
             c.awake_since.bump_set(awake_since);
             searching = true;
@@ -305,12 +330,18 @@ pub(crate) fn spawn_thread(
             Some(q) if shared.preemptive && config.cpu_clock_quantum => Some((config.signal, q)),
             _ => None,
         };
+        // The thread runs the worker's tasks: it holds the worker's group
+        // lock, except while it is lent (`preempt/lend.rs`) or asleep; and
+        // the slot names it only once it does (a stand-in may still run a
+        // compensating slot's tasks from its last thread).
+        group_lock(slot);
         if !crate::preempt::enter_worker(slot, cpu_quantum) {
             eprintln!(
                 "kvant: worker {} could not arm its CPU-clock quantum timer; the monitor times its quantum",
                 ctx.index
             );
         }
+        ctx.identity.set(Identity::of_this_thread());
         context::enter(ctx.clone());
         if let Some(hook) = &config.on_worker_start {
             // A panicking hook must not take the worker down with it.
@@ -323,6 +354,7 @@ pub(crate) fn spawn_thread(
         if let Some(hook) = &config.on_worker_stop {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (hook.0)(ctx.index)));
         }
+        group_unlock(slot);
         crate::preempt::exit_worker(slot);
         context::exit();
         // Tasks woken by this thread while it cleaned up land in its deque.

@@ -16,8 +16,12 @@
 //! 2. otherwise it is ready for hand-off (`handoff.rs`) and, while other
 //!    work waits, a warning on stderr, once per task and call site, naming
 //!    the function it blocks in (from a copy of its stack and the code map);
-//! 3. after `stall_after`, if tasks preempted on this thread wait for it
-//!    (they can run nowhere else), a stall report naming them.
+//! 3. if tasks preempted on this thread wait for it (they can run nowhere
+//!    else) and it sits in an untimed futex wait, a request to lend the
+//!    worker to a stand-in thread (`preempt/README.md` §3.5), which runs
+//!    them until the wait is over;
+//! 4. after `stall_after`, if pinned tasks still wait (a timed wait, which
+//!    is not lent), a stall report naming them.
 //!
 //! The episode ends when the thread computes again or the slice ends; its
 //! time goes to the worker's metrics, the task's `TaskStats` and the trace
@@ -55,6 +59,8 @@ pub(super) struct Episode {
     site: Option<Site>,
     warned: bool,
     stall_reported: bool,
+    /// When the monitor last asked to lend the worker (ticks; 0: never).
+    lend_at: u64,
     /// A compensating thread was started on its account.
     pub(super) compensated: bool,
 }
@@ -81,7 +87,7 @@ pub(super) struct Reports {
 
 /// Look at worker `i`'s slice for blocking; returns when to look again.
 pub(super) fn check(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     i: usize,
     watch: &mut Watch,
     now: u64,
@@ -159,6 +165,7 @@ pub(super) fn check(
         site: None,
         warned: false,
         stall_reported: false,
+        lend_at: 0,
         compensated: false,
     });
     act(shared, i, watch, now, policy, probe, reports)
@@ -191,7 +198,7 @@ pub(super) fn close(shared: &Shared, i: usize, seq: u64, ep: Episode, now: u64) 
 }
 
 fn act(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     i: usize,
     watch: &mut Watch,
     now: u64,
@@ -231,6 +238,22 @@ fn act(
     let ep = watch.episode.as_mut().expect("episode is open");
     if !ep.handoff_ready(now, policy) {
         return next.min(ep.switch_until.max(ep.since + policy.threshold));
+    }
+    // Tasks pinned to this thread wait for it, or the thread this worker
+    // was lent from wants it back: lend the worker (`preempt/lend.rs`). The
+    // handler does it if the thread sits in an untimed futex wait.
+    let wanted_back = slot.group_waiters.load(Ordering::Relaxed) > 0;
+    let untimed = sys.is_some_and(|s| s.is_untimed_futex_wait());
+    if policy.signals
+        && untimed
+        && !watch.stalled
+        && (pinned > 0 || wanted_back)
+        && (ep.lend_at == 0 || now >= ep.lend_at + policy.threshold * 4)
+        && shared.standin_ready(i)
+    {
+        ep.lend_at = now;
+        slot.lend_target.store(seq, Ordering::Relaxed);
+        signal_kick(slot, policy.sig);
     }
     if others && !ep.warned {
         ep.warned = true;
@@ -351,9 +374,11 @@ fn report_stall(shared: &Shared, i: usize, seq: u64, ep: &mut Episode, now: u64)
     let who = describe_task(&ep.task);
     let msg = format!(
         "kvant: stall: {who} has blocked {} in the kernel for {:.0} ms{site}, and {} task(s) \
-         preempted on that thread can run nowhere else until it returns: {list}. If {who} \
-         waits for one of them (a parking_lot or other non-kvant lock held across a \
-         preemption, a thread::park), this never ends: wait with kvant::sync or \
+         preempted on that thread can run nowhere else until it returns: {list}. The \
+         worker could not be lent to a stand-in thread (a timed wait, a wait outside \
+         libc's futex call, or 8 stand-ins busy): if {who} waits for one of them (a \
+         parking_lot or other non-kvant lock held across a preemption, a thread::park), \
+         this lasts until the wait times out, if ever: wait with kvant::sync or \
          kvant::channel, or keep the critical section inside preempt::disable().",
         describe_worker(shared, i),
         ms(now - ep.since),

@@ -1,0 +1,226 @@
+//! Lending a worker: a thread blocked in a futex wait lets a stand-in
+//! thread run the tasks pinned to it, and takes the worker back before its
+//! task runs on.
+//!
+//! A task preempted on worker W is pinned to W's thread (it may hold the
+//! address of one of that thread's thread-locals). If the next task on W
+//! parks the thread on something only a pinned task can give, such as a
+//! parking_lot guard a preempted task holds, or a `thread::park` whose
+//! unpark a pinned task would send, W deadlocks: the waiter keeps the thread,
+//! the holder may run nowhere else. Switching the waiter out is not sound
+//! there (its parker's per-thread data is in a queue; a second task parking
+//! on the thread would enqueue it twice: `README.md` §3.2).
+//!
+//! So the waiter keeps the thread, and the *worker* moves instead, as Go
+//! hands a P to another M while its M is in a system call. The worker's
+//! user code is guarded by one lock, the *group* lock: whoever holds it runs
+//! W's tasks, as W (its slot, its counters, its pinned queue). W's own
+//! thread holds it while it runs its loop; the handler of a thread blocked
+//! in a futex wait gives it up, lets the stand-in thread run the pinned
+//! tasks, waits in the handler for what the task waited for, and takes the
+//! lock back before it returns to the task. Because of the lock, two threads
+//! never run W's user code at once: the tasks W's thread-locals could be
+//! reached from only ever run one at a time, exactly as on one thread. The
+//! proof obligations, numbered in `README.md` §3.5.
+//!
+//! Async-signal-safe: atomics and `futex` system calls only.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::WorkerSlot;
+
+/// Who a thread is, as the monitor and the handler see a worker's runner.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Identity {
+    thread: u64,
+    tid: i32,
+    cpu_clock: i32,
+    owner_id: u64,
+}
+
+impl Identity {
+    /// The calling thread's (not signal-safe: call at its start).
+    pub(crate) fn of_this_thread() -> Identity {
+        let probe = WorkerSlot::default();
+        probe.bind_thread();
+        Identity {
+            thread: probe.thread.load(Ordering::Relaxed),
+            tid: probe.tid.load(Ordering::Relaxed),
+            cpu_clock: probe.cpu_clock.load(Ordering::Relaxed),
+            owner_id: crate::task::owned::thread_id(),
+        }
+    }
+
+    fn read(slot: &WorkerSlot) -> Identity {
+        Identity {
+            thread: slot.thread.load(Ordering::Relaxed),
+            tid: slot.tid.load(Ordering::Relaxed),
+            cpu_clock: slot.cpu_clock.load(Ordering::Relaxed),
+            owner_id: slot.owner_id.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Make `slot` name this thread: signals, probes and the owned-lock
+    /// check go to the thread that now runs the worker.
+    pub(crate) fn install(&self, slot: &WorkerSlot) {
+        slot.thread.store(self.thread, Ordering::Relaxed);
+        slot.tid.store(self.tid, Ordering::Relaxed);
+        slot.cpu_clock.store(self.cpu_clock, Ordering::Relaxed);
+        slot.owner_id.store(self.owner_id, Ordering::Relaxed);
+    }
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT on a live, aligned u32 with no timeout only reads
+    // the word; any result (woken, EAGAIN, EINTR) sends the caller back to
+    // its loop.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: FUTEX_WAKE on a live, aligned u32 touches no memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            n,
+        );
+    }
+}
+
+/// Take the worker's group lock (blocking the thread until it is free).
+pub(crate) fn lock(slot: &WorkerSlot) {
+    let g = &slot.group;
+    if g.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
+        return;
+    }
+    // SeqCst pairs with `unlock`'s store and load: either it sees us
+    // waiting, or we see the lock free.
+    slot.group_waiters.fetch_add(1, Ordering::SeqCst);
+    while g
+        .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
+        .is_err()
+    {
+        futex_wait(g, 1);
+    }
+    slot.group_waiters.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Take the group lock if it is free.
+pub(crate) fn try_lock(slot: &WorkerSlot) -> bool {
+    slot.group
+        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+}
+
+pub(crate) fn unlock(slot: &WorkerSlot) {
+    slot.group.store(0, Ordering::SeqCst);
+    if slot.group_waiters.load(Ordering::SeqCst) > 0 {
+        futex_wake(&slot.group, 1);
+    }
+}
+
+/// Whether another thread waits for the group lock: the holder gives it up
+/// at its next slice boundary.
+#[inline]
+pub(crate) fn wanted(slot: &WorkerSlot) -> bool {
+    slot.group_waiters.load(Ordering::Relaxed) > 0
+}
+
+/// Wake a stand-in thread: the worker was lent.
+fn ring(slot: &WorkerSlot) {
+    slot.bell.fetch_add(1, Ordering::Release);
+    futex_wake(&slot.bell, 1);
+}
+
+/// A stand-in's wait for its bell (`seen`: the bell's value it last saw).
+pub(crate) fn wait_bell(slot: &WorkerSlot, seen: u32) {
+    slot.standins_idle.fetch_add(1, Ordering::SeqCst);
+    futex_wait(&slot.bell, seen);
+    slot.standins_idle.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Ring the bell for shutdown: every stand-in wakes and sees `stopping`.
+pub(crate) fn ring_for_exit(slot: &WorkerSlot) {
+    slot.bell.fetch_add(1, Ordering::Release);
+    futex_wake(&slot.bell, i32::MAX);
+}
+
+/// The futex wait a lending thread is blocked in: its arguments, as the
+/// kernel rewound it onto libc's `syscall` instruction (`rdi`, `rsi`,
+/// `rdx`, `r10`, `r8`, `r9`).
+pub(super) struct FutexWait {
+    pub addr: usize,
+    pub op: usize,
+    pub val: usize,
+    pub uaddr2: usize,
+    pub val3: usize,
+}
+
+/// Whether the worker can be lent now: a thread waits for its group lock
+/// (the one it was lent from, whose wait is over), or a stand-in is idle.
+pub(super) fn can_lend(slot: &WorkerSlot) -> bool {
+    wanted(slot) || slot.standins_idle.load(Ordering::SeqCst) > 0
+}
+
+/// Called by the handler on the thread that holds `slot`'s group lock (the
+/// worker's own thread, or a stand-in running its tasks), in a slice the
+/// monitor asked to lend (`lend_target`), stopped in the untimed futex wait
+/// `wait`, when [`can_lend`]. Returns once the wait is over and this thread
+/// holds the lock again, with the slice's state as it was.
+pub(super) fn lend(slot: &WorkerSlot, wait: &FutexWait) {
+    let me = Identity::read(slot);
+    let task = slot.task.load(Ordering::Relaxed);
+    let preemptible = slot.preemptible.load(Ordering::Relaxed);
+    let blocked_since = slot.blocked_since.swap(0, Ordering::Relaxed);
+    slot.lend_target.store(0, Ordering::Relaxed);
+    slot.lends.add(1);
+    slot.lent.fetch_add(1, Ordering::SeqCst);
+    let ring_one = !wanted(slot);
+    unlock(slot);
+    if ring_one {
+        ring(slot);
+    }
+    loop {
+        // SAFETY: the same call the task was blocked in, with the same
+        // arguments and no timeout: it only reads the futex word, which the
+        // task's own frames keep alive until the wait returns to them.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                wait.addr,
+                wait.op,
+                wait.val,
+                std::ptr::null::<libc::timespec>(),
+                wait.uaddr2,
+                wait.val3,
+            )
+        };
+        // SAFETY: this thread's errno slot (the handler restores it).
+        if r == -1 && unsafe { *libc::__errno_location() } == libc::EINTR {
+            continue;
+        }
+        break;
+    }
+    lock(slot);
+    slot.lent.fetch_sub(1, Ordering::SeqCst);
+    me.install(slot);
+    slot.task.store(task, Ordering::Relaxed);
+    slot.preemptible.store(preemptible, Ordering::Relaxed);
+    slot.blocked_since.store(blocked_since, Ordering::Relaxed);
+    // A fresh slice number: the monitor times the rest of this slice anew,
+    // and no request for a slice the stand-in ran can match it.
+    slot.seq
+        .store(slot.seq.load(Ordering::Relaxed) + 1, Ordering::Release);
+}

@@ -1,0 +1,125 @@
+//! A worker's stand-in: the thread that runs the tasks pinned to a worker
+//! while the worker's own thread is lent out, blocked in a futex wait
+//! (`preempt/lend.rs` is the mechanism, `sysmon/blocked.rs` decides when).
+//!
+//! One per regular worker, started by the monitor the first time that
+//! worker is to be lent, and kept until shutdown: tasks preempted here may
+//! hold addresses of this thread's thread-locals, so it must outlive them,
+//! and it runs nothing but its worker's pinned tasks, one at a time and
+//! only while it holds the worker's group lock.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crossbeam_deque::Worker;
+
+use super::Shared;
+use super::context;
+use super::worker::WorkerCtx;
+use crate::preempt::{
+    enter_standin, exit_standin, group_try_lock, group_unlock, group_wanted, wait_bell,
+};
+
+/// Start the stand-in thread of worker `index`.
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    index: usize,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let name = format!("{}-standin-{index}", shared.config.name);
+    std::thread::Builder::new().name(name).spawn(move || {
+        let ctx = Rc::new(WorkerCtx::new(index, shared.clone(), Worker::new_fifo()));
+        let me = ctx.me();
+        let slot = &me.slot;
+        let identity = enter_standin(slot);
+        ctx.identity.set(identity);
+        context::enter(ctx.clone());
+        loop {
+            let seen = slot.bell.load(Ordering::Acquire);
+            if shared.stopping.load(Ordering::Acquire) {
+                break;
+            }
+            // Only a worker that was lent: otherwise its thread runs its
+            // pinned tasks itself.
+            if slot.lent.load(Ordering::SeqCst) > 0 && group_try_lock(slot) {
+                identity.install(slot);
+                let mut ran = false;
+                while !shared.stopping.load(Ordering::Acquire) {
+                    let Some(t) = ctx.pop_pinned() else { break };
+                    ran = true;
+                    // SAFETY: `t` was just taken out of the pinned queue.
+                    unsafe { ctx.run_task(me, t) };
+                    // Tasks this thread woke or that yielded here are free
+                    // to run anywhere: hand them on at once, this thread
+                    // runs pinned tasks only.
+                    while let Some(t) = ctx.local.pop() {
+                        shared.injector.push(t);
+                        shared.idle.notify_one();
+                    }
+                    if group_wanted(slot) {
+                        break;
+                    }
+                }
+                group_unlock(slot);
+                if ran {
+                    continue;
+                }
+                // Nothing pinned: only a slice run here pins tasks, so
+                // there is nothing to do until the worker is lent again.
+            }
+            wait_bell(slot, seen);
+        }
+        exit_standin();
+        context::exit();
+        while let Some(t) = ctx.local.pop() {
+            shared.leftovers.lock().push(t);
+        }
+        ctx.release_stacks();
+    })
+}
+
+/// Stand-ins one worker may have: each runs the worker while the thread
+/// before it waits; a chain of waits longer than this is reported as a
+/// stall (`sysmon/blocked.rs`).
+const MAX_STANDINS: usize = 8;
+
+impl Shared {
+    /// Whether worker `i` has a stand-in waiting for its bell; starts one
+    /// more (up to [`MAX_STANDINS`]) if none waits. Called by the monitor.
+    pub(crate) fn standin_ready(self: &Arc<Self>, i: usize) -> bool {
+        let w = &self.workers[i];
+        if w.slot.standins_idle.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
+        let mut standins = w.standins.lock();
+        if standins.len() < MAX_STANDINS && !self.stopping.load(Ordering::Acquire) {
+            match spawn(self.clone(), i) {
+                Ok(h) => standins.push(h),
+                Err(e) => eprintln!("kvant: could not start a stand-in for worker {i}: {e}"),
+            }
+        }
+        false
+    }
+
+    /// Shutdown: the workers are gone; stop and join their stand-ins by
+    /// `deadline`. One still lent (its task waits for something that never
+    /// comes) is left detached, as a stuck worker is.
+    pub(crate) fn join_standins(&self, deadline: std::time::Instant) {
+        let mut all = Vec::new();
+        for w in self.workers.iter() {
+            let hs: Vec<_> = w.standins.lock().drain(..).collect();
+            if !hs.is_empty() {
+                crate::preempt::ring_for_exit(&w.slot);
+            }
+            all.extend(hs);
+        }
+        while all.iter().any(|h| !h.is_finished()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for h in all {
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! A worker whose thread is parked by a wait that only a task preempted on
+//! that thread can end is lent: a stand-in thread runs the pinned tasks
+//! until the wait is over (`src/preempt/lend.rs`). Before, each of these
+//! deadlocked the worker for good.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kvant::Runtime;
+
+mod common;
+use common::{burn, join_ok, wait_for};
+
+fn runtime(workers: usize, quantum: Duration) -> Runtime {
+    let rt = Runtime::builder()
+        .workers(workers)
+        .quantum(Some(quantum))
+        .build()
+        .unwrap();
+    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
+    rt
+}
+
+/// The holder is preempted with the guard held (one worker: the waiter can
+/// only run if it was), and the waiter parks the worker's thread on it.
+#[test]
+fn a_parking_lot_guard_held_across_a_preemption_does_not_deadlock_its_worker() {
+    for q in [Duration::from_micros(50), Duration::from_millis(1)] {
+        let rt = runtime(1, q);
+        let lock = Arc::new(parking_lot::Mutex::new(0u64));
+        let locked = Arc::new(AtomicBool::new(false));
+        let waiting = Arc::new(AtomicBool::new(false));
+        let holder = {
+            let (lock, locked, waiting) = (lock.clone(), locked.clone(), waiting.clone());
+            rt.spawn(move || {
+                let mut g = lock.lock();
+                locked.store(true, Ordering::Release);
+                while !waiting.load(Ordering::Acquire) {
+                    *g = std::hint::black_box(*g + 1);
+                }
+                // Computes on with the guard, preempted again wherever it
+                // runs now.
+                *g = burn(*g, 2_000_000);
+            })
+        };
+        wait_for("the holder to take the lock", || {
+            locked.load(Ordering::Acquire)
+        });
+        let waiter = {
+            let (lock, waiting) = (lock.clone(), waiting.clone());
+            rt.spawn(move || {
+                waiting.store(true, Ordering::Release);
+                *lock.lock() += 1;
+            })
+        };
+        join_ok(holder);
+        join_ok(waiter);
+        let m = rt.metrics().total();
+        assert!(m.preemptions > 0, "quantum {q:?}: never preempted");
+        assert!(m.lends > 0, "quantum {q:?}: never lent: {m:?}");
+    }
+}
+
+/// As users write it: every task adds to a shared total under a parking_lot
+/// guard, computing its term while it holds the guard. Results equal the
+/// sequential sum, on 1 and 2 workers.
+#[test]
+fn tasks_that_compute_under_a_parking_lot_guard_finish_with_the_right_total() {
+    const TASKS: u64 = 8;
+    const ADDS: u64 = 40;
+    let expected: u64 = (0..TASKS)
+        .flat_map(|t| (0..ADDS).map(move |i| burn(t * 1000 + i, 20_000) & 0xffff))
+        .sum();
+    for workers in [1, 2] {
+        let rt = runtime(workers, Duration::from_micros(50));
+        let total = Arc::new(parking_lot::Mutex::new(0u64));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let total = total.clone();
+                rt.spawn(move || {
+                    for i in 0..ADDS {
+                        let mut g = total.lock();
+                        *g += burn(t * 1000 + i, 20_000) & 0xffff;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            join_ok(t);
+        }
+        assert_eq!(*total.lock(), expected, "{workers} worker(s)");
+        let m = rt.metrics().total();
+        assert!(m.preemptions > 0, "{workers} worker(s): never preempted");
+    }
+}
+
+/// `std::sync::mpsc` parks the thread (`thread::park`): a receiver on the
+/// worker whose sender was preempted there.
+#[test]
+fn a_std_mpsc_receiver_waiting_for_a_preempted_sender_on_its_worker() {
+    let rt = runtime(1, Duration::from_micros(50));
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let started = Arc::new(AtomicBool::new(false));
+    let waiting = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (started, waiting) = (started.clone(), waiting.clone());
+        rt.spawn(move || {
+            started.store(true, Ordering::Release);
+            while !waiting.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+            tx.send(burn(7, 1_000_000)).unwrap();
+        })
+    };
+    wait_for("the sender to start", || started.load(Ordering::Acquire));
+    let receiver = {
+        let waiting = waiting.clone();
+        rt.spawn(move || {
+            waiting.store(true, Ordering::Release);
+            rx.recv().unwrap()
+        })
+    };
+    join_ok(sender);
+    assert_eq!(join_ok(receiver), burn(7, 1_000_000));
+    let m = rt.metrics().total();
+    assert!(m.preemptions > 0 && m.lends > 0, "{m:?}");
+}
