@@ -327,7 +327,8 @@ fn warn(shared: &Shared, i: usize, seq: u64, ep: &mut Episode, now: u64, reports
     let mut msg = format!(
         "kvant: {} has blocked {} in the kernel for {:.1} ms{}, while other tasks wait for it. \
          Tasks queued behind it are handed to other workers or to a compensating thread; tasks \
-         preempted on this thread wait until it returns. Wait with kvant::time::sleep, \
+         preempted on this thread to a stand-in thread, if it waits on a futex with no \
+         timeout, or else they wait until it returns. Wait with kvant::time::sleep, \
          kvant::sync or kvant::channel instead, or run the call in kvant::spawn_blocking.",
         describe_task(&ep.task),
         describe_worker(shared, i),

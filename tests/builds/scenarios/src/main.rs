@@ -312,6 +312,54 @@ fn panics_model() -> Vec<u64> {
     vec![8, 8, 24, 24]
 }
 
+/// Locks and waits that park the *thread*, held or awaited across
+/// preemptions in the tasks' own code: a parking_lot guard held while its
+/// term is computed, a `OnceCell` whose initialiser computes while the
+/// other tasks wait for it, and std mpsc from a computing producer. A
+/// waiter on the holder's worker parks that thread; the worker is lent.
+fn thread_parking_waits(rt: &Runtime) -> Vec<u64> {
+    let total = Arc::new(parking_lot::Mutex::new(0u64));
+    let cell = Arc::new(once_cell::sync::OnceCell::<u64>::new());
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let mut hs: Vec<_> = (0..8u64)
+        .map(|i| {
+            let (total, cell, tx) = (total.clone(), cell.clone(), tx.clone());
+            rt.spawn(move || {
+                let base = *cell.get_or_init(|| burn(99, 400_000) & 0xff);
+                let mut mine = 0;
+                for k in 0..20 {
+                    let mut g = total.lock();
+                    let term = base + (burn(i * 100 + k, 20_000) & 0xffff);
+                    *g += term;
+                    mine += term;
+                }
+                tx.send(mine).unwrap();
+                mine
+            })
+        })
+        .collect();
+    drop(tx);
+    hs.push(rt.spawn(move || rx.iter().sum::<u64>()));
+    let mut out: Vec<u64> = hs.into_iter().map(|h| h.join().expect("task")).collect();
+    out.push(*total.lock());
+    out
+}
+
+fn thread_parking_model() -> Vec<u64> {
+    let base = burn(99, 400_000) & 0xff;
+    let mut out: Vec<u64> = (0..8u64)
+        .map(|i| {
+            (0..20)
+                .map(|k| base + (burn(i * 100 + k, 20_000) & 0xffff))
+                .sum()
+        })
+        .collect();
+    let sum: u64 = out.iter().sum();
+    out.push(sum);
+    out.push(sum);
+    out
+}
+
 type Scenario = (&'static str, fn(&Runtime) -> Vec<u64>, fn() -> Vec<u64>);
 
 const SCENARIOS: &[Scenario] = &[
@@ -333,6 +381,11 @@ const SCENARIOS: &[Scenario] = &[
         "panics and aborts whose destructors sleep and lock",
         panics_and_aborts,
         panics_model,
+    ),
+    (
+        "parking_lot guards, a OnceCell and std mpsc across preemptions",
+        thread_parking_waits,
+        thread_parking_model,
     ),
 ];
 
@@ -390,8 +443,8 @@ fn main() {
             );
             let m = rt.metrics().total();
             eprintln!(
-                "kvant-scenarios: #{n} {name}, {workers} worker(s), {mode:?}: ok, {} preemptions, {} deferrals, {} overruns",
-                m.preemptions, m.deferrals, m.overruns
+                "kvant-scenarios: #{n} {name}, {workers} worker(s), {mode:?}: ok, {} preemptions, {} deferrals, {} overruns, {} lends",
+                m.preemptions, m.deferrals, m.overruns, m.lends
             );
             if expect == "preemptive" {
                 assert!(
