@@ -126,3 +126,52 @@ fn a_std_mpsc_receiver_waiting_for_a_preempted_sender_on_its_worker() {
     let m = rt.metrics().total();
     assert!(m.preemptions > 0 && m.lends > 0, "{m:?}");
 }
+
+/// While the worker is lent, the stand-in is that worker: it runs queued
+/// work too, in turns with the pinned tasks. Here the lender waits for a
+/// message from a task queued after it blocked, while a pinned hog runs
+/// until the message has arrived; no compensating thread may run it.
+#[test]
+fn a_lent_worker_runs_the_queued_task_its_lender_waits_for() {
+    // No compensating thread: only the stand-in can run the sender.
+    let rt = Runtime::builder()
+        .workers(1)
+        .quantum(Some(Duration::from_micros(50)))
+        .max_compensation(0)
+        .build()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let started = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicBool::new(false));
+    let hog = {
+        let (started, received) = (started.clone(), received.clone());
+        rt.spawn(move || {
+            started.store(true, Ordering::Release);
+            let mut x = 0;
+            while !received.load(Ordering::Acquire) {
+                x = burn(x, 1000);
+            }
+            x
+        })
+    };
+    wait_for("the hog to start", || started.load(Ordering::Acquire));
+    let receiver = {
+        let received = received.clone();
+        rt.spawn(move || {
+            let v = rx.recv().unwrap();
+            received.store(true, Ordering::Release);
+            v
+        })
+    };
+    // Once the receiver has blocked the worker's thread (and the hog is
+    // pinned there), queue the sender.
+    wait_for("the worker to be blocked", || {
+        rt.metrics().total().kernel_blocks > 0
+    });
+    let sender = rt.spawn(move || tx.send(burn(3, 100_000)).unwrap());
+    assert_eq!(join_ok(receiver), burn(3, 100_000));
+    join_ok(sender);
+    join_ok(hog);
+    let m = rt.metrics().total();
+    assert!(m.preemptions > 0 && m.lends > 0, "{m:?}");
+}

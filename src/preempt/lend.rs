@@ -51,6 +51,22 @@ impl Identity {
         }
     }
 
+    fn save(&self, to: &super::slot::Lender) {
+        to.thread.store(self.thread, Ordering::Relaxed);
+        to.tid.store(self.tid, Ordering::Relaxed);
+        to.cpu_clock.store(self.cpu_clock, Ordering::Relaxed);
+        to.owner_id.store(self.owner_id, Ordering::Relaxed);
+    }
+
+    fn saved(from: &super::slot::Lender) -> Identity {
+        Identity {
+            thread: from.thread.load(Ordering::Relaxed),
+            tid: from.tid.load(Ordering::Relaxed),
+            cpu_clock: from.cpu_clock.load(Ordering::Relaxed),
+            owner_id: from.owner_id.load(Ordering::Relaxed),
+        }
+    }
+
     fn read(slot: &WorkerSlot) -> Identity {
         Identity {
             thread: slot.thread.load(Ordering::Relaxed),
@@ -157,6 +173,22 @@ pub(crate) fn ring_for_exit(slot: &WorkerSlot) {
     futex_wake(&slot.bell, i32::MAX);
 }
 
+/// A stand-in that holds the group lock has nothing left to run while the
+/// worker is still lent: make the slot show the last lender's slice again
+/// (still blocked in its wait), so that the monitor sees a blocked worker
+/// and hands its queued work to a compensating thread as before the lend.
+pub(crate) fn show_lender(slot: &WorkerSlot) {
+    Identity::saved(&slot.lender).install(slot);
+    slot.task
+        .store(slot.lender.task.load(Ordering::Relaxed), Ordering::Relaxed);
+    slot.preemptible.store(
+        slot.lender.preemptible.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    slot.seq
+        .store(slot.seq.load(Ordering::Relaxed) + 1, Ordering::Release);
+}
+
 /// The futex wait a lending thread is blocked in: its arguments, as the
 /// kernel rewound it onto libc's `syscall` instruction (`rdi`, `rsi`,
 /// `rdx`, `r10`, `r8`, `r9`).
@@ -186,6 +218,11 @@ pub(super) fn lend(slot: &WorkerSlot, wait: &FutexWait) {
     let blocked_since = slot.blocked_since.swap(0, Ordering::Relaxed);
     slot.lend_target.store(0, Ordering::Relaxed);
     slot.lends.add(1);
+    me.save(&slot.lender);
+    slot.lender.task.store(task, Ordering::Relaxed);
+    slot.lender
+        .preemptible
+        .store(preemptible, Ordering::Relaxed);
     slot.lent.fetch_add(1, Ordering::SeqCst);
     let ring_one = !wanted(slot);
     unlock(slot);

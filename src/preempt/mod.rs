@@ -76,7 +76,7 @@ mod wrappers;
 pub(crate) use fence::register as register_fence;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use lend::{
-    Identity, lock as group_lock, ring_for_exit, try_lock as group_try_lock,
+    Identity, lock as group_lock, ring_for_exit, show_lender, try_lock as group_try_lock,
     unlock as group_unlock, wait_bell, wanted as group_wanted,
 };
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

@@ -88,6 +88,20 @@ pub(crate) struct WorkerSlot {
     pub standins_idle: AtomicU32,
     /// Times the worker was lent (from either thread).
     pub lends: Counter,
+    /// The slice state of the thread that lent the worker last, for a
+    /// stand-in that runs out of work before it is back (`lend.rs`).
+    pub lender: Lender,
+}
+
+/// What a lending thread's slot said about it (see `WorkerSlot::lender`).
+#[derive(Default)]
+pub(crate) struct Lender {
+    pub task: AtomicUsize,
+    pub preemptible: AtomicBool,
+    pub thread: AtomicU64,
+    pub tid: AtomicI32,
+    pub cpu_clock: AtomicI32,
+    pub owner_id: AtomicU64,
 }
 
 impl WorkerSlot {

@@ -12,14 +12,33 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crossbeam_deque::Worker;
+use crossbeam_deque::{Steal, Worker};
 
 use super::Shared;
 use super::context;
 use super::worker::WorkerCtx;
 use crate::preempt::{
-    enter_standin, exit_standin, group_try_lock, group_unlock, group_wanted, wait_bell,
+    enter_standin, exit_standin, group_try_lock, group_unlock, group_wanted, show_lender, wait_bell,
 };
+use crate::task::Task;
+
+/// A task that may run on any thread, for a stand-in that has run out of
+/// pinned ones: the global queue, its worker's deque, then other workers'.
+fn take_movable(ctx: &WorkerCtx) -> Option<Arc<Task>> {
+    let shared = &*ctx.shared;
+    loop {
+        match shared.injector.steal() {
+            Steal::Success(t) => return Some(t),
+            Steal::Retry => continue,
+            Steal::Empty => {}
+        }
+        match shared.stealers[ctx.index].steal() {
+            Steal::Success(t) => return Some(t),
+            Steal::Retry => continue,
+            Steal::Empty => return ctx.steal(),
+        }
+    }
+}
 
 /// Start the stand-in thread of worker `index`.
 pub(crate) fn spawn(
@@ -39,33 +58,43 @@ pub(crate) fn spawn(
             if shared.stopping.load(Ordering::Acquire) {
                 break;
             }
-            // Only a worker that was lent: otherwise its thread runs its
-            // pinned tasks itself.
+            // Only a worker that was lent: otherwise its thread runs it.
             if slot.lent.load(Ordering::SeqCst) > 0 && group_try_lock(slot) {
                 identity.install(slot);
-                let mut ran = false;
+                let mut handed_over = false;
+                let mut pinned_first = true;
                 while !shared.stopping.load(Ordering::Acquire) {
-                    let Some(t) = ctx.pop_pinned() else { break };
-                    ran = true;
-                    // SAFETY: `t` was just taken out of the pinned queue.
+                    // This thread is the worker now: its pinned tasks and
+                    // what is queued for it or anywhere, in turns (the
+                    // lender may be waiting for a queued one while pinned
+                    // hogs take turns).
+                    let t = if pinned_first {
+                        ctx.pop_pinned().or_else(|| take_movable(&ctx))
+                    } else {
+                        take_movable(&ctx).or_else(|| ctx.pop_pinned())
+                    };
+                    pinned_first = !pinned_first;
+                    let Some(t) = t else { break };
+                    // SAFETY: `t` was just taken out of a queue (the pops
+                    // and steals are exclusive).
                     unsafe { ctx.run_task(me, t) };
-                    // Tasks this thread woke or that yielded here are free
-                    // to run anywhere: hand them on at once, this thread
-                    // runs pinned tasks only.
+                    // Tasks woken here or that yielded here are free to run
+                    // anywhere; no thief sees this thread's deque.
                     while let Some(t) = ctx.local.pop() {
                         shared.injector.push(t);
                         shared.idle.notify_one();
                     }
                     if group_wanted(slot) {
+                        handed_over = true;
                         break;
                     }
                 }
-                group_unlock(slot);
-                if ran {
-                    continue;
+                if !handed_over && slot.lent.load(Ordering::SeqCst) > 0 {
+                    show_lender(slot);
                 }
-                // Nothing pinned: only a slice run here pins tasks, so
-                // there is nothing to do until the worker is lent again.
+                group_unlock(slot);
+                // Until the next lend: the thread it goes to runs it now,
+                // or it is blocked with nothing for a stand-in to run.
             }
             wait_bell(slot, seen);
         }
