@@ -25,6 +25,7 @@
 //!
 //! Async-signal-safe: atomics and `futex` system calls only.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::WorkerSlot;
@@ -48,22 +49,6 @@ impl Identity {
             tid: probe.tid.load(Ordering::Relaxed),
             cpu_clock: probe.cpu_clock.load(Ordering::Relaxed),
             owner_id: crate::task::owned::thread_id(),
-        }
-    }
-
-    fn save(&self, to: &super::slot::Lender) {
-        to.thread.store(self.thread, Ordering::Relaxed);
-        to.tid.store(self.tid, Ordering::Relaxed);
-        to.cpu_clock.store(self.cpu_clock, Ordering::Relaxed);
-        to.owner_id.store(self.owner_id, Ordering::Relaxed);
-    }
-
-    fn saved(from: &super::slot::Lender) -> Identity {
-        Identity {
-            thread: from.thread.load(Ordering::Relaxed),
-            tid: from.tid.load(Ordering::Relaxed),
-            cpu_clock: from.cpu_clock.load(Ordering::Relaxed),
-            owner_id: from.owner_id.load(Ordering::Relaxed),
         }
     }
 
@@ -113,12 +98,30 @@ fn futex_wake(word: &AtomicU32, n: i32) {
     }
 }
 
+thread_local! {
+    /// This thread holds a worker's group lock (a thread holds at most one:
+    /// its own worker's, or the one it stands in for). Const-initialised:
+    /// read from the signal handler.
+    static HOLDS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread holds a group lock (signal-safe).
+pub(super) fn holds() -> bool {
+    HOLDS.with(|h| h.get())
+}
+
+fn acquired(slot: &WorkerSlot) {
+    HOLDS.with(|h| h.set(true));
+    slot.group_acquires.fetch_add(1, Ordering::Release);
+}
+
 /// Take the worker's group lock (blocking the thread until it is free).
 pub(crate) fn lock(slot: &WorkerSlot) {
     let g = &slot.group;
     if g.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
         .is_ok()
     {
+        acquired(slot);
         return;
     }
     // SeqCst pairs with `unlock`'s store and load: either it sees us
@@ -131,20 +134,41 @@ pub(crate) fn lock(slot: &WorkerSlot) {
         futex_wait(g, 1);
     }
     slot.group_waiters.fetch_sub(1, Ordering::Relaxed);
+    acquired(slot);
 }
 
 /// Take the group lock if it is free.
 pub(crate) fn try_lock(slot: &WorkerSlot) -> bool {
-    slot.group
+    let ok = slot
+        .group
         .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-        .is_ok()
+        .is_ok();
+    if ok {
+        acquired(slot);
+    }
+    ok
 }
 
 pub(crate) fn unlock(slot: &WorkerSlot) {
+    HOLDS.with(|h| h.set(false));
     slot.group.store(0, Ordering::SeqCst);
     if slot.group_waiters.load(Ordering::SeqCst) > 0 {
         futex_wake(&slot.group, 1);
     }
+}
+
+/// Let a thread that waits for the group lock have it, then take it back:
+/// without waiting for the waiter to get it first, the releasing thread
+/// would win it straight back (it runs, the woken waiter has yet to), and a
+/// lender could wait in its handler for as long as the holder finds work.
+/// Not from the handler (it yields the CPU).
+pub(crate) fn pass(slot: &WorkerSlot) {
+    let before = slot.group_acquires.load(Ordering::Acquire);
+    unlock(slot);
+    while wanted(slot) && slot.group_acquires.load(Ordering::Acquire) == before {
+        std::thread::yield_now();
+    }
+    lock(slot);
 }
 
 /// Whether another thread waits for the group lock: the holder gives it up
@@ -167,26 +191,31 @@ pub(crate) fn wait_bell(slot: &WorkerSlot, seen: u32) {
     slot.standins_idle.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// [`wait_bell`], for at most `timeout`.
+pub(crate) fn wait_bell_for(slot: &WorkerSlot, seen: u32, timeout: std::time::Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    slot.standins_idle.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: FUTEX_WAIT on a live, aligned u32 with a valid relative
+    // timeout only reads the word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            slot.bell.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            seen,
+            &ts as *const libc::timespec,
+        );
+    }
+    slot.standins_idle.fetch_sub(1, Ordering::SeqCst);
+}
+
 /// Ring the bell for shutdown: every stand-in wakes and sees `stopping`.
 pub(crate) fn ring_for_exit(slot: &WorkerSlot) {
     slot.bell.fetch_add(1, Ordering::Release);
     futex_wake(&slot.bell, i32::MAX);
-}
-
-/// A stand-in that holds the group lock has nothing left to run while the
-/// worker is still lent: make the slot show the last lender's slice again
-/// (still blocked in its wait), so that the monitor sees a blocked worker
-/// and hands its queued work to a compensating thread as before the lend.
-pub(crate) fn show_lender(slot: &WorkerSlot) {
-    Identity::saved(&slot.lender).install(slot);
-    slot.task
-        .store(slot.lender.task.load(Ordering::Relaxed), Ordering::Relaxed);
-    slot.preemptible.store(
-        slot.lender.preemptible.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
-    slot.seq
-        .store(slot.seq.load(Ordering::Relaxed) + 1, Ordering::Release);
 }
 
 /// The futex wait a lending thread is blocked in: its arguments, as the
@@ -218,12 +247,11 @@ pub(super) fn lend(slot: &WorkerSlot, wait: &FutexWait) {
     let blocked_since = slot.blocked_since.swap(0, Ordering::Relaxed);
     slot.lend_target.store(0, Ordering::Relaxed);
     slot.lends.add(1);
-    me.save(&slot.lender);
-    slot.lender.task.store(task, Ordering::Relaxed);
-    slot.lender
-        .preemptible
-        .store(preemptible, Ordering::Relaxed);
     slot.lent.fetch_add(1, Ordering::SeqCst);
+    // As at a slice's end: whoever runs the worker next starts from a slot
+    // with no slice (`begin` sets only what its slice needs).
+    slot.preemptible.store(false, Ordering::Relaxed);
+    slot.task.store(0, Ordering::Release);
     let ring_one = !wanted(slot);
     unlock(slot);
     if ring_one {

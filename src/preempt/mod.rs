@@ -76,8 +76,8 @@ mod wrappers;
 pub(crate) use fence::register as register_fence;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use lend::{
-    Identity, lock as group_lock, ring_for_exit, show_lender, try_lock as group_try_lock,
-    unlock as group_unlock, wait_bell, wanted as group_wanted,
+    Identity, lock as group_lock, pass as group_pass, ring_for_exit, try_lock as group_try_lock,
+    unlock as group_unlock, wait_bell, wait_bell_for, wanted as group_wanted,
 };
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use probe::{InSyscall, KernelState, Probe, Site, blocked_site, cpu_time};
@@ -437,13 +437,14 @@ mod lend_off {
     }
 
     pub(crate) fn group_lock(_: &WorkerSlot) {}
+    pub(crate) fn group_pass(_: &WorkerSlot) {}
     pub(crate) fn group_unlock(_: &WorkerSlot) {}
     pub(crate) fn group_wanted(_: &WorkerSlot) -> bool {
         false
     }
 }
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-pub(crate) use lend_off::{Identity, group_lock, group_unlock, group_wanted};
+pub(crate) use lend_off::{Identity, group_lock, group_pass, group_unlock, group_wanted};
 
 /// This thread stands in for the worker of `slot` while its own thread is
 /// lent out (`lend.rs`); returns the thread's identity, which it installs

@@ -181,7 +181,11 @@ fn static_tls(map: &CodeMap) -> (usize, usize) {
 #[inline(never)]
 fn lend_here(slot: &WorkerSlot, uc: *mut libc::c_void) -> bool {
     let seq = slot.seq.load(Ordering::Acquire);
-    if slot.task.load(Ordering::Relaxed) == 0
+    // Only the thread that runs the worker's tasks lends it: a stand-in
+    // asleep on its bell, or a thread waiting for the group lock, is in an
+    // untimed futex wait too, with the slot naming it.
+    if !super::lend::holds()
+        || slot.task.load(Ordering::Relaxed) == 0
         || slot.lend_target.load(Ordering::Relaxed) != seq
         || slot.cpu_timed.load(Ordering::Relaxed)
         || !super::lend::can_lend(slot)

@@ -78,6 +78,8 @@ pub(crate) struct WorkerSlot {
     pub group: AtomicU32,
     /// Threads waiting for `group`.
     pub group_waiters: AtomicU32,
+    /// Times `group` was taken (`lend::pass` waits for it to move).
+    pub group_acquires: AtomicU32,
     /// Rung (incremented, futex-woken) when the worker is lent.
     pub bell: AtomicU32,
     /// The `seq` the monitor asks to lend the worker from (`lend.rs`).
@@ -88,20 +90,6 @@ pub(crate) struct WorkerSlot {
     pub standins_idle: AtomicU32,
     /// Times the worker was lent (from either thread).
     pub lends: Counter,
-    /// The slice state of the thread that lent the worker last, for a
-    /// stand-in that runs out of work before it is back (`lend.rs`).
-    pub lender: Lender,
-}
-
-/// What a lending thread's slot said about it (see `WorkerSlot::lender`).
-#[derive(Default)]
-pub(crate) struct Lender {
-    pub task: AtomicUsize,
-    pub preemptible: AtomicBool,
-    pub thread: AtomicU64,
-    pub tid: AtomicI32,
-    pub cpu_clock: AtomicI32,
-    pub owner_id: AtomicU64,
 }
 
 impl WorkerSlot {
@@ -142,9 +130,7 @@ impl WorkerSlot {
     pub(crate) fn begin(&self, task: &Header, preemptible: bool) {
         self.task
             .store(task as *const Header as usize, Ordering::Relaxed);
-        if preemptible {
-            self.preemptible.store(true, Ordering::Relaxed);
-        }
+        self.preemptible.store(preemptible, Ordering::Relaxed);
         // Published last: the handler trusts the fields above once it sees
         // its slice number (single writer: no read-modify-write needed).
         self.seq

@@ -84,6 +84,8 @@ impl Runtime {
         } else {
             self.threads.clear(); // detach: they exit when their task yields
             shared.compensation.detach_all();
+            #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+            shared.join_standins(Instant::now());
         }
 
         // Whatever is still queued: cancel here (no worker will run it again).

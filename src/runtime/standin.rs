@@ -18,7 +18,8 @@ use super::Shared;
 use super::context;
 use super::worker::WorkerCtx;
 use crate::preempt::{
-    enter_standin, exit_standin, group_try_lock, group_unlock, group_wanted, show_lender, wait_bell,
+    enter_standin, exit_standin, group_try_lock, group_unlock, group_wanted, wait_bell,
+    wait_bell_for,
 };
 use crate::task::Task;
 
@@ -53,6 +54,12 @@ pub(crate) fn spawn(
         let identity = enter_standin(slot);
         ctx.identity.set(identity);
         context::enter(ctx.clone());
+        // While the worker stays lent and nothing is left to run, look
+        // again after a nap that doubles up to this many thresholds: work
+        // queued meanwhile may be what the lender waits for, and nothing
+        // else would start it with no compensating thread allowed.
+        let max_nap = shared.config.blocking_threshold * 8;
+        let mut nap: Option<std::time::Duration> = None;
         loop {
             let seen = slot.bell.load(Ordering::Acquire);
             if shared.stopping.load(Ordering::Acquire) {
@@ -61,6 +68,8 @@ pub(crate) fn spawn(
             // Only a worker that was lent: otherwise its thread runs it.
             if slot.lent.load(Ordering::SeqCst) > 0 && group_try_lock(slot) {
                 identity.install(slot);
+                slot.blocked_since.store(0, Ordering::Relaxed);
+                let mut ran = false;
                 let mut handed_over = false;
                 let mut pinned_first = true;
                 while !shared.stopping.load(Ordering::Acquire) {
@@ -75,6 +84,7 @@ pub(crate) fn spawn(
                     };
                     pinned_first = !pinned_first;
                     let Some(t) = t else { break };
+                    ran = true;
                     // SAFETY: `t` was just taken out of a queue (the pops
                     // and steals are exclusive).
                     unsafe { ctx.run_task(me, t) };
@@ -89,13 +99,20 @@ pub(crate) fn spawn(
                         break;
                     }
                 }
-                if !handed_over && slot.lent.load(Ordering::SeqCst) > 0 {
-                    show_lender(slot);
-                }
                 group_unlock(slot);
-                // Until the next lend: the thread it goes to runs it now,
-                // or it is blocked with nothing for a stand-in to run.
+                if !handed_over && slot.lent.load(Ordering::SeqCst) > 0 {
+                    let next = match nap {
+                        Some(n) if !ran => (n * 2).min(max_nap),
+                        _ => shared.config.blocking_threshold / 2,
+                    };
+                    nap = Some(next);
+                    ctx.release_stacks();
+                    wait_bell_for(slot, seen, next);
+                    continue;
+                }
             }
+            nap = None;
+            ctx.release_stacks();
             wait_bell(slot, seen);
         }
         exit_standin();

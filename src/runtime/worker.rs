@@ -14,7 +14,7 @@ use crossbeam_deque::{Steal, Worker};
 use super::Shared;
 use super::context;
 use crate::clock;
-use crate::preempt::{Identity, group_lock, group_unlock, group_wanted};
+use crate::preempt::{Identity, group_lock, group_pass, group_unlock, group_wanted};
 use crate::task::Task;
 use crate::task::stack::Stack;
 
@@ -57,8 +57,7 @@ impl WorkerCtx {
     #[cold]
     pub(super) fn pass_group(&self) {
         let slot = &self.me().slot;
-        group_unlock(slot);
-        group_lock(slot);
+        group_pass(slot);
         self.identity.get().install(slot);
     }
 
