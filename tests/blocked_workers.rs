@@ -297,13 +297,44 @@ fn compensating_threads_retire_when_the_worker_is_back() {
     }
 }
 
-/// A parking_lot lock held across a preemption, on one worker at `quantum`:
-/// the holder ('holder') is preempted with the guard and pinned to the
-/// worker whose thread the waiter ('waiter', `preemptible` or not) then
-/// blocks in the lock. Returns the runtime, both handles and how long after
-/// the waiter ran the holder's join panicked with the stall report
-/// (`panic_on_blocking`), which must name both.
-fn parking_lot_stall(
+/// A C library's lock (glibc's `pthread_mutex_t`) held across a
+/// preemption. glibc waits for it with its own inline futex call, which the
+/// handler does not lend the worker from (`preempt/README.md` §3.5, rule 7:
+/// it lends only from libc's `syscall` wrapper, which std, parking_lot and
+/// the thread parkers use).
+struct CMutex(std::cell::UnsafeCell<libc::pthread_mutex_t>);
+
+// SAFETY: a pthread mutex is made to be shared between threads; it stays
+// at its heap address (inside an Arc) for its whole life.
+unsafe impl Sync for CMutex {}
+// SAFETY: as above.
+unsafe impl Send for CMutex {}
+
+impl CMutex {
+    fn new() -> Arc<CMutex> {
+        Arc::new(CMutex(std::cell::UnsafeCell::new(
+            libc::PTHREAD_MUTEX_INITIALIZER,
+        )))
+    }
+    fn lock(&self) {
+        // SAFETY: an initialised mutex at a fixed address.
+        assert_eq!(unsafe { libc::pthread_mutex_lock(self.0.get()) }, 0);
+    }
+    fn unlock(&self) {
+        // SAFETY: locked by this thread (the test's tasks never migrate
+        // while holding it: one worker, and no switch point in between).
+        assert_eq!(unsafe { libc::pthread_mutex_unlock(self.0.get()) }, 0);
+    }
+}
+
+/// A lock the worker cannot be lent from, held across a preemption, on one
+/// worker at `quantum`: the holder ('holder') is preempted with it and
+/// pinned to the worker whose thread the waiter ('waiter', `preemptible` or
+/// not) then blocks in the lock. Returns the runtime, the waiter's handle
+/// and how long after the waiter ran the holder's join panicked with the
+/// stall report (`panic_on_blocking`), which must name both. (A parking_lot
+/// guard or a std mpsc wait there is lent instead: tests/lend.rs.)
+fn unlendable_stall(
     quantum: Duration,
     preemptible: bool,
 ) -> (Runtime, kvant::JoinHandle<()>, Duration) {
@@ -314,7 +345,7 @@ fn parking_lot_stall(
         .build()
         .unwrap();
     assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
-    let lock = Arc::new(parking_lot::Mutex::new(0u64));
+    let lock = CMutex::new();
     let locked = Arc::new(AtomicBool::new(false));
     let waiting = Arc::new(AtomicBool::new(false));
     let holder = {
@@ -322,13 +353,14 @@ fn parking_lot_stall(
         kvant::task::Builder::new()
             .name("holder")
             .spawn_on(&rt, move || {
-                let mut g = lock.lock();
+                lock.lock();
                 locked.store(true, Ordering::Release);
-                // Hold the guard until the waiter has run: only possible if
+                // Hold the lock until the waiter has run: only possible if
                 // this task was preempted meanwhile (one worker).
                 while !waiting.load(Ordering::Acquire) {
-                    *g = std::hint::black_box(*g + 1);
+                    std::hint::spin_loop();
                 }
+                lock.unlock();
             })
             .unwrap()
     };
@@ -342,10 +374,8 @@ fn parking_lot_stall(
             .preemptible(preemptible)
             .spawn_on(&rt, move || {
                 waiting.store(true, Ordering::Release);
-                // A timed wait: an untimed one is lent to a stand-in thread,
-                // which runs the holder (tests/lend.rs); the handler cannot
-                // recompute a timed wait's time left, so this stays stuck.
-                *lock.try_lock_for(Duration::from_secs(3600)).unwrap() += 1
+                lock.lock();
+                lock.unlock();
             })
             .unwrap()
     };
@@ -364,14 +394,14 @@ fn parking_lot_stall(
     (rt, waiter, took)
 }
 
-/// A parking_lot lock held across a preemption: the holder is pinned to the
+/// A C library's lock held across a preemption: the holder is pinned to the
 /// worker whose thread the waiter blocks. Nothing can resolve that; it is
 /// reported, naming both, and `panic_on_blocking` makes the join panic.
 #[test]
 fn a_stall_hand_off_cannot_resolve_is_reported() {
     // A waiter that is not preemptible goes straight into the lock once it
     // runs and blocks the worker there.
-    let (rt, waiter, _) = parking_lot_stall(Duration::from_millis(1), false);
+    let (rt, waiter, _) = unlendable_stall(Duration::from_millis(1), false);
     drop(waiter);
     // The runtime is deadlocked for good: shutting it down detaches the
     // stuck worker (bounded) instead of hanging.
@@ -387,7 +417,7 @@ fn a_stall_hand_off_cannot_resolve_is_reported() {
 #[test]
 fn a_stall_is_reported_at_every_quantum_and_then_left_alone() {
     for q in [Duration::from_micros(50), Duration::from_micros(100)] {
-        let (rt, waiter, took) = parking_lot_stall(q, true);
+        let (rt, waiter, took) = unlendable_stall(q, true);
         // The monitor reports it about 10 ms after the waiter blocks; the
         // join learns it within its 20 ms polling step, and the panic it
         // raises prints a backtrace (slow in a debug build).

@@ -175,3 +175,64 @@ fn a_lent_worker_runs_the_queued_task_its_lender_waits_for() {
     let m = rt.metrics().total();
     assert!(m.preemptions > 0 && m.lends > 0, "{m:?}");
 }
+
+/// Timed waits are lent too, with the time they have left: a `try_lock_for`
+/// long enough gets the guard; one shorter than the holder's hold times out
+/// close to its deadline, not late and not never.
+#[test]
+fn timed_waits_are_lent_and_keep_their_deadline() {
+    for (wait, gets_it) in [
+        (Duration::from_secs(60), true),
+        (Duration::from_millis(30), false),
+    ] {
+        let rt = runtime(1, Duration::from_micros(50));
+        let lock = Arc::new(parking_lot::Mutex::new(0u64));
+        let locked = Arc::new(AtomicBool::new(false));
+        let waiting = Arc::new(AtomicBool::new(false));
+        let release = Arc::new(AtomicBool::new(false));
+        let holder = {
+            let (lock, locked, waiting, release) = (
+                lock.clone(),
+                locked.clone(),
+                waiting.clone(),
+                release.clone(),
+            );
+            rt.spawn(move || {
+                let mut g = lock.lock();
+                locked.store(true, Ordering::Release);
+                while !waiting.load(Ordering::Acquire) {
+                    *g = std::hint::black_box(*g + 1);
+                }
+                // Hold on (preempted, run by the stand-in) until released.
+                while !gets_it && !release.load(Ordering::Acquire) {
+                    *g = burn(*g, 1000);
+                }
+                *g = burn(*g, 200_000);
+            })
+        };
+        wait_for("the holder to take the lock", || {
+            locked.load(Ordering::Acquire)
+        });
+        let waiter = {
+            let (lock, waiting) = (lock.clone(), waiting.clone());
+            rt.spawn(move || {
+                waiting.store(true, Ordering::Release);
+                let t0 = std::time::Instant::now();
+                let got = lock.try_lock_for(wait).map(|mut g| *g += 1).is_some();
+                (got, t0.elapsed())
+            })
+        };
+        let (got, took) = join_ok(waiter);
+        release.store(true, Ordering::Release);
+        join_ok(holder);
+        assert_eq!(got, gets_it, "wait {wait:?}: took {took:?}");
+        if !gets_it {
+            assert!(
+                took >= wait && took < wait + Duration::from_millis(500),
+                "wait {wait:?}: timed out after {took:?}"
+            );
+        }
+        let m = rt.metrics().total();
+        assert!(m.preemptions > 0 && m.lends > 0, "wait {wait:?}: {m:?}");
+    }
+}

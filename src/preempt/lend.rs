@@ -225,6 +225,9 @@ pub(super) struct FutexWait {
     pub addr: usize,
     pub op: usize,
     pub val: usize,
+    /// Null (untimed), or the timeout to wait with: the call's own absolute
+    /// deadline, or what is left of its relative one ([`time_left`]).
+    pub timeout: *const libc::timespec,
     pub uaddr2: usize,
     pub val3: usize,
 }
@@ -233,6 +236,30 @@ pub(super) struct FutexWait {
 /// (the one it was lent from, whose wait is over), or a stand-in is idle.
 pub(super) fn can_lend(slot: &WorkerSlot) -> bool {
     wanted(slot) || slot.standins_idle.load(Ordering::SeqCst) > 0
+}
+
+/// What is left of the relative futex timeout `given`, counted from when
+/// the monitor last saw this slice's thread computing (`lend_since`, on
+/// `CLOCK_MONOTONIC`); `None` if nothing is. Async-signal-safe.
+pub(super) fn time_left(slot: &WorkerSlot, given: libc::timespec) -> Option<libc::timespec> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime is async-signal-safe; `now` is a valid out pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return None;
+    }
+    let ns = |t: &libc::timespec| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;
+    let since = slot.lend_since.load(Ordering::Relaxed) as i128;
+    if since == 0 {
+        return None;
+    }
+    let left = ns(&given) - (ns(&now) - since);
+    (left > 0).then_some(libc::timespec {
+        tv_sec: (left / 1_000_000_000) as libc::time_t,
+        tv_nsec: (left % 1_000_000_000) as libc::c_long,
+    })
 }
 
 /// Called by the handler on the thread that holds `slot`'s group lock (the
@@ -259,21 +286,28 @@ pub(super) fn lend(slot: &WorkerSlot, wait: &FutexWait) {
     }
     loop {
         // SAFETY: the same call the task was blocked in, with the same
-        // arguments and no timeout: it only reads the futex word, which the
-        // task's own frames keep alive until the wait returns to them.
+        // arguments (a timeout no later than its own): it only reads the
+        // futex word, which the task's own frames keep alive until the wait
+        // returns to them, and the timeout, which lives in the handler's or
+        // the caller's frame.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_futex,
                 wait.addr,
                 wait.op,
                 wait.val,
-                std::ptr::null::<libc::timespec>(),
+                wait.timeout,
                 wait.uaddr2,
                 wait.val3,
             )
         };
         // SAFETY: this thread's errno slot (the handler restores it).
         if r == -1 && unsafe { *libc::__errno_location() } == libc::EINTR {
+            if !wait.timeout.is_null() && wait.op as i32 & 0x7f == libc::FUTEX_WAIT {
+                // A relative timeout would start over: return early instead
+                // (the task's caller sees the EINTR it already had).
+                break;
+            }
             continue;
         }
         break;

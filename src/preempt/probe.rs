@@ -35,8 +35,6 @@ pub(crate) struct InSyscall {
     pub nr: i64,
     /// The second argument (a futex's operation).
     pub arg2: u64,
-    /// The fourth argument (a futex wait's timeout; 0: none).
-    pub arg4: u64,
     /// User stack pointer at the call.
     pub sp: usize,
 }
@@ -46,11 +44,6 @@ impl InSyscall {
     pub(crate) fn is_futex_wait(&self) -> bool {
         let cmd = self.arg2 as i32 & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
         self.nr == libc::SYS_futex && (cmd == libc::FUTEX_WAIT || cmd == libc::FUTEX_WAIT_BITSET)
-    }
-
-    /// A futex wait with no timeout: one the worker can be lent from.
-    pub(crate) fn is_untimed_futex_wait(&self) -> bool {
-        self.is_futex_wait() && self.arg4 == 0
     }
 }
 
@@ -99,9 +92,8 @@ impl Probe {
         let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
         let arg2 = hex(f.nth(1)?)?;
         // Then arguments 3 to 6, the stack pointer and the program counter.
-        let arg4 = hex(f.nth(1)?)?;
-        let sp = hex(f.nth(2)?)? as usize;
-        Some(InSyscall { nr, arg2, arg4, sp })
+        let sp = hex(f.nth(4)?)? as usize;
+        Some(InSyscall { nr, arg2, sp })
     }
 }
 

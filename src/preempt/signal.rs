@@ -176,8 +176,8 @@ fn static_tls(map: &CodeMap) -> (usize, usize) {
 
 /// The monitor asked to lend this worker (tasks pinned to this thread
 /// wait, or the thread the worker was lent from wants it back): do it if
-/// the slice it asked about is stopped in an untimed futex wait on libc's
-/// `syscall` instruction. Returns whether it lent (and is back).
+/// the slice it asked about is stopped in a futex wait on libc's `syscall`
+/// instruction. Returns whether it lent (and is back).
 #[inline(never)]
 fn lend_here(slot: &WorkerSlot, uc: *mut libc::c_void) -> bool {
     let seq = slot.seq.load(Ordering::Acquire);
@@ -202,20 +202,47 @@ fn lend_here(slot: &WorkerSlot, uc: *mut libc::c_void) -> bool {
     let regs = unsafe { &(*(uc as *const libc::ucontext_t)).uc_mcontext.gregs };
     let reg = |r: libc::c_int| regs[r as usize] as usize;
     let cmd = reg(libc::REG_RSI) as i32 & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
-    // Rewound to restart (an untimed wait: a timed one returns EINTR and
-    // its caller recomputes the time left, which the handler cannot do).
-    let pending = insn != 0
-        && reg(libc::REG_RIP) == insn
-        && reg(libc::REG_RAX) == libc::SYS_futex as usize
-        && reg(libc::REG_R10) == 0
-        && (cmd == libc::FUTEX_WAIT || cmd == libc::FUTEX_WAIT_BITSET);
-    if !pending {
+    if insn == 0 || !(cmd == libc::FUTEX_WAIT || cmd == libc::FUTEX_WAIT_BITSET) {
         return false;
     }
+    // An untimed wait is rewound onto the instruction to restart; a timed
+    // one returned EINTR just past it (the registers still hold its
+    // arguments: the kernel preserves all but rax, rcx and r11).
+    let pending = reg(libc::REG_RIP) == insn
+        && reg(libc::REG_RAX) == libc::SYS_futex as usize
+        && reg(libc::REG_R10) == 0;
+    let eintr = reg(libc::REG_RIP) == insn + 2
+        && reg(libc::REG_RAX) as isize == -(libc::EINTR as isize)
+        && reg(libc::REG_R10) != 0;
+    if !pending && !eintr {
+        return false;
+    }
+    let storage: libc::timespec;
+    let timeout = if eintr {
+        // SAFETY: the pointer the interrupted call was given, which it read
+        // without EFAULT (it returned EINTR), in its caller's live frame.
+        let given = unsafe { *(reg(libc::REG_R10) as *const libc::timespec) };
+        if cmd == libc::FUTEX_WAIT_BITSET {
+            // An absolute deadline: the same one.
+            storage = given;
+        } else {
+            // Relative to the call, which began no earlier than the monitor
+            // last saw the thread computing: what is left is at most this
+            // (an early return is an EINTR the caller retries anyway).
+            let Some(left) = super::lend::time_left(slot, given) else {
+                return false;
+            };
+            storage = left;
+        }
+        &storage as *const libc::timespec
+    } else {
+        std::ptr::null()
+    };
     let wait = super::lend::FutexWait {
         addr: reg(libc::REG_RDI),
         op: reg(libc::REG_RSI),
         val: reg(libc::REG_RDX),
+        timeout,
         uaddr2: reg(libc::REG_R8),
         val3: reg(libc::REG_R9),
     };

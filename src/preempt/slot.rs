@@ -84,6 +84,9 @@ pub(crate) struct WorkerSlot {
     pub bell: AtomicU32,
     /// The `seq` the monitor asks to lend the worker from (`lend.rs`).
     pub lend_target: AtomicU64,
+    /// When the monitor last saw that slice's thread computing
+    /// (`CLOCK_MONOTONIC` ns): a timed wait it lends began no earlier.
+    pub lend_since: AtomicU64,
     /// Threads that lent the worker and wait in their handler.
     pub lent: AtomicU32,
     /// Stand-in threads waiting for this worker's bell.

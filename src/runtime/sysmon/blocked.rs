@@ -17,11 +17,11 @@
 //!    work waits, a warning on stderr, once per task and call site, naming
 //!    the function it blocks in (from a copy of its stack and the code map);
 //! 3. if tasks preempted on this thread wait for it (they can run nowhere
-//!    else) and it sits in an untimed futex wait, a request to lend the
-//!    worker to a stand-in thread (`preempt/README.md` §3.5), which runs
-//!    them until the wait is over;
-//! 4. after `stall_after`, if pinned tasks still wait (a timed wait, which
-//!    is not lent), a stall report naming them.
+//!    else) and it sits in a futex wait, a request to lend the worker to a
+//!    stand-in thread (`preempt/README.md` §3.5), which runs them until the
+//!    wait is over;
+//! 4. after `stall_after`, if pinned tasks still wait (a wait the worker
+//!    cannot be lent from), a stall report naming them.
 //!
 //! The episode ends when the thread computes again or the slice ends; its
 //! time goes to the worker's metrics, the task's `TaskStats` and the trace
@@ -243,15 +243,17 @@ fn act(
     // was lent from wants it back: lend the worker (`preempt/lend.rs`). The
     // handler does it if the thread sits in an untimed futex wait.
     let wanted_back = slot.group_waiters.load(Ordering::Relaxed) > 0;
-    let untimed = sys.is_some_and(|s| s.is_untimed_futex_wait());
     if policy.signals
-        && untimed
+        && futex
         && !watch.stalled
         && (pinned > 0 || wanted_back)
         && (ep.lend_at == 0 || now >= ep.lend_at + policy.threshold * 4)
         && shared.standin_ready(i)
     {
         ep.lend_at = now;
+        // A timed wait began after the thread was last seen computing.
+        let since = monotonic_ns().saturating_sub(clock::ticks_to_ns(now.saturating_sub(ep.since)));
+        slot.lend_since.store(since, Ordering::Relaxed);
         slot.lend_target.store(seq, Ordering::Relaxed);
         signal_kick(slot, policy.sig);
     }
@@ -268,6 +270,17 @@ fn act(
         watch.stalled = true;
     }
     next
+}
+
+/// `CLOCK_MONOTONIC` now, in ns (what a futex timeout is measured on).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Where the blocked thread waits, worked out once per episode.
@@ -327,8 +340,8 @@ fn warn(shared: &Shared, i: usize, seq: u64, ep: &mut Episode, now: u64, reports
     let mut msg = format!(
         "kvant: {} has blocked {} in the kernel for {:.1} ms{}, while other tasks wait for it. \
          Tasks queued behind it are handed to other workers or to a compensating thread; tasks \
-         preempted on this thread to a stand-in thread, if it waits on a futex with no \
-         timeout, or else they wait until it returns. Wait with kvant::time::sleep, \
+         preempted on this thread to a stand-in thread, if it waits in a futex wait it \
+         can be lent from, or else they wait until it returns. Wait with kvant::time::sleep, \
          kvant::sync or kvant::channel instead, or run the call in kvant::spawn_blocking.",
         describe_task(&ep.task),
         describe_worker(shared, i),
@@ -376,10 +389,10 @@ fn report_stall(shared: &Shared, i: usize, seq: u64, ep: &mut Episode, now: u64)
     let msg = format!(
         "kvant: stall: {who} has blocked {} in the kernel for {:.0} ms{site}, and {} task(s) \
          preempted on that thread can run nowhere else until it returns: {list}. The \
-         worker could not be lent to a stand-in thread (a timed wait, a wait outside \
-         libc's futex call, or 8 stand-ins busy): if {who} waits for one of them (a \
-         parking_lot or other non-kvant lock held across a preemption, a thread::park), \
-         this lasts until the wait times out, if ever: wait with kvant::sync or \
+         worker could not be lent to a stand-in thread (a wait outside libc's futex \
+         call, such as a C library's own lock, or 8 stand-ins busy): if {who} waits for \
+         one of them (a non-kvant lock held across a preemption), this lasts until the \
+         wait times out, if ever: wait with kvant::sync or \
          kvant::channel, or keep the critical section inside preempt::disable().",
         describe_worker(shared, i),
         ms(now - ep.since),
