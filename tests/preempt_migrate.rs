@@ -32,45 +32,52 @@ fn migrated_preempted_tasks_keep_each_threads_altstack() {
         .unwrap();
     let seen: Arc<Mutex<HashMap<std::thread::ThreadId, usize>>> = Arc::default();
     let migrations = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now();
     // Staggered ends: as hogs finish, a worker runs dry and steals preempted
-    // hogs from the other one, so preempted tasks really change threads.
-    let hogs: Vec<_> = (0..6u64)
-        .map(|i| {
-            let end = start + Duration::from_millis(60 * (i + 1));
-            let (seen, migrations) = (seen.clone(), migrations.clone());
-            rt.spawn(move || {
-                let mut last = std::thread::current().id();
-                let mut x = 1u64;
-                while Instant::now() < end {
-                    for _ in 0..20_000 {
-                        x = std::hint::black_box(
-                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+    // hogs from the other one, so preempted tasks really change threads. How
+    // often that happens depends on where the hogs land, so rounds repeat
+    // (up to 20, each about 0.4 s) until one has migrated a preempted task.
+    for _round in 0..20 {
+        if migrations.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            break;
+        }
+        let start = Instant::now();
+        let hogs: Vec<_> = (0..6u64)
+            .map(|i| {
+                let end = start + Duration::from_millis(60 * (i + 1));
+                let (seen, migrations) = (seen.clone(), migrations.clone());
+                rt.spawn(move || {
+                    let mut last = std::thread::current().id();
+                    let mut x = 1u64;
+                    while Instant::now() < end {
+                        for _ in 0..20_000 {
+                            x = std::hint::black_box(
+                                x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                            );
+                        }
+                        let me = std::thread::current().id();
+                        if me != last {
+                            // Only preemption switches this task: it moved while preempted.
+                            migrations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            last = me;
+                        }
+                        let ss = altstack();
+                        // A std lock held across a preemption could deadlock the
+                        // worker (docs/safety.md): keep this section unpreemptible.
+                        let _no_preempt = kvant::preempt::disable();
+                        let mut seen = seen.lock().unwrap();
+                        let first = *seen.entry(me).or_insert(ss);
+                        assert_eq!(
+                            first, ss,
+                            "a worker's alternate signal stack changed under it"
                         );
                     }
-                    let me = std::thread::current().id();
-                    if me != last {
-                        // Only preemption switches this task: it moved while preempted.
-                        migrations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        last = me;
-                    }
-                    let ss = altstack();
-                    // A std lock held across a preemption could deadlock the
-                    // worker (docs/safety.md): keep this section unpreemptible.
-                    let _no_preempt = kvant::preempt::disable();
-                    let mut seen = seen.lock().unwrap();
-                    let first = *seen.entry(me).or_insert(ss);
-                    assert_eq!(
-                        first, ss,
-                        "a worker's alternate signal stack changed under it"
-                    );
-                }
-                x
+                    x
+                })
             })
-        })
-        .collect();
-    for h in hogs {
-        join_ok(h);
+            .collect();
+        for h in hogs {
+            join_ok(h);
+        }
     }
     let seen = seen.lock().unwrap();
     let stacks: std::collections::HashSet<usize> = seen.values().copied().collect();
