@@ -100,6 +100,11 @@ mod loom;
 pub mod metrics;
 pub mod preempt;
 mod runtime;
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 #[doc = include_str!("../docs/safety.md")]
 pub mod safety {}
 pub mod sync;
@@ -116,8 +121,8 @@ pub use runtime::{
     Runtime, ShutdownReport, spawn, spawn_blocking,
 };
 pub use task::{
-    JoinError, JoinHandle, JoinSet, TaskId, TaskStats, WaitFor, WaitResult, current, join, scope,
-    try_current, wait, yield_now,
+    JoinError, JoinHandle, JoinSet, TaskId, TaskStats, WaitFor, WaitResult, block_on_future,
+    current, join, scope, try_current, wait, yield_now,
 };
 pub use time::{sleep, sleep_until};
 pub use trace::Trace;

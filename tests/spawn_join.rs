@@ -176,7 +176,7 @@ fn current_outside_a_task_panics_clearly() {
 #[test]
 fn spawn_outside_a_runtime_panics_clearly() {
     let err = catch_unwind(|| {
-        let _ = kvant::spawn(|| 1);
+        drop(kvant::spawn(|| 1));
     })
     .expect_err("kvant::spawn outside a runtime must panic");
     let msg = panic_message(err);

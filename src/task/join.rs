@@ -122,6 +122,15 @@ impl<T> Packet<T> {
         }
     }
 
+    /// The result, for a `JoinHandle` polled as a future (which may be
+    /// polled again after it returned it, a caller's bug).
+    pub(crate) fn take_polled(&self) -> Result<T, JoinError> {
+        match std::mem::replace(&mut self.inner.lock().stage, Stage::Taken) {
+            Stage::Done(r) => r,
+            _ => panic!("a kvant JoinHandle was polled after it returned its result"),
+        }
+    }
+
     fn take(&self) -> Result<T, JoinError> {
         match std::mem::replace(&mut self.inner.lock().stage, Stage::Taken) {
             Stage::Done(r) => r,

@@ -13,6 +13,7 @@
 //! token and queues it again itself.
 
 mod abort;
+mod bridge;
 pub(crate) mod builder;
 pub(crate) mod coroutine;
 pub(crate) mod current;
@@ -38,6 +39,7 @@ use coroutine::BodyCell;
 use join::Completion;
 
 pub use abort::AbortHandle;
+pub use bridge::block_on_future;
 pub use builder::Builder;
 pub use current::{Current, current, is_cancelled, try_current, yield_now};
 pub use fork::join;

@@ -25,6 +25,8 @@ pub(crate) enum Unparker {
     /// Nobody: a waiter kept for reuse holds no task or thread alive (a
     /// finished task's result would otherwise wait for the waiter to go).
     Nobody,
+    /// An async task awaiting a `JoinHandle` (`bridge.rs`).
+    Waker(std::task::Waker),
 }
 
 impl Unparker {
@@ -39,6 +41,7 @@ impl Unparker {
             Unparker::Thread(t) => t.unpark(),
             Unparker::Set(ready, id) => ready.completed(*id),
             Unparker::Nobody => {}
+            Unparker::Waker(w) => w.wake_by_ref(),
         }
     }
 
@@ -48,6 +51,7 @@ impl Unparker {
             (Unparker::Task(a), Unparker::Task(b)) => Arc::ptr_eq(a, b),
             (Unparker::Thread(a), Unparker::Thread(b)) => a.id() == b.id(),
             (Unparker::Set(a, x), Unparker::Set(b, y)) => Arc::ptr_eq(a, b) && x == y,
+            (Unparker::Waker(a), Unparker::Waker(b)) => a.will_wake(b),
             _ => false,
         }
     }
