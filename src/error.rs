@@ -182,7 +182,12 @@ impl fmt::Display for Error {
             }
             Error::Shutdown => write!(f, "the kvant runtime is shut down and accepts no new tasks"),
             Error::NoRuntime => write!(f, "this call must be made from inside a kvant runtime"),
-            Error::Io(e) => write!(f, "kvant: OS resource unavailable: {e}"),
+            // The cause is `source()`: printing it here too would show it
+            // twice in any report that walks the chain (anyhow, eyre).
+            Error::Io(_) => write!(
+                f,
+                "an OS resource kvant needs is unavailable (a thread, a stack mapping or a timer)"
+            ),
         }
     }
 }

@@ -90,6 +90,7 @@
 //!
 //! [corosensei]: https://docs.rs/corosensei
 
+#![warn(missing_debug_implementations)]
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 

@@ -254,6 +254,13 @@ fn error_is_a_std_error_with_clear_messages() {
             "messages are fragments, not sentences: {msg:?}"
         );
     }
+    // An I/O cause is the source, not repeated in the message.
+    let io = Error::Io(std::io::Error::other("out of maps"));
+    assert!(!io.to_string().contains("out of maps"), "{io}");
+    assert_eq!(
+        std::error::Error::source(&io).map(|s| s.to_string()),
+        Some("out of maps".to_string())
+    );
     let env = errors[5].to_string();
     assert!(
         env.contains("KVANT_WORKERS") && env.contains("lots"),

@@ -364,3 +364,18 @@ fn many_runtimes_start_and_stop() {
         assert!(report.all_finished, "{report:?}");
     }
 }
+
+#[test]
+fn try_spawn_blocking_says_why_it_cannot() {
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let h = rt
+        .try_spawn_blocking(|| 5)
+        .expect("a running runtime takes blocking work");
+    assert_eq!(h.join().unwrap(), 5);
+    let handle = rt.handle();
+    drop(rt.shutdown_timeout(Duration::from_secs(1)));
+    assert!(matches!(
+        handle.try_spawn_blocking(|| 5),
+        Err(Error::Shutdown)
+    ));
+}

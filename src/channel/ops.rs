@@ -282,3 +282,19 @@ impl<'w, T: 'w> Op<'w> for SendOp<'_, T> {
         self.won = true;
     }
 }
+
+impl<T> std::fmt::Debug for RecvOp<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvOp")
+            .field("won", &self.won)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> std::fmt::Debug for SendOp<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendOp")
+            .field("won", &self.won)
+            .finish_non_exhaustive()
+    }
+}

@@ -46,6 +46,7 @@ use crate::task::park::{self, Unparker};
 
 /// A waiting select, shared by the slots of all its operations.
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct SelCtx {
     /// `OPEN`, `ABORTED`, or the index of the claimed operation.
     state: AtomicUsize,
@@ -87,6 +88,7 @@ impl SelCtx {
 
 /// A `ready` call waiting for any of its channels to change.
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct Observer {
     notified: AtomicBool,
     who: Unparker,
@@ -101,7 +103,7 @@ impl Observer {
 
 /// How long a select may wait.
 #[doc(hidden)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub enum Until {
     /// Do not wait (`try_select`, `default =>`).
     Now,

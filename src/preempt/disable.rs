@@ -10,6 +10,7 @@ use crate::task::{Task, current};
 /// requested meanwhile is taken when the last guard drops (the task yields
 /// there). Outside a task the guard does nothing.
 #[must_use = "preemption is re-enabled as soon as the guard is dropped"]
+#[derive(Debug)]
 pub struct DisableGuard {
     in_task: bool,
     // The count lives in the task, so the guard must drop on the task that made it.

@@ -221,6 +221,17 @@ impl Runtime {
             .unwrap_or_else(|e| panic!("kvant: Runtime::spawn_blocking failed: {e}"))
     }
 
+    /// Run blocking work on the runtime's pool of OS threads, or the reason
+    /// it cannot: [`Error::Shutdown`] after shutdown, [`Error::Io`] if no
+    /// thread could be started.
+    pub fn try_spawn_blocking<F, T>(&self, f: F) -> Result<JoinHandle<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.shared.spawn_blocking(f)
+    }
+
     /// A snapshot of the scheduler's counters.
     pub fn metrics(&self) -> Metrics {
         self.shared.metrics()

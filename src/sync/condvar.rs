@@ -29,6 +29,12 @@ pub struct RawCondvar {
     queue: Internal<VecDeque<Arc<Waiter>>>,
 }
 
+impl std::fmt::Debug for RawCondvar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawCondvar").finish_non_exhaustive()
+    }
+}
+
 impl RawCondvar {
     /// Unlock `mutex`, wait for a notification or `deadline`, relock.
     /// Returns true if it timed out.

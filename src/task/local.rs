@@ -77,6 +77,12 @@ pub struct LocalKey<T: Send + 'static> {
     pub init: fn() -> T,
 }
 
+impl<T: Send + 'static> std::fmt::Debug for LocalKey<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalKey").finish_non_exhaustive()
+    }
+}
+
 /// Accessing a task-local outside of a task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AccessError;

@@ -23,6 +23,14 @@ pub struct Scope<'scope, 'env: 'scope> {
     env: PhantomData<&'env mut &'env ()>,
 }
 
+impl std::fmt::Debug for Scope<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("tasks", &self.tasks.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Handle to a task spawned in a [`Scope`].
 pub struct ScopedJoinHandle<'scope, T> {
     inner: JoinHandle<T>,
@@ -156,5 +164,13 @@ where
         Err(p) => resume_unwind(p),
         Ok(_) if unjoined_panic => panic!("a scoped kvant task panicked"),
         Ok(r) => r,
+    }
+}
+
+impl<T> std::fmt::Debug for ScopedJoinHandle<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopedJoinHandle")
+            .field("task", &self.inner)
+            .finish_non_exhaustive()
     }
 }
