@@ -373,7 +373,8 @@ fn try_spawn_blocking_says_why_it_cannot() {
         .expect("a running runtime takes blocking work");
     assert_eq!(h.join().unwrap(), 5);
     let handle = rt.handle();
-    drop(rt.shutdown_timeout(Duration::from_secs(1)));
+    let report = rt.shutdown_timeout(Duration::from_secs(1));
+    assert_eq!(report.stuck_workers, 0);
     assert!(matches!(
         handle.try_spawn_blocking(|| 5),
         Err(Error::Shutdown)
