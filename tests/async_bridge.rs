@@ -193,3 +193,34 @@ fn aborting_a_task_drops_the_future_it_drives() {
         "the future was not dropped"
     );
 }
+
+/// A `JoinSet`'s results, awaited from tokio in completion order: the
+/// quickest task first, every result once.
+#[test]
+fn tokio_awaits_a_join_sets_results_in_completion_order() {
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let tokio_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut set = kvant::JoinSet::new();
+    // One slow task first, then many quick ones.
+    set.spawn_on(&rt, || {
+        kvant::sleep(Duration::from_millis(200));
+        u64::MAX
+    });
+    for i in 0..200u64 {
+        set.spawn_on(&rt, move || burn(i, 1000) & 0xff);
+    }
+    let expected: u64 = (0..200u64).map(|i| burn(i, 1000) & 0xff).sum();
+    let got = tokio_rt.block_on(async move {
+        let mut order = Vec::new();
+        while let Some(r) = set.join_next_async().await {
+            order.push(r.unwrap());
+        }
+        order
+    });
+    assert_eq!(got.len(), 201);
+    assert_eq!(*got.last().unwrap(), u64::MAX, "the slow task came last");
+    assert_eq!(got[..200].iter().sum::<u64>(), expected);
+}

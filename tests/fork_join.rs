@@ -292,3 +292,28 @@ fn scope_frame_outlives_its_children_under_cancellation() {
     });
     cancel_and_check_order(rt, &started, &order, "the child to start");
 }
+
+/// `Runtime::install` runs borrowing work on the pool and resumes its panic
+/// in the caller.
+#[test]
+fn install_runs_borrowing_work_and_resumes_its_panic() {
+    let rt = kvant::Runtime::builder().workers(2).build().unwrap();
+    let data: Vec<u64> = (1..=10_000).collect();
+    let mut seen_on = String::new();
+    let sum = rt.install(|| {
+        seen_on = std::thread::current().name().unwrap_or("").to_string();
+        let (a, b) = data.split_at(data.len() / 2);
+        let (x, y) = kvant::join(|| a.iter().sum::<u64>(), || b.iter().sum::<u64>());
+        x + y
+    });
+    assert_eq!(sum, 50_005_000);
+    assert!(seen_on.contains("worker"), "ran on {seen_on:?}");
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.install(|| -> u64 { panic!("install panics on purpose") })
+    }));
+    let msg = panicked.unwrap_err();
+    assert_eq!(
+        msg.downcast_ref::<&str>().copied(),
+        Some("install panics on purpose")
+    );
+}

@@ -127,6 +127,41 @@ impl Runtime {
     {
         scope_on(self.shared.clone(), f)
     }
+
+    /// Run `f` as a task on this runtime and wait for it, as rayon's
+    /// `install` does: unlike [`Runtime::block_on`], `f` may borrow from the
+    /// caller (it is done before this returns). A panic in `f` is resumed
+    /// here.
+    ///
+    /// ```
+    /// let rt = kvant::Runtime::builder().workers(2).build().unwrap();
+    /// let data: Vec<u64> = (1..=1000).collect();
+    /// let sum = rt.install(|| {
+    ///     let (a, b) = data.split_at(500);
+    ///     let (x, y) = kvant::join(|| a.iter().sum::<u64>(), || b.iter().sum::<u64>());
+    ///     x + y
+    /// });
+    /// assert_eq!(sum, 500_500);
+    /// ```
+    #[track_caller]
+    pub fn install<F, R>(&self, f: F) -> R
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        // The result comes back through a borrowed slot: a scoped task's
+        // own result type must be 'static, `R` need not be.
+        let mut out = None;
+        let slot = &mut out;
+        let joined = self.scope(|s| s.spawn(move || *slot = Some(f())).join());
+        match joined {
+            Ok(()) => out.expect("kvant: Runtime::install: the task returned no value"),
+            Err(e) => match e.try_into_panic() {
+                Ok(payload) => std::panic::resume_unwind(payload),
+                Err(e) => panic!("kvant: Runtime::install: the task failed: {e}"),
+            },
+        }
+    }
 }
 
 fn scope_on<'env, F, R>(shared: Arc<Shared>, f: F) -> R

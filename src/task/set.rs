@@ -283,6 +283,49 @@ impl<T: Send + 'static> JoinSet<T> {
         }
     }
 
+    /// The next result, awaited from async code: [`join_next`](Self::join_next)
+    /// without blocking the thread (the next completion wakes the async
+    /// task). `None` once the set is empty.
+    ///
+    /// ```
+    /// let rt = kvant::Runtime::builder().workers(2).build().unwrap();
+    /// let mut set = kvant::JoinSet::new();
+    /// for i in 0..4u64 {
+    ///     set.spawn_on(&rt, move || i * i);
+    /// }
+    /// let total = kvant::block_on_future(async move {
+    ///     let mut total = 0;
+    ///     while let Some(r) = set.join_next_async().await {
+    ///         total += r.unwrap();
+    ///     }
+    ///     total
+    /// });
+    /// assert_eq!(total, 14);
+    /// ```
+    pub async fn join_next_async(&mut self) -> Option<Result<T, JoinError>> {
+        std::future::poll_fn(|cx| self.poll_join_next(cx)).await
+    }
+
+    /// Poll for the next result: `Ready(Some(_))` as a task completes,
+    /// `Ready(None)` when the set is empty, else `Pending` with `cx`'s waker
+    /// registered for the next completion.
+    pub fn poll_join_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<T, JoinError>>> {
+        loop {
+            if let Some(r) = self.take_ready() {
+                return std::task::Poll::Ready(Some(r));
+            }
+            if self.tasks.is_empty() {
+                return std::task::Poll::Ready(None);
+            }
+            if self.ready.wait_here(&Unparker::Waker(cx.waker().clone())) {
+                return std::task::Poll::Pending;
+            }
+        }
+    }
+
     fn take_ready(&mut self) -> Option<Result<T, JoinError>> {
         while let Some(id) = self.ready.pop() {
             // Ids of tasks removed meanwhile (none today) are skipped.
