@@ -96,6 +96,7 @@
 
 pub mod channel;
 mod clock;
+pub mod diagnostic;
 mod error;
 mod loom;
 pub mod metrics;
@@ -113,6 +114,7 @@ pub mod task;
 pub mod time;
 pub mod trace;
 
+pub use diagnostic::{Diagnostic, DiagnosticKind};
 pub use error::Error;
 pub use metrics::{Metrics, WorkerMetrics};
 pub use preempt::PreemptionMode;

@@ -152,10 +152,7 @@ pub(crate) fn decide_mode(quantum: Option<std::time::Duration>) -> (PreemptionMo
         };
         let mode = match (quantum, unavailable) {
             (None, _) => PreemptionMode::Cooperative,
-            (Some(_), Some(why)) => {
-                warn_unavailable(why);
-                PreemptionMode::Unavailable(why)
-            }
+            (Some(_), Some(why)) => PreemptionMode::Unavailable(why),
             (Some(_), None) => PreemptionMode::LineTables,
         };
         (mode, unavailable.is_none())
@@ -167,12 +164,12 @@ pub(crate) fn decide_mode(quantum: Option<std::time::Duration>) -> (PreemptionMo
     }
 }
 
-/// Say once per process why a quantum is not honoured, and the fix.
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-fn warn_unavailable(why: Unavailable) {
+/// Why a quantum is not honoured, and the fix: once per process (`None`
+/// after the first call).
+pub(crate) fn unavailable_message(why: Unavailable) -> Option<String> {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        return;
+        return None;
     }
     let (what, fix) = match why {
         Unavailable::Stripped => (
@@ -189,11 +186,11 @@ fn warn_unavailable(why: Unavailable) {
             "debug = \"line-tables-only\"",
         ),
     };
-    eprintln!(
+    Some(format!(
         "kvant: preemption is off and tasks run cooperatively: {what}. \
          Add to the Cargo profile that builds it ([profile.release] in Cargo.toml \
          for `cargo build --release`): {fix}"
-    );
+    ))
 }
 
 /// What the safe-point code map was built from, for diagnostics and

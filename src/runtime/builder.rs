@@ -46,8 +46,16 @@ pub(crate) struct Config {
     pub cpu_clock_quantum: bool,
     pub on_worker_start: Option<WorkerHook>,
     pub on_worker_stop: Option<WorkerHook>,
+    pub on_diagnostic: Option<crate::diagnostic::DiagnosticHook>,
     /// CPUs to pin worker `i` to (`cpus[i % len]`); empty: no pinning.
     pub affinity: Vec<usize>,
+}
+
+impl Config {
+    /// Say a diagnostic through this runtime's hook (or stderr / `log`).
+    pub(crate) fn say(&self, kind: crate::DiagnosticKind, message: String) {
+        crate::diagnostic::say(self.on_diagnostic.as_ref(), kind, message);
+    }
 }
 
 /// A callback run on a worker thread with the worker's index.
@@ -84,6 +92,7 @@ pub struct Builder {
     cpu_clock_quantum: bool,
     on_worker_start: Option<WorkerHook>,
     on_worker_stop: Option<WorkerHook>,
+    on_diagnostic: Option<crate::diagnostic::DiagnosticHook>,
     worker_affinity: bool,
     preempt_crates: Vec<String>,
 }
@@ -111,6 +120,7 @@ impl Default for Builder {
             cpu_clock_quantum: false,
             on_worker_start: None,
             on_worker_stop: None,
+            on_diagnostic: None,
             worker_affinity: false,
             preempt_crates: Vec::new(),
         }
@@ -157,6 +167,29 @@ impl Builder {
     #[must_use = "a builder does nothing until it is used"]
     pub fn on_worker_stop(mut self, f: impl Fn(usize) + Send + Sync + 'static) -> Self {
         self.on_worker_stop = Some(WorkerHook(std::sync::Arc::new(f)));
+        self
+    }
+
+    /// Give every diagnostic this runtime has to say (a blocking call, a
+    /// stall, an overrun, preemption off in this build: see
+    /// [`DiagnosticKind`](crate::DiagnosticKind)) to `f` instead of stderr
+    /// (or the `log` crate, with the `log` feature). `f` runs on the
+    /// monitor or a worker thread: keep it short and non-blocking. A panic
+    /// in it is contained.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// let said = Arc::new(Mutex::new(Vec::new()));
+    /// let keep = said.clone();
+    /// let rt = kvant::Runtime::builder()
+    ///     .on_diagnostic(move |d| keep.lock().unwrap().push((d.kind(), d.to_string())))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(rt);
+    /// ```
+    #[must_use = "a builder does nothing until it is used"]
+    pub fn on_diagnostic(mut self, f: impl Fn(&crate::Diagnostic) + Send + Sync + 'static) -> Self {
+        self.on_diagnostic = Some(crate::diagnostic::DiagnosticHook(std::sync::Arc::new(f)));
         self
     }
 
@@ -402,6 +435,7 @@ impl Builder {
             cpu_clock_quantum: self.cpu_clock_quantum,
             on_worker_start: self.on_worker_start.clone(),
             on_worker_stop: self.on_worker_stop.clone(),
+            on_diagnostic: self.on_diagnostic.clone(),
             affinity: if self.worker_affinity {
                 crate::preempt::allowed_cpus()
             } else {

@@ -90,6 +90,12 @@ impl Runtime {
         let timers = TimerDriver::start(&config.name)?;
         let stack_size = crate::task::stack::round_to_pages(config.stack_size);
         let (mode, switch_waits) = crate::preempt::decide_mode(config.quantum);
+        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+        if let PreemptionMode::Unavailable(why) = mode
+            && let Some(msg) = crate::preempt::unavailable_message(why)
+        {
+            config.say(crate::DiagnosticKind::PreemptionOff, msg);
+        }
         let shared = Arc::new(Shared {
             preemptive: mode.is_preemptive(),
             mode,

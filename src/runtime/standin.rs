@@ -141,7 +141,10 @@ impl Shared {
         if standins.len() < MAX_STANDINS && !self.stopping.load(Ordering::Acquire) {
             match spawn(self.clone(), i) {
                 Ok(h) => standins.push(h),
-                Err(e) => eprintln!("kvant: could not start a stand-in for worker {i}: {e}"),
+                Err(e) => self.config.say(
+                    crate::DiagnosticKind::ThreadStart,
+                    format!("kvant: could not start a stand-in for worker {i}: {e}"),
+                ),
             }
         }
         false

@@ -335,9 +335,12 @@ pub(crate) fn spawn_thread(
         // compensating slot's tasks from its last thread).
         group_lock(slot);
         if !crate::preempt::enter_worker(slot, cpu_quantum) {
-            eprintln!(
-                "kvant: worker {} could not arm its CPU-clock quantum timer; the monitor times its quantum",
-                ctx.index
+            config.say(
+                crate::DiagnosticKind::ThreadStart,
+                format!(
+                    "kvant: worker {} could not arm its CPU-clock quantum timer; the monitor times its quantum",
+                    ctx.index
+                ),
             );
         }
         ctx.identity.set(Identity::of_this_thread());

@@ -355,7 +355,7 @@ fn warn(shared: &Shared, i: usize, seq: u64, ep: &mut Episode, now: u64, reports
         file_report(shared, i, seq, ep, msg);
     } else {
         msg.push_str(" (said once per task and call site)");
-        eprintln!("{msg}");
+        shared.config.say(crate::DiagnosticKind::BlockingCall, msg);
     }
 }
 
@@ -455,7 +455,7 @@ pub(super) fn report_exhaustion(
     if shared.config.panic_on_blocking {
         *shared.stall.lock() = Some(msg.clone());
     }
-    eprintln!("{msg}");
+    shared.config.say(crate::DiagnosticKind::Stall, msg);
 }
 
 fn stall(shared: &Shared, i: usize, seq: u64, ep: &Episode, msg: String) {
@@ -463,5 +463,5 @@ fn stall(shared: &Shared, i: usize, seq: u64, ep: &Episode, msg: String) {
         *shared.stall.lock() = Some(msg.clone());
         file_report(shared, i, seq, ep, msg.clone());
     }
-    eprintln!("{msg}");
+    shared.config.say(crate::DiagnosticKind::Stall, msg);
 }

@@ -150,10 +150,13 @@ impl Monitor {
                 Err(crate::Error::SignalInUse(sig)) if !preemptive => {
                     // A cooperative runtime never needed the signal before:
                     // keep working, without the sync-wait switch.
-                    eprintln!(
-                        "kvant: signal {sig} already has a handler in this program, so tasks \
-                         blocked in std::sync waits are not switched out (choose another with \
-                         Builder::preempt_signal)"
+                    shared.config.say(
+                        crate::DiagnosticKind::SignalInUse,
+                        format!(
+                            "kvant: signal {sig} already has a handler in this program, so tasks \
+                             blocked in std::sync waits are not switched out (choose another \
+                             with Builder::preempt_signal)"
+                        ),
                     );
                     signals = false;
                 }
@@ -278,7 +281,10 @@ fn run(
         let (next, any_running) = pass.unwrap_or_else(|_| {
             if !broken {
                 broken = true;
-                eprintln!("kvant internal error: the monitor's pass panicked (reported above)");
+                shared.config.say(
+                    crate::DiagnosticKind::Internal,
+                    "kvant internal error: the monitor's pass panicked (reported above)".into(),
+                );
             }
             (now + policy.period, true)
         });

@@ -109,7 +109,7 @@ pub(super) fn check(
             // Still the same slice: the last signal was deferred.
             if !watch.overrun && now.saturating_sub(watch.first_seen) >= overrun_after(q) {
                 watch.overrun = true;
-                report_overrun(slot, watch.seq);
+                report_overrun(&shared.config, slot, watch.seq);
             }
             // Once a quantum, unless the thread sleeps in the kernel where
             // no signal is taken (a parking_lot or other thread-parking wait):
@@ -192,7 +192,7 @@ fn overrun_after(q: u64) -> u64 {
 
 /// A slice ran far past its quantum in code kvant will not preempt: count it,
 /// and say once per place what the code is and how to allow it.
-fn report_overrun(slot: &crate::preempt::WorkerSlot, seq: u64) {
+fn report_overrun(config: &crate::runtime::Config, slot: &crate::preempt::WorkerSlot, seq: u64) {
     use std::collections::HashSet;
     use std::sync::Mutex;
     static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
@@ -229,9 +229,15 @@ fn report_overrun(slot: &crate::preempt::WorkerSlot, seq: u64) {
                  runtime code, C code, or a thread that is unwinding)"
             .to_owned(),
     };
-    eprintln!("kvant: {task} ran past its quantum in `{function}`: {fix}");
+    config.say(
+        crate::DiagnosticKind::Overrun,
+        format!("kvant: {task} ran past its quantum in `{function}`: {fix}"),
+    );
     if seen.len() == MAX_REPORTS {
-        eprintln!("kvant: (further overrun reports suppressed; see Metrics::overruns)");
+        config.say(
+            crate::DiagnosticKind::Overrun,
+            "kvant: (further overrun reports suppressed; see Metrics::overruns)".into(),
+        );
         seen.insert(String::new());
     }
 }
