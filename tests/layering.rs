@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// Modules from the bottom up: a module may use any module of a lower rank.
 const LAYERS: &[(&str, u32)] = &[
     ("clock", 0),
+    ("diagnostic", 0),
     ("error", 0),
     ("loom", 0),
     ("metrics", 1),
