@@ -3,8 +3,11 @@
 //! kvant will not preempt, preemption being off in this build. Each is one
 //! [`Diagnostic`], given to the hook set with
 //! [`Builder::on_diagnostic`](crate::Builder::on_diagnostic). Without a
-//! hook it is printed on stderr as one line, or, with the `log` feature,
-//! sent to the `log` crate (target `kvant`, level `warn`).
+//! hook it is written to stderr as one line (one `write(2)`, never through
+//! std's stderr lock, which a task may hold), or, with the `log` feature,
+//! sent to the `log` crate (target `kvant`, level `warn`; the logger then
+//! must not wait for std's stderr lock either: a task may hold it while it
+//! waits for the monitor that is logging).
 
 use std::fmt;
 use std::sync::Arc;
@@ -91,7 +94,26 @@ fn default_sink(d: &Diagnostic) {
     log::warn!(target: "kvant", "{}", d.message);
 }
 
+/// One `write(2)` of the whole line, not `eprintln!`: std's stderr lock
+/// belongs to whichever thread holds it, and a task may hold it while it
+/// waits for the very thread that is saying this (the monitor, which may be
+/// about to lend that task's worker back). A line of up to 4 KiB is written
+/// whole even into a pipe.
 #[cfg(not(feature = "log"))]
 fn default_sink(d: &Diagnostic) {
-    eprintln!("{}", d.message);
+    let mut line = Vec::with_capacity(d.message.len() + 1);
+    line.extend_from_slice(d.message.as_bytes());
+    line.push(b'\n');
+    let mut rest = &line[..];
+    while !rest.is_empty() {
+        // SAFETY: writing initialised bytes from a live buffer to fd 2.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return; // stderr is gone: nothing to say it on
+        }
+        rest = &rest[n as usize..];
+    }
 }

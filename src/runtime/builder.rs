@@ -174,8 +174,10 @@ impl Builder {
     /// stall, an overrun, preemption off in this build: see
     /// [`DiagnosticKind`](crate::DiagnosticKind)) to `f` instead of stderr
     /// (or the `log` crate, with the `log` feature). `f` runs on the
-    /// monitor or a worker thread: keep it short and non-blocking. A panic
-    /// in it is contained.
+    /// monitor or a worker thread: keep it short, and never let it wait for
+    /// a lock a task may hold (std's `stderr().lock()` is one: a task may
+    /// hold it while it waits for the monitor; write with one `write(2)`,
+    /// or hand the line to a channel). A panic in it is contained.
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
