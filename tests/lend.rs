@@ -22,38 +22,51 @@ fn runtime(workers: usize, quantum: Duration) -> Runtime {
     rt
 }
 
+/// A holder takes a parking_lot guard and computes with it until the waiter
+/// has run (on one worker, only possible if it was preempted meanwhile),
+/// then runs `then` with the guard held; the waiter runs `wait` on the
+/// lock, parking the worker's thread.
+fn guard_held_across_a_preemption<R: Send + 'static>(
+    rt: &Runtime,
+    then: impl FnOnce(&mut u64) + Send + 'static,
+    wait: impl FnOnce(&parking_lot::Mutex<u64>) -> R + Send + 'static,
+) -> (kvant::JoinHandle<()>, kvant::JoinHandle<R>) {
+    let lock = Arc::new(parking_lot::Mutex::new(0u64));
+    let locked = Arc::new(AtomicBool::new(false));
+    let waiting = Arc::new(AtomicBool::new(false));
+    let holder = {
+        let (lock, locked, waiting) = (lock.clone(), locked.clone(), waiting.clone());
+        rt.spawn(move || {
+            let mut g = lock.lock();
+            locked.store(true, Ordering::Release);
+            while !waiting.load(Ordering::Acquire) {
+                *g = std::hint::black_box(*g + 1);
+            }
+            then(&mut g);
+        })
+    };
+    wait_for("the holder to take the lock", || {
+        locked.load(Ordering::Acquire)
+    });
+    let waiter = rt.spawn(move || {
+        waiting.store(true, Ordering::Release);
+        wait(&lock)
+    });
+    (holder, waiter)
+}
+
 /// The holder is preempted with the guard held (one worker: the waiter can
 /// only run if it was), and the waiter parks the worker's thread on it.
 #[test]
 fn a_parking_lot_guard_held_across_a_preemption_does_not_deadlock_its_worker() {
     for q in [Duration::from_micros(50), Duration::from_millis(1)] {
         let rt = runtime(1, q);
-        let lock = Arc::new(parking_lot::Mutex::new(0u64));
-        let locked = Arc::new(AtomicBool::new(false));
-        let waiting = Arc::new(AtomicBool::new(false));
-        let holder = {
-            let (lock, locked, waiting) = (lock.clone(), locked.clone(), waiting.clone());
-            rt.spawn(move || {
-                let mut g = lock.lock();
-                locked.store(true, Ordering::Release);
-                while !waiting.load(Ordering::Acquire) {
-                    *g = std::hint::black_box(*g + 1);
-                }
-                // Computes on with the guard, preempted again wherever it
-                // runs now.
-                *g = burn(*g, 2_000_000);
-            })
-        };
-        wait_for("the holder to take the lock", || {
-            locked.load(Ordering::Acquire)
-        });
-        let waiter = {
-            let (lock, waiting) = (lock.clone(), waiting.clone());
-            rt.spawn(move || {
-                waiting.store(true, Ordering::Release);
-                *lock.lock() += 1;
-            })
-        };
+        let (holder, waiter) = guard_held_across_a_preemption(
+            &rt,
+            // Computes on with the guard, preempted again wherever it runs now.
+            |g| *g = burn(*g, 2_000_000),
+            |lock| *lock.lock() += 1,
+        );
         join_ok(holder);
         join_ok(waiter);
         let m = rt.metrics().total();
@@ -186,42 +199,25 @@ fn timed_waits_are_lent_and_keep_their_deadline() {
         (Duration::from_millis(30), false),
     ] {
         let rt = runtime(1, Duration::from_micros(50));
-        let lock = Arc::new(parking_lot::Mutex::new(0u64));
-        let locked = Arc::new(AtomicBool::new(false));
-        let waiting = Arc::new(AtomicBool::new(false));
         let release = Arc::new(AtomicBool::new(false));
-        let holder = {
-            let (lock, locked, waiting, release) = (
-                lock.clone(),
-                locked.clone(),
-                waiting.clone(),
-                release.clone(),
-            );
-            rt.spawn(move || {
-                let mut g = lock.lock();
-                locked.store(true, Ordering::Release);
-                while !waiting.load(Ordering::Acquire) {
-                    *g = std::hint::black_box(*g + 1);
+        let (holder, waiter) = guard_held_across_a_preemption(
+            &rt,
+            {
+                let release = release.clone();
+                move |g| {
+                    // Hold on (preempted, run by the stand-in) until released.
+                    while !gets_it && !release.load(Ordering::Acquire) {
+                        *g = burn(*g, 1000);
+                    }
+                    *g = burn(*g, 200_000);
                 }
-                // Hold on (preempted, run by the stand-in) until released.
-                while !gets_it && !release.load(Ordering::Acquire) {
-                    *g = burn(*g, 1000);
-                }
-                *g = burn(*g, 200_000);
-            })
-        };
-        wait_for("the holder to take the lock", || {
-            locked.load(Ordering::Acquire)
-        });
-        let waiter = {
-            let (lock, waiting) = (lock.clone(), waiting.clone());
-            rt.spawn(move || {
-                waiting.store(true, Ordering::Release);
+            },
+            move |lock| {
                 let t0 = std::time::Instant::now();
                 let got = lock.try_lock_for(wait).map(|mut g| *g += 1).is_some();
                 (got, t0.elapsed())
-            })
-        };
+            },
+        );
         let (got, took) = join_ok(waiter);
         release.store(true, Ordering::Release);
         join_ok(holder);
