@@ -3,14 +3,14 @@
 //! kvant will not preempt, preemption being off in this build. Each is one
 //! [`Diagnostic`], given to the hook set with
 //! [`Builder::on_diagnostic`](crate::Builder::on_diagnostic). Without a
-//! hook it is written to stderr as one line (one `write(2)`, never through
-//! std's stderr lock, which a task may hold), or, with the `log` feature,
-//! sent to the `log` crate (target `kvant`, level `warn`; the logger then
-//! must not wait for std's stderr lock either: a task may hold it while it
-//! waits for the monitor that is logging).
+//! hook it is printed on stderr as one line, or, with the `log` feature,
+//! sent to the `log` crate (target `kvant`, level `warn`). Hook and sink run
+//! on one `kvant-diagnostics` thread, in order: never on the monitor, which
+//! must not wait for a lock a task may hold.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 
 /// What a [`Diagnostic`] is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,15 +77,61 @@ impl fmt::Debug for DiagnosticHook {
     }
 }
 
-/// Say `message` through `hook`, or the default sink. A panicking hook is
-/// contained: a diagnostic must not take a worker or the monitor down.
+/// Say `message` through `hook`, or the default sink, on kvant's
+/// diagnostics thread: the monitor says most of these, and must never wait
+/// for what a task may hold (std's stderr lock, a logger's lock) while the
+/// task may be waiting for the monitor (to lend its worker back). Lines
+/// keep their order; [`flush`] waits for them at shutdown.
 pub(crate) fn say(hook: Option<&DiagnosticHook>, kind: DiagnosticKind, message: String) {
-    let d = Diagnostic::new(kind, message);
+    let job = (hook.cloned(), Diagnostic::new(kind, message));
+    SENT.fetch_add(1, Ordering::AcqRel);
+    let undelivered = match PRINTER.get_or_init(start_printer) {
+        Some(tx) => tx.send(job).err().map(|e| e.0),
+        None => Some(job),
+    };
+    if let Some((hook, d)) = undelivered {
+        // No diagnostics thread: say it here after all.
+        deliver(hook.as_ref(), &d);
+        DONE.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+type Job = (Option<DiagnosticHook>, Diagnostic);
+
+static PRINTER: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+static SENT: AtomicU64 = AtomicU64::new(0);
+static DONE: AtomicU64 = AtomicU64::new(0);
+
+fn start_printer() -> Option<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("kvant-diagnostics".into())
+        .spawn(move || {
+            for (hook, d) in rx {
+                deliver(hook.as_ref(), &d);
+                DONE.fetch_add(1, Ordering::AcqRel);
+            }
+        })
+        .ok()
+        .map(|_| tx)
+}
+
+/// Wait (until `deadline`) for every diagnostic said so far to be
+/// delivered: a runtime shutting down does not leave its last lines unsaid.
+pub(crate) fn flush(deadline: std::time::Instant) {
+    let target = SENT.load(Ordering::Acquire);
+    while DONE.load(Ordering::Acquire) < target && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Give `d` to `hook` or the default sink. A panicking hook is contained.
+fn deliver(hook: Option<&DiagnosticHook>, d: &Diagnostic) {
     match hook {
         Some(h) => {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (h.0)(&d)));
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (h.0)(d)));
         }
-        None => default_sink(&d),
+        None => default_sink(d),
     }
 }
 
@@ -94,26 +140,9 @@ fn default_sink(d: &Diagnostic) {
     log::warn!(target: "kvant", "{}", d.message);
 }
 
-/// One `write(2)` of the whole line, not `eprintln!`: std's stderr lock
-/// belongs to whichever thread holds it, and a task may hold it while it
-/// waits for the very thread that is saying this (the monitor, which may be
-/// about to lend that task's worker back). A line of up to 4 KiB is written
-/// whole even into a pipe.
+/// Through std's stderr lock, so a line never lands inside a line a task is
+/// writing while it holds that lock.
 #[cfg(not(feature = "log"))]
 fn default_sink(d: &Diagnostic) {
-    let mut line = Vec::with_capacity(d.message.len() + 1);
-    line.extend_from_slice(d.message.as_bytes());
-    line.push(b'\n');
-    let mut rest = &line[..];
-    while !rest.is_empty() {
-        // SAFETY: writing initialised bytes from a live buffer to fd 2.
-        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return; // stderr is gone: nothing to say it on
-        }
-        rest = &rest[n as usize..];
-    }
+    eprintln!("{}", d.message);
 }

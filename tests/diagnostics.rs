@@ -11,7 +11,7 @@ mod common;
 use common::join_ok;
 
 /// The blocking-call diagnostic reaches the hook, and not stderr (checked
-/// in a child process, whose stderr is captured).
+/// in a child process, whose stderr is captured), once.
 #[test]
 fn diagnostics_go_to_the_hook_not_stderr() {
     if std::env::var_os("KVANT_DIAG_CHILD").is_some() {
@@ -30,6 +30,13 @@ fn diagnostics_go_to_the_hook_not_stderr() {
         let other = rt.spawn(|| std::hint::black_box(1));
         join_ok(napper);
         join_ok(other);
+        // The hook runs on kvant's diagnostics thread, soon after.
+        common::wait_for("the blocking-call diagnostic", || {
+            said.lock()
+                .unwrap()
+                .iter()
+                .any(|(k, _)| *k == DiagnosticKind::BlockingCall)
+        });
         let said = said.lock().unwrap();
         let blocking: Vec<_> = said
             .iter()

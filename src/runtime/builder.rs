@@ -173,11 +173,9 @@ impl Builder {
     /// Give every diagnostic this runtime has to say (a blocking call, a
     /// stall, an overrun, preemption off in this build: see
     /// [`DiagnosticKind`](crate::DiagnosticKind)) to `f` instead of stderr
-    /// (or the `log` crate, with the `log` feature). `f` runs on the
-    /// monitor or a worker thread: keep it short, and never let it wait for
-    /// a lock a task may hold (std's `stderr().lock()` is one: a task may
-    /// hold it while it waits for the monitor; write with one `write(2)`,
-    /// or hand the line to a channel). A panic in it is contained.
+    /// (or the `log` crate, with the `log` feature). `f` runs on kvant's
+    /// diagnostics thread, one diagnostic at a time, in order; shutdown
+    /// waits (briefly) for it. A panic in it is contained.
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};

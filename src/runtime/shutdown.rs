@@ -122,6 +122,8 @@ impl Runtime {
         shared.timers.stop();
         report.cancelled = shared.report.cancelled.load(Ordering::Relaxed);
         report.leaked = shared.report.leaked.load(Ordering::Relaxed);
+        // What the runtime had to say is said before its owner goes on.
+        crate::diagnostic::flush(Instant::now() + Duration::from_millis(200));
         report
     }
 }
