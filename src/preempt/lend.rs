@@ -52,7 +52,8 @@ impl Identity {
         }
     }
 
-    fn read(slot: &WorkerSlot) -> Identity {
+    /// The identity `slot` names now (after `enter_worker` bound it).
+    pub(crate) fn of_slot(slot: &WorkerSlot) -> Identity {
         Identity {
             thread: slot.thread.load(Ordering::Relaxed),
             tid: slot.tid.load(Ordering::Relaxed),
@@ -71,17 +72,25 @@ impl Identity {
     }
 }
 
-fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: FUTEX_WAIT on a live, aligned u32 with no timeout only reads
-    // the word; any result (woken, EAGAIN, EINTR) sends the caller back to
-    // its loop.
+/// Wait while `word` holds `expected`, for at most `timeout` (relative).
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<std::time::Duration>) {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: FUTEX_WAIT on a live, aligned u32 with a null or valid
+    // relative timeout only reads the word (and the timeout); any result
+    // (woken, EAGAIN, EINTR, ETIMEDOUT) sends the caller back to its loop.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
             expected,
-            std::ptr::null::<libc::timespec>(),
+            ts,
         );
     }
 }
@@ -131,7 +140,7 @@ pub(crate) fn lock(slot: &WorkerSlot) {
         .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
         .is_err()
     {
-        futex_wait(g, 1);
+        futex_wait(g, 1, None);
     }
     slot.group_waiters.fetch_sub(1, Ordering::Relaxed);
     acquired(slot);
@@ -178,44 +187,19 @@ pub(crate) fn wanted(slot: &WorkerSlot) -> bool {
     slot.group_waiters.load(Ordering::Relaxed) > 0
 }
 
-/// Wake a stand-in thread: the worker was lent.
-fn ring(slot: &WorkerSlot) {
+/// Wake `n` stand-in threads: one when the worker was lent, all of them
+/// (`i32::MAX`) for shutdown, when each sees `stopping`.
+pub(crate) fn ring(slot: &WorkerSlot, n: i32) {
     slot.bell.fetch_add(1, Ordering::Release);
-    futex_wake(&slot.bell, 1);
+    futex_wake(&slot.bell, n);
 }
 
-/// A stand-in's wait for its bell (`seen`: the bell's value it last saw).
-pub(crate) fn wait_bell(slot: &WorkerSlot, seen: u32) {
+/// A stand-in's wait for its bell (`seen`: the bell's value it last saw),
+/// for at most `timeout`; it counts as idle meanwhile.
+pub(crate) fn wait_bell(slot: &WorkerSlot, seen: u32, timeout: Option<std::time::Duration>) {
     slot.standins_idle.fetch_add(1, Ordering::SeqCst);
-    futex_wait(&slot.bell, seen);
+    futex_wait(&slot.bell, seen, timeout);
     slot.standins_idle.fetch_sub(1, Ordering::SeqCst);
-}
-
-/// [`wait_bell`], for at most `timeout`.
-pub(crate) fn wait_bell_for(slot: &WorkerSlot, seen: u32, timeout: std::time::Duration) {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    slot.standins_idle.fetch_add(1, Ordering::SeqCst);
-    // SAFETY: FUTEX_WAIT on a live, aligned u32 with a valid relative
-    // timeout only reads the word.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            slot.bell.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            seen,
-            &ts as *const libc::timespec,
-        );
-    }
-    slot.standins_idle.fetch_sub(1, Ordering::SeqCst);
-}
-
-/// Ring the bell for shutdown: every stand-in wakes and sees `stopping`.
-pub(crate) fn ring_for_exit(slot: &WorkerSlot) {
-    slot.bell.fetch_add(1, Ordering::Release);
-    futex_wake(&slot.bell, i32::MAX);
 }
 
 /// The futex wait a lending thread is blocked in: its arguments, as the
@@ -228,6 +212,8 @@ pub(super) struct FutexWait {
     /// Null (untimed), or the timeout to wait with: the call's own absolute
     /// deadline, or what is left of its relative one ([`time_left`]).
     pub timeout: *const libc::timespec,
+    /// `timeout` is relative: an interrupted wait must not start it over.
+    pub relative: bool,
     pub uaddr2: usize,
     pub val3: usize,
 }
@@ -268,7 +254,7 @@ pub(super) fn time_left(slot: &WorkerSlot, given: libc::timespec) -> Option<libc
 /// `wait`, when [`can_lend`]. Returns once the wait is over and this thread
 /// holds the lock again, with the slice's state as it was.
 pub(super) fn lend(slot: &WorkerSlot, wait: &FutexWait) {
-    let me = Identity::read(slot);
+    let me = Identity::of_slot(slot);
     let task = slot.task.load(Ordering::Relaxed);
     let preemptible = slot.preemptible.load(Ordering::Relaxed);
     let blocked_since = slot.blocked_since.swap(0, Ordering::Relaxed);
@@ -282,7 +268,7 @@ pub(super) fn lend(slot: &WorkerSlot, wait: &FutexWait) {
     let ring_one = !wanted(slot);
     unlock(slot);
     if ring_one {
-        ring(slot);
+        ring(slot, 1);
     }
     loop {
         // SAFETY: the same call the task was blocked in, with the same
@@ -303,7 +289,7 @@ pub(super) fn lend(slot: &WorkerSlot, wait: &FutexWait) {
         };
         // SAFETY: this thread's errno slot (the handler restores it).
         if r == -1 && unsafe { *libc::__errno_location() } == libc::EINTR {
-            if !wait.timeout.is_null() && wait.op as i32 & 0x7f == libc::FUTEX_WAIT {
+            if wait.relative {
                 // A relative timeout would start over: return early instead
                 // (the task's caller sees the EINTR it already had).
                 break;

@@ -76,8 +76,8 @@ mod wrappers;
 pub(crate) use fence::register as register_fence;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use lend::{
-    Identity, lock as group_lock, pass as group_pass, ring_for_exit, try_lock as group_try_lock,
-    unlock as group_unlock, wait_bell, wait_bell_for, wanted as group_wanted,
+    Identity, lock as group_lock, pass as group_pass, ring as ring_standins,
+    try_lock as group_try_lock, unlock as group_unlock, wait_bell, wanted as group_wanted,
 };
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use probe::{InSyscall, KernelState, Probe, Site, blocked_site, cpu_time};
@@ -427,7 +427,7 @@ mod lend_off {
     pub(crate) struct Identity;
 
     impl Identity {
-        pub(crate) fn of_this_thread() -> Identity {
+        pub(crate) fn of_slot(_: &WorkerSlot) -> Identity {
             Identity
         }
         pub(crate) fn install(&self, _: &WorkerSlot) {}

@@ -183,7 +183,7 @@ pub(crate) unsafe fn check(
 }
 
 /// Whether `at` is stopped on libc's `syscall` instruction in a futex wait.
-fn in_futex_wait(map: &CodeMap, at: &Interrupted) -> bool {
+pub(super) fn in_futex_wait(map: &CodeMap, at: &Interrupted) -> bool {
     let insn = map.syscall_insn();
     if insn == 0 {
         return false;

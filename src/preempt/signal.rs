@@ -174,6 +174,19 @@ fn static_tls(map: &CodeMap) -> (usize, usize) {
     )
 }
 
+/// What the safe-point rules read of the interrupted registers.
+fn interrupted(regs: &[libc::greg_t; 23]) -> Interrupted {
+    let reg = |r: libc::c_int| regs[r as usize] as usize;
+    Interrupted {
+        pc: reg(libc::REG_RIP),
+        sp: reg(libc::REG_RSP),
+        fp: reg(libc::REG_RBP),
+        rax: reg(libc::REG_RAX),
+        rdi: reg(libc::REG_RDI),
+        rsi: reg(libc::REG_RSI),
+    }
+}
+
 /// The monitor asked to lend this worker (tasks pinned to this thread
 /// wait, or the thread the worker was lent from wants it back): do it if
 /// the slice it asked about is stopped in a futex wait on libc's `syscall`
@@ -197,26 +210,23 @@ fn lend_here(slot: &WorkerSlot, uc: *mut libc::c_void) -> bool {
         return false;
     }
     // SAFETY: CODEMAP is set once to a &'static before any handler is installed.
-    let insn = unsafe { &*map }.syscall_insn();
+    let map = unsafe { &*map };
     // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
     let regs = unsafe { &(*(uc as *const libc::ucontext_t)).uc_mcontext.gregs };
     let reg = |r: libc::c_int| regs[r as usize] as usize;
-    let cmd = reg(libc::REG_RSI) as i32 & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
-    if insn == 0 || !(cmd == libc::FUTEX_WAIT || cmd == libc::FUTEX_WAIT_BITSET) {
+    let at = interrupted(regs);
+    // Rule 6's test: on libc's `syscall` instruction in a futex wait, an
+    // untimed one rewound there to restart, or a timed one just past it with
+    // EINTR (the registers still hold its arguments: the kernel preserves
+    // all but rax, rcx and r11). Which of the two it is, the PC says.
+    if !safepoint::in_futex_wait(map, &at) {
         return false;
     }
-    // An untimed wait is rewound onto the instruction to restart; a timed
-    // one returned EINTR just past it (the registers still hold its
-    // arguments: the kernel preserves all but rax, rcx and r11).
-    let pending = reg(libc::REG_RIP) == insn
-        && reg(libc::REG_RAX) == libc::SYS_futex as usize
-        && reg(libc::REG_R10) == 0;
-    let eintr = reg(libc::REG_RIP) == insn + 2
-        && reg(libc::REG_RAX) as isize == -(libc::EINTR as isize)
-        && reg(libc::REG_R10) != 0;
-    if !pending && !eintr {
-        return false;
+    let eintr = at.pc != map.syscall_insn();
+    if eintr != (reg(libc::REG_R10) != 0) {
+        return false; // a timed wait still pending, or an untimed one with EINTR
     }
+    let cmd = at.rsi as i32 & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
     let storage: libc::timespec;
     let timeout = if eintr {
         // SAFETY: the pointer the interrupted call was given, which it read
@@ -239,10 +249,11 @@ fn lend_here(slot: &WorkerSlot, uc: *mut libc::c_void) -> bool {
         std::ptr::null()
     };
     let wait = super::lend::FutexWait {
-        addr: reg(libc::REG_RDI),
-        op: reg(libc::REG_RSI),
+        addr: at.rdi,
+        op: at.rsi,
         val: reg(libc::REG_RDX),
         timeout,
+        relative: eintr && cmd == libc::FUTEX_WAIT,
         uaddr2: reg(libc::REG_R8),
         val3: reg(libc::REG_R9),
     };
@@ -295,15 +306,7 @@ fn preempt_here(slot: &WorkerSlot, uc: *mut libc::c_void) {
     let map = unsafe { &*map };
     // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
     let ctx = unsafe { &mut *(uc as *mut libc::ucontext_t) };
-    let regs = &ctx.uc_mcontext.gregs;
-    let at = Interrupted {
-        pc: regs[libc::REG_RIP as usize] as usize,
-        sp: regs[libc::REG_RSP as usize] as usize,
-        fp: regs[libc::REG_RBP as usize] as usize,
-        rax: regs[libc::REG_RAX as usize] as usize,
-        rdi: regs[libc::REG_RDI as usize] as usize,
-        rsi: regs[libc::REG_RSI as usize] as usize,
-    };
+    let at = interrupted(&ctx.uc_mcontext.gregs);
     let (lo, hi) = task.stack_bounds();
     let stack = TaskStack {
         lo,

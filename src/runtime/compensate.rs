@@ -232,10 +232,9 @@ impl WorkerCtx {
             if !retiring && idle <= IDLE_SPINS + IDLE_NAPS {
                 // Still needed as far as the monitor knows: work may come
                 // (a timer, a task the blocked one wakes). Nap, look again.
-                crate::preempt::group_unlock(&self.me().slot);
-                std::thread::park_timeout(shared.config.blocking_threshold / 2);
-                crate::preempt::group_lock(&self.me().slot);
-                self.identity.get().install(&self.me().slot);
+                self.without_group(|| {
+                    std::thread::park_timeout(shared.config.blocking_threshold / 2)
+                });
                 continue;
             }
             self.hand_back_local();
@@ -251,18 +250,6 @@ impl WorkerCtx {
         // Shutdown: like any worker, leave what is queued to the shutdown.
         slot.state.store(LEAVING, Ordering::Release);
         self.leave_leftovers();
-    }
-
-    /// Move the tasks in this thread's deque to the global queue.
-    fn hand_back_local(&self) {
-        let mut moved = false;
-        while let Some(t) = self.local.pop() {
-            self.shared.injector.push(t);
-            moved = true;
-        }
-        if moved {
-            self.shared.idle.notify_one();
-        }
     }
 }
 

@@ -216,6 +216,6 @@ impl Shared {
             // Shutdown needs the worker back to cancel (or leak) the task.
             || self.cancelling.load(Ordering::Relaxed)
             // The worker's thread lent it and wants it back (`standin.rs`).
-            || self.workers[w].slot.group_waiters.load(Ordering::Relaxed) > 0
+            || crate::preempt::group_wanted(&self.workers[w].slot)
     }
 }

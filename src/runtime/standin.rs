@@ -2,11 +2,12 @@
 //! while the worker's own thread is lent out, blocked in a futex wait
 //! (`preempt/lend.rs` is the mechanism, `sysmon/blocked.rs` decides when).
 //!
-//! One per regular worker, started by the monitor the first time that
-//! worker is to be lent, and kept until shutdown: tasks preempted here may
-//! hold addresses of this thread's thread-locals, so it must outlive them,
-//! and it runs nothing but its worker's pinned tasks, one at a time and
-//! only while it holds the worker's group lock.
+//! Started by the monitor when a worker (regular or compensating) is to be
+//! lent and none of its stand-ins is idle, up to [`MAX_STANDINS`] per
+//! worker, and kept until shutdown: tasks preempted here may hold addresses
+//! of this thread's thread-locals, so it must outlive them. It runs that
+//! worker's tasks, pinned and queued, only while it holds the worker's
+//! group lock, and nothing else.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use super::Shared;
 use super::context;
 use super::worker::WorkerCtx;
 use crate::preempt::{
-    enter_standin, exit_standin, group_try_lock, group_unlock, group_wanted, wait_bell,
-    wait_bell_for,
+    enter_standin, exit_standin, group_try_lock, group_unlock, group_wanted, ring_standins,
+    wait_bell,
 };
 use crate::task::Task;
 
@@ -90,10 +91,7 @@ pub(crate) fn spawn(
                     unsafe { ctx.run_task(me, t) };
                     // Tasks woken here or that yielded here are free to run
                     // anywhere; no thief sees this thread's deque.
-                    while let Some(t) = ctx.local.pop() {
-                        shared.injector.push(t);
-                        shared.idle.notify_one();
-                    }
+                    ctx.hand_back_local();
                     if group_wanted(slot) {
                         handed_over = true;
                         break;
@@ -107,13 +105,13 @@ pub(crate) fn spawn(
                     };
                     nap = Some(next);
                     ctx.release_stacks();
-                    wait_bell_for(slot, seen, next);
+                    wait_bell(slot, seen, Some(next));
                     continue;
                 }
             }
             nap = None;
             ctx.release_stacks();
-            wait_bell(slot, seen);
+            wait_bell(slot, seen, None);
         }
         exit_standin();
         context::exit();
@@ -158,7 +156,7 @@ impl Shared {
         for w in self.workers.iter() {
             let hs: Vec<_> = w.standins.lock().drain(..).collect();
             if !hs.is_empty() {
-                crate::preempt::ring_for_exit(&w.slot);
+                ring_standins(&w.slot, i32::MAX);
             }
             all.extend(hs);
         }

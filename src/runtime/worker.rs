@@ -61,6 +61,30 @@ impl WorkerCtx {
         self.identity.get().install(slot);
     }
 
+    /// Run `wait` (a sleep or nap of this thread) without the worker's
+    /// group lock: a thread that runs nothing must not keep whoever the
+    /// worker was lent to from going on.
+    pub(super) fn without_group<R>(&self, wait: impl FnOnce() -> R) -> R {
+        let slot = &self.me().slot;
+        group_unlock(slot);
+        let r = wait();
+        group_lock(slot);
+        self.identity.get().install(slot);
+        r
+    }
+
+    /// Move the tasks in this thread's deque to the global queue.
+    pub(super) fn hand_back_local(&self) {
+        let mut moved = false;
+        while let Some(t) = self.local.pop() {
+            self.shared.injector.push(t);
+            moved = true;
+        }
+        if moved {
+            self.shared.idle.notify_one();
+        }
+    }
+
     fn next_rand(&self) -> u32 {
         // xorshift32: victim selection only needs to avoid lockstep.
         let mut x = self.rng.get();
@@ -268,10 +292,7 @@ impl WorkerCtx {
             c.awake_since.bump_set(0);
             // Asleep, the worker runs nothing: whoever it was lent to may
             // go on meanwhile.
-            group_unlock(&me.slot);
-            idle.sleep(self.index);
-            group_lock(&me.slot);
-            self.identity.get().install(&me.slot);
+            self.without_group(|| idle.sleep(self.index));
             awake_since = clock::ticks();
             c.awake_since.bump_set(awake_since);
             searching = true;
@@ -343,7 +364,7 @@ pub(crate) fn spawn_thread(
                 ),
             );
         }
-        ctx.identity.set(Identity::of_this_thread());
+        ctx.identity.set(Identity::of_slot(slot));
         context::enter(ctx.clone());
         if let Some(hook) = &config.on_worker_start {
             // A panicking hook must not take the worker down with it.

@@ -242,7 +242,7 @@ fn act(
     // Tasks pinned to this thread wait for it, or the thread this worker
     // was lent from wants it back: lend the worker (`preempt/lend.rs`). The
     // handler does it if the thread sits in an untimed futex wait.
-    let wanted_back = slot.group_waiters.load(Ordering::Relaxed) > 0;
+    let wanted_back = crate::preempt::group_wanted(slot);
     if policy.signals
         && futex
         && !watch.stalled
