@@ -142,68 +142,23 @@ fn main() {
         .out
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("kvant-mandelbrot.png"));
-    match std::fs::write(&path, png_grey(w, h, &many)) {
+    let written = png_grey(w, h, &many)
+        .map_err(|e| e.to_string())
+        .and_then(|png| std::fs::write(&path, png).map_err(|e| e.to_string()));
+    match written {
         Ok(()) => println!("wrote {}", path.display()),
         Err(e) => eprintln!("cannot write {}: {e}", path.display()),
     }
 }
 
-/// A greyscale PNG of `pixels` (row-major, one byte each). Written by hand
-/// to stay dependency-free: zlib "stored" (uncompressed) deflate blocks,
-/// which every PNG reader accepts; the file is about the size of the pixels.
-fn png_grey(w: usize, h: usize, pixels: &[u8]) -> Vec<u8> {
-    fn crc32(data: &[u8]) -> u32 {
-        let mut c = !0u32;
-        for &b in data {
-            c ^= u32::from(b);
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let start = out.len();
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        let crc = crc32(&out[start..]);
-        out.extend_from_slice(&crc.to_be_bytes());
-    }
-    // Scanlines, each with filter type 0.
-    let mut raw = Vec::with_capacity((w + 1) * h);
-    for row in pixels.chunks(w).take(h) {
-        raw.push(0);
-        raw.extend_from_slice(row);
-    }
-    // zlib: header, stored blocks of at most 65535 bytes, Adler-32.
-    let mut z = vec![0x78, 0x01];
-    let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
-    for (i, b) in blocks.iter().enumerate() {
-        z.push(u8::from(i + 1 == blocks.len()));
-        let len = b.len() as u16;
-        z.extend_from_slice(&len.to_le_bytes());
-        z.extend_from_slice(&(!len).to_le_bytes());
-        z.extend_from_slice(b);
-    }
-    let (mut a, mut b) = (1u32, 0u32);
-    for &x in &raw {
-        a = (a + u32::from(x)) % 65_521;
-        b = (b + a) % 65_521;
-    }
-    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
-
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&(w as u32).to_be_bytes());
-    ihdr.extend_from_slice(&(h as u32).to_be_bytes());
-    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit greyscale, no interlace
-    chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"IDAT", &z);
-    chunk(&mut out, b"IEND", &[]);
-    out
+/// A greyscale PNG of `pixels` (row-major, one byte each), by the `png` crate.
+fn png_grey(w: usize, h: usize, pixels: &[u8]) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, w as u32, h as u32);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(&pixels[..w * h])?;
+    writer.finish()?;
+    Ok(out)
 }

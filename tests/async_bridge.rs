@@ -224,3 +224,42 @@ fn tokio_awaits_a_join_sets_results_in_completion_order() {
     assert_eq!(*got.last().unwrap(), u64::MAX, "the slow task came last");
     assert_eq!(got[..200].iter().sum::<u64>(), expected);
 }
+
+/// A bounded `futures` channel between two green threads on one worker:
+/// the sender's `send` and the receiver's `next` each park only their own
+/// green thread (capacity 1 makes both wait in turn), every message
+/// arrives once and in order, and the worker's thread never blocks.
+#[test]
+fn two_tasks_talk_over_a_futures_channel_on_one_worker() {
+    use futures_util::{SinkExt, StreamExt};
+    const N: u64 = 2_000;
+    let rt = Runtime::builder().workers(1).build().unwrap();
+    let (mut tx, mut rx) = futures_channel::mpsc::channel::<u64>(1);
+    let consumer = rt.spawn(move || {
+        let mut got = Vec::new();
+        while let Some(v) = block_on_future(rx.next()) {
+            got.push(v);
+        }
+        got
+    });
+    let producer = rt.spawn(move || {
+        for i in 0..N {
+            block_on_future(tx.send(i)).unwrap();
+        }
+    });
+    join_ok(producer);
+    assert_eq!(join_ok(consumer), (0..N).collect::<Vec<_>>());
+    assert_eq!(
+        rt.metrics().total().kernel_blocks,
+        0,
+        "the worker's thread blocked"
+    );
+    // A oneshot filled from an OS thread wakes a parked task.
+    let (otx, orx) = futures_channel::oneshot::channel::<&str>();
+    let h = rt.spawn(move || block_on_future(orx));
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(5));
+        otx.send("filled").unwrap();
+    });
+    assert_eq!(join_ok(h), Ok("filled"));
+}

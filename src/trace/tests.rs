@@ -306,59 +306,22 @@ fn durations_format_short() {
     assert_eq!(fmt_dur(d(12_300_000_000)), "12.3s");
 }
 
-/// A minimal XML well-formedness check (no XML crate in the tree): tags
-/// nest and close, attributes are quoted, entities are the five of XML.
-/// Returns the start tags with their attributes, in document order.
+/// The document parsed by a real XML parser (roxmltree rejects what is not
+/// well-formed: unbalanced tags, unquoted attributes, unknown entities).
+/// Returns the elements with their attributes, in document order.
 fn parse_xml(doc: &str) -> Vec<(String, HashMap<String, String>)> {
-    let mut out = Vec::new();
-    let mut stack: Vec<String> = Vec::new();
-    let mut rest = doc;
-    while let Some(lt) = rest.find('<') {
-        let text = &rest[..lt];
-        for (i, _) in text.match_indices('&') {
-            let ent = &text[i..];
-            assert!(
-                ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"]
-                    .iter()
-                    .any(|e| ent.starts_with(e)),
-                "bad entity in text: {ent:.20}"
-            );
-        }
-        let gt = rest[lt..].find('>').expect("unclosed tag") + lt;
-        let tag = &rest[lt + 1..gt];
-        rest = &rest[gt + 1..];
-        if let Some(name) = tag.strip_prefix('/') {
-            assert_eq!(
-                stack.pop().as_deref(),
-                Some(name.trim()),
-                "mismatched </{name}>"
-            );
-            continue;
-        }
-        let self_closing = tag.ends_with('/');
-        let body = tag.trim_end_matches('/');
-        let (name, mut attrs_src) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
-        let mut attrs = HashMap::new();
-        loop {
-            attrs_src = attrs_src.trim_start();
-            if attrs_src.is_empty() {
-                break;
-            }
-            let eq = attrs_src.find('=').expect("attribute without value");
-            let key = attrs_src[..eq].trim().to_string();
-            let after = &attrs_src[eq + 1..];
-            assert!(after.starts_with('"'), "unquoted attribute {key}");
-            let end = after[1..].find('"').expect("unterminated attribute") + 1;
-            attrs.insert(key, after[1..end].to_string());
-            attrs_src = &after[end + 1..];
-        }
-        out.push((name.to_string(), attrs));
-        if !self_closing {
-            stack.push(name.to_string());
-        }
-    }
-    assert!(stack.is_empty(), "unclosed elements: {stack:?}");
-    out
+    let parsed = roxmltree::Document::parse(doc).unwrap_or_else(|e| panic!("not XML: {e}\n{doc}"));
+    parsed
+        .descendants()
+        .filter(|n| n.is_element())
+        .map(|n| {
+            let attrs = n
+                .attributes()
+                .map(|a| (a.name().to_string(), a.value().to_string()))
+                .collect();
+            (n.tag_name().name().to_string(), attrs)
+        })
+        .collect()
 }
 
 #[test]
