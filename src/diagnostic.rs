@@ -35,6 +35,9 @@ pub enum DiagnosticKind {
     ThreadStart,
     /// A fault inside kvant that it survived.
     Internal,
+    /// A task dump asked for with `Builder::dump_on_signal`: the message is
+    /// the whole dump, many lines.
+    TaskDump,
 }
 
 /// One diagnostic: what it is about and its message (one line, starting

@@ -97,6 +97,7 @@
 pub mod channel;
 mod clock;
 pub mod diagnostic;
+pub mod dump;
 mod error;
 mod loom;
 pub mod metrics;

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("task", 2),
     ("preempt", 3),
     ("time", 4),
+    ("dump", 4),
     ("trace", 4),
     ("sync", 5),
     ("channel", 6),

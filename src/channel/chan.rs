@@ -42,6 +42,7 @@ use super::slot::{
     ABANDONED, DISCONNECTED, DONE, PARTNER, RETRY, Slot, WAITING, pop_claimed, withdraw,
 };
 use crate::sync::waiters::{Internal, InternalGuard, OnUnwind};
+use crate::task::WaitingOn;
 
 /// An empty buffer with room for more messages than this gives memory back.
 const SHRINK_ABOVE: usize = 4096;
@@ -170,6 +171,11 @@ impl<T> Chan<T> {
     }
 
     /// Whether `self` and `other` are one channel (all `never()`s are).
+    /// The channel's address, as a task dump names it.
+    fn addr(&self) -> usize {
+        self as *const Self as *const () as usize
+    }
+
     pub(super) fn same_as(self: &Arc<Self>, other: &Arc<Self>) -> bool {
         Arc::ptr_eq(self, other) || (self.never && other.never)
     }
@@ -219,7 +225,7 @@ impl<T> Chan<T> {
         let cleanup = OnUnwind::new(|| {
             self.settle_send(&slot);
         });
-        let mut s = slot.w.park(wait.deadline());
+        let mut s = slot.w.park(wait.deadline(), WaitingOn::Send(self.addr()));
         if s == WAITING {
             s = self.settle_send(&slot);
         }
@@ -286,7 +292,7 @@ impl<T> Chan<T> {
             };
             let (slot, deadline) = slot;
             let cleanup = OnUnwind::new(|| self.abandon_recv(&slot));
-            let mut s = slot.w.park(deadline);
+            let mut s = slot.w.park(deadline, WaitingOn::Recv(self.addr()));
             if s == WAITING {
                 s = self.settle_recv(&slot);
             }
@@ -408,7 +414,7 @@ impl<T> Chan<T> {
                 return s;
             }
         }
-        slot.w.park(None)
+        slot.w.park(None, WaitingOn::Recv(self.addr()))
     }
 
     /// A receiver is unwound (cancelled) out of its wait. A message handed to

@@ -9,6 +9,7 @@ use super::reserve::Permit;
 use super::select::{Observer, SelCtx};
 use super::slot::{DISCONNECTED, DONE, PARTNER, RETRY, Slot};
 use super::{Receiver, RecvError, SendError, Sender};
+use crate::task::WaitingOn;
 
 /// One operation of a select, erased over its message type.
 #[doc(hidden)]
@@ -108,7 +109,7 @@ impl<'w, T: 'w> Op<'w> for RecvOp<'_, T> {
             .slot
             .take()
             .expect("kvant internal error: a claimed receive without its slot");
-        self.got = match slot.w.park(None) {
+        self.got = match slot.w.park(None, WaitingOn::Select) {
             DONE => Some(Ok(slot.take())),
             DISCONNECTED => Some(Err(RecvError)),
             s => {
@@ -244,7 +245,7 @@ impl<'w, T: 'w> Op<'w> for SendOp<'_, T> {
             .slot
             .take()
             .expect("kvant internal error: a claimed send without its slot");
-        let permit = match slot.w.park(None) {
+        let permit = match slot.w.park(None, WaitingOn::Select) {
             DONE => Permit::Room,
             PARTNER => Permit::Partner(slot.take_partner()),
             s => {

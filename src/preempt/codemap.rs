@@ -669,6 +669,11 @@ impl CodeMap {
         self.segs.len()
     }
 
+    /// Load bias of the main program (runtime address minus link address).
+    pub(crate) fn bias(&self) -> usize {
+        self.bias
+    }
+
     /// What the DWARF inline records held, if the executable has DWARF.
     pub(crate) fn inline_stats(&self) -> Option<InlineStats> {
         self.inline_stats

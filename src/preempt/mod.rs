@@ -28,6 +28,7 @@ compile_error!(
     "kvant needs a Unix target (mmap'd task stacks); Linux x86_64 is the tested platform"
 );
 
+pub(crate) mod backtrace;
 mod cpu;
 mod disable;
 mod slot;
@@ -48,6 +49,8 @@ pub(crate) use slot::WorkerSlot;
 mod codemap;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod cputimer;
+#[cfg(target_os = "linux")]
+pub(crate) mod dumpsig;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod fence;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

@@ -303,7 +303,7 @@ fn readable(name: &str) -> String {
 
 /// Copy `buf.len()` bytes at `addr` of this process; false if any of it is
 /// not mapped.
-fn read_own_memory(addr: usize, buf: &mut [u8]) -> bool {
+pub(super) fn read_own_memory(addr: usize, buf: &mut [u8]) -> bool {
     let local = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),

@@ -47,6 +47,8 @@ pub(crate) struct Config {
     pub on_worker_start: Option<WorkerHook>,
     pub on_worker_stop: Option<WorkerHook>,
     pub on_diagnostic: Option<crate::diagnostic::DiagnosticHook>,
+    /// `dump_on_signal`'s signal.
+    pub dump_signal: Option<i32>,
     /// CPUs to pin worker `i` to (`cpus[i % len]`); empty: no pinning.
     pub affinity: Vec<usize>,
 }
@@ -93,6 +95,7 @@ pub struct Builder {
     on_worker_start: Option<WorkerHook>,
     on_worker_stop: Option<WorkerHook>,
     on_diagnostic: Option<crate::diagnostic::DiagnosticHook>,
+    dump_signal: Option<i32>,
     worker_affinity: bool,
     preempt_crates: Vec<String>,
 }
@@ -121,6 +124,7 @@ impl Default for Builder {
             on_worker_start: None,
             on_worker_stop: None,
             on_diagnostic: None,
+            dump_signal: None,
             worker_affinity: false,
             preempt_crates: Vec::new(),
         }
@@ -241,6 +245,30 @@ impl Builder {
     #[must_use = "a builder does nothing until it is used"]
     pub fn preempt_signal(mut self, signal: i32) -> Self {
         self.signal = signal;
+        self
+    }
+
+    /// Print a task dump ([`Runtime::dump`](crate::Runtime::dump)) each
+    /// time `signal` arrives (`kill -USR1 <pid>`), as Go does on `SIGQUIT`,
+    /// without stopping the program: the handler only notes the signal, and
+    /// a `kvant-dump` thread takes the dump and hands it to the diagnostic
+    /// sink ([`DiagnosticKind::TaskDump`](crate::DiagnosticKind::TaskDump):
+    /// stderr by default, or the [`on_diagnostic`](Self::on_diagnostic)
+    /// hook). Several runtimes may share a signal; each prints its own
+    /// dump. `build` fails with [`Error::InvalidSignal`](crate::Error::InvalidSignal)
+    /// for signals kvant or the program's own fault handling needs (and
+    /// for the preemption signal).
+    ///
+    /// ```
+    /// let rt = kvant::Runtime::builder()
+    ///     .dump_on_signal(libc::SIGUSR1)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(rt);
+    /// ```
+    #[must_use = "a builder does nothing until it is used"]
+    pub fn dump_on_signal(mut self, signal: i32) -> Self {
+        self.dump_signal = Some(signal);
         self
     }
 
@@ -410,6 +438,12 @@ impl Builder {
                 max: MAX_QUANTUM,
             });
         }
+        if let Some(sig) = self.dump_signal {
+            crate::preempt::validate_signal(sig)?;
+            if sig == self.signal {
+                return Err(Error::InvalidSignal(sig));
+            }
+        }
         let max_compensation = self.max_compensation.unwrap_or(workers);
         if max_compensation > MAX_WORKERS {
             return Err(Error::TooManyCompensating {
@@ -436,6 +470,7 @@ impl Builder {
             on_worker_start: self.on_worker_start.clone(),
             on_worker_stop: self.on_worker_stop.clone(),
             on_diagnostic: self.on_diagnostic.clone(),
+            dump_signal: self.dump_signal,
             affinity: if self.worker_affinity {
                 crate::preempt::allowed_cpus()
             } else {

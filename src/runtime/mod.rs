@@ -5,10 +5,11 @@ mod blocking;
 mod builder;
 mod compensate;
 mod context;
+mod dump;
 mod handle;
 mod idle;
-mod parked;
 mod policy;
+mod registry;
 mod shared;
 mod shutdown;
 mod slice;
@@ -106,7 +107,7 @@ impl Runtime {
             workers: (0..slots).map(|_| WorkerShared::default()).collect(),
             compensation: compensate::Compensation::new(n, spare),
             stacks: StackPool::new(stack_size, 1024.max(n * 64)),
-            parked: parked::ParkedTasks::new(),
+            tasks: registry::TaskRegistry::new(),
             timers,
             blocking: blocking::BlockingPool::new(config.blocking_threads, &config.name),
             monitor: Mutex::new(None),
@@ -136,6 +137,12 @@ impl Runtime {
             threads: Vec::with_capacity(n),
             finished: false,
         };
+        if let Some(sig) = shared.config.dump_signal
+            && let Err(e) = dump::watch(&shared, sig)
+        {
+            rt.abort_start(n); // no worker was started yet
+            return Err(e);
+        }
         // Install the signal handler before any worker can be signalled.
         match Monitor::start(&shared, mode.is_preemptive(), switch_waits) {
             Ok(m) => *shared.monitor.lock() = m,
@@ -258,6 +265,26 @@ impl Runtime {
     /// [`PreemptionMode::Unavailable`].
     pub fn preemption_mode(&self) -> PreemptionMode {
         self.shared.mode
+    }
+
+    /// Every live task: what it is doing, for how long, and its stack
+    /// (see [`dump`](crate::dump)). Taken while the tasks go on running;
+    /// the first dump of a process reads the executable's debug info
+    /// (~0.1-1 s).
+    ///
+    /// ```
+    /// let rt = kvant::Runtime::builder().workers(1).build().unwrap();
+    /// let (tx, rx) = kvant::channel::bounded::<u32>(1);
+    /// let h = rt.spawn(move || rx.recv());
+    /// while rt.dump().tasks().is_empty() {
+    ///     std::thread::yield_now();
+    /// }
+    /// println!("{}", rt.dump());
+    /// tx.send(1).unwrap();
+    /// h.join().unwrap().unwrap();
+    /// ```
+    pub fn dump(&self) -> crate::dump::TaskDump {
+        dump::collect(&self.shared)
     }
 
     /// The recorded slices, if the runtime was built with `trace(true)`.

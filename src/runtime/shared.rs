@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_deque::{Injector, Stealer};
 use parking_lot::{Condvar, Mutex};
 
-use super::{Config, Monitor, blocking, builder, compensate, context, idle, parked};
+use super::{Config, Monitor, blocking, builder, compensate, context, idle, registry};
 use crate::error::Error;
 use crate::metrics::{Counter, Metrics, WorkerCounters};
 use crate::preempt::{PreemptionMode, WorkerSlot};
@@ -57,7 +57,7 @@ pub(crate) struct Shared {
     pub workers: Box<[WorkerShared]>,
     pub compensation: compensate::Compensation,
     pub stacks: StackPool,
-    pub parked: parked::ParkedTasks,
+    pub tasks: registry::TaskRegistry,
     pub timers: Arc<TimerDriver>,
     pub blocking: Arc<blocking::BlockingPool>,
     pub monitor: Mutex<Option<Monitor>>,

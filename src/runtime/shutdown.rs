@@ -58,7 +58,7 @@ impl Runtime {
 
         if !report.all_finished {
             shared.cancelling.store(true, Ordering::Release);
-            for t in shared.parked.snapshot() {
+            for t in shared.tasks.snapshot() {
                 t.cancelled.store(true, Ordering::Release);
                 if t.claim_idle() {
                     shared.injector.push(t);
@@ -115,7 +115,7 @@ impl Runtime {
             };
             t.fail(failure);
             t.finish();
-            shared.parked.remove(&t);
+            shared.tasks.remove(&t);
             shared.task_done(&shared.done_outside);
         }
         shared.blocking.stop(Instant::now() + STOP_GRACE);

@@ -166,6 +166,7 @@ impl WorkerCtx {
         match ran {
             Ran::Switched(Switch::Yield) => {
                 c.yields.bump(1);
+                shared.tasks.insert_once(&task);
                 self.local.push(task);
             }
             Ran::Switched(why @ (Switch::Preempted | Switch::SyncWait)) => {
@@ -176,6 +177,7 @@ impl WorkerCtx {
                     // A deferred preemption taken at a `preempt::disable` guard drop.
                     me.slot.preemptions.add(1);
                 }
+                shared.tasks.insert_once(&task);
                 let alone = self.local.is_empty() && me.pinned_len.load(Ordering::Relaxed) == 0;
                 if shared.config.migrate_preempted {
                     self.local.push(task);
@@ -189,10 +191,10 @@ impl WorkerCtx {
             Ran::Switched(Switch::Park) => {
                 c.task_parks.bump(1);
                 // A parked task is held only by whoever will wake it; the
-                // parked-task table lets shutdown find it. Queued and running tasks
-                // are found in the queues, so tasks that never block never
-                // pay for registration.
-                shared.parked.insert_once(&task);
+                // task table lets shutdown find it (and a dump list it).
+                // Tasks that never switch never pay for registration.
+                shared.tasks.insert_once(&task);
+                task.notes.stamp_park(clock::ticks());
                 if task.finish_park()
                     || shared.cancelling.load(Ordering::Acquire) && task.claim_idle()
                 {
@@ -254,7 +256,7 @@ impl WorkerCtx {
     /// cancellation...): account for it.
     fn retire(&self, task: &Arc<Task>) {
         task.finish();
-        self.shared.parked.remove(task);
+        self.shared.tasks.remove(task);
         self.shared.task_done(&self.counters().completed);
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::waiters::{self, Internal, OnUnwind, WAITING, Waiter};
+use crate::task::WaitingOn;
 
 const RELEASED: u8 = 1;
 
@@ -113,7 +114,7 @@ impl Barrier {
         let cleanup = OnUnwind::new(|| {
             leave();
         });
-        let mut s = w.park(deadline);
+        let mut s = w.park(deadline, WaitingOn::Barrier(self as *const Self as usize));
         cleanup.disarm();
         if s == WAITING {
             s = leave();

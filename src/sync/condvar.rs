@@ -21,6 +21,7 @@ pub use lock_api::WaitTimeoutResult;
 
 use super::mutex::{MutexGuard, RawMutex};
 use super::waiters::{self, Internal, OnUnwind, WAITING, Waiter};
+use crate::task::WaitingOn;
 
 const NOTIFIED: u8 = 1;
 
@@ -50,10 +51,11 @@ impl RawCondvar {
             // Cancelled tasks cannot switch out, so this spins until free.
             *guard = mutex.lock();
         });
-        let timed_out = w.park(deadline) == WAITING && {
-            let mut q = self.queue.lock();
-            w.state() == WAITING && waiters::remove(&mut q, &w)
-        };
+        let timed_out =
+            w.park(deadline, WaitingOn::Condvar(self as *const Self as usize)) == WAITING && {
+                let mut q = self.queue.lock();
+                w.state() == WAITING && waiters::remove(&mut q, &w)
+            };
         relock.disarm();
         *guard = mutex.lock();
         timed_out

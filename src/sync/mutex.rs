@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use lock_api::GuardSend;
 
 use super::waiters::{self, Internal, OnUnwind, WAITING, Waiter};
+use crate::task::WaitingOn;
 
 /// A waiter that has waited this long is handed the lock directly by the
 /// next unlock instead of competing for it.
@@ -211,7 +212,10 @@ impl RawMutex {
                 return true;
             }
             let cleanup = OnUnwind::new(|| self.abandon(&w));
-            let s = w.park(deadline);
+            let s = w.park(
+                deadline,
+                WaitingOn::Mutex(self as *const Self as *const () as usize),
+            );
             cleanup.disarm();
             match s {
                 HANDED => return true,

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use lock_api::GuardSend;
 
 use super::waiters::{self, Internal, OnUnwind, WAITING, Waiter};
+use crate::task::WaitingOn;
 
 const GRANTED: u8 = 1;
 
@@ -140,7 +141,11 @@ impl RawRwLock {
                 self.release(exclusive);
             }
         });
-        let granted = w.park(deadline) == GRANTED || self.settle(&w);
+        let granted = w.park(
+            deadline,
+            WaitingOn::RwLock(self as *const Self as *const () as usize),
+        ) == GRANTED
+            || self.settle(&w);
         cleanup.disarm();
         granted
     }

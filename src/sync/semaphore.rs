@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::waiters::{self, Internal, OnUnwind, WAITING, Waiter};
+use crate::task::WaitingOn;
 
 const GRANTED: u8 = 1;
 
@@ -163,7 +164,9 @@ impl Semaphore {
                 self.release(); // granted just before cancellation: give it back
             }
         });
-        let granted = w.park(deadline) == GRANTED || self.settle(&w);
+        let granted = w.park(deadline, WaitingOn::Semaphore(self as *const Self as usize))
+            == GRANTED
+            || self.settle(&w);
         cleanup.disarm();
         granted
     }

@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::preempt::{self, NoPreempt};
+use crate::task::WaitingOn;
+use crate::task::note::note_wait;
 use crate::task::park::{self, Unparker};
 
 /// A waiter's state before anyone resolved it.
@@ -160,8 +162,10 @@ impl Waiter {
     /// the race under the internal lock (the waiter may be resolved by then).
     /// Inlined, switch and all, into each primitive's wait (and through
     /// the channel's into the user's code): see `current::park_current`.
+    /// `on` is what the dump says the task waits for.
     #[inline(always)]
-    pub(crate) fn park(&self, deadline: Option<Instant>) -> u8 {
+    pub(crate) fn park(&self, deadline: Option<Instant>, on: WaitingOn) -> u8 {
+        note_wait(on);
         loop {
             let s = self.state();
             if s != WAITING {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::waiters::{self, Internal, OnUnwind, WAITING, Waiter};
+use crate::task::WaitingOn;
 
 const DONE: u8 = 1;
 
@@ -96,7 +97,11 @@ impl WaitGroup {
         let cleanup = OnUnwind::new(|| {
             settle();
         });
-        let done = w.park(deadline) == DONE || settle();
+        let done = w.park(
+            deadline,
+            WaitingOn::WaitGroup(Arc::as_ptr(&inner) as *const () as usize),
+        ) == DONE
+            || settle();
         cleanup.disarm();
         done
     }

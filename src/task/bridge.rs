@@ -79,6 +79,7 @@ pub fn block_on_future<F: Future>(fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     let waker = Waker::from(Arc::new(WakeParked(park::current_unparker())));
     let mut cx = Context::from_waker(&waker);
+    super::note::note_wait(super::WaitingOn::Future);
     loop {
         if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
             return v;

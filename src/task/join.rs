@@ -16,7 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use super::current::{self, CancelUnwind};
 use super::join_error::{Failure, JoinError};
 use super::park::{self, Unparker};
-use super::{TaskCell, TaskId, TaskStats};
+use super::{TaskCell, TaskId, TaskStats, WaitingOn};
 
 /// The runtime's view of a task's result slot, erased over `T`. The slot
 /// does not repeat its task's id and name: whoever completes it says whose
@@ -286,7 +286,7 @@ impl<T: Send + 'static> JoinHandle<T> {
         {
             return self.wait_or_stall_panic(&task.shared, deadline);
         }
-        wait_complete(self.packet(), deadline)
+        wait_complete(self.packet(), deadline, WaitingOn::Join(self.id()))
     }
 
     /// `Builder::panic_on_blocking` on an OS thread: wait in steps, and
@@ -299,7 +299,11 @@ impl<T: Send + 'static> JoinHandle<T> {
         const STEP: Duration = Duration::from_millis(20);
         loop {
             let step = Instant::now() + STEP;
-            if wait_complete(self.packet(), Some(deadline.map_or(step, |d| d.min(step)))) {
+            if wait_complete(
+                self.packet(),
+                Some(deadline.map_or(step, |d| d.min(step))),
+                WaitingOn::Join(self.id()),
+            ) {
                 return true;
             }
             if let Some(report) = shared.stall.lock().clone() {
@@ -367,7 +371,7 @@ impl<T> JoinHandle<T> {
 }
 
 /// Park until `c` completes or `deadline` passes; true if complete.
-pub(crate) fn wait_complete(c: &dyn Completion, deadline: Option<Instant>) -> bool {
+pub(crate) fn wait_complete(c: &dyn Completion, deadline: Option<Instant>, on: WaitingOn) -> bool {
     if c.is_complete() {
         return true;
     }
@@ -378,6 +382,7 @@ pub(crate) fn wait_complete(c: &dyn Completion, deadline: Option<Instant>) -> bo
     // An aborted waiter withdraws, or the task it waited for would keep
     // it (and its result) alive until it completes.
     let withdraw = super::park::OnUnwind::new(|| c.remove_waiter(&me));
+    super::note::note_wait(on);
     let done = loop {
         if c.is_complete() {
             break true;

@@ -21,12 +21,13 @@ mod fork;
 pub(crate) mod join;
 pub(crate) mod join_error;
 pub(crate) mod local;
+pub(crate) mod note;
 pub(crate) mod owned;
 pub(crate) mod park;
 mod scope;
 mod set;
 pub(crate) mod stack;
-mod state;
+pub(crate) mod state;
 mod wait;
 
 use std::fmt;
@@ -46,6 +47,7 @@ pub use fork::join;
 pub use join::JoinHandle;
 pub use join_error::JoinError;
 pub use local::{AccessError, LocalKey};
+pub use note::WaitingOn;
 pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use set::{Elapsed, JoinSet, SpawnTarget};
 pub use wait::{WaitFor, WaitResult, Waited, wait, wait_owned};
@@ -242,8 +244,10 @@ pub(crate) struct Header {
     pub preempt: PreemptState,
     pub stats: TaskCounters,
     pub locals: local::LocalMap,
-    /// Where the parked-task table (`runtime/parked.rs`) keeps this task.
-    pub parked_slot: AtomicUsize,
+    /// Where the task table (`runtime/registry.rs`) keeps this task.
+    pub registry_slot: AtomicUsize,
+    /// What it waits for and where it switched out, for a task dump.
+    pub notes: note::Notes,
 }
 
 impl Task {
@@ -307,7 +311,8 @@ impl<P: Completion> TaskCell<P> {
                 preempt: PreemptState::default(),
                 stats: TaskCounters::default(),
                 locals: local::LocalMap::default(),
-                parked_slot: AtomicUsize::new(usize::MAX),
+                registry_slot: AtomicUsize::new(usize::MAX),
+                notes: note::Notes::default(),
             },
             packet,
         })
@@ -378,6 +383,11 @@ impl Header {
     /// Wake the task. Returns true if the caller must put it in a run queue.
     pub(crate) fn notify(&self) -> bool {
         self.state.notify()
+    }
+
+    /// Where the task is in its life (a relaxed look, for a dump).
+    pub(crate) fn phase(&self) -> state::Phase {
+        self.state.phase()
     }
 
     /// Shutdown: take a parked task out of `IDLE` so it can be cancelled.

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use super::JoinError;
 use super::current;
 use super::join::{Handle, wait_complete};
-use super::{Builder, JoinHandle, Task, TaskId};
+use super::{Builder, JoinHandle, Task, TaskId, WaitingOn};
 use crate::runtime::{Runtime, Shared};
 
 /// A scope to spawn borrowing tasks in; see [`scope`].
@@ -188,7 +188,7 @@ where
         }
         seen += batch.len();
         for (c, joined) in &batch {
-            wait_complete(&c.packet, None);
+            wait_complete(&c.packet, None, WaitingOn::Join(c.id));
             if c.packet.is_panic() && !joined.load(Ordering::Relaxed) {
                 unjoined_panic = true;
             }

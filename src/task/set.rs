@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::JoinError;
-use super::TaskId;
 use super::abort::AbortHandle;
 use super::join::JoinHandle;
 use super::park::{self, Unparker};
+use super::{TaskId, WaitingOn};
 use crate::error::Error;
 use crate::runtime::{Handle, Runtime};
 
@@ -276,6 +276,7 @@ impl<T: Send + 'static> JoinSet<T> {
             // Forget the waiter on every exit, an abort's unwind included.
             let ready = self.ready.clone();
             let _forget = super::park::OnUnwind::new(move || ready.stop_waiting());
+            super::note::note_wait(WaitingOn::JoinSet);
             if !park::park_deadline(deadline) {
                 drop(_forget);
                 return self.take_ready().map(Some).ok_or(Elapsed);

@@ -16,6 +16,16 @@ const NOTIFIED: u8 = 4;
 
 pub(crate) struct TaskState(AtomicU8);
 
+/// The lifecycle part of the word, named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Idle,
+    Queued,
+    /// Running, or queued again after a yield or a preemption.
+    Running,
+    Done,
+}
+
 impl TaskState {
     /// A new task is queued by its spawner.
     pub(crate) fn new_queued() -> Self {
@@ -94,6 +104,16 @@ impl TaskState {
         self.0
             .compare_exchange(IDLE, QUEUED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Where the task is in its life (for a dump: a relaxed look).
+    pub(crate) fn phase(&self) -> Phase {
+        match self.0.load(Ordering::Relaxed) & LIFECYCLE {
+            IDLE => Phase::Idle,
+            QUEUED => Phase::Queued,
+            RUNNING => Phase::Running,
+            _ => Phase::Done,
+        }
     }
 
     /// The raw word, for `Debug`.

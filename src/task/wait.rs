@@ -8,9 +8,9 @@
 use std::time::{Duration, Instant};
 
 use super::JoinError;
-use super::JoinHandle;
 use super::join::Completion;
 use super::park::{self, Unparker};
+use super::{JoinHandle, WaitingOn};
 
 /// When [`wait`] returns (besides the timeout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +146,7 @@ fn wait_on(parts: &[&dyn Completion], deadline: Option<Instant>, how: WaitFor) -
                 c.remove_waiter(&me);
             }
         });
+        super::note::note_wait(WaitingOn::Tasks);
         while !satisfied(parts, how) {
             if !park::park_deadline(deadline) {
                 break;

@@ -12,6 +12,7 @@ pub fn sleep(d: Duration) {
     match Instant::now().checked_add(d) {
         Some(t) => sleep_until(t),
         None => loop {
+            crate::task::note::note_wait(crate::task::WaitingOn::Sleep);
             park::park(); // "forever": wake-ups are spurious, keep sleeping
         },
     }
@@ -19,6 +20,7 @@ pub fn sleep(d: Duration) {
 
 /// Sleep until `deadline` (returns at once if it has passed).
 pub fn sleep_until(deadline: Instant) {
+    crate::task::note::note_wait(crate::task::WaitingOn::Sleep);
     while Instant::now() < deadline {
         park::park_until(deadline);
     }

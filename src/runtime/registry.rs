@@ -1,10 +1,13 @@
-//! Every task that has ever parked, so that shutdown can find the ones no
-//! queue holds (a parked task is referenced only by whoever would wake it).
-//! A task registers at its first park and leaves when it finishes.
+//! Every task that has ever switched out, so that shutdown can find the
+//! parked ones no queue holds (a parked task is referenced only by whoever
+//! would wake it), and a task dump can list the runnable ones too. A task
+//! registers at its first switch (park, yield, preemption) and leaves when
+//! it finishes. A task that runs to its end in one slice never registers:
+//! the dump finds it on its worker (or counts it as not started).
 //!
-//! Sharded slabs: a task's first park (and its end, if it ever parked) locks
-//! one shard chosen by task id, so workers parking different tasks at once
-//! rarely meet on the same lock. Spawning touches no shard.
+//! Sharded slabs: a task's first switch (and its end, if it ever switched)
+//! locks one shard chosen by task id, so workers switching different tasks
+//! at once rarely meet on the same lock. Spawning touches no shard.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,13 +24,13 @@ struct Slab {
     free: Vec<usize>,
 }
 
-pub(crate) struct ParkedTasks {
+pub(crate) struct TaskRegistry {
     shards: Box<[Mutex<Slab>]>,
 }
 
-impl ParkedTasks {
+impl TaskRegistry {
     pub(crate) fn new() -> Self {
-        ParkedTasks {
+        TaskRegistry {
             shards: (0..SHARDS).map(|_| Mutex::new(Slab::default())).collect(),
         }
     }
@@ -40,7 +43,7 @@ impl ParkedTasks {
     /// task's run claim calls this, so the check cannot race with itself.
     #[inline]
     pub(crate) fn insert_once(&self, task: &Arc<Task>) {
-        if task.parked_slot.load(Ordering::Relaxed) == usize::MAX {
+        if task.registry_slot.load(Ordering::Relaxed) == usize::MAX {
             self.insert(task);
         }
     }
@@ -58,14 +61,14 @@ impl ParkedTasks {
                 slab.slots.len() - 1
             }
         };
-        task.parked_slot.store(i, Ordering::Relaxed);
+        task.registry_slot.store(i, Ordering::Relaxed);
     }
 
     pub(crate) fn remove(&self, task: &Task) {
-        if task.parked_slot.load(Ordering::Relaxed) == usize::MAX {
+        if task.registry_slot.load(Ordering::Relaxed) == usize::MAX {
             return;
         }
-        let i = task.parked_slot.swap(usize::MAX, Ordering::Relaxed);
+        let i = task.registry_slot.swap(usize::MAX, Ordering::Relaxed);
         let removed = {
             let mut slab = self.shards[Self::shard_of(task)].lock();
             let t = slab.slots[i].take();

@@ -1,0 +1,178 @@
+//! Taking a task dump (`Runtime::dump`) and printing one when a signal
+//! arrives (`Builder::dump_on_signal`).
+//!
+//! Where the tasks are found: a task running on a worker through the
+//! worker's slot (read under the slot's hold, as the monitor reads it, so
+//! the task cannot be freed meanwhile); every task that ever switched out
+//! in the task table (`registry.rs`), each held by an `Arc` while it is
+//! read; tasks spawned and never started are only counted (they have no
+//! stack and sit in run queues, which cannot be listed without taking
+//! their tasks out). Nothing here stops a worker or changes a task's
+//! state: a dump of a deadlocked program is taken the same way as of a
+//! busy one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::Shared;
+use crate::clock;
+use crate::dump::{DumpedTask, Status, TaskDump};
+use crate::preempt::backtrace;
+use crate::task::coroutine::Switch;
+use crate::task::state::Phase;
+use crate::task::{Task, TaskId};
+
+/// Take a dump of `shared`'s tasks.
+pub(crate) fn collect(shared: &Shared) -> TaskDump {
+    let now = clock::ticks();
+    let since =
+        |t: u64| (t != 0).then(|| Duration::from_nanos(clock::ticks_to_ns(now.saturating_sub(t))));
+    let cpu = |t: &Task| shared.timing.then(|| t.stats.snapshot().run_time);
+
+    let mut tasks: Vec<DumpedTask> = Vec::new();
+    let mut on_worker: HashMap<TaskId, usize> = HashMap::new();
+    for (i, w) in shared.workers.iter().enumerate() {
+        if let Some(t) = running_on(shared, i, &w.slot) {
+            on_worker.insert(t.id, tasks.len());
+            tasks.push(t);
+        }
+    }
+
+    let mut stacks = Vec::new();
+    let mut listed = Vec::new();
+    for t in shared.tasks.snapshot() {
+        if on_worker.contains_key(&t.id) {
+            continue;
+        }
+        let phase = t.phase();
+        let status = match phase {
+            Phase::Done => continue,
+            Phase::Idle => Status::Parked(t.notes.waiting_on()),
+            Phase::Queued => Status::Runnable,
+            Phase::Running => match t.notes.last_switch() {
+                Switch::Preempted => Status::Preempted,
+                Switch::SyncWait => Status::SwitchedFromWait,
+                Switch::Yield | Switch::Park => Status::Runnable,
+            },
+        };
+        let stack = stack_of(&t);
+        stacks.push(stack);
+        let stats = t.stats.snapshot();
+        listed.push(DumpedTask {
+            id: t.id,
+            name: t.name.as_deref().map(String::from),
+            status,
+            since: if phase == Phase::Idle {
+                since(t.notes.parked_at())
+            } else {
+                None
+            },
+            cpu_time: cpu(&t),
+            slices: stats.slices,
+            preemptions: stats.preemptions,
+            stack: Vec::new(),
+        });
+    }
+    for (t, mut frames) in listed.iter_mut().zip(backtrace::symbolize(&stacks)) {
+        // The capture of the switch point itself says nothing.
+        frames.retain(|f| f.function.as_deref() != Some("kvant::task::note::here"));
+        t.stack = frames;
+    }
+    tasks.extend(listed);
+    tasks.sort_by_key(|t| t.id);
+    let not_started = shared.live().saturating_sub(tasks.len());
+    TaskDump {
+        tasks,
+        not_started,
+        workers: shared.config.workers,
+    }
+}
+
+/// Runtimes that print a dump when their signal arrives.
+static WATCHING: std::sync::Mutex<Vec<(i32, std::sync::Weak<Shared>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Print `shared`'s dump each time `sig` arrives (`Builder::dump_on_signal`).
+pub(crate) fn watch(shared: &Arc<Shared>, sig: i32) -> Result<(), crate::Error> {
+    #[cfg(target_os = "linux")]
+    crate::preempt::dumpsig::watch(sig, on_signal)?;
+    #[cfg(not(target_os = "linux"))]
+    let _ = sig;
+    let mut list = WATCHING.lock().unwrap_or_else(|e| e.into_inner());
+    list.retain(|(_, w)| w.strong_count() > 0);
+    list.push((sig, Arc::downgrade(shared)));
+    Ok(())
+}
+
+/// On the `kvant-dump` thread: `sig` arrived.
+#[cfg(target_os = "linux")]
+fn on_signal(sig: i32) {
+    let runtimes: Vec<Arc<Shared>> = WATCHING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(s, _)| *s == sig)
+        .filter_map(|(_, w)| w.upgrade())
+        .collect();
+    for shared in runtimes {
+        let text = collect(&shared).to_string();
+        shared.config.say(crate::DiagnosticKind::TaskDump, text);
+    }
+}
+
+/// The task running on worker slot `i`, if any.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn running_on(shared: &Shared, i: usize, slot: &crate::preempt::WorkerSlot) -> Option<DumpedTask> {
+    let seq = slot.seq.load(Ordering::Acquire);
+    if seq == 0 || slot.task.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    let blocked = slot.blocked_since.load(Ordering::Relaxed);
+    let now = clock::ticks();
+    slot.inspect(seq, |h| {
+        let stats = h.stats.snapshot();
+        DumpedTask {
+            id: h.id,
+            name: h.name.as_deref().map(String::from),
+            status: if blocked != 0 {
+                Status::BlockedInKernel { worker: i }
+            } else {
+                Status::Running { worker: i }
+            },
+            since: (blocked != 0)
+                .then(|| Duration::from_nanos(clock::ticks_to_ns(now.saturating_sub(blocked)))),
+            cpu_time: shared.timing.then_some(stats.run_time),
+            slices: stats.slices,
+            preemptions: stats.preemptions,
+            stack: Vec::new(),
+        }
+    })
+}
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+fn running_on(_: &Shared, _: usize, _: &crate::preempt::WorkerSlot) -> Option<DumpedTask> {
+    None
+}
+
+/// The code addresses on a switched-out task's stack. Walked again if the
+/// task ran meanwhile (its slice count moved): a torn copy gives a short
+/// stack, never a wrong one for long.
+fn stack_of(t: &Arc<Task>) -> Vec<usize> {
+    let mut best = Vec::new();
+    for _ in 0..2 {
+        let before = t.stats.slices.get();
+        let Some((pc, sp, fp)) = t.notes.switch_point() else {
+            return Vec::new();
+        };
+        let (_, hi) = t.stack_bounds();
+        let pcs = backtrace::walk(pc, sp, fp, hi);
+        let still = t.stats.slices.get() == before && t.phase() != Phase::Done;
+        if still {
+            return pcs;
+        }
+        best = pcs;
+    }
+    best
+}
