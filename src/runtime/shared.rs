@@ -87,6 +87,9 @@ pub(crate) struct Shared {
     pub stall: Mutex<Option<String>>,
     pub(super) spawned_external: Counter,
     pub epoch_ticks: AtomicU64,
+    /// The clock as the monitor last read it (each pass): a park's time
+    /// stamp for a task dump, without a clock read on the park path.
+    pub coarse_ticks: AtomicU64,
     /// Tasks woken into the global queue while every worker was busy (the
     /// monitor's cue for wake-up preemption).
     pub wakes: AtomicU64,

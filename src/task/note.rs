@@ -5,9 +5,12 @@
 //! only a little stale.
 //!
 //! Each note costs a few plain stores on a path that is about to switch
-//! stacks anyway (~20 ns); no clock is read on the yield path. The time a
+//! stacks anyway (~20 ns); no clock is read on any switch. The time a
 //! parked task has waited comes from a stamp the worker takes when the park
-//! completes (`stamp_park`).
+//! completes (`stamp_park`), from the clock the monitor publishes at each
+//! of its passes: it runs while any worker does, so the stamp is late by
+//! at most one pass (a few ms). Reading the clock at each park instead
+//! cost 10-20 ns of a 130 ns channel round trip.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 

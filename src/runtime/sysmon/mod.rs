@@ -265,6 +265,7 @@ fn run(
     loop {
         woken.store(false, Ordering::Release);
         let now = clock::ticks();
+        shared.coarse_ticks.store(now, Ordering::Relaxed);
         // A bug in the diagnostics must not end preemption for the rest of
         // the program: say so once and keep going.
         let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
