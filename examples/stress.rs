@@ -5,6 +5,7 @@
 //! cargo run --release --example stress
 //! cargo run --release --example stress -- --tasks 2000 --workers 4 --quantum-us 200 --seconds 10
 //! cargo run --release --example stress -- --quantum-us 0 --mix yield,mutex,channel
+//! cargo run --release --example stress -- --park-all --tasks 1000000
 //! ```
 //!
 //! Each of `--tasks` actors loops until the deadline, picking operations from
@@ -17,6 +18,11 @@
 //! `/dev/null` through a shared `std::sync::Mutex` held inside
 //! `kvant::preempt::disable()` (the documented pattern for std locks), or
 //! with `println!` under `--print-to stdout` (redirect it: `> /dev/null`).
+//!
+//! `--park-all` instead spawns `--tasks` tasks that all park at once on one
+//! channel, then wakes them all, and prints the time of each phase, the
+//! memory per parked task and the mappings its stacks took (a million fit
+//! in Linux's default `vm.max_map_count` on 6.13+ kernels).
 
 use std::io::{IsTerminal, LineWriter, Write};
 use std::process::ExitCode;
@@ -80,6 +86,9 @@ struct Args {
     /// (`Builder::worker_affinity`), and report where each worker ran.
     #[arg(long)]
     affinity: bool,
+    /// Park all `--tasks` at once, wake them all, print memory and timing.
+    #[arg(long)]
+    park_all: bool,
 }
 
 /// Shared channels; each actor sends one message and receives one on the
@@ -250,6 +259,9 @@ fn main() -> ExitCode {
     });
     let run_for = Duration::from_secs_f64(secs.max(0.0));
     let quantum = (args.quantum_us > 0).then(|| Duration::from_micros(args.quantum_us));
+    if args.park_all {
+        return park_all(args.tasks, workers, quantum);
+    }
     let mut mix = args.mix.clone();
     mix.dedup();
     if mix.is_empty() {
@@ -475,4 +487,113 @@ fn main() -> ExitCode {
         }
         ExitCode::FAILURE
     }
+}
+
+/// A field of `/proc/self/status`, in KiB.
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Lines of `/proc/self/maps`: the mappings `vm.max_map_count` limits.
+fn mappings() -> u64 {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count() as u64)
+}
+
+/// `--park-all`: `n` tasks park on one channel at once, then all are woken.
+fn park_all(n: usize, workers: usize, quantum: Option<Duration>) -> ExitCode {
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .map_or_else(|_| "?".into(), |s| s.trim().to_string());
+    println!("park-all: {n} tasks on {workers} workers, vm.max_map_count {limit}");
+    let rt = match kvant::Runtime::builder()
+        .workers(workers)
+        .quantum(quantum)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot build runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(|| ());
+    let (rss0, maps0) = (status_kib("VmRSS"), mappings());
+    let (tx, rx) = kvant::channel::unbounded::<u64>();
+    let parked = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let (rx, parked) = (rx.clone(), parked.clone());
+            rt.spawn(move || {
+                parked.fetch_add(1, Ordering::Relaxed);
+                rx.recv().unwrap_or(0)
+            })
+        })
+        .collect();
+    let spawned = t0.elapsed();
+    drop(rx);
+    // Every task has started and the channel holds them all as waiters.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while (parked.load(Ordering::Relaxed) as usize) < n || rt.metrics().total().blocked < n as u64 {
+        if Instant::now() > deadline {
+            eprintln!(
+                "FAIL: only {} of {n} tasks parked",
+                parked.load(Ordering::Relaxed)
+            );
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let all_parked = t0.elapsed();
+    let (rss1, maps1) = (status_kib("VmRSS"), mappings());
+    let stacks = rt.metrics().stacks_mapped;
+    let t1 = Instant::now();
+    for i in 0..n as u64 {
+        tx.send(i).unwrap();
+    }
+    let mut sum = 0u64;
+    let mut failed = 0;
+    for h in handles {
+        match h.join() {
+            Ok(v) => sum = sum.wrapping_add(v),
+            Err(e) => {
+                if failed == 0 {
+                    eprintln!("a task failed: {e}");
+                }
+                failed += 1;
+            }
+        }
+    }
+    let woken = t1.elapsed();
+    let per = |d: Duration| d.as_nanos() as f64 / n.max(1) as f64;
+    println!(
+        "spawn {:.0} ns/task, all parked after {:.2} s, wake and join {:.0} ns/task",
+        per(spawned),
+        all_parked.as_secs_f64(),
+        per(woken)
+    );
+    println!(
+        "parked: RSS +{:.1} MiB = {:.2} KiB/task, mappings +{} = {:.2} per 1,000 tasks, {} stacks mapped",
+        (rss1.saturating_sub(rss0)) as f64 / 1024.0,
+        (rss1.saturating_sub(rss0)) as f64 / n.max(1) as f64,
+        maps1.saturating_sub(maps0),
+        maps1.saturating_sub(maps0) as f64 * 1000.0 / n.max(1) as f64,
+        stacks
+    );
+    let want = (n as u64).wrapping_sub(1).wrapping_mul(n as u64) / 2;
+    if failed > 0 || sum != want {
+        eprintln!("FAIL: {failed} tasks failed, sum {sum} (want {want})");
+        return ExitCode::FAILURE;
+    }
+    println!("ok: every task parked, woke and returned its message");
+    ExitCode::SUCCESS
 }

@@ -456,3 +456,73 @@ fn preemption_signals_near_the_end_of_a_task_stack() {
         );
     }
 }
+
+/// Stacks of the runtime's size are carved 64 to a slab (`SLAB_STACKS` in
+/// src/task/stack.rs) where the kernel has guard markers: an overflow ends
+/// only its task whether its stack is a slab's first, its last, or one a
+/// finished task handed back. On one worker the order is exact: the first
+/// task gets a new slab's first stack, 62 parked tasks the next ones, the
+/// next task the last; then a finished task's stack is reused.
+#[test]
+fn overflow_ends_only_its_task_at_a_slabs_first_and_last_stack_and_in_a_reused_one() {
+    let rt = Runtime::builder()
+        .workers(1)
+        .stack_size(SMALL_STACK)
+        .build()
+        .unwrap();
+    let overflow = |name: &str| {
+        kvant::task::Builder::new()
+            .name(name)
+            .spawn_on(&rt, deep)
+            .expect("spawn")
+    };
+    // Where each task's stack is: the address of one of its locals.
+    let here = || {
+        let x = 0u8;
+        black_box(&x) as *const u8 as usize
+    };
+    let first = overflow("first");
+    assert_overflow(&join_err(first), "first");
+    let (tx, rx) = kvant::channel::unbounded::<()>();
+    let parked: Vec<_> = (0..62)
+        .map(|_| {
+            let rx = rx.clone();
+            rt.spawn(move || {
+                let at = here();
+                rx.recv().unwrap();
+                at
+            })
+        })
+        .collect();
+    wait_for("62 parked tasks", || {
+        rt.dump()
+            .tasks()
+            .iter()
+            .filter(|t| matches!(t.status, kvant::dump::Status::Parked(_)))
+            .count()
+            == 62
+    });
+    let last = overflow("last");
+    assert_overflow(&join_err(last), "last");
+    // A finished task's stack is reused by the next task on this worker.
+    tx.send(()).unwrap();
+    let mut parked = parked.into_iter();
+    let freed = join_ok(parked.next().unwrap());
+    let next = join_ok(rt.spawn(here));
+    assert!(
+        next.abs_diff(freed) < SMALL_STACK,
+        "a finished task's stack was not reused: {next:#x} vs {freed:#x}"
+    );
+    let again = overflow("reused");
+    assert_overflow(&join_err(again), "reused");
+    // Everything else still runs.
+    for _ in 0..61 {
+        tx.send(()).unwrap();
+    }
+    drop(tx);
+    for h in parked {
+        join_ok(h);
+    }
+    let ok: u64 = (0..100).map(|i| join_ok(rt.spawn(move || i))).sum();
+    assert_eq!(ok, 4950);
+}

@@ -58,9 +58,13 @@ impl Runtime {
 
         if !report.all_finished {
             shared.cancelling.store(true, Ordering::Release);
+            // Parked tasks are queued to be unwound. The others (queued, or
+            // running now) are resumed with `Cancel` by the workers, which
+            // see `cancelling`; flagging a running one here would unwind it
+            // at its next switch point as if it had been aborted.
             for t in shared.tasks.snapshot() {
-                t.cancelled.store(true, Ordering::Release);
                 if t.claim_idle() {
+                    t.cancelled.store(true, Ordering::Release);
                     shared.injector.push(t);
                 }
             }

@@ -157,11 +157,7 @@ impl fmt::Display for JoinError {
             Failure::StackOverflow { stack_size } => {
                 write!(f, " overflowed its stack of {stack_size} bytes")
             }
-            Failure::NoStack(e) => write!(
-                f,
-                " could not get a stack: {e} (each task stack is one mmap plus a guard page, \
-                 2 of the vm.max_map_count mappings a process may have)"
-            ),
+            Failure::NoStack(e) => write!(f, " could not get a stack: {e}"),
         }
     }
 }

@@ -1,18 +1,51 @@
 //! Guard-paged task stacks and the pool that recycles them.
 //!
-//! A stack is one `mmap` of `PROT_NONE` address space whose lowest page stays
-//! inaccessible: a task that runs off the end faults on the guard page instead
-//! of scribbling over a neighbour. Mapping and unmapping cost two syscalls and
-//! a TLB shootdown each, so finished tasks hand their stack back to a pool and
-//! the steady state makes no syscalls at all. A stack is only touched where the
-//! task actually used it, so a large default costs address space, not memory.
+//! A stack is `[guard page][usable bytes ...]`, growing down from its top: a
+//! task that runs off the end faults on the guard page instead of
+//! scribbling over a neighbour. Only the pages a task touches cost memory,
+//! so a large default costs address space, not memory.
+//!
+//! # Where stacks come from
+//!
+//! Where the kernel has guard markers (`MADV_GUARD_INSTALL`, Linux 6.13),
+//! stacks of the runtime's default size are carved from slabs: one
+//! read-write mapping of [`SLAB_STACKS`] stacks, each with a guard marker
+//! installed in the page table over its lowest page. A marker faults like a
+//! `PROT_NONE` page but does not split the mapping, so a million stacks take
+//! ~16k mappings (fewer where the kernel merges neighbouring slabs) instead
+//! of two million: with one `mmap` plus an `mprotect`ed guard per stack,
+//! Linux's default `vm.max_map_count` (65530) stopped a program at ~32k live
+//! tasks. Stacks of other sizes get a mapping each, also with a marker (one
+//! mapping). On older kernels every stack is a mapping plus an
+//! `mprotect`ed guard page (two mappings), and running out of mappings is an
+//! error that names the sysctl.
+//!
+//! # What is given back
+//!
+//! A stack handed back goes to the pool with its memory (the steady state
+//! makes no system calls). Beyond the pool's cap, a stack of its own is
+//! unmapped; a slab's stack gives its memory back (`MADV_DONTNEED`), and the
+//! slab's address space is unmapped with its last stack. A stack a task
+//! overflowed may still be pointed into by objects its discarded frames
+//! registered elsewhere, so it is never reused: its memory is given back
+//! and its whole range becomes a guard region (a stale access faults
+//! instead of reaching another task's data); what stays is its address
+//! range, and with it its slab's (address space only: no memory and no
+//! mapping of its own).
 
 use std::io;
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use corosensei::stack::StackPointer;
 use parking_lot::Mutex;
+
+/// Stacks carved from one slab.
+pub(crate) const SLAB_STACKS: usize = 64;
+
+/// `madvise` advice that installs guard markers (Linux 6.13, `uapi/asm-generic/mman-common.h`).
+const MADV_GUARD_INSTALL: libc::c_int = 102;
 
 fn page_size() -> usize {
     static PAGE: AtomicUsize = AtomicUsize::new(0);
@@ -28,20 +61,114 @@ fn page_size() -> usize {
     }
 }
 
-/// One task stack: `[guard page][usable bytes ...]`, growing down from `top`.
-pub(crate) struct Stack {
-    /// Start of the mapping (the guard page).
+/// Turn `[addr, addr + len)`, inside a mapping of ours, into a guard region.
+fn install_guard(addr: usize, len: usize) -> bool {
+    // SAFETY: the range lies inside an anonymous mapping the caller owns;
+    // a guard marker only makes accesses to it fault (no Rust object lives
+    // there: it is a guard page or a stack nobody runs on any more).
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, MADV_GUARD_INSTALL) == 0 }
+}
+
+/// Whether this kernel has guard markers (asked once, on a scratch mapping).
+pub(crate) fn guard_markers() -> bool {
+    static KNOWN: AtomicU8 = AtomicU8::new(0);
+    match KNOWN.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let yes = map_rw(2 * page_size()).is_ok_and(|r| install_guard(r.map, page_size()));
+            KNOWN.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
+/// An anonymous mapping this process owns; unmapped on drop.
+struct Region {
     map: usize,
-    /// Length of the whole mapping, guard included.
     len: usize,
 }
 
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: `map..map+len` is the mapping this Region owns, and no
+        // stack in it is in use any more (each holds the Region alive).
+        unsafe { libc::munmap(self.map as *mut libc::c_void, self.len) };
+    }
+}
+
+/// Why mapping a stack failed, with the limit that is likely the cause.
+fn map_error(e: io::Error, mappings_per_stack: usize) -> io::Error {
+    if e.raw_os_error() != Some(libc::ENOMEM) {
+        return e;
+    }
+    let limit = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    io::Error::new(
+        e.kind(),
+        format!(
+            "{e}: each task stack takes {mappings_per_stack} of the {limit} mappings a process may \
+             have (vm.max_map_count; raise it with `sysctl vm.max_map_count=...`, or run on \
+             Linux 6.13+, where stacks share mappings)"
+        ),
+    )
+}
+
+/// Map `len` bytes of read-write, unreserved address space.
+fn map_rw(len: usize) -> io::Result<Region> {
+    // SAFETY: an anonymous private mapping at an address of the kernel's
+    // choosing aliases no existing Rust object.
+    let map = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Region {
+        map: map as usize,
+        len,
+    })
+}
+
+/// One task stack: `[guard page][usable bytes ...]`, growing down from `top`.
+pub(crate) struct Stack {
+    /// Start of the stack (its guard page).
+    map: usize,
+    /// Length of the stack, guard included.
+    len: usize,
+    /// The slab it was carved from; `None`: the stack is a mapping of its
+    /// own, unmapped on drop.
+    slab: Option<Arc<Region>>,
+}
+
 impl Stack {
-    /// Map a stack with at least `size` usable bytes.
+    /// Map a stack of its own with at least `size` usable bytes.
     pub(crate) fn new(size: usize) -> io::Result<Stack> {
         let page = page_size();
         let usable = size.div_ceil(page) * page;
         let len = usable + page;
+        if guard_markers() {
+            let region = map_rw(len).map_err(|e| map_error(e, 1))?;
+            let map = region.map;
+            std::mem::forget(region); // the Stack owns the mapping now
+            let stack = Stack {
+                map,
+                len,
+                slab: None,
+            };
+            if !install_guard(map, page) {
+                return Err(io::Error::last_os_error()); // `stack` unmaps on drop
+            }
+            return Ok(stack);
+        }
         // SAFETY: an anonymous private mapping at an address of the kernel's
         // choosing aliases no existing Rust object.
         let map = unsafe {
@@ -55,11 +182,12 @@ impl Stack {
             )
         };
         if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+            return Err(map_error(io::Error::last_os_error(), 2));
         }
         let stack = Stack {
             map: map as usize,
             len,
+            slab: None,
         };
         // SAFETY: the range lies inside the mapping created above, which this
         // function exclusively owns; the first page stays PROT_NONE as the guard.
@@ -71,7 +199,8 @@ impl Stack {
             )
         };
         if rc != 0 {
-            return Err(io::Error::last_os_error()); // `stack` unmaps on drop
+            // `stack` unmaps on drop
+            return Err(map_error(io::Error::last_os_error(), 2));
         }
         Ok(stack)
     }
@@ -90,20 +219,42 @@ impl Stack {
     pub(crate) fn size(&self) -> usize {
         self.len - page_size()
     }
+
+    /// Give the memory of `[from, to)`, a range of stacks nobody runs on
+    /// any more, back to the kernel (it reads as zeros if touched again).
+    fn release_range(from: usize, to: usize) {
+        // SAFETY: the range is whole stacks of one slab (or one stack of its
+        // own), each given up by its owner: no coroutine runs on them and
+        // no Rust object lives there.
+        unsafe {
+            libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
+        }
+    }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        // SAFETY: `map..map+len` is the mapping this Stack owns; no coroutine
-        // runs on it any more (a Stack is only dropped once its coroutine has
-        // finished or was deliberately leaked together with its stack).
-        unsafe { libc::munmap(self.map as *mut libc::c_void, self.len) };
+        match &self.slab {
+            // The slab stays mapped while other stacks use it: give this
+            // stack's memory back now (the last one unmaps it all).
+            // The slab unmaps with its last stack; until then the pool gave
+            // this one's memory back (`release`), or it is the runtime's
+            // end and the slab goes soon.
+            Some(_) => {}
+            // SAFETY: `map..map+len` is the mapping this Stack owns; no
+            // coroutine runs on it any more (a Stack is only dropped once its
+            // coroutine has finished or was deliberately leaked together with
+            // its stack).
+            None => unsafe {
+                libc::munmap(self.map as *mut libc::c_void, self.len);
+            },
+        }
     }
 }
 
-// SAFETY: `base()` is the page-aligned top of the mapping (16-byte aligned) and
+// SAFETY: `base()` is the page-aligned top of the stack (16-byte aligned) and
 // `limit()` its bottom including the guard page, as corosensei requires; the
-// mapping has a guard page and at least MIN_STACK_SIZE usable bytes.
+// stack has a guard page and at least MIN_STACK_SIZE usable bytes.
 unsafe impl corosensei::stack::Stack for Stack {
     fn base(&self) -> StackPointer {
         StackPointer::new(self.top()).expect("stack top is never null")
@@ -112,6 +263,12 @@ unsafe impl corosensei::stack::Stack for Stack {
     fn limit(&self) -> StackPointer {
         StackPointer::new(self.map).expect("stack mapping is never null")
     }
+}
+
+/// The slab stacks of the pool's size are carved from, and the next one.
+struct Carver {
+    slab: Option<Arc<Region>>,
+    next: usize,
 }
 
 /// Stacks of the runtime's default size, waiting for the next task.
@@ -125,6 +282,7 @@ pub(crate) struct StackPool {
     cap: usize,
     free: Mutex<Vec<Stack>>,
     mapped: AtomicUsize,
+    carver: Mutex<Carver>,
 }
 
 impl StackPool {
@@ -134,6 +292,10 @@ impl StackPool {
             cap,
             free: Mutex::new(Vec::new()),
             mapped: AtomicUsize::new(0),
+            carver: Mutex::new(Carver {
+                slab: None,
+                next: 0,
+            }),
         }
     }
 
@@ -154,34 +316,104 @@ impl StackPool {
         out.extend(free.drain(k..));
     }
 
-    /// Map a fresh stack of `size` bytes.
+    /// A fresh stack of `size` bytes: carved from a slab if it is the
+    /// pool's size and the kernel has guard markers, else mapped alone.
     pub(crate) fn map(&self, size: usize) -> io::Result<Stack> {
-        let s = Stack::new(size)?;
+        let s = if size == self.size && guard_markers() {
+            self.carve()?
+        } else {
+            Stack::new(size)?
+        };
         self.mapped.fetch_add(1, Ordering::Relaxed);
         Ok(s)
     }
 
+    /// The next stack of the current slab (a new slab when it is used up).
+    fn carve(&self) -> io::Result<Stack> {
+        let page = page_size();
+        let len = self.size.div_ceil(page) * page + page;
+        let mut c = self.carver.lock();
+        let slab = match &c.slab {
+            Some(slab) if c.next < SLAB_STACKS => slab.clone(),
+            _ => {
+                let slab = Arc::new(map_rw(len * SLAB_STACKS).map_err(|e| map_error(e, 1))?);
+                c.slab = Some(slab.clone());
+                c.next = 0;
+                slab
+            }
+        };
+        let map = slab.map + c.next * len;
+        c.next += 1;
+        drop(c);
+        if !install_guard(map, page) {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Stack {
+            map,
+            len,
+            slab: Some(slab),
+        })
+    }
+
     /// Give stacks back (a worker's cache overflowing).
     pub(crate) fn give(&self, stacks: impl Iterator<Item = Stack>) {
-        let mut free = self.free.lock();
-        for s in stacks {
-            if s.size() == self.size && free.len() < self.cap {
-                free.push(s);
-            } else {
-                self.unmap(s);
+        let mut beyond = Vec::new();
+        {
+            let mut free = self.free.lock();
+            for s in stacks {
+                if s.size() == self.size && free.len() < self.cap {
+                    free.push(s);
+                } else {
+                    beyond.push(s);
+                }
             }
         }
+        self.release(beyond);
     }
 
     /// Unmap a stack for good.
     pub(crate) fn unmap(&self, s: Stack) {
-        self.mapped.fetch_sub(1, Ordering::Relaxed);
-        drop(s);
+        self.release(vec![s]);
     }
 
-    /// Forget a stack that must never be reused or unmapped (a leaked
-    /// preempted task, or one that overflowed into its guard page).
+    /// Let go of `stacks` for good: a stack of its own is unmapped; a
+    /// slab's stack gives its memory back, one `madvise` per run of
+    /// neighbours (a burst of tasks ending in spawn order returns its
+    /// stacks in runs: one call per stack cost ~4 µs each, a TLB shootdown
+    /// on every worker), and its slab is unmapped with its last stack.
+    fn release(&self, mut stacks: Vec<Stack>) {
+        self.mapped.fetch_sub(stacks.len(), Ordering::Relaxed);
+        stacks.sort_unstable_by_key(|s| s.map);
+        let mut run: Option<(usize, usize)> = None;
+        for s in &stacks {
+            let Some(slab) = &s.slab else { continue };
+            if Arc::strong_count(slab) == 1 {
+                continue; // the last of its slab: unmapped below
+            }
+            run = match run {
+                Some((from, to)) if to == s.map => Some((from, s.map + s.len)),
+                Some((from, to)) => {
+                    Stack::release_range(from, to);
+                    Some((s.map, s.map + s.len))
+                }
+                None => Some((s.map, s.map + s.len)),
+            };
+        }
+        if let Some((from, to)) = run {
+            Stack::release_range(from, to);
+        }
+        drop(stacks);
+    }
+
+    /// Retire a stack that must never be reused or unmapped (one a task
+    /// overflowed: see the module docs): its memory is given back and its
+    /// whole range becomes a guard region where the kernel has guard
+    /// markers; its address range (and slab) stays reserved for good.
     pub(crate) fn leak(&self, s: Stack) {
+        if guard_markers() {
+            Stack::release_range(s.map, s.map + s.len);
+            install_guard(s.map, s.len);
+        }
         std::mem::forget(s);
     }
 }
