@@ -105,6 +105,7 @@ pub enum PreemptionMode {
     /// chosen: code inlined into the program's functions is invisible
     /// without line tables, so such a build runs with
     /// [`Unavailable::NoLineTables`] instead.
+    #[deprecated(note = "never chosen: without line tables a build runs as `Unavailable(NoLineTables)`")]
     Symbols,
     /// Preemptive, with safe points from the symbol table and the DWARF
     /// inline records: code inlined from std is seen where it runs.
@@ -133,6 +134,7 @@ pub enum Unavailable {
 
 impl PreemptionMode {
     /// Whether tasks are preempted when their quantum expires.
+    #[allow(deprecated)] // `Symbols` is never chosen, but stays preemptive
     pub fn is_preemptive(self) -> bool {
         matches!(self, PreemptionMode::Symbols | PreemptionMode::LineTables)
     }
