@@ -103,6 +103,28 @@ pub(crate) fn walk(pc: usize, sp: usize, fp: usize, hi: usize) -> Vec<usize> {
     }
 }
 
+/// `N` words of this process's memory at `addr`, if it is mapped: a copy
+/// taken by the kernel, which fails instead of faulting.
+pub(crate) fn copy_words<const N: usize>(addr: usize) -> Option<[usize; N]> {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        let mut bytes = vec![0u8; N * 8];
+        if addr == 0 || !super::probe::read_own_memory(addr, &mut bytes) {
+            return None;
+        }
+        let mut out = [0usize; N];
+        for (w, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+            *w = usize::from_ne_bytes(b.try_into().ok()?);
+        }
+        Some(out)
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        let _ = addr;
+        None
+    }
+}
+
 /// Name each of `stacks`' addresses: the functions (inlined ones
 /// included), files and lines the executable's DWARF gives, or the symbol
 /// table's name where it has none. Reads the executable's debug info once

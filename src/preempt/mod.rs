@@ -105,7 +105,9 @@ pub enum PreemptionMode {
     /// chosen: code inlined into the program's functions is invisible
     /// without line tables, so such a build runs with
     /// [`Unavailable::NoLineTables`] instead.
-    #[deprecated(note = "never chosen: without line tables a build runs as `Unavailable(NoLineTables)`")]
+    #[deprecated(
+        note = "never chosen: without line tables a build runs as `Unavailable(NoLineTables)`"
+    )]
     Symbols,
     /// Preemptive, with safe points from the symbol table and the DWARF
     /// inline records: code inlined from std is seen where it runs.

@@ -355,7 +355,10 @@ fn preempt_here(slot: &WorkerSlot, uc: *mut libc::c_void) {
     slot.target.store(0, Ordering::Relaxed);
     slot.preemptible.store(false, Ordering::Relaxed);
     task.preempt.in_signal_frame.store(true, Ordering::Relaxed);
-    task.notes.switched_at(at.pc, at.sp, at.fp, why);
+    // SAFETY: the handler interrupts the task on its own stack (checked above).
+    if let Some(n) = unsafe { crate::task::note::Notes::at(hi) } {
+        n.switched_at(at.pc, at.sp, at.fp, why);
+    }
     let yielder = task.preempt.yielder.load(Ordering::Relaxed) as *const TaskYielder;
     // SAFETY: pthread_self has no preconditions.
     let before = unsafe { libc::pthread_self() };

@@ -21,6 +21,7 @@ use crate::clock;
 use crate::dump::{DumpedTask, Status, TaskDump};
 use crate::preempt::backtrace;
 use crate::task::coroutine::Switch;
+use crate::task::note;
 use crate::task::state::Phase;
 use crate::task::{Task, TaskId};
 
@@ -47,11 +48,12 @@ pub(crate) fn collect(shared: &Shared) -> TaskDump {
             continue;
         }
         let phase = t.phase();
+        let notes = notes_of(&t);
         let status = match phase {
             Phase::Done => continue,
-            Phase::Idle => Status::Parked(t.notes.waiting_on()),
+            Phase::Idle => Status::Parked(notes.waiting_on()),
             Phase::Queued => Status::Runnable,
-            Phase::Running => match t.notes.last_switch() {
+            Phase::Running => match notes.last_switch() {
                 Switch::Preempted => Status::Preempted,
                 Switch::SyncWait => Status::SwitchedFromWait,
                 Switch::Yield | Switch::Park => Status::Runnable,
@@ -65,7 +67,7 @@ pub(crate) fn collect(shared: &Shared) -> TaskDump {
             name: t.name.as_deref().map(String::from),
             status,
             since: if phase == Phase::Idle {
-                since(t.notes.parked_at())
+                since(notes.parked_at())
             } else {
                 None
             },
@@ -156,6 +158,13 @@ fn running_on(_: &Shared, _: usize, _: &crate::preempt::WorkerSlot) -> Option<Du
     None
 }
 
+/// A copy of `t`'s notes from the top of its stack (empty if it has none).
+fn notes_of(t: &Task) -> note::Copy {
+    backtrace::copy_words::<{ note::NOTES_WORDS }>(t.stack_bounds().1)
+        .map(note::Copy::from_words)
+        .unwrap_or_default()
+}
+
 /// The code addresses on a switched-out task's stack. Walked again if the
 /// task ran meanwhile (its slice count moved): a torn copy gives a short
 /// stack, never a wrong one for long.
@@ -163,7 +172,7 @@ fn stack_of(t: &Arc<Task>) -> Vec<usize> {
     let mut best = Vec::new();
     for _ in 0..2 {
         let before = t.stats.slices.get();
-        let Some((pc, sp, fp)) = t.notes.switch_point() else {
+        let Some((pc, sp, fp)) = notes_of(t).switch_point() else {
             return Vec::new();
         };
         let (_, hi) = t.stack_bounds();

@@ -194,8 +194,7 @@ impl WorkerCtx {
                 // task table lets shutdown find it (and a dump list it).
                 // Tasks that never switch never pay for registration.
                 shared.tasks.insert_once(&task);
-                task.notes
-                    .stamp_park(shared.coarse_ticks.load(Ordering::Relaxed));
+                task.stamp_park(shared.coarse_ticks.load(Ordering::Relaxed));
                 if task.finish_park()
                     || shared.cancelling.load(Ordering::Acquire) && task.claim_idle()
                 {

@@ -216,7 +216,10 @@ fn switch(t: &Task, why: Switch) {
     let yielder = t.preempt.yielder.load(Ordering::Relaxed) as *const TaskYielder;
     t.preempt.raise();
     let (pc, sp, fp) = super::note::here();
-    t.notes.switched_at(pc, sp, fp, why);
+    // SAFETY: the task itself, running on its stack.
+    if let Some(n) = unsafe { super::note::Notes::at(t.preempt.stack_hi.load(Ordering::Relaxed)) } {
+        n.switched_at(pc, sp, fp, why);
+    }
     // SAFETY: the yielder lives on the running coroutine's stack for as long
     // as the coroutine exists, and we are executing on that stack right now.
     let resumed = unsafe { (*yielder).suspend(why) };

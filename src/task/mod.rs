@@ -246,8 +246,6 @@ pub(crate) struct Header {
     pub locals: local::LocalMap,
     /// Where the task table (`runtime/registry.rs`) keeps this task.
     pub registry_slot: AtomicUsize,
-    /// What it waits for and where it switched out, for a task dump.
-    pub notes: note::Notes,
 }
 
 impl Task {
@@ -312,7 +310,6 @@ impl<P: Completion> TaskCell<P> {
                 stats: TaskCounters::default(),
                 locals: local::LocalMap::default(),
                 registry_slot: AtomicUsize::new(usize::MAX),
-                notes: note::Notes::default(),
             },
             packet,
         })
@@ -373,6 +370,18 @@ impl Header {
         )
     }
 
+    /// Stamp the park that just completed with `ticks`, for a dump. Only
+    /// the worker that ran the slice calls this, right after the `Park`
+    /// switch and before `finish_park` gives up its run claim.
+    #[inline]
+    pub(crate) fn stamp_park(&self, ticks: u64) {
+        // SAFETY: our caller holds the run claim (see above): the task is
+        // suspended on its stack, which stays mapped and its own.
+        if let Some(n) = unsafe { note::Notes::at(self.stack_bounds().1) } {
+            n.stamp_park(ticks);
+        }
+    }
+
     /// Consume a wake-up token if one is pending (called by the task itself
     /// before it suspends to park).
     #[inline]
@@ -415,6 +424,11 @@ impl RunClaim<'_> {
         let p = &task.preempt;
         p.stack_lo.store(stack.bottom(), Ordering::Relaxed);
         p.stack_hi.store(stack.top(), Ordering::Relaxed);
+        // SAFETY: this claim is the unique run claim on the task, which now
+        // owns `stack` (a reused one still holds its last task's notes).
+        if let Some(n) = unsafe { note::Notes::at(stack.top()) } {
+            n.clear();
+        }
         // SAFETY: this claim is the unique run claim on the task, and the
         // task owns the coroutine, so `task` outlives it.
         let trap = unsafe { self.task.start(stack, entry, task as *const Task) };

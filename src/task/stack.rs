@@ -35,7 +35,6 @@
 
 use std::io;
 use std::ptr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use corosensei::stack::StackPointer;
@@ -139,15 +138,22 @@ fn map_rw(len: usize) -> io::Result<Region> {
 }
 
 /// One task stack: `[guard page][usable bytes ...]`, growing down from `top`.
+///
+/// 16 bytes, moved by value into the coroutine at every task start: at 24
+/// (an `Option<Arc<..>>` for the slab) the move split into loads and stores
+/// of different widths and stalled store forwarding, +20 ns per spawn.
 pub(crate) struct Stack {
     /// Start of the stack (its guard page).
     map: usize,
-    /// Length of the stack, guard included.
-    len: usize,
-    /// The slab it was carved from; `None`: the stack is a mapping of its
-    /// own, unmapped on drop.
-    slab: Option<Arc<Region>>,
+    /// Length of the stack, guard included (at most 1 GiB and a page).
+    len: u32,
+    /// Index of the slab it was carved from in its pool's table, or
+    /// [`OWN`]: the stack is a mapping of its own, unmapped on drop.
+    slab: u32,
 }
+
+/// `Stack::slab` of a stack that is a mapping of its own.
+const OWN: u32 = u32::MAX;
 
 impl Stack {
     /// Map a stack of its own with at least `size` usable bytes.
@@ -155,14 +161,15 @@ impl Stack {
         let page = page_size();
         let usable = size.div_ceil(page) * page;
         let len = usable + page;
+        let len32 = u32::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         if guard_markers() {
             let region = map_rw(len).map_err(|e| map_error(e, 1))?;
             let map = region.map;
             std::mem::forget(region); // the Stack owns the mapping now
             let stack = Stack {
                 map,
-                len,
-                slab: None,
+                len: len32,
+                slab: OWN,
             };
             if !install_guard(map, page) {
                 return Err(io::Error::last_os_error()); // `stack` unmaps on drop
@@ -186,8 +193,8 @@ impl Stack {
         }
         let stack = Stack {
             map: map as usize,
-            len,
-            slab: None,
+            len: len32,
+            slab: OWN,
         };
         // SAFETY: the range lies inside the mapping created above, which this
         // function exclusively owns; the first page stays PROT_NONE as the guard.
@@ -205,9 +212,10 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Highest address (exclusive): where the stack starts growing down.
+    /// Highest usable address (exclusive): where the stack starts growing
+    /// down. Above it, at the very top, the task's notes (`note.rs`).
     pub(crate) fn top(&self) -> usize {
-        self.map + self.len
+        self.end() - super::note::NOTES_BYTES
     }
 
     /// Lowest usable address (just above the guard page).
@@ -217,7 +225,12 @@ impl Stack {
 
     /// Usable bytes.
     pub(crate) fn size(&self) -> usize {
-        self.len - page_size()
+        self.len as usize - page_size()
+    }
+
+    /// End of the stack's range (exclusive).
+    fn end(&self) -> usize {
+        self.map + self.len as usize
     }
 
     /// Give the memory of `[from, to)`, a range of stacks nobody runs on
@@ -234,20 +247,14 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        match &self.slab {
-            // The slab stays mapped while other stacks use it: give this
-            // stack's memory back now (the last one unmaps it all).
-            // The slab unmaps with its last stack; until then the pool gave
-            // this one's memory back (`release`), or it is the runtime's
-            // end and the slab goes soon.
-            Some(_) => {}
+        // A slab's stack is accounted for by its pool (`release`), which
+        // unmaps the slab with its last stack.
+        if self.slab == OWN {
             // SAFETY: `map..map+len` is the mapping this Stack owns; no
             // coroutine runs on it any more (a Stack is only dropped once its
             // coroutine has finished or was deliberately leaked together with
             // its stack).
-            None => unsafe {
-                libc::munmap(self.map as *mut libc::c_void, self.len);
-            },
+            unsafe { libc::munmap(self.map as *mut libc::c_void, self.len as usize) };
         }
     }
 }
@@ -265,10 +272,21 @@ unsafe impl corosensei::stack::Stack for Stack {
     }
 }
 
-/// The slab stacks of the pool's size are carved from, and the next one.
-struct Carver {
-    slab: Option<Arc<Region>>,
-    next: usize,
+/// One slab: a mapping stacks of the pool's size are carved from.
+struct Slab {
+    region: Region,
+    /// Stacks carved from it and not yet released.
+    live: usize,
+}
+
+/// A pool's slabs, and where the next stack is carved.
+#[derive(Default)]
+struct Slabs {
+    /// Indexed by `Stack::slab`; `None` once unmapped (its index is reused).
+    table: Vec<Option<Slab>>,
+    unused: Vec<u32>,
+    /// The slab being carved, and the index of its next stack.
+    current: Option<(u32, usize)>,
 }
 
 /// Stacks of the runtime's default size, waiting for the next task.
@@ -282,7 +300,7 @@ pub(crate) struct StackPool {
     cap: usize,
     free: Mutex<Vec<Stack>>,
     mapped: AtomicUsize,
-    carver: Mutex<Carver>,
+    slabs: Mutex<Slabs>,
 }
 
 impl StackPool {
@@ -292,10 +310,7 @@ impl StackPool {
             cap,
             free: Mutex::new(Vec::new()),
             mapped: AtomicUsize::new(0),
-            carver: Mutex::new(Carver {
-                slab: None,
-                next: 0,
-            }),
+            slabs: Mutex::new(Slabs::default()),
         }
     }
 
@@ -332,26 +347,40 @@ impl StackPool {
     fn carve(&self) -> io::Result<Stack> {
         let page = page_size();
         let len = self.size.div_ceil(page) * page + page;
-        let mut c = self.carver.lock();
-        let slab = match &c.slab {
-            Some(slab) if c.next < SLAB_STACKS => slab.clone(),
+        let len32 = u32::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let mut slabs = self.slabs.lock();
+        let (index, next) = match slabs.current {
+            Some((i, next)) if next < SLAB_STACKS => (i, next),
             _ => {
-                let slab = Arc::new(map_rw(len * SLAB_STACKS).map_err(|e| map_error(e, 1))?);
-                c.slab = Some(slab.clone());
-                c.next = 0;
-                slab
+                let region = map_rw(len * SLAB_STACKS).map_err(|e| map_error(e, 1))?;
+                let slab = Some(Slab { region, live: 0 });
+                let i = match slabs.unused.pop() {
+                    Some(i) => {
+                        slabs.table[i as usize] = slab;
+                        i
+                    }
+                    None => {
+                        slabs.table.push(slab);
+                        (slabs.table.len() - 1) as u32
+                    }
+                };
+                (i, 0)
             }
         };
-        let map = slab.map + c.next * len;
-        c.next += 1;
-        drop(c);
+        slabs.current = Some((index, next + 1));
+        let slab = slabs.table[index as usize]
+            .as_mut()
+            .expect("kvant internal error: the current slab is mapped");
+        slab.live += 1;
+        let map = slab.region.map + next * len;
+        drop(slabs);
         if !install_guard(map, page) {
             return Err(io::Error::last_os_error());
         }
         Ok(Stack {
             map,
-            len,
-            slab: Some(slab),
+            len: len32,
+            slab: index,
         })
     }
 
@@ -382,27 +411,49 @@ impl StackPool {
     /// stacks in runs: one call per stack cost ~4 µs each, a TLB shootdown
     /// on every worker), and its slab is unmapped with its last stack.
     fn release(&self, mut stacks: Vec<Stack>) {
+        if stacks.is_empty() {
+            return;
+        }
         self.mapped.fetch_sub(stacks.len(), Ordering::Relaxed);
-        stacks.sort_unstable_by_key(|s| s.map);
-        let mut run: Option<(usize, usize)> = None;
-        for s in &stacks {
-            let Some(slab) = &s.slab else { continue };
-            if Arc::strong_count(slab) == 1 {
-                continue; // the last of its slab: unmapped below
+        // Slabs whose last stack this is: unmapped whole, below.
+        let mut empty = Vec::new();
+        {
+            let mut slabs = self.slabs.lock();
+            let current = slabs.current.map(|(i, _)| i);
+            for s in stacks.iter().filter(|s| s.slab != OWN) {
+                let entry = &mut slabs.table[s.slab as usize];
+                let slab = entry
+                    .as_mut()
+                    .expect("kvant internal error: a stack of an unmapped slab");
+                slab.live -= 1;
+                if slab.live == 0 && Some(s.slab) != current {
+                    empty.push(entry.take().expect("checked above").region);
+                    slabs.unused.push(s.slab);
+                }
             }
+        }
+        stacks.sort_unstable_by_key(|s| s.map);
+        let gone = |s: &Stack| {
+            empty
+                .iter()
+                .any(|r| r.map <= s.map && s.end() <= r.map + r.len)
+        };
+        let mut run: Option<(usize, usize)> = None;
+        for s in stacks.iter().filter(|s| s.slab != OWN && !gone(s)) {
             run = match run {
-                Some((from, to)) if to == s.map => Some((from, s.map + s.len)),
+                Some((from, to)) if to == s.map => Some((from, s.end())),
                 Some((from, to)) => {
                     Stack::release_range(from, to);
-                    Some((s.map, s.map + s.len))
+                    Some((s.map, s.end()))
                 }
-                None => Some((s.map, s.map + s.len)),
+                None => Some((s.map, s.end())),
             };
         }
         if let Some((from, to)) = run {
             Stack::release_range(from, to);
         }
-        drop(stacks);
+        drop(stacks); // stacks of their own unmap here
+        drop(empty); // and emptied slabs here
     }
 
     /// Retire a stack that must never be reused or unmapped (one a task
@@ -411,10 +462,28 @@ impl StackPool {
     /// markers; its address range (and slab) stays reserved for good.
     pub(crate) fn leak(&self, s: Stack) {
         if guard_markers() {
-            Stack::release_range(s.map, s.map + s.len);
-            install_guard(s.map, s.len);
+            Stack::release_range(s.map, s.end());
+            install_guard(s.map, s.len as usize);
         }
+        // Never released: a slab's count keeps its slab mapped for good.
         std::mem::forget(s);
+    }
+}
+
+impl Drop for StackPool {
+    fn drop(&mut self) {
+        let free = std::mem::take(&mut *self.free.lock());
+        self.release(free);
+        // The slab being carved, if nothing of it is in use. A slab with
+        // stacks still out (a leaked task's, or a stuck worker's) stays.
+        let slabs = std::mem::take(&mut *self.slabs.lock());
+        for slab in slabs.table.into_iter().flatten() {
+            if slab.live == 0 {
+                drop(slab); // unmapped
+            } else {
+                std::mem::forget(slab); // stays mapped for good
+            }
+        }
     }
 }
 
