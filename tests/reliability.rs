@@ -481,8 +481,15 @@ fn overflow_ends_only_its_task_at_a_slabs_first_and_last_stack_and_in_a_reused_o
         let x = 0u8;
         black_box(&x) as *const u8 as usize
     };
+    let maps = || {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .count()
+    };
     let first = overflow("first");
     assert_overflow(&join_err(first), "first");
+    let maps_before = maps();
     let (tx, rx) = kvant::channel::unbounded::<()>();
     let parked: Vec<_> = (0..62)
         .map(|_| {
@@ -502,6 +509,15 @@ fn overflow_ends_only_its_task_at_a_slabs_first_and_last_stack_and_in_a_reused_o
             .count()
             == 62
     });
+    // Slabs with guard markers: a few mappings for 62 stacks (none if the
+    // slab is the one already mapped); the older kernels' path (forced by
+    // the parent test below): a mapping and a guard per stack.
+    let grown = maps().saturating_sub(maps_before);
+    if std::env::var_os("KVANT_STACK_GUARDS").is_some_and(|v| v == "mprotect") {
+        assert!(grown >= 2 * 62, "{grown} new mappings for 62 stacks");
+    } else {
+        assert!(grown <= 4, "{grown} new mappings for 62 stacks");
+    }
     let last = overflow("last");
     assert_overflow(&join_err(last), "last");
     // A finished task's stack is reused by the next task on this worker.
@@ -525,4 +541,24 @@ fn overflow_ends_only_its_task_at_a_slabs_first_and_last_stack_and_in_a_reused_o
     }
     let ok: u64 = (0..100).map(|i| join_ok(rt.spawn(move || i))).sum();
     assert_eq!(ok, 4950);
+}
+
+/// The same on the older kernels' path (a mapping plus an `mprotect`ed
+/// guard page per stack), forced in a child process.
+#[test]
+fn overflow_ends_only_its_task_on_the_older_kernels_stack_path() {
+    let exe = std::env::current_exe().expect("test binary path");
+    let test = "overflow_ends_only_its_task_at_a_slabs_first_and_last_stack_and_in_a_reused_one";
+    let out = Command::new(exe)
+        .args(["--exact", test, "--test-threads=1"])
+        .env("KVANT_STACK_GUARDS", "mprotect")
+        .output()
+        .expect("run the child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("1 passed"), "{text}");
 }
