@@ -56,8 +56,11 @@ pub struct DumpedTask {
     pub name: Option<String>,
     /// What it is doing.
     pub status: Status,
-    /// How long it has been parked, or blocked in the kernel (`None` for
-    /// other states, which change every slice).
+    /// How long it has been in its status: running (this slice), blocked
+    /// in the kernel, or switched out (parked, preempted, yielded). Read
+    /// from the clock the monitor publishes at each pass, so it may be
+    /// short by a pass (a few ms). `None` for a woken task waiting in a
+    /// queue (its wake-up is not timed).
     pub since: Option<Duration>,
     /// Time it ran on a worker, if the runtime times slices
     /// ([`Builder::task_timing`](crate::Builder::task_timing)).

@@ -170,6 +170,7 @@ fn a_dump_tells_running_preempted_sleeping_and_joining_tasks_apart() {
         let d = rt.dump();
         let preempted = d.tasks().iter().any(|t| {
             t.status == Status::Preempted
+                && t.since.is_some()
                 && t.stack.iter().any(|f| {
                     f.function
                         .as_deref()
@@ -179,7 +180,7 @@ fn a_dump_tells_running_preempted_sleeping_and_joining_tasks_apart() {
         let running = d
             .tasks()
             .iter()
-            .any(|t| t.status == (Status::Running { worker: 0 }));
+            .any(|t| t.status == (Status::Running { worker: 0 }) && t.since.is_some());
         let sleeping = d
             .task(sleeper_id)
             .is_some_and(|t| t.status == Status::Parked(WaitingOn::Sleep) && t.since.is_some());

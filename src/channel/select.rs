@@ -43,7 +43,6 @@ use std::time::{Duration, Instant};
 
 use super::ops::Op;
 use crate::task::WaitingOn;
-use crate::task::note::note_wait;
 use crate::task::park::{self, Unparker};
 
 /// A waiting select, shared by the slots of all its operations.
@@ -277,9 +276,8 @@ pub fn run<'a>(ops: &mut [&mut (dyn Op<'a> + 'a)], until: Until, biased: bool) -
             }
         }
         if !ready && wait {
-            note_wait(WaitingOn::Select);
             while ctx.is_open() {
-                if !park::park_deadline(deadline) {
+                if !park::park_deadline(deadline, WaitingOn::Select) {
                     break;
                 }
             }
@@ -350,9 +348,8 @@ pub fn ready<'a>(ops: &mut [&mut (dyn Op<'a> + 'a)], until: Until) -> Option<usi
         if let Some(i) = (0..n).find(|&i| watching.0[i].ready(None).0) {
             return Some(i);
         }
-        note_wait(WaitingOn::Select);
         while !o.notified.load(Ordering::Acquire) {
-            if !park::park_deadline(deadline) {
+            if !park::park_deadline(deadline, WaitingOn::Select) {
                 break;
             }
         }

@@ -93,6 +93,10 @@ pub(crate) struct WorkerSlot {
     pub standins_idle: AtomicU32,
     /// Times the worker was lent (from either thread).
     pub lends: Counter,
+    /// When the monitor first saw slice `began_seq` running (clock
+    /// ticks), for a task dump; the worker's switch path writes neither.
+    pub began: AtomicU64,
+    pub began_seq: AtomicU64,
 }
 
 impl WorkerSlot {

@@ -66,10 +66,12 @@ pub(crate) fn collect(shared: &Shared) -> TaskDump {
             id: t.id,
             name: t.name.as_deref().map(String::from),
             status,
-            since: if phase == Phase::Idle {
-                since(notes.parked_at())
-            } else {
+            // Switched out since its stamp; a woken one is queued since
+            // its wake-up, which is not stamped.
+            since: if phase == Phase::Queued {
                 None
+            } else {
+                since(notes.switched_since())
             },
             cpu_time: cpu(&t),
             slices: stats.slices,
@@ -132,6 +134,11 @@ fn running_on(shared: &Shared, i: usize, slot: &crate::preempt::WorkerSlot) -> O
         return None;
     }
     let blocked = slot.blocked_since.load(Ordering::Relaxed);
+    let began = if slot.began_seq.load(Ordering::Acquire) == seq {
+        slot.began.load(Ordering::Relaxed)
+    } else {
+        0 // not seen by the monitor yet: it began within one pass
+    };
     let now = clock::ticks();
     slot.inspect(seq, |h| {
         let stats = h.stats.snapshot();
@@ -143,8 +150,10 @@ fn running_on(shared: &Shared, i: usize, slot: &crate::preempt::WorkerSlot) -> O
             } else {
                 Status::Running { worker: i }
             },
-            since: (blocked != 0)
-                .then(|| Duration::from_nanos(clock::ticks_to_ns(now.saturating_sub(blocked)))),
+            since: [blocked, began]
+                .into_iter()
+                .find(|&t| t != 0)
+                .map(|t| Duration::from_nanos(clock::ticks_to_ns(now.saturating_sub(t)))),
             cpu_time: shared.timing.then_some(stats.run_time),
             slices: stats.slices,
             preemptions: stats.preemptions,

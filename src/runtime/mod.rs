@@ -129,7 +129,7 @@ impl Runtime {
             stall: Mutex::new(None),
             spawned_external: Counter::default(),
             epoch_ticks: AtomicU64::new(crate::clock::ticks()),
-            coarse_ticks: AtomicU64::new(crate::clock::ticks()),
+            coarse_ticks: crossbeam_utils::CachePadded::new(AtomicU64::new(crate::clock::ticks())),
             wakes: AtomicU64::new(0),
             config,
         });

@@ -88,8 +88,10 @@ pub(crate) struct Shared {
     pub(super) spawned_external: Counter,
     pub epoch_ticks: AtomicU64,
     /// The clock as the monitor last read it (each pass): a park's time
-    /// stamp for a task dump, without a clock read on the park path.
-    pub coarse_ticks: AtomicU64,
+    /// stamp for a task dump, without a clock read on the park path. On a
+    /// line of its own: workers read it at every park, and it must not
+    /// share a line with fields other threads write.
+    pub coarse_ticks: crossbeam_utils::CachePadded<AtomicU64>,
     /// Tasks woken into the global queue while every worker was busy (the
     /// monitor's cue for wake-up preemption).
     pub wakes: AtomicU64,

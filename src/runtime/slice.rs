@@ -163,6 +163,11 @@ impl WorkerCtx {
         let shared = &*self.shared;
         let h: &Header = &task;
         let c = &me.counters;
+        // For a dump: since when it is switched out, with no clock read
+        // (not for a yield: it runs again within a round of its queue).
+        if let Ran::Switched(Switch::Park | Switch::Preempted | Switch::SyncWait) = ran {
+            h.stamp_switch(shared.coarse_ticks.load(Ordering::Relaxed));
+        }
         match ran {
             Ran::Switched(Switch::Yield) => {
                 c.yields.bump(1);
@@ -194,7 +199,6 @@ impl WorkerCtx {
                 // task table lets shutdown find it (and a dump list it).
                 // Tasks that never switch never pay for registration.
                 shared.tasks.insert_once(&task);
-                task.stamp_park(shared.coarse_ticks.load(Ordering::Relaxed));
                 if task.finish_park()
                     || shared.cancelling.load(Ordering::Acquire) && task.claim_idle()
                 {

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use crate::preempt::{self, NoPreempt};
 use crate::task::WaitingOn;
-use crate::task::note::note_wait;
 use crate::task::park::{self, Unparker};
 
 /// A waiter's state before anyone resolved it.
@@ -165,13 +164,12 @@ impl Waiter {
     /// `on` is what the dump says the task waits for.
     #[inline(always)]
     pub(crate) fn park(&self, deadline: Option<Instant>, on: WaitingOn) -> u8 {
-        note_wait(on);
         loop {
             let s = self.state();
             if s != WAITING {
                 return s;
             }
-            if !park::park_deadline(deadline) {
+            if !park::park_deadline(deadline, on) {
                 return WAITING;
             }
         }

@@ -79,12 +79,11 @@ pub fn block_on_future<F: Future>(fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     let waker = Waker::from(Arc::new(WakeParked(park::current_unparker())));
     let mut cx = Context::from_waker(&waker);
-    super::note::note_wait(super::WaitingOn::Future);
     loop {
         if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
             return v;
         }
         // A wake-up before this park leaves a token: it returns at once.
-        park::park();
+        park::park(super::WaitingOn::Future);
     }
 }

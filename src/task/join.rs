@@ -382,12 +382,11 @@ pub(crate) fn wait_complete(c: &dyn Completion, deadline: Option<Instant>, on: W
     // An aborted waiter withdraws, or the task it waited for would keep
     // it (and its result) alive until it completes.
     let withdraw = super::park::OnUnwind::new(|| c.remove_waiter(&me));
-    super::note::note_wait(on);
     let done = loop {
         if c.is_complete() {
             break true;
         }
-        if !park::park_deadline(deadline) {
+        if !park::park_deadline(deadline, on) {
             c.remove_waiter(&me);
             break c.is_complete();
         }

@@ -370,15 +370,26 @@ impl Header {
         )
     }
 
-    /// Stamp the park that just completed with `ticks`, for a dump. Only
-    /// the worker that ran the slice calls this, right after the `Park`
-    /// switch and before `finish_park` gives up its run claim.
+    /// Note what this task, running on this thread, is about to wait for
+    /// (`park`, with the task it looked up).
+    #[inline(always)]
+    pub(crate) fn note_wait(&self, on: note::WaitingOn) {
+        // SAFETY: only the task itself parks itself: it runs on its stack.
+        if let Some(n) = unsafe { note::Notes::at(self.preempt.stack_hi.load(Ordering::Relaxed)) } {
+            n.waiting(on);
+        }
+    }
+
+    /// Stamp the switch out that just happened with `ticks`, for a dump.
+    /// Only the worker that ran the slice calls this, right after the
+    /// switch and before it gives up its run claim (queues the task, or
+    /// `finish_park`).
     #[inline]
-    pub(crate) fn stamp_park(&self, ticks: u64) {
+    pub(crate) fn stamp_switch(&self, ticks: u64) {
         // SAFETY: our caller holds the run claim (see above): the task is
         // suspended on its stack, which stays mapped and its own.
         if let Some(n) = unsafe { note::Notes::at(self.stack_bounds().1) } {
-            n.stamp_park(ticks);
+            n.stamp_switch(ticks);
         }
     }
 

@@ -5,14 +5,14 @@
 //! stale.
 //!
 //! Each note costs a few plain stores on a path that is about to switch
-//! stacks anyway (~20 ns); no clock is read on any switch. The time a
-//! parked task has waited comes from a stamp the worker takes when the park
-//! completes (`stamp_park`), from the clock the monitor publishes at each
+//! stacks anyway (~20 ns); no clock is read on any switch. How long a task
+//! has been switched out comes from a stamp the worker takes after the
+//! switch (`stamp_switch`), from the clock the monitor publishes at each
 //! of its passes: it runs while any worker does, so the stamp is late by
 //! at most one pass (a few ms). Reading the clock at each park instead
 //! cost 10-20 ns of a 130 ns channel round trip.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use super::TaskId;
 use super::coroutine::Switch;
@@ -104,16 +104,19 @@ impl WaitingOn {
 ///
 /// Written only by the task itself while it runs on the stack, by the
 /// signal handler on its behalf, or by the worker that holds its run
-/// claim (`stamp_park`). Read by a dump only as a copy taken with
+/// claim (`stamp_switch`). Read by a dump only as a copy taken with
 /// `process_vm_readv` ([`Copy::from_words`]), never through a reference:
 /// the stack may be handed to another task or unmapped meanwhile.
 #[repr(C)]
 pub(crate) struct Notes {
-    /// `WaitingOn`'s kind in bits 0..8, the last `Switch` in bits 8..16.
-    kinds: AtomicUsize,
+    /// `WaitingOn`'s kind (byte 0), the last `Switch` (byte 1): two bytes
+    /// of one word, each stored alone (no read-modify-write on a switch).
+    kind: AtomicU8,
+    why: AtomicU8,
+    _pad: [u8; 6],
     obj: AtomicUsize,
-    /// Clock ticks when the last park completed (0: never parked).
-    parked_at: AtomicU64,
+    /// Clock ticks (coarse) when it last switched out (0: never).
+    since: AtomicU64,
     /// Where the task was when it last switched out (0: not known). From
     /// the switch itself, or from the interrupted registers when the
     /// signal handler switched it out.
@@ -146,9 +149,10 @@ impl Notes {
 
     /// A task starts on a stack another task may have used: forget its notes.
     pub(crate) fn clear(&self) {
-        self.kinds.store(0, Ordering::Relaxed);
+        self.kind.store(0, Ordering::Relaxed);
+        self.why.store(0, Ordering::Relaxed);
         self.obj.store(0, Ordering::Relaxed);
-        self.parked_at.store(0, Ordering::Relaxed);
+        self.since.store(0, Ordering::Relaxed);
         self.pc.store(0, Ordering::Relaxed);
         self.sp.store(0, Ordering::Relaxed);
         self.fp.store(0, Ordering::Relaxed);
@@ -158,23 +162,26 @@ impl Notes {
     #[inline]
     pub(crate) fn waiting(&self, on: WaitingOn) {
         let (kind, obj) = on.encode();
-        let why = self.kinds.load(Ordering::Relaxed) & !0xff;
-        self.kinds.store(why | kind as usize, Ordering::Relaxed);
+        self.kind.store(kind, Ordering::Relaxed);
         self.obj.store(obj, Ordering::Relaxed);
     }
 
-    /// A park completed now (the worker, after the switch).
+    /// The task switched out at `ticks` (the worker, after the switch).
     #[inline]
-    pub(crate) fn stamp_park(&self, ticks: u64) {
-        self.parked_at.store(ticks, Ordering::Relaxed);
+    pub(crate) fn stamp_switch(&self, ticks: u64) {
+        self.since.store(ticks, Ordering::Relaxed);
+    }
+
+    /// The task yields: its switch point is not noted (see `switch`).
+    #[inline(always)]
+    pub(crate) fn yielded(&self) {
+        self.why.store(Switch::Yield as u8, Ordering::Relaxed);
     }
 
     /// Where the task switches out, and why.
     #[inline(always)]
     pub(crate) fn switched_at(&self, pc: usize, sp: usize, fp: usize, why: Switch) {
-        let kind = self.kinds.load(Ordering::Relaxed) & 0xff;
-        self.kinds
-            .store(kind | (why as usize) << 8, Ordering::Relaxed);
+        self.why.store(why as u8, Ordering::Relaxed);
         self.pc.store(pc, Ordering::Relaxed);
         self.sp.store(sp, Ordering::Relaxed);
         self.fp.store(fp, Ordering::Relaxed);
@@ -208,29 +215,18 @@ impl Copy {
         }
     }
 
-    /// Clock ticks when the last park completed (0: never parked).
-    pub(crate) fn parked_at(&self) -> u64 {
+    /// Clock ticks (coarse) when it last switched out (0: never).
+    pub(crate) fn switched_since(&self) -> u64 {
         self.words[2] as u64
     }
 
-    /// `(pc, sp, fp)` of the last switch out, if known.
+    /// `(pc, sp, fp)` of the last switch out, if known (not after a yield).
     pub(crate) fn switch_point(&self) -> Option<(usize, usize, usize)> {
+        if self.last_switch() == Switch::Yield {
+            return None;
+        }
         let [_, _, _, pc, sp, fp] = self.words;
         (pc != 0 && sp != 0).then_some((pc, sp, fp))
-    }
-}
-
-/// Note what the running task (if any) is about to wait for.
-#[inline]
-pub(crate) fn note_wait(on: WaitingOn) {
-    if let Some(t) = super::current::current_ptr() {
-        // SAFETY: CURRENT points at the task running on this thread, which
-        // the worker keeps alive for the whole slice; we run on its stack.
-        let hi = unsafe { t.as_ref() }.stack_bounds().1;
-        // SAFETY: the task itself, running on that stack.
-        if let Some(n) = unsafe { Notes::at(hi) } {
-            n.waiting(on);
-        }
     }
 }
 

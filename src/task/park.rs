@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::Task;
 use super::coroutine::Switch;
 use super::current;
+use super::note::WaitingOn;
 
 /// Wakes one parked green thread or OS thread.
 #[derive(Clone, Debug)]
@@ -79,9 +80,11 @@ pub(crate) fn current_task_is<P: ?Sized>(task: &super::TaskCell<P>) -> bool {
 /// (into `Waiter::park`'s loop), not behind `suspend`'s own frame: the
 /// resumed task has one return fewer to take whose target the CPU cannot
 /// predict.
+/// `on` is what a task dump says it waits for (noted in the task's notes
+/// as it switches out, with the task it looked up anyway).
 #[inline]
-pub(crate) fn park() {
-    if !current::park_current() {
+pub(crate) fn park(on: WaitingOn) {
+    if !current::park_current(on) {
         std::thread::park();
     }
 }
@@ -89,17 +92,17 @@ pub(crate) fn park() {
 /// [`park`], or [`park_until`] a deadline if there is one. Returns false,
 /// without parking, once the deadline has passed (every timed wait's loop).
 #[inline(always)]
-pub(crate) fn park_deadline(deadline: Option<Instant>) -> bool {
+pub(crate) fn park_deadline(deadline: Option<Instant>, on: WaitingOn) -> bool {
     match deadline {
-        None => park(),
-        Some(d) if Instant::now() < d => park_until(d),
+        None => park(on),
+        Some(d) if Instant::now() < d => park_until(d, on),
         Some(_) => return false,
     }
     true
 }
 
 /// Block the caller until unparked or `deadline` passes (possibly spuriously).
-pub(crate) fn park_until(deadline: Instant) {
+pub(crate) fn park_until(deadline: Instant, on: WaitingOn) {
     let Some(task) = current::switchable_arc() else {
         let now = Instant::now();
         if deadline > now {
@@ -110,6 +113,7 @@ pub(crate) fn park_until(deadline: Instant) {
     if task.take_token() {
         return;
     }
+    task.note_wait(on);
     let timers = task.shared.timers.clone();
     let key = timers.insert(deadline, Unparker::Task(task.clone()));
     drop(task);

@@ -276,8 +276,7 @@ impl<T: Send + 'static> JoinSet<T> {
             // Forget the waiter on every exit, an abort's unwind included.
             let ready = self.ready.clone();
             let _forget = super::park::OnUnwind::new(move || ready.stop_waiting());
-            super::note::note_wait(WaitingOn::JoinSet);
-            if !park::park_deadline(deadline) {
+            if !park::park_deadline(deadline, WaitingOn::JoinSet) {
                 drop(_forget);
                 return self.take_ready().map(Some).ok_or(Elapsed);
             }

@@ -146,9 +146,8 @@ fn wait_on(parts: &[&dyn Completion], deadline: Option<Instant>, how: WaitFor) -
                 c.remove_waiter(&me);
             }
         });
-        super::note::note_wait(WaitingOn::Tasks);
         while !satisfied(parts, how) {
-            if !park::park_deadline(deadline) {
+            if !park::park_deadline(deadline, WaitingOn::Tasks) {
                 break;
             }
         }

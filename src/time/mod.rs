@@ -4,6 +4,7 @@ pub(crate) mod driver;
 
 use std::time::{Duration, Instant};
 
+use crate::task::WaitingOn;
 use crate::task::park;
 
 /// Sleep for `d`. Inside a task, the worker runs other tasks meanwhile;
@@ -12,16 +13,14 @@ pub fn sleep(d: Duration) {
     match Instant::now().checked_add(d) {
         Some(t) => sleep_until(t),
         None => loop {
-            crate::task::note::note_wait(crate::task::WaitingOn::Sleep);
-            park::park(); // "forever": wake-ups are spurious, keep sleeping
+            park::park(WaitingOn::Sleep); // "forever": wake-ups are spurious, keep sleeping
         },
     }
 }
 
 /// Sleep until `deadline` (returns at once if it has passed).
 pub fn sleep_until(deadline: Instant) {
-    crate::task::note::note_wait(crate::task::WaitingOn::Sleep);
     while Instant::now() < deadline {
-        park::park_until(deadline);
+        park::park_until(deadline, WaitingOn::Sleep);
     }
 }

@@ -409,6 +409,9 @@ impl Watch {
             && (slot.preemptions.get(), slot.deferrals.get())
                 == (self.sent_counts.0 + 1, self.sent_counts.1))
             .then_some(self.sent_at);
+        // For a task dump: how long the running task has had its worker.
+        slot.began.store(began.unwrap_or(now), Ordering::Relaxed);
+        slot.began_seq.store(seq, Ordering::Release);
         *self = Watch {
             seq,
             first_seen: now,
