@@ -65,22 +65,16 @@ pub(crate) fn walk(pc: usize, sp: usize, fp: usize, hi: usize) -> Vec<usize> {
             return Vec::new();
         }
         let map = CodeMap::global();
-        let base = sp & !7;
-        let len = (hi - base).min(WINDOW) & !7;
-        let mut mem = vec![0u8; len];
-        if !super::probe::read_own_memory(base, &mut mem) {
+        let Some(copy) = super::probe::StackCopy::take(sp, hi, WINDOW) else {
             return Vec::new();
-        }
-        let word = |addr: usize| -> Option<usize> {
-            let off = addr.checked_sub(base)?;
-            let b = mem.get(off..off.checked_add(8)?)?;
-            Some(usize::from_ne_bytes(b.try_into().ok()?))
         };
+        let end = copy.base + copy.len();
+        let word = |addr: usize| copy.word(addr);
         let unwind = map.full_unwind();
         let mut out = vec![pc];
         let mut regs = Regs { pc, sp, fp };
         while out.len() < MAX_FRAMES {
-            let Some(step) = unwind.step_with(regs, base + len, word) else {
+            let Some(step) = unwind.step_with(regs, end, word) else {
                 break;
             };
             let ra = step.caller.pc;

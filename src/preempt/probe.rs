@@ -147,17 +147,11 @@ pub(crate) fn blocked_site(sys: &InSyscall, lo: usize, hi: usize) -> Site {
     if sys.sp < lo || sys.sp >= hi {
         return Site::default();
     }
-    let base = sys.sp & !7;
-    let len = (hi - base).min(STACK_WINDOW) & !7;
-    let mut mem = vec![0u8; len];
-    if !read_own_memory(base, &mut mem) {
+    let Some(copy) = StackCopy::take(sys.sp, hi, STACK_WINDOW) else {
         return Site::default();
-    }
-    let word = |addr: usize| -> Option<usize> {
-        let off = addr.checked_sub(base)?;
-        let b = mem.get(off..off.checked_add(8)?)?;
-        Some(usize::from_ne_bytes(b.try_into().ok()?))
     };
+    let (base, len) = (copy.base, copy.len());
+    let word = |addr: usize| copy.word(addr);
     // libc's wrapper keeps no frame record. The first return address into
     // the executable above the stack pointer is the return into whoever
     // called libc (further raw words may be stale: a scan cannot tell a
@@ -303,6 +297,34 @@ fn readable(name: &str) -> String {
 
 /// Copy `buf.len()` bytes at `addr` of this process; false if any of it is
 /// not mapped.
+/// A copy of the top of a stack: `[base, base + len)` from the stack
+/// pointer up, taken by the kernel (`read_own_memory`).
+pub(super) struct StackCopy {
+    pub base: usize,
+    mem: Vec<u8>,
+}
+
+impl StackCopy {
+    /// Copy the stack from `sp` up to `hi`, at most `window` bytes.
+    pub(super) fn take(sp: usize, hi: usize, window: usize) -> Option<StackCopy> {
+        let base = sp & !7;
+        let len = hi.checked_sub(base)?.min(window) & !7;
+        let mut mem = vec![0u8; len];
+        read_own_memory(base, &mut mem).then_some(StackCopy { base, mem })
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    /// The word at `addr`, if the copy holds it.
+    pub(super) fn word(&self, addr: usize) -> Option<usize> {
+        let off = addr.checked_sub(self.base)?;
+        let b = self.mem.get(off..off.checked_add(8)?)?;
+        Some(usize::from_ne_bytes(b.try_into().ok()?))
+    }
+}
+
 pub(super) fn read_own_memory(addr: usize, buf: &mut [u8]) -> bool {
     let local = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
