@@ -254,3 +254,54 @@ fn a_signal_prints_the_dump_and_the_program_goes_on() {
         .unwrap_err();
     assert!(matches!(e, kvant::Error::InvalidSignal(_)), "{e}");
 }
+
+/// Sleeps its OS thread in rounds until told to stop: blocks its worker in
+/// the kernel.
+#[inline(never)]
+fn block_in_kernel(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A task that blocks its worker's thread in the kernel is listed as such,
+/// with how long and with the stack it blocks on (from the system call's
+/// stack pointer), down to this file.
+#[test]
+fn a_task_blocked_in_the_kernel_is_listed_with_where_it_blocks() {
+    let rt = Runtime::builder()
+        .workers(1)
+        .blocking_threshold(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let h = {
+        let stop = stop.clone();
+        kvant::task::Builder::new()
+            .name("sleepy")
+            .spawn_on(&rt, move || block_in_kernel(&stop))
+            .unwrap()
+    };
+    let mut seen = None;
+    wait_for("the task to show as blocked in the kernel", || {
+        let d = rt.dump();
+        let ok = d.task(h.id()).is_some_and(|t| {
+            matches!(t.status, Status::BlockedInKernel { worker: 0 })
+                && t.since.is_some()
+                && t.stack.iter().any(|f| {
+                    f.function
+                        .as_deref()
+                        .is_some_and(|n| n.ends_with("block_in_kernel"))
+                })
+        });
+        seen = Some(d);
+        ok
+    });
+    let text = seen.unwrap().to_string();
+    assert!(
+        text.contains("\"sleepy\" [blocked in the kernel on worker 0"),
+        "{text}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    common::join_ok(h);
+}

@@ -128,7 +128,12 @@ pub(crate) fn symbolize(stacks: &[Vec<usize>]) -> Vec<Vec<Frame>> {
     {
         let map = super::codemap::CodeMap::global();
         let bias = map.bias();
-        let loader = addr2line::Loader::new("/proc/self/exe").ok();
+        // Loaded once per process: parsing the debug info is most of a dump's
+        // cost (units are parsed as addresses in them are first asked for).
+        static LOADER: std::sync::Mutex<Option<Option<addr2line::Loader>>> =
+            std::sync::Mutex::new(None);
+        let mut cached = LOADER.lock().unwrap_or_else(|e| e.into_inner());
+        let loader = cached.get_or_insert_with(|| addr2line::Loader::new("/proc/self/exe").ok());
         let all: Vec<usize> = stacks.iter().flatten().copied().collect();
         let symbols = map.symbol_names(&all);
         let mut symbols = symbols.into_iter();

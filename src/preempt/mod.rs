@@ -83,7 +83,9 @@ pub(crate) use lend::{
     try_lock as group_try_lock, unlock as group_unlock, wait_bell, wanted as group_wanted,
 };
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub(crate) use probe::{InSyscall, KernelState, Probe, Site, blocked_site, cpu_time};
+pub(crate) use probe::{
+    InSyscall, KernelState, Probe, Site, blocked_site, blocked_stack, cpu_time,
+};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use signal::{
     install as signal_install, kick as signal_kick, unblock as signal_unblock,

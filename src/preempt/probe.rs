@@ -142,14 +142,16 @@ const MAX_FRAMES: usize = 48;
 /// and its stack is gone; the frames found are then only as good as a
 /// snapshot of memory the task was no longer using, which is why this is
 /// for diagnostics only.
-pub(crate) fn blocked_site(sys: &InSyscall, lo: usize, hi: usize) -> Site {
+/// The return addresses on the stack of a thread blocked at `sys` (task
+/// stack `[lo, hi)`): up to 8 raw words that point into the executable
+/// below the first frame the unwind tables cover, then the chain walked
+/// from that frame up to the task's root.
+fn blocked_returns(sys: &InSyscall, lo: usize, hi: usize) -> Option<(Vec<usize>, Vec<usize>)> {
     let map = CodeMap::global();
     if sys.sp < lo || sys.sp >= hi {
-        return Site::default();
+        return None;
     }
-    let Some(copy) = StackCopy::take(sys.sp, hi, STACK_WINDOW) else {
-        return Site::default();
-    };
+    let copy = StackCopy::take(sys.sp, hi, STACK_WINDOW)?;
     let (base, len) = (copy.base, copy.len());
     let word = |addr: usize| copy.word(addr);
     // libc's wrapper keeps no frame record. The first return address into
@@ -162,6 +164,7 @@ pub(crate) fn blocked_site(sys: &InSyscall, lo: usize, hi: usize) -> Site {
     let mut raw = Vec::new();
     let mut chain = Vec::new();
     let mut at = base;
+    let mut at_root = false;
     while at + 8 <= base + len {
         let Some(ra) = word(at) else {
             break;
@@ -190,6 +193,7 @@ pub(crate) fn blocked_site(sys: &InSyscall, lo: usize, hi: usize) -> Site {
                 let ra = step.caller.pc;
                 // The task's root (`run_user`): kvant's task entry above.
                 if map.known(ra.wrapping_sub(1)).is_none() || map.is_root(ra) {
+                    at_root = true;
                     break;
                 }
                 chain.push(ra);
@@ -198,13 +202,36 @@ pub(crate) fn blocked_site(sys: &InSyscall, lo: usize, hi: usize) -> Site {
                     ..step.caller
                 };
             }
-            break;
+            if at_root || chain.len() >= MAX_FRAMES {
+                break;
+            }
+            // A frame the tables could not step out of (a frame-pointer
+            // frame whose record the scan missed): scan on from its stack
+            // pointer for the next return address, as from the top.
+            at = regs.sp.max(at + 8);
+            continue;
         }
-        if raw.len() < 8 && ra != 0 && map.known(ra.wrapping_sub(1)).is_some() {
+        if chain.is_empty() && raw.len() < 8 && ra != 0 && map.known(ra.wrapping_sub(1)).is_some() {
             raw.push(ra);
         }
         at += 8;
     }
+    Some((raw, chain))
+}
+
+/// The call sites on the stack of a thread blocked at `sys` (task stack
+/// `[lo, hi)`), innermost first: for a task dump.
+pub(crate) fn blocked_stack(sys: &InSyscall, lo: usize, hi: usize) -> Vec<usize> {
+    blocked_returns(sys, lo, hi).map_or_else(Vec::new, |(_, chain)| {
+        chain.iter().map(|ra| ra.wrapping_sub(1)).collect()
+    })
+}
+
+pub(crate) fn blocked_site(sys: &InSyscall, lo: usize, hi: usize) -> Site {
+    let map = CodeMap::global();
+    let Some((raw, chain)) = blocked_returns(sys, lo, hi) else {
+        return Site::default();
+    };
     let calls: Vec<usize> = raw
         .iter()
         .chain(&chain)

@@ -11,7 +11,7 @@
 //! state: a dump of a deadlocked program is taken the same way as of a
 //! busy one.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -32,19 +32,19 @@ pub(crate) fn collect(shared: &Shared) -> TaskDump {
         |t: u64| (t != 0).then(|| Duration::from_nanos(clock::ticks_to_ns(now.saturating_sub(t))));
     let cpu = |t: &Task| shared.timing.then(|| t.stats.snapshot().run_time);
 
-    let mut tasks: Vec<DumpedTask> = Vec::new();
-    let mut on_worker: HashMap<TaskId, usize> = HashMap::new();
+    let mut stacks = Vec::new();
+    let mut listed = Vec::new();
+    let mut on_worker: HashSet<TaskId> = HashSet::new();
     for (i, w) in shared.workers.iter().enumerate() {
-        if let Some(t) = running_on(shared, i, &w.slot) {
-            on_worker.insert(t.id, tasks.len());
-            tasks.push(t);
+        if let Some((t, stack)) = running_on(shared, i, &w.slot) {
+            on_worker.insert(t.id);
+            listed.push(t);
+            stacks.push(stack);
         }
     }
 
-    let mut stacks = Vec::new();
-    let mut listed = Vec::new();
     for t in shared.tasks.snapshot() {
-        if on_worker.contains_key(&t.id) {
+        if on_worker.contains(&t.id) {
             continue;
         }
         let phase = t.phase();
@@ -84,7 +84,7 @@ pub(crate) fn collect(shared: &Shared) -> TaskDump {
         frames.retain(|f| f.function.as_deref() != Some("kvant::task::note::here"));
         t.stack = frames;
     }
-    tasks.extend(listed);
+    let mut tasks = listed;
     tasks.sort_by_key(|t| t.id);
     let not_started = shared.live().saturating_sub(tasks.len());
     TaskDump {
@@ -126,9 +126,15 @@ fn on_signal(sig: i32) {
     }
 }
 
-/// The task running on worker slot `i`, if any.
+/// The task running on worker slot `i`, if any, and its stack if it is
+/// blocked in the kernel (where the thread waits, from the system call's
+/// stack pointer; a computing task's stack moves too fast to copy).
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-fn running_on(shared: &Shared, i: usize, slot: &crate::preempt::WorkerSlot) -> Option<DumpedTask> {
+fn running_on(
+    shared: &Shared,
+    i: usize,
+    slot: &crate::preempt::WorkerSlot,
+) -> Option<(DumpedTask, Vec<usize>)> {
     let seq = slot.seq.load(Ordering::Acquire);
     if seq == 0 || slot.task.load(Ordering::Acquire) == 0 {
         return None;
@@ -140,9 +146,9 @@ fn running_on(shared: &Shared, i: usize, slot: &crate::preempt::WorkerSlot) -> O
         0 // not seen by the monitor yet: it began within one pass
     };
     let now = clock::ticks();
-    slot.inspect(seq, |h| {
+    let (task, (lo, hi)) = slot.inspect(seq, |h| {
         let stats = h.stats.snapshot();
-        DumpedTask {
+        let task = DumpedTask {
             id: h.id,
             name: h.name.as_deref().map(String::from),
             status: if blocked != 0 {
@@ -158,12 +164,24 @@ fn running_on(shared: &Shared, i: usize, slot: &crate::preempt::WorkerSlot) -> O
             slices: stats.slices,
             preemptions: stats.preemptions,
             stack: Vec::new(),
-        }
-    })
+        };
+        (task, h.stack_bounds())
+    })?;
+    let stack = if blocked != 0 {
+        let sys = crate::preempt::Probe::default().syscall(slot.tid.load(Ordering::Relaxed));
+        sys.map_or_else(Vec::new, |sys| crate::preempt::blocked_stack(&sys, lo, hi))
+    } else {
+        Vec::new()
+    };
+    Some((task, stack))
 }
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-fn running_on(_: &Shared, _: usize, _: &crate::preempt::WorkerSlot) -> Option<DumpedTask> {
+fn running_on(
+    _: &Shared,
+    _: usize,
+    _: &crate::preempt::WorkerSlot,
+) -> Option<(DumpedTask, Vec<usize>)> {
     None
 }
 
