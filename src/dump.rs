@@ -5,14 +5,15 @@
 //!
 //! A dump is a snapshot taken while the tasks go on running: a task may
 //! change state while it is read, and then shows its state from a moment
-//! earlier (or a short stack). Stacks are shown for tasks that are switched
-//! out (parked, preempted, yielded), walked from where they switched; a
-//! task running on a worker shows where it is only as "running", as Go's
-//! dump does for a goroutine on another thread; one blocked in the kernel
-//! shows the stack it blocks on, found by scanning up from the system
-//! call's stack pointer (where the unwind tables cannot step, the scan
-//! goes on, so a stale return address may show as a frame). Names, files
-//! and lines come
+//! earlier (or a short stack). Stacks are shown for tasks switched out
+//! (parked, preempted, switched out of a wait), walked from where they
+//! switched; a task that yielded is listed without one (it runs again
+//! within a round of its queue, and noting where would slow every yield).
+//! A task computing on a worker shows only as "running", as Go's dump does
+//! for a goroutine on another thread; one blocked in the kernel shows the
+//! stack it blocks on, found by scanning up from the system call's stack
+//! pointer (where the unwind tables cannot step, the scan goes on, so a
+//! stale return address may show as a frame). Names, files and lines come
 //! from the executable's debug info: a release build with
 //! `debug = "line-tables-only"` (what the README recommends) has them all;
 //! without it, function names come from the symbol table.
