@@ -74,8 +74,9 @@ pub struct DumpedTask {
     pub slices: u64,
     /// Slices that ended at its quantum.
     pub preemptions: u64,
-    /// Its stack, innermost first, from where it switched out (empty for a
-    /// task running on a worker).
+    /// Its stack, innermost first: from where it switched out, or where it
+    /// blocks in the kernel (empty for a task computing on a worker, one
+    /// that yielded, or one never started).
     pub stack: Vec<Frame>,
 }
 
