@@ -51,15 +51,31 @@ impl Due {
 
 /// Alarms whose owner is gone stay until their deadline unless purged
 /// (a `select!` loop with an `after` arm makes one per round): the table is
-/// purged whenever it reaches this many entries, then twice its live size,
-/// so it stays within twice the live timers (amortised O(1) per timer).
+/// purged whenever it holds this many alarms, then twice the live ones, so
+/// it stays within twice the live alarms (amortised O(1) per alarm). Only
+/// alarms count: a purge walks the whole table under its lock, and counting
+/// sleepers too made a million sleeping tasks purge at 512k entries, which
+/// held the lock for milliseconds while workers waited on it.
 const PURGE_AT_LEAST: usize = 1024;
 
 struct State {
     timers: BTreeMap<TimerKey, Due>,
     seq: u64,
+    /// Alarms in `timers`.
+    alarms: usize,
     purge_at: usize,
     stop: bool,
+}
+
+impl State {
+    /// Take `key`'s entry out, keeping the count of alarms.
+    fn remove(&mut self, key: &TimerKey) -> Option<Due> {
+        let d = self.timers.remove(key);
+        if let Some(Due::Alarm(_)) = d {
+            self.alarms -= 1;
+        }
+        d
+    }
 }
 
 pub(crate) struct TimerDriver {
@@ -74,6 +90,7 @@ impl TimerDriver {
             state: Mutex::new(State {
                 timers: BTreeMap::new(),
                 seq: 0,
+                alarms: 0,
                 purge_at: PURGE_AT_LEAST,
                 stop: false,
             }),
@@ -109,9 +126,18 @@ impl TimerDriver {
 
     fn insert_due(&self, deadline: Instant, due: Due) -> TimerKey {
         let mut st = self.state.lock();
-        if st.timers.len() >= st.purge_at {
-            st.timers.retain(|_, d| d.live());
-            st.purge_at = (2 * st.timers.len()).max(PURGE_AT_LEAST);
+        if st.alarms >= st.purge_at {
+            let mut alarms = 0;
+            st.timers.retain(|_, d| {
+                let keep = d.live();
+                alarms += usize::from(keep && matches!(d, Due::Alarm(_)));
+                keep
+            });
+            st.alarms = alarms;
+            st.purge_at = (2 * st.alarms).max(PURGE_AT_LEAST);
+        }
+        if let Due::Alarm(_) = due {
+            st.alarms += 1;
         }
         st.seq += 1;
         let key = TimerKey(deadline, st.seq);
@@ -125,7 +151,7 @@ impl TimerDriver {
 
     /// Forget a deadline (a no-op if it already fired).
     pub(crate) fn cancel(&self, key: TimerKey) {
-        let removed = self.state.lock().timers.remove(&key);
+        let removed = self.state.lock().remove(&key);
         drop(removed);
     }
 
@@ -143,7 +169,11 @@ impl TimerDriver {
                     break;
                 }
                 let at = entry.key().0;
-                due.push((at, entry.remove()));
+                let d = entry.remove();
+                if let Due::Alarm(_) = d {
+                    st.alarms -= 1;
+                }
+                due.push((at, d));
             }
             if !due.is_empty() {
                 drop(st);
@@ -185,6 +215,7 @@ impl TimerDriver {
             let mut st = self.state.lock();
             st.stop = true;
             self.cond.notify_one();
+            st.alarms = 0;
             std::mem::take(&mut st.timers)
         };
         for d in pending.into_values() {
@@ -251,6 +282,25 @@ mod tests {
         assert!(st.timers.len() <= PURGE_AT_LEAST + 1, "{}", st.timers.len());
         assert!(st.timers.contains_key(&key), "a waiter was purged");
         drop(st);
+        d.stop();
+    }
+
+    /// Sleepers never trigger a purge (a purge walks the whole table under
+    /// its lock): only alarms count towards one.
+    #[test]
+    fn sleepers_alone_never_purge() {
+        let d = TimerDriver::start("kvant-no-purge-test").unwrap();
+        let far = Instant::now() + Duration::from_secs(3600);
+        for _ in 0..10 * PURGE_AT_LEAST {
+            d.insert(far, Unparker::Nobody);
+        }
+        let key = d.insert(far, Unparker::Nobody);
+        d.insert_alarm(far, Arc::new(Dead));
+        let st = d.state.lock();
+        assert_eq!(st.timers.len(), 10 * PURGE_AT_LEAST + 2);
+        assert_eq!((st.alarms, st.purge_at), (1, PURGE_AT_LEAST));
+        drop(st);
+        d.cancel(key);
         d.stop();
     }
 
