@@ -305,3 +305,43 @@ fn a_task_blocked_in_the_kernel_is_listed_with_where_it_blocks() {
     stop.store(true, Ordering::Relaxed);
     common::join_ok(h);
 }
+
+/// A task can dump its own runtime (through `Handle::current()`): it lists
+/// itself as running, and the others as they are.
+#[test]
+fn a_task_dumps_its_own_runtime() {
+    let rt = Runtime::builder().workers(2).build().unwrap();
+    let (tx, rx) = kvant::channel::bounded::<()>(0);
+    let waiter = kvant::task::Builder::new()
+        .name("waiter")
+        .spawn_on(&rt, move || rx.recv().unwrap())
+        .unwrap();
+    let waiter_id = waiter.id();
+    let dumper = kvant::task::Builder::new()
+        .name("dumper")
+        .spawn_on(&rt, move || {
+            let handle = kvant::Handle::current();
+            let mut tries = 0;
+            loop {
+                let d = handle.dump();
+                let me = kvant::current().id();
+                let running = d
+                    .task(me)
+                    .is_some_and(|t| matches!(t.status, Status::Running { .. }));
+                let parked = d
+                    .task(waiter_id)
+                    .is_some_and(|t| matches!(t.status, Status::Parked(WaitingOn::Recv(_))));
+                if running && parked {
+                    return d.to_string();
+                }
+                tries += 1;
+                assert!(tries < 10_000, "never saw both:\n{d}");
+                kvant::sleep(Duration::from_millis(1));
+            }
+        })
+        .unwrap();
+    let text = common::join_ok(dumper);
+    assert!(text.contains("\"dumper\" [running on worker"), "{text}");
+    tx.send(()).unwrap();
+    common::join_ok(waiter);
+}

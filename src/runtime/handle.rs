@@ -90,6 +90,14 @@ impl Handle {
         self.shared.metrics()
     }
 
+    /// Every live task of the runtime, as [`Runtime::dump`](super::Runtime::dump).
+    /// From inside a task (`Handle::current().dump()`) the dump holds that
+    /// task's worker while it is taken (milliseconds; the first one of a
+    /// process also reads the debug info).
+    pub fn dump(&self) -> crate::dump::TaskDump {
+        super::dump::collect(&self.shared)
+    }
+
     /// The runtime the caller runs in: inside a task, on a worker, in
     /// `spawn_blocking` work, or under [`Runtime::enter`].
     ///
