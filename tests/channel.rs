@@ -1,6 +1,6 @@
 //! kvant::channel: ordering, backpressure, disconnection, timeouts, try_*
 //! semantics, rendezvous, and messaging between OS threads and tasks.
-//! Every wait on a task goes through `done()`, a generous `join_timeout` that
+//! Every wait on a task goes through `join_ok()`, a generous `join_timeout` that
 //! fails the test instead of hanging it.
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use kvant::channel::{
 };
 
 mod common;
-use common::{HANG, done, rt};
+use common::{HANG, join_ok, rt};
 
 #[test]
 fn endpoints_are_send_sync_and_clone() {
@@ -56,8 +56,8 @@ fn per_producer_order_is_kept() {
             })
             .collect();
         drop(rx);
-        producers.into_iter().for_each(done);
-        let total: usize = consumers.into_iter().map(done).sum();
+        producers.into_iter().for_each(join_ok);
+        let total: usize = consumers.into_iter().map(join_ok).sum();
         assert_eq!(total, 4 * 300, "cap {cap:?}");
     }
     // One consumer sees exactly the sent order.
@@ -96,8 +96,8 @@ fn bounded_send_waits_while_full() {
             (seen_before, got)
         })
     };
-    done(producer);
-    let (seen_before, got) = done(consumer);
+    join_ok(producer);
+    let (seen_before, got) = join_ok(consumer);
     assert_eq!(
         seen_before, 2,
         "the producer should have been parked by backpressure"
@@ -155,12 +155,12 @@ fn rendezvous_channel_hands_over_directly() {
         v = back;
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(done(r), 7);
+    assert_eq!(join_ok(r), 7);
 
     // A blocking send completes only once a receiver took the message.
     let s = rt.spawn(move || tx.send(9));
     assert_eq!(rx.recv_timeout(HANG), Ok(9));
-    done(s).unwrap();
+    join_ok(s).unwrap();
     assert_eq!(rx.len(), 0);
 }
 
@@ -200,14 +200,14 @@ fn disconnection_in_both_directions() {
     let r = rt.spawn(move || rx.recv());
     std::thread::sleep(Duration::from_millis(5));
     drop(tx);
-    assert_eq!(done(r), Err(RecvError));
+    assert_eq!(join_ok(r), Err(RecvError));
 
     let (tx, rx) = bounded(1);
     tx.send("kept".to_string()).unwrap();
     let s = rt.spawn(move || tx.send("returned".to_string()));
     std::thread::sleep(Duration::from_millis(5));
     drop(rx);
-    assert_eq!(done(s), Err(SendError("returned".to_string())));
+    assert_eq!(join_ok(s), Err(SendError("returned".to_string())));
 }
 
 /// Counts its drops: what a test checks was dropped, and when.
@@ -243,7 +243,7 @@ fn timeouts_fire() {
             (rx.recv_timeout(Duration::from_millis(20)), t0.elapsed())
         })
     };
-    let (res, elapsed) = done(r);
+    let (res, elapsed) = join_ok(r);
     assert_eq!(res, Err(RecvTimeoutError::Timeout));
     assert!(elapsed >= Duration::from_millis(20), "{elapsed:?}");
 
@@ -256,7 +256,7 @@ fn timeouts_fire() {
 
     tx.send(1).unwrap();
     let s = rt.spawn(move || tx.send_timeout(2, Duration::from_millis(10)));
-    assert_eq!(done(s), Err(SendTimeoutError::Timeout(2)));
+    assert_eq!(join_ok(s), Err(SendTimeoutError::Timeout(2)));
     assert_eq!(rx.try_recv(), Ok(1));
 }
 
@@ -305,8 +305,8 @@ fn timed_out_receivers_never_lose_or_duplicate_messages() {
             })
             .collect();
         drop(rx);
-        let mut sent: Vec<u32> = senders.into_iter().flat_map(done).collect();
-        let mut got: Vec<u32> = receivers.into_iter().flat_map(done).collect();
+        let mut sent: Vec<u32> = senders.into_iter().flat_map(join_ok).collect();
+        let mut got: Vec<u32> = receivers.into_iter().flat_map(join_ok).collect();
         sent.sort_unstable();
         got.sort_unstable();
         assert_eq!(got, sent, "workers={workers} quantum={quantum:?}");
@@ -328,7 +328,7 @@ fn os_threads_and_tasks_talk_both_ways() {
         assert_eq!(resp_rx.recv_timeout(HANG), Ok(x * x));
     }
     drop(req_tx);
-    done(server);
+    join_ok(server);
     assert_eq!(resp_rx.recv(), Err(RecvError));
 
     // An OS thread producing for a task consumer, through a tiny buffer.
@@ -336,7 +336,7 @@ fn os_threads_and_tasks_talk_both_ways() {
     let producer = std::thread::spawn(move || (0..500u64).for_each(|i| tx.send(i).unwrap()));
     let consumer = rt.spawn(move || rx.into_iter().sum::<u64>());
     producer.join().unwrap();
-    assert_eq!(done(consumer), (0..500).sum::<u64>());
+    assert_eq!(join_ok(consumer), (0..500).sum::<u64>());
 }
 
 #[test]
@@ -414,30 +414,30 @@ fn an_endpoint_shared_by_tasks_and_threads_wakes_whoever_blocks_on_it() {
         // A task blocks receiving and gives up: its slot is kept.
         let r = rx.clone();
         let t = rt.spawn(move || r.recv_timeout(Duration::from_micros(300)));
-        assert_eq!(done(t), Err(RecvTimeoutError::Timeout));
+        assert_eq!(join_ok(t), Err(RecvTimeoutError::Timeout));
         // An OS thread blocks on that slot next.
         let h = hand(v);
         let r = rx.clone();
         assert_eq!(on_thread(move || r.recv()), Ok(v));
-        done(h);
+        join_ok(h);
         // Then another task.
         let h = hand(v + 1);
         let r = rx.clone();
-        assert_eq!(done(rt.spawn(move || r.recv())), Ok(v + 1));
-        done(h);
+        assert_eq!(join_ok(rt.spawn(move || r.recv())), Ok(v + 1));
+        join_ok(h);
         // The same for a blocked sender's slot: a task gives up, then an OS
         // thread, then a task block on it.
         let s = tx.clone();
         let t = rt.spawn(move || s.send_timeout(v + 2, Duration::from_micros(300)));
-        assert_eq!(done(t), Err(SendTimeoutError::Timeout(v + 2)));
+        assert_eq!(join_ok(t), Err(SendTimeoutError::Timeout(v + 2)));
         let h = take();
         let s = tx.clone();
         on_thread(move || s.send(v + 3)).unwrap();
-        assert_eq!(done(h), v + 3);
+        assert_eq!(join_ok(h), v + 3);
         let h = take();
         let s = tx.clone();
-        assert_eq!(done(rt.spawn(move || s.send(v + 4))), Ok(()));
-        assert_eq!(done(h), v + 4);
+        assert_eq!(join_ok(rt.spawn(move || s.send(v + 4))), Ok(()));
+        assert_eq!(join_ok(h), v + 4);
     }
 }
 
@@ -466,5 +466,5 @@ fn a_kept_slot_does_not_keep_a_finished_task_or_its_result() {
     let r = rx.clone();
     let h = rt.spawn(move || r.recv());
     common::wait_for("a second receiver to block", || tx.try_send(8).is_ok());
-    assert_eq!(done(h), Ok(8));
+    assert_eq!(join_ok(h), Ok(8));
 }

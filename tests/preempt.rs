@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use kvant::Runtime;
 
 mod common;
-use common::{HANG, join_or_fail, wait_for, worker_name};
+use common::{HANG, join_ok, wait_for, worker_name};
 
 const QUANTUM: Duration = Duration::from_millis(1);
 
@@ -59,7 +59,7 @@ fn run_hogs(rt: &Runtime, n: usize) -> (Vec<u64>, Vec<kvant::TaskStats>) {
         .collect();
     std::thread::sleep(Duration::from_millis(400));
     stop.store(true, Ordering::Relaxed);
-    hogs.into_iter().map(join_or_fail).unzip()
+    hogs.into_iter().map(join_ok).unzip()
 }
 
 #[test]
@@ -104,8 +104,8 @@ fn cooperative_mode_starves_behind_a_hog() {
     wait_for("the hog to start", || hog_running.load(Ordering::Acquire));
     let s = seq.clone();
     let victim = rt.spawn(move || s.fetch_add(1, Ordering::SeqCst));
-    let (hog_end, hog_stats) = join_or_fail(hog);
-    let victim_start = join_or_fail(victim);
+    let (hog_end, hog_stats) = join_ok(hog);
+    let victim_start = join_ok(victim);
     assert_eq!(
         (hog_end, victim_start),
         (0, 1),
@@ -140,9 +140,9 @@ fn preemptive_mode_does_not_starve() {
     let f = flag.clone();
     let started = Instant::now();
     let victim = rt.spawn(move || f.store(true, Ordering::Release));
-    join_or_fail(victim);
+    join_ok(victim);
     let latency = started.elapsed();
-    assert!(join_or_fail(hog), "the hog never saw the second task run");
+    assert!(join_ok(hog), "the hog never saw the second task run");
     eprintln!("second task ran {latency:?} after spawn beside a hog");
     assert!(latency < Duration::from_secs(5), "{latency:?}");
     assert!(rt.metrics().total().preemptions > 0);
@@ -184,9 +184,9 @@ fn disabled_sections_are_never_preempted() {
         }
         taken_at_drop
     });
-    let taken = join_or_fail(checked);
+    let taken = join_ok(checked);
     stop.store(true, Ordering::Relaxed);
-    join_or_fail(competitor);
+    join_ok(competitor);
     assert_eq!(
         taken, 5,
         "every deferred preemption is taken when the guard drops"
@@ -286,10 +286,10 @@ fn switches_leave_the_preemption_count_as_they_found_it() {
             !kvant::preempt::is_disabled(),
         )
     });
-    let (free_after, held_after, taken, free_at_end) = join_or_fail(checked);
+    let (free_after, held_after, taken, free_at_end) = join_ok(checked);
     stop.store(true, Ordering::Relaxed);
-    join_or_fail(companion);
-    join_or_fail(echo);
+    join_ok(companion);
+    join_ok(echo);
     assert!(free_after, "a switch left the count raised");
     assert!(held_after, "a switch lowered the guard's count");
     assert!(taken, "the deferred preemption was not taken at the drop");
@@ -315,7 +315,7 @@ fn non_preemptible_tasks_are_never_preempted() {
         })
         .unwrap();
     let stats_handle = h.id();
-    assert!(!join_or_fail(h), "{stats_handle}");
+    assert!(!join_ok(h), "{stats_handle}");
     let t = rt.metrics().total();
     assert_eq!((t.preemptions, t.signals), (0, 0), "{t:?}");
 
@@ -342,9 +342,9 @@ fn non_preemptible_tasks_are_never_preempted() {
             (moved, kvant::current().stats())
         })
         .unwrap();
-    let (hog_moved, np_stats) = join_or_fail(np);
+    let (hog_moved, np_stats) = join_ok(np);
     stop.store(true, Ordering::Relaxed);
-    let hog_stats = join_or_fail(hog);
+    let hog_stats = join_ok(hog);
     assert!(
         !hog_moved,
         "the hog ran while the non-preemptible task held the worker"
@@ -385,7 +385,7 @@ fn idle_workers_get_no_signals() {
         spin_for(Duration::from_millis(100));
         kvant::current().stats()
     });
-    let stats = join_or_fail(hog);
+    let stats = join_ok(hog);
     let m = rt.metrics();
     let signals: Vec<u64> = m.workers.iter().map(|w| w.signals).collect();
     eprintln!("signals per worker {signals:?}; hog {stats:?}");
@@ -418,7 +418,7 @@ fn preempted_tasks_stay_on_their_worker() {
     // some hogs are preempted, and no hog may ever change threads.
     let mut preempted = 0;
     for h in hogs {
-        let (threads, stats) = join_or_fail(h);
+        let (threads, stats) = join_ok(h);
         preempted += stats.preemptions;
         assert_eq!(
             threads, 1,

@@ -10,7 +10,7 @@ use kvant::channel::{RecvTimeoutError, TryRecvError, bounded, unbounded};
 use proptest::prelude::*;
 
 mod common;
-use common::done;
+use common::join_ok;
 
 /// How a consumer takes messages.
 #[derive(Clone, Copy, Debug)]
@@ -91,8 +91,8 @@ fn run(
         })
         .collect();
     drop(rx);
-    ps.into_iter().for_each(done);
-    let streams: Vec<Vec<(usize, usize)>> = cs.into_iter().map(done).collect();
+    ps.into_iter().for_each(join_ok);
+    let streams: Vec<Vec<(usize, usize)>> = cs.into_iter().map(join_ok).collect();
 
     for s in &streams {
         for p in 0..producers {

@@ -1,7 +1,7 @@
 //! Spawning and joining: values come back, trees of tasks work, joins park
 //! only the green thread, and every misuse is a clear error or panic.
 //!
-//! Every wait in this file goes through [`join_or_fail`] (or a bounded
+//! Every wait in this file goes through [`join_ok`] (or a bounded
 //! `join_timeout`), so a scheduler bug fails the test instead of hanging it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use kvant::{Error, JoinHandle, Runtime};
 
 mod common;
-use common::{HANG, join_or_fail, panic_message, wait_for};
+use common::{HANG, join_ok, panic_message, wait_for};
 
 fn runtime(workers: usize) -> Runtime {
     Runtime::builder().workers(workers).build().unwrap()
@@ -22,17 +22,17 @@ fn runtime(workers: usize) -> Runtime {
 fn many_tasks_return_their_values() {
     let rt = runtime(2);
     let handles: Vec<_> = (0..1000u64).map(|i| rt.spawn(move || i * 3)).collect();
-    let sum: u64 = handles.into_iter().map(join_or_fail).sum();
+    let sum: u64 = handles.into_iter().map(join_ok).sum();
     assert_eq!(sum, 3 * 999 * 1000 / 2);
 }
 
 #[test]
 fn values_of_any_send_type() {
     let rt = runtime(2);
-    let s = join_or_fail(rt.spawn(|| String::from("hello")));
-    let v = join_or_fail(rt.spawn(|| vec![1u8; 1000]));
-    let unit: () = join_or_fail(rt.spawn(|| ()));
-    let boxed = join_or_fail(rt.spawn(|| Box::new([7u64; 64])));
+    let s = join_ok(rt.spawn(|| String::from("hello")));
+    let v = join_ok(rt.spawn(|| vec![1u8; 1000]));
+    let unit: () = join_ok(rt.spawn(|| ()));
+    let boxed = join_ok(rt.spawn(|| Box::new([7u64; 64])));
     assert_eq!(s, "hello");
     assert_eq!(v.len(), 1000);
     assert_eq!(unit, ());
@@ -47,7 +47,7 @@ fn fib(n: u64) -> u64 {
     }
     let a = kvant::spawn(move || fib(n - 1));
     let b = kvant::spawn(move || fib(n - 2));
-    join_or_fail(a) + join_or_fail(b)
+    join_ok(a) + join_ok(b)
 }
 
 #[test]
@@ -67,7 +67,7 @@ fn deep_spawn_chain() {
         if depth == 0 {
             return 0;
         }
-        join_or_fail(kvant::spawn(move || chain(depth - 1))) + 1
+        join_ok(kvant::spawn(move || chain(depth - 1))) + 1
     }
     let rt = runtime(2);
     assert_eq!(rt.block_on(|| chain(500)), 500);
@@ -83,7 +83,7 @@ fn join_inside_a_task_parks_only_the_green_thread() {
             kvant::yield_now();
             21
         });
-        join_or_fail(child) * 2
+        join_ok(child) * 2
     });
     assert_eq!(v, 42);
     assert!(
@@ -99,7 +99,7 @@ fn join_from_plain_threads() {
     let handles: Vec<_> = (0..8u32).map(|i| rt.spawn(move || i + 1)).collect();
     let threads: Vec<_> = handles
         .into_iter()
-        .map(|h| std::thread::spawn(move || join_or_fail(h)))
+        .map(|h| std::thread::spawn(move || join_ok(h)))
         .collect();
     let sum: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(sum, 36);
@@ -122,7 +122,7 @@ fn is_finished_tracks_completion() {
     go.store(true, Ordering::Release);
     wait_for("is_finished", || h.is_finished());
     assert!(h.is_finished());
-    assert_eq!(join_or_fail(h), 5);
+    assert_eq!(join_ok(h), 5);
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn current_inside_tasks() {
     });
     let id = h.id();
     assert_eq!(h.name(), None);
-    let (seen_id, name, preemptible) = join_or_fail(h);
+    let (seen_id, name, preemptible) = join_ok(h);
     assert_eq!(seen_id, id);
     assert_eq!(name, None);
     assert!(preemptible);
@@ -146,7 +146,7 @@ fn current_inside_tasks() {
     let mut ids = Vec::new();
     for h in handles {
         let id = h.id();
-        assert_eq!(join_or_fail(h), id);
+        assert_eq!(join_ok(h), id);
         ids.push(id.as_u64());
     }
     ids.sort_unstable();
@@ -213,7 +213,7 @@ fn task_builder_options() {
         })
         .unwrap();
     assert_eq!(h.name(), Some("worker-bee"));
-    let (name, preemptible, sum) = join_or_fail(h);
+    let (name, preemptible, sum) = join_ok(h);
     assert_eq!(name.as_deref(), Some("worker-bee"));
     assert!(!preemptible);
     assert_eq!(sum, 8 * 1024);
@@ -224,7 +224,7 @@ fn task_builder_options() {
             .name("inner")
             .spawn(|| kvant::current().name().map(str::to_owned))
             .expect("spawn inside a task");
-        join_or_fail(h)
+        join_ok(h)
     });
     assert_eq!(v.as_deref(), Some("inner"));
 }
@@ -255,7 +255,7 @@ fn task_builder_rejects_bad_stack_sizes() {
         .stack_size(kvant::MIN_STACK_SIZE)
         .spawn_on(&rt, || 1)
         .unwrap();
-    assert_eq!(join_or_fail(h), 1);
+    assert_eq!(join_ok(h), 1);
 }
 
 #[test]
@@ -294,7 +294,7 @@ fn join_timeout_hands_the_handle_back() {
         .join_timeout(Duration::ZERO)
         .expect_err("still not finished");
     go.store(true, Ordering::Release);
-    assert_eq!(join_or_fail(h), "done");
+    assert_eq!(join_ok(h), "done");
 }
 
 #[test]
@@ -364,7 +364,7 @@ fn hundred_thousand_tiny_tasks_reuse_stacks() {
         .collect();
     let mut sum = 0usize;
     for h in handles {
-        sum += join_or_fail(h);
+        sum += join_ok(h);
     }
     assert_eq!(ran.load(Ordering::Relaxed), N);
     assert_eq!(sum, N * (N - 1) / 2);
@@ -393,7 +393,7 @@ fn tasks_spawned_inside_tasks_on_many_workers() {
         let handles: Vec<_> = (0..100u64)
             .map(|i| kvant::spawn(move || (0..10u64).map(|j| i * j).sum::<u64>()))
             .collect();
-        handles.into_iter().map(join_or_fail).sum::<u64>()
+        handles.into_iter().map(join_ok).sum::<u64>()
     });
     assert_eq!(total, 45 * 99 * 100 / 2);
     assert!(rt.metrics().total().spawned >= 101);
@@ -459,11 +459,11 @@ fn tasks_join_tasks_of_another_runtime() {
         "from b"
     });
     // A task of runtime A parks on B's task; B's completion wakes it on A.
-    let waiter = a.spawn(move || join_or_fail(in_b));
+    let waiter = a.spawn(move || join_ok(in_b));
     std::thread::sleep(Duration::from_millis(10));
     assert!(!waiter.is_finished());
     go.store(true, Ordering::Release);
-    assert_eq!(join_or_fail(waiter), "from b");
+    assert_eq!(join_ok(waiter), "from b");
     // And a task of A can spawn onto B explicitly.
     let b = Arc::new(b);
     let b2 = b.clone();
@@ -471,7 +471,7 @@ fn tasks_join_tasks_of_another_runtime() {
         let h = kvant::task::Builder::new()
             .spawn_on(&b2, worker_name)
             .unwrap();
-        join_or_fail(h)
+        join_ok(h)
     });
     assert_eq!(name, "bside-worker-0", "spawn_on(&b) must run on B");
 }
@@ -529,8 +529,8 @@ fn live_tasks_is_exact_across_spawning_and_finishing_threads() {
         open_tx.send(()).expect("gate");
     }
     for h in handles {
-        for kid in join_or_fail(h) {
-            join_or_fail(kid);
+        for kid in join_ok(h) {
+            join_ok(kid);
         }
     }
     wait_for("live_tasks == 0", || rt.metrics().live_tasks == 0);

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use kvant::{JoinHandle, Runtime};
 
+mod common;
+
 /// Far beyond anything a passing test needs; only a hang reaches it.
 const HANG: Duration = Duration::from_secs(300);
 
@@ -44,20 +46,11 @@ fn scaled(release: usize) -> usize {
 }
 
 fn join_ok<T: Send + 'static>(h: JoinHandle<T>) -> T {
-    match h.join_timeout(HANG) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("task failed: {e}"),
-        Err(h) => panic!("{h:?} did not finish within {HANG:?}"),
-    }
+    common::join_within(h, HANG)
 }
 
-/// Poll `cond` until it holds, failing the test after [`HANG`].
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + HANG;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    common::wait_within(what, HANG, cond)
 }
 
 /// A field of /proc/self/status in KiB (`VmRSS`, `VmHWM`).

@@ -1,6 +1,6 @@
 //! kvant::sync: every primitive parks only the green thread, works from OS
 //! threads and across the two, and keeps its guarantees under preemption.
-//! Every wait on a task goes through `done()`, a generous `join_timeout` that
+//! Every wait on a task goes through `join_ok()`, a generous `join_timeout` that
 //! fails the test instead of hanging it.
 
 use std::sync::Arc;
@@ -11,15 +11,10 @@ use kvant::Runtime;
 use kvant::sync::{Barrier, Condvar, Mutex, Semaphore};
 
 mod common;
-use common::{done, eventually, rt};
+use common::{burn, join_ok, rt, wait_for};
 
 const Q50: Option<Duration> = Some(Duration::from_micros(50));
 const Q1MS: Option<Duration> = Some(Duration::from_millis(1));
-
-/// A little work that the quantum timer can interrupt.
-fn busy(n: u64) -> u64 {
-    (0..n).fold(0u64, |a, x| std::hint::black_box(a ^ x.wrapping_mul(31)))
-}
 
 #[test]
 fn mutex_counter_on_1_2_4_workers_preemptive_and_cooperative() {
@@ -36,7 +31,7 @@ fn mutex_counter_on_1_2_4_workers_preemptive_and_cooperative() {
                             let mut g = m.lock();
                             assert_eq!(inside.fetch_add(1, SeqCst), 0, "two holders at once");
                             let v = *g; // a non-atomic read-modify-write
-                            busy(1000); // long enough for the quantum to hit in here
+                            burn(0, 1000); // long enough for the quantum to hit in here
                             if i % 7 == 0 {
                                 kvant::yield_now(); // contention in cooperative mode too
                             }
@@ -46,7 +41,7 @@ fn mutex_counter_on_1_2_4_workers_preemptive_and_cooperative() {
                     })
                 })
                 .collect();
-            tasks.into_iter().for_each(done);
+            tasks.into_iter().for_each(join_ok);
             assert_eq!(*m.lock(), 16 * 300, "workers={workers} quantum={quantum:?}");
         }
     }
@@ -85,9 +80,9 @@ fn waiting_for_a_lock_parks_only_the_green_thread() {
         let c_ran = c_ran.clone();
         rt.spawn(move || c_ran.store(true, SeqCst))
     };
-    done(a);
-    done(b);
-    done(c);
+    join_ok(a);
+    join_ok(b);
+    join_ok(c);
 }
 
 #[test]
@@ -113,7 +108,7 @@ fn mutex_try_lock_and_timeouts() {
     let g = m.lock();
     let m2 = m.clone();
     let t = rt.spawn(move || m2.try_lock_for(Duration::from_millis(20)).is_none());
-    assert!(done(t));
+    assert!(join_ok(t));
     drop(g);
 }
 
@@ -130,7 +125,7 @@ fn contended_waiter_is_not_starved_by_a_barging_loop() {
             rt.spawn(move || {
                 while !stop.load(SeqCst) {
                     let mut g = m.lock();
-                    *g += busy(200);
+                    *g = g.wrapping_add(burn(0, 200));
                     if quantum.is_none() {
                         drop(g);
                         kvant::yield_now();
@@ -147,8 +142,8 @@ fn contended_waiter_is_not_starved_by_a_barging_loop() {
                 stop.store(true, SeqCst);
             })
         };
-        done(other);
-        done(hog);
+        join_ok(other);
+        join_ok(hog);
     }
 }
 
@@ -165,11 +160,11 @@ fn cross_thread_and_task_locking() {
         rt.spawn(move || m.lock().push("task"))
     };
     let other = rt.spawn(|| 7);
-    assert_eq!(done(other), 7);
+    assert_eq!(join_ok(other), 7);
     std::thread::sleep(Duration::from_millis(5));
     assert!(!waiter.is_finished());
     drop(g);
-    done(waiter);
+    join_ok(waiter);
 
     // A task holds the lock; an OS thread waits for it.
     let (held, go) = (
@@ -187,14 +182,14 @@ fn cross_thread_and_task_locking() {
             g.push("holder");
         })
     };
-    eventually("the task holds the lock", || held.load(SeqCst));
+    wait_for("the task holds the lock", || held.load(SeqCst));
     let thread = {
         let m = m.clone();
         std::thread::spawn(move || m.lock().push("thread"))
     };
     go.store(true, SeqCst);
     thread.join().unwrap();
-    done(holder);
+    join_ok(holder);
     assert_eq!(*m.lock(), ["task", "holder", "thread"]);
 
     // Mixed counter: two OS threads and four tasks on two workers.
@@ -213,7 +208,7 @@ fn cross_thread_and_task_locking() {
         })
         .collect();
     threads.into_iter().for_each(|t| t.join().unwrap());
-    tasks.into_iter().for_each(done);
+    tasks.into_iter().for_each(join_ok);
     assert_eq!(*m.lock(), 6 * 2000);
 }
 
@@ -249,15 +244,15 @@ fn mutex_condvar_ping_pong_has_no_lost_wakeup() {
         let rt = rt(workers, quantum);
         let (a, b) = ping_pong(2000);
         let (a, b) = (rt.spawn(a), rt.spawn(b));
-        done(a);
-        done(b);
+        join_ok(a);
+        join_ok(b);
     }
     // Task against OS thread.
     let rt = rt(1, None);
     let (a, b) = ping_pong(500);
     let task = rt.spawn(a);
     let thread = std::thread::spawn(b);
-    done(task);
+    join_ok(task);
     thread.join().unwrap();
 }
 
@@ -274,7 +269,7 @@ fn condvar_timeouts_fire_and_notify_counts_are_exact() {
         let r2 = cv.wait_timeout_while(&mut g, |ready| !*ready, Duration::from_millis(10));
         (r.timed_out(), r2.timed_out(), t0.elapsed())
     });
-    let (timed_out, timed_out2, elapsed) = done(t);
+    let (timed_out, timed_out2, elapsed) = join_ok(t);
     assert!(timed_out && timed_out2);
     assert!(elapsed >= Duration::from_millis(30), "{elapsed:?}");
 
@@ -303,7 +298,7 @@ fn condvar_timeouts_fire_and_notify_counts_are_exact() {
         })
         .collect();
     let (m, cv) = &*state;
-    eventually("all five wait", || {
+    wait_for("all five wait", || {
         let mut g = m.lock();
         if g.0 < 5 {
             return false;
@@ -312,5 +307,5 @@ fn condvar_timeouts_fire_and_notify_counts_are_exact() {
         assert_eq!(cv.notify_all(), 5);
         true
     });
-    waiters.into_iter().for_each(done);
+    waiters.into_iter().for_each(join_ok);
 }

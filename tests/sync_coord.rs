@@ -1,7 +1,7 @@
 //! kvant::sync coordination primitives (Semaphore, Barrier, WaitGroup,
 //! RwLock) and shutdown of their waiters; Mutex and Condvar are in
 //! `tests/sync.rs`. Same rules: green parking, OS threads, preemption.
-//! Every wait on a task goes through `done()`, a generous `join_timeout` that
+//! Every wait on a task goes through `join_ok()`, a generous `join_timeout` that
 //! fails the test instead of hanging it.
 
 use std::sync::Arc;
@@ -11,15 +11,10 @@ use std::time::{Duration, Instant};
 use kvant::sync::{Barrier, Condvar, Mutex, RwLock, Semaphore, WaitGroup};
 
 mod common;
-use common::{HANG, done, eventually, rt};
+use common::{HANG, burn, join_ok, rt, wait_for};
 
 const Q50: Option<Duration> = Some(Duration::from_micros(50));
 const Q1MS: Option<Duration> = Some(Duration::from_millis(1));
-
-/// A little work that the quantum timer can interrupt.
-fn busy(n: u64) -> u64 {
-    (0..n).fold(0u64, |a, x| std::hint::black_box(a ^ x.wrapping_mul(31)))
-}
 
 #[test]
 fn semaphore_limits_concurrency() {
@@ -40,13 +35,13 @@ fn semaphore_limits_concurrency() {
                         let n = inside.fetch_add(1, SeqCst) + 1;
                         max.fetch_max(n, SeqCst);
                         kvant::yield_now();
-                        busy(100);
+                        burn(0, 100);
                         inside.fetch_sub(1, SeqCst);
                     }
                 })
             })
             .collect();
-        tasks.into_iter().for_each(done);
+        tasks.into_iter().for_each(join_ok);
         let max = max.load(SeqCst);
         assert!((1..=3).contains(&max), "max concurrent {max}");
         assert_eq!(sem.available_permits(), 3);
@@ -74,7 +69,7 @@ fn semaphore_try_timeout_forget_and_add_permits() {
     std::thread::sleep(Duration::from_millis(5));
     assert!(!waiter.is_finished());
     sem.add_permits(1);
-    let owned = done(waiter);
+    let owned = join_ok(waiter);
     assert_eq!(sem.available_permits(), 0);
     drop(owned);
     assert_eq!(sem.available_permits(), 1);
@@ -108,7 +103,7 @@ fn barrier_releases_all_with_exactly_one_leader() {
             })
         })
         .collect();
-    tasks.into_iter().for_each(done);
+    tasks.into_iter().for_each(join_ok);
     for l in leaders.iter() {
         assert_eq!(l.load(SeqCst), 1);
     }
@@ -135,12 +130,12 @@ fn waitgroup_waits_for_every_clone() {
     let wg = WaitGroup::new();
     let held = wg.clone();
     let t = rt.spawn(move || wg.wait_timeout(Duration::from_millis(10)));
-    assert!(!done(t));
+    assert!(!join_ok(t));
     assert_eq!(held.count(), 1);
     let inner = held.clone();
     let t = rt.spawn(move || inner.wait());
     drop(held);
-    done(t);
+    join_ok(t);
 }
 
 #[test]
@@ -168,12 +163,12 @@ fn rwlock_many_readers_and_writers_stay_consistent() {
                     for _ in 0..300 {
                         let g = l.read();
                         assert_eq!(g.0, g.1, "torn read");
-                        busy(20);
+                        burn(0, 20);
                     }
                 })
             })
             .collect();
-        writers.into_iter().chain(readers).for_each(done);
+        writers.into_iter().chain(readers).for_each(join_ok);
         assert_eq!(*lock.read(), (600, 600));
     }
 }
@@ -189,14 +184,14 @@ fn rwlock_readers_share_and_a_queued_writer_blocks_new_readers() {
         let l = lock.clone();
         rt.spawn(move || *l.write() += 1)
     };
-    eventually("the writer queued", || lock.try_read().is_none());
+    wait_for("the writer queued", || lock.try_read().is_none());
     assert!(
         lock.try_read().is_none(),
         "a queued writer must block new readers"
     );
     assert!(lock.try_read_for(Duration::from_millis(5)).is_none());
     drop((r1, r2));
-    done(writer);
+    join_ok(writer);
     let w = lock.write();
     let r = kvant::sync::RwLockWriteGuard::downgrade(w);
     assert_eq!(*r, 1);
@@ -246,7 +241,7 @@ fn shutdown_withdraws_cancelled_waiters() {
     spawn(Box::new(move || {
         b.wait();
     }));
-    eventually("every task started", || parked.load(SeqCst) == n);
+    wait_for("every task started", || parked.load(SeqCst) == n);
     std::thread::sleep(Duration::from_millis(20)); // let them reach their park
     let report = rt.shutdown_timeout(Duration::from_millis(10));
     assert_eq!(report.cancelled, n, "{report:?}");

@@ -12,7 +12,7 @@ use kvant::Runtime;
 use kvant::task::AccessError;
 
 mod common;
-use common::{HANG, join_or_fail, worker_name};
+use common::{HANG, join_ok, worker_name};
 
 kvant::task_local! {
     static VALUE: Cell<u64> = Cell::new(0);
@@ -48,11 +48,7 @@ fn check_values_follow_tasks(rt: &Runtime, tasks: u64, rounds: u32) -> usize {
             })
         })
         .collect();
-    handles
-        .into_iter()
-        .map(join_or_fail)
-        .filter(|&n| n > 1)
-        .count()
+    handles.into_iter().map(join_ok).filter(|&n| n > 1).count()
 }
 
 #[test]
@@ -96,7 +92,7 @@ fn values_survive_preemption_with_migration_allowed() {
         })
         .collect();
     for h in handles {
-        assert!(join_or_fail(h) > 0);
+        assert!(join_ok(h) > 0);
     }
     assert!(check_values_follow_tasks(&rt, 8, 50) <= 8);
 }
@@ -126,8 +122,8 @@ fn tasks_do_not_see_each_others_values() {
         b2.store(true, Ordering::Release);
         seen
     });
-    assert_eq!(join_or_fail(b), 0, "B must not see A's value");
-    assert_eq!(join_or_fail(a), 111, "A must not see B's write");
+    assert_eq!(join_ok(b), 0, "B must not see A's value");
+    assert_eq!(join_ok(a), 111, "A must not see B's write");
 }
 
 #[test]
@@ -145,7 +141,7 @@ fn a_parent_and_its_children_have_separate_values() {
                 })
             })
             .collect();
-        let results: Vec<_> = kids.into_iter().map(join_or_fail).collect();
+        let results: Vec<_> = kids.into_iter().map(join_ok).collect();
         (VALUE.with(Cell::get), results)
     });
     assert_eq!(parent, 7);
@@ -204,7 +200,7 @@ fn initialised_lazily_once_per_task() {
             })
         })
         .collect();
-    let sum: u32 = handles.into_iter().map(join_or_fail).sum();
+    let sum: u32 = handles.into_iter().map(join_ok).sum();
     assert_eq!(sum, 5 * 10);
     assert_eq!(INITS.load(Ordering::Relaxed), 5);
 }
@@ -225,7 +221,7 @@ fn an_initialiser_may_use_other_task_locals_and_switch() {
         .map(|_| rt.spawn(|| DERIVED.with(|d| *d) + DERIVED.with(|d| *d)))
         .collect();
     for h in handles {
-        assert_eq!(join_or_fail(h), 84);
+        assert_eq!(join_ok(h), 84);
     }
 }
 
@@ -249,7 +245,7 @@ fn values_are_dropped_when_the_task_ends() {
     let h = rt.spawn(move || {
         SLOT.with(|s| *s.borrow_mut() = Some(Tracked(d)));
     });
-    join_or_fail(h);
+    join_ok(h);
     // Like thread-locals at thread exit: gone before the join returns.
     assert!(
         dropped.load(Ordering::Acquire),
@@ -305,7 +301,7 @@ fn destructors_run_inside_the_task() {
         VALUE.with(|v| v.set(77));
     });
     let id = h.id().as_u64();
-    join_or_fail(h);
+    join_ok(h);
     let seen = *seen.lock().unwrap();
     assert!(seen.is_some(), "the destructor ran outside the task");
     let (in_task, other) = seen.unwrap();

@@ -21,24 +21,19 @@ pub fn rt(workers: usize, quantum: Option<Duration>) -> Runtime {
 /// Join `h`, failing the test (not hanging it) if the task does not finish
 /// within [`HANG`] or ends without a value.
 pub fn join_ok<T: Send + 'static>(h: JoinHandle<T>) -> T {
-    match h.join_timeout(HANG) {
+    join_within(h, HANG)
+}
+
+/// [`join_ok`] with another bound (the stress tests' is longer).
+pub fn join_within<T: Send + 'static>(h: JoinHandle<T>, bound: Duration) -> T {
+    match h.join_timeout(bound) {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => panic!("task failed: {e}"),
         Err(h) => panic!(
-            "task {:?} still running after {HANG:?}: lost wake-up or deadlock",
+            "task {:?} still running after {bound:?}: lost wake-up or deadlock",
             h.id()
         ),
     }
-}
-
-/// Same as [`join_ok`].
-pub fn done<T: Send + 'static>(h: JoinHandle<T>) -> T {
-    join_ok(h)
-}
-
-/// Same as [`join_ok`].
-pub fn join_or_fail<T: Send + 'static>(h: JoinHandle<T>) -> T {
-    join_ok(h)
 }
 
 /// The message of a caught panic.
@@ -50,17 +45,17 @@ pub fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Poll `cond` until it holds, failing the test after [`HANG`].
-pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + HANG;
+pub fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_within(what, HANG, cond)
+}
+
+/// [`wait_for`] with another bound (the stress tests' is longer).
+pub fn wait_within(what: &str, bound: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-/// Same as [`wait_for`].
-pub fn eventually(what: &str, cond: impl FnMut() -> bool) {
-    wait_for(what, cond)
 }
 
 /// The current worker thread's name, looked up afresh on every call (not
