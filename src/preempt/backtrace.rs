@@ -102,13 +102,13 @@ pub(crate) fn walk(pc: usize, sp: usize, fp: usize, hi: usize) -> Vec<usize> {
 pub(crate) fn copy_words<const N: usize>(addr: usize) -> Option<[usize; N]> {
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     {
-        let mut bytes = vec![0u8; N * 8];
-        if addr == 0 || !super::probe::read_own_memory(addr, &mut bytes) {
+        if addr == 0 || !addr.is_multiple_of(8) {
             return None;
         }
+        let copy = super::probe::StackCopy::take(addr, addr.checked_add(N * 8)?, N * 8)?;
         let mut out = [0usize; N];
-        for (w, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
-            *w = usize::from_ne_bytes(b.try_into().ok()?);
+        for (i, w) in out.iter_mut().enumerate() {
+            *w = copy.word(addr + 8 * i)?;
         }
         Some(out)
     }

@@ -28,9 +28,6 @@ use crate::task::{Task, TaskId};
 /// Take a dump of `shared`'s tasks.
 pub(crate) fn collect(shared: &Shared) -> TaskDump {
     let now = clock::ticks();
-    let since =
-        |t: u64| (t != 0).then(|| Duration::from_nanos(clock::ticks_to_ns(now.saturating_sub(t))));
-    let cpu = |t: &Task| shared.timing.then(|| t.stats.snapshot().run_time);
 
     let mut stacks = Vec::new();
     let mut listed = Vec::new();
@@ -48,6 +45,9 @@ pub(crate) fn collect(shared: &Shared) -> TaskDump {
             continue;
         }
         let phase = t.phase();
+        // The slice count before the notes: `stack_of` tells from it whether
+        // the task ran while its notes and stack were copied.
+        let slices = t.stats.slices.get();
         let notes = notes_of(&t);
         let status = match phase {
             Phase::Done => continue,
@@ -59,8 +59,7 @@ pub(crate) fn collect(shared: &Shared) -> TaskDump {
                 Switch::Yield | Switch::Park => Status::Runnable,
             },
         };
-        let stack = stack_of(&t);
-        stacks.push(stack);
+        stacks.push(stack_of(&t, notes, slices));
         let stats = t.stats.snapshot();
         listed.push(DumpedTask {
             id: t.id,
@@ -71,9 +70,9 @@ pub(crate) fn collect(shared: &Shared) -> TaskDump {
             since: if phase == Phase::Queued {
                 None
             } else {
-                since(notes.switched_since())
+                elapsed(now, notes.switched_since())
             },
-            cpu_time: cpu(&t),
+            cpu_time: shared.timing.then_some(stats.run_time),
             slices: stats.slices,
             preemptions: stats.preemptions,
             stack: Vec::new(),
@@ -156,10 +155,7 @@ fn running_on(
             } else {
                 Status::Running { worker: i }
             },
-            since: [blocked, began]
-                .into_iter()
-                .find(|&t| t != 0)
-                .map(|t| Duration::from_nanos(clock::ticks_to_ns(now.saturating_sub(t)))),
+            since: elapsed(now, if blocked != 0 { blocked } else { began }),
             cpu_time: shared.timing.then_some(stats.run_time),
             slices: stats.slices,
             preemptions: stats.preemptions,
@@ -185,6 +181,11 @@ fn running_on(
     None
 }
 
+/// Time from clock stamp `then` (0: none) to `now`.
+fn elapsed(now: u64, then: u64) -> Option<Duration> {
+    (then != 0).then(|| Duration::from_nanos(clock::ticks_to_ns(now.saturating_sub(then))))
+}
+
 /// A copy of `t`'s notes from the top of its stack (empty if it has none).
 fn notes_of(t: &Task) -> note::Copy {
     backtrace::copy_words::<{ note::NOTES_WORDS }>(t.stack_bounds().1)
@@ -192,14 +193,14 @@ fn notes_of(t: &Task) -> note::Copy {
         .unwrap_or_default()
 }
 
-/// The code addresses on a switched-out task's stack. Walked again if the
-/// task ran meanwhile (its slice count moved): a torn copy gives a short
-/// stack, never a wrong one for long.
-fn stack_of(t: &Arc<Task>) -> Vec<usize> {
+/// The code addresses on a switched-out task's stack, from `notes`,
+/// copied when its slice count was `before`. Walked again, from fresh
+/// notes, if the task ran meanwhile (its slice count moved): a torn copy
+/// gives a short stack, never a wrong one for long.
+fn stack_of(t: &Arc<Task>, mut notes: note::Copy, mut before: u64) -> Vec<usize> {
     let mut best = Vec::new();
     for _ in 0..2 {
-        let before = t.stats.slices.get();
-        let Some((pc, sp, fp)) = notes_of(t).switch_point() else {
+        let Some((pc, sp, fp)) = notes.switch_point() else {
             return Vec::new();
         };
         let (_, hi) = t.stack_bounds();
@@ -209,6 +210,8 @@ fn stack_of(t: &Arc<Task>) -> Vec<usize> {
             return pcs;
         }
         best = pcs;
+        before = t.stats.slices.get();
+        notes = notes_of(t);
     }
     best
 }
