@@ -121,13 +121,18 @@ fn map_error(e: io::Error, mappings_per_stack: usize) -> io::Error {
 
 /// Map `len` bytes of read-write, unreserved address space.
 fn map_rw(len: usize) -> io::Result<Region> {
+    map_anon(len, libc::PROT_READ | libc::PROT_WRITE)
+}
+
+/// Map `len` bytes of unreserved address space with protection `prot`.
+fn map_anon(len: usize, prot: libc::c_int) -> io::Result<Region> {
     // SAFETY: an anonymous private mapping at an address of the kernel's
     // choosing aliases no existing Rust object.
     let map = unsafe {
         libc::mmap(
             ptr::null_mut(),
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
+            prot,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
@@ -140,6 +145,14 @@ fn map_rw(len: usize) -> io::Result<Region> {
         map: map as usize,
         len,
     })
+}
+
+/// The length of a stack with at least `size` usable bytes, guard page
+/// included (also as `Stack::len` stores it).
+fn stack_len(size: usize) -> io::Result<(usize, u32)> {
+    let len = round_to_pages(size) + page_size();
+    let len32 = u32::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    Ok((len, len32))
 }
 
 /// One task stack: `[guard page][usable bytes ...]`, growing down from `top`.
@@ -164,43 +177,29 @@ impl Stack {
     /// Map a stack of its own with at least `size` usable bytes.
     pub(crate) fn new(size: usize) -> io::Result<Stack> {
         let page = page_size();
-        let usable = size.div_ceil(page) * page;
-        let len = usable + page;
-        let len32 = u32::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        if guard_markers() {
-            let region = map_rw(len).map_err(|e| map_error(e, 1))?;
-            let map = region.map;
-            std::mem::forget(region); // the Stack owns the mapping now
-            let stack = Stack {
-                map,
-                len: len32,
-                slab: OWN,
-            };
+        let (len, len32) = stack_len(size)?;
+        let markers = guard_markers();
+        // With markers: read-write, a marker on the guard page (one mapping).
+        // Without: PROT_NONE, then all but the guard made read-write (two).
+        let region = if markers {
+            map_rw(len).map_err(|e| map_error(e, 1))?
+        } else {
+            map_anon(len, libc::PROT_NONE).map_err(|e| map_error(e, 2))?
+        };
+        let map = region.map;
+        std::mem::forget(region); // the Stack owns the mapping now
+        let stack = Stack {
+            map,
+            len: len32,
+            slab: OWN,
+        };
+        if markers {
             if !install_guard(map, page) {
                 return Err(io::Error::last_os_error()); // `stack` unmaps on drop
             }
             return Ok(stack);
         }
-        // SAFETY: an anonymous private mapping at an address of the kernel's
-        // choosing aliases no existing Rust object.
-        let map = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(map_error(io::Error::last_os_error(), 2));
-        }
-        let stack = Stack {
-            map: map as usize,
-            len: len32,
-            slab: OWN,
-        };
+        let usable = len - page;
         // SAFETY: the range lies inside the mapping created above, which this
         // function exclusively owns; the first page stays PROT_NONE as the guard.
         let rc = unsafe {
@@ -351,8 +350,7 @@ impl StackPool {
     /// The next stack of the current slab (a new slab when it is used up).
     fn carve(&self) -> io::Result<Stack> {
         let page = page_size();
-        let len = self.size.div_ceil(page) * page + page;
-        let len32 = u32::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let (len, len32) = stack_len(self.size)?;
         let mut slabs = self.slabs.lock();
         let (index, next) = match slabs.current {
             Some((i, next)) if next < SLAB_STACKS => (i, next),
