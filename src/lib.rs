@@ -110,6 +110,7 @@ struct ReadmeDoctests;
 
 #[doc = include_str!("../docs/safety.md")]
 pub mod safety {}
+mod spawning;
 pub mod sync;
 pub mod task;
 pub mod time;

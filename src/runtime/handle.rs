@@ -51,7 +51,11 @@ impl Handle {
         }
     }
 
-    pub(crate) fn spawn_with<F, T>(&self, b: &task::Builder, f: F) -> Result<JoinHandle<T>, Error>
+    pub(crate) fn spawn_with<F, T>(
+        &self,
+        b: &task::SpawnOptions,
+        f: F,
+    ) -> Result<JoinHandle<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -65,7 +69,7 @@ impl Handle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.spawn_with(&task::Builder::new(), f)
+        self.spawn_with(&task::SpawnOptions::default(), f)
     }
 
     /// Run blocking work on the runtime's OS-thread pool, or

@@ -78,6 +78,8 @@ impl Idle {
     }
 
     /// Work became stealable: make sure some worker will look for it.
+    /// Inlined: it is one fence and one load on every wake-up and spawn.
+    #[inline]
     pub(crate) fn notify_one(&self) {
         fence(Ordering::SeqCst);
         let s = self.state.load(Ordering::SeqCst);

@@ -187,7 +187,11 @@ impl Runtime {
         }
     }
 
-    pub(crate) fn spawn_with<F, T>(&self, b: &task::Builder, f: F) -> Result<JoinHandle<T>, Error>
+    pub(crate) fn spawn_with<F, T>(
+        &self,
+        b: &task::SpawnOptions,
+        f: F,
+    ) -> Result<JoinHandle<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -201,7 +205,7 @@ impl Runtime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.spawn_with(&task::Builder::new(), f)
+        self.spawn_with(&task::SpawnOptions::default(), f)
     }
 
     /// Run `f` as a green thread and block the calling OS thread until it
@@ -325,7 +329,7 @@ where
              worker thread. Spawn the work and join its handle instead."
         );
     }
-    let h = match shared.spawn(&task::Builder::new(), f) {
+    let h = match shared.spawn(&task::SpawnOptions::default(), f) {
         Ok(h) => h,
         Err(e) => panic!("kvant: block_on failed: {e}"),
     };
@@ -354,7 +358,8 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let Some(spawned) = Shared::with_current(|shared| shared.spawn(&task::Builder::new(), f))
+    let Some(spawned) =
+        Shared::with_current(|shared| shared.spawn(&task::SpawnOptions::default(), f))
     else {
         panic!(
             "kvant::spawn called outside a kvant runtime; use Runtime::spawn or \

@@ -198,7 +198,7 @@ impl Shared {
     /// Whether `kvant::join` should offer its second closure to other
     /// workers: only when one could take it now (a worker sleeps or
     /// searches). Otherwise both closures run inline, at the cost of one
-    /// load (`task/fork.rs`).
+    /// load (`spawning/fork.rs`).
     pub(crate) fn should_split_join(&self) -> bool {
         self.config.workers > 1 && self.idle.wants_work()
     }

@@ -14,8 +14,10 @@ use crate::error::Error;
 use crate::metrics::{Counter, Metrics, WorkerCounters};
 use crate::preempt::{PreemptionMode, WorkerSlot};
 use crate::task::join::{Handle as JoinInner, Packet};
+use crate::task::park::Unparker;
+use crate::task::schedule::{Schedule, TimerKey};
 use crate::task::stack::StackPool;
-use crate::task::{self, JoinHandle, Task, TaskCell};
+use crate::task::{self, JoinHandle, Task, TaskCell, TaskId};
 use crate::time::driver::TimerDriver;
 use crate::trace::TraceBuffers;
 
@@ -107,11 +109,11 @@ impl Shared {
     /// without taking a reference to it (two atomic operations fewer per
     /// `kvant::spawn` inside a task). `g` must not switch tasks.
     pub(crate) fn with_current<R>(g: impl FnOnce(&Arc<Shared>) -> R) -> Option<R> {
+        // A task runs only on its own runtime's threads (a worker, a
+        // compensating thread or a stand-in, each with a worker context),
+        // so the thread's context names the task's runtime too.
         let mut g = Some(g);
         let mut call = |shared: &Arc<Shared>| (g.take().expect("called once"))(shared);
-        if let Some(r) = task::current::with_current(|t| call(&t.shared)) {
-            return Some(r);
-        }
         if let Some(r) = context::with_worker(|w| call(&w.shared)) {
             return Some(r);
         }
@@ -122,7 +124,7 @@ impl Shared {
     /// Returns whether it went to the global queue (the caller is not one
     /// of this runtime's workers).
     #[inline]
-    pub(crate) fn schedule(self: &Arc<Self>, task: Arc<Task>) -> bool {
+    pub(crate) fn schedule(&self, task: Arc<Task>) -> bool {
         self.enqueue(task, false)
     }
 
@@ -131,10 +133,10 @@ impl Shared {
     /// spawn is counted before the task is queued, so before it can end:
     /// `live` relies on that.
     #[inline]
-    pub(super) fn enqueue(self: &Arc<Self>, task: Arc<Task>, spawned: bool) -> bool {
+    pub(super) fn enqueue(&self, task: Arc<Task>, spawned: bool) -> bool {
         let mut task = Some(task);
         context::with_worker(|w| {
-            if Arc::ptr_eq(&w.shared, self) {
+            if std::ptr::eq(Arc::as_ptr(&w.shared), self) {
                 if spawned {
                     self.workers[w.index].counters.spawned.bump(1);
                 }
@@ -159,7 +161,7 @@ impl Shared {
     /// `sysmon/quantum.rs`). A task woken by another task stays on that
     /// task's worker, like Go's `runnext`, without preempting anyone.
     #[inline]
-    pub(crate) fn wake(self: &Arc<Self>, task: Arc<Task>) {
+    pub(crate) fn wake(&self, task: Arc<Task>) {
         if self.schedule(task)
             && self.preemptive
             && self.config.min_slice.is_some()
@@ -174,7 +176,7 @@ impl Shared {
 
     pub(crate) fn spawn<F, T>(
         self: &Arc<Self>,
-        opts: &task::Builder,
+        opts: &task::SpawnOptions,
         f: F,
     ) -> Result<JoinHandle<T>, Error>
     where
@@ -183,7 +185,10 @@ impl Shared {
     {
         // Once closed, only this runtime's own tasks may still spawn (their
         // children are part of the work being drained).
-        let inside = || task::current::with_current(|t| Arc::ptr_eq(&t.shared, self)) == Some(true);
+        let inside = || {
+            task::current::in_task()
+                && context::with_worker(|w| Arc::ptr_eq(&w.shared, self)) == Some(true)
+        };
         if self.stopping.load(Ordering::Acquire)
             || (self.closed.load(Ordering::Acquire) && !inside())
         {
@@ -203,7 +208,7 @@ impl Shared {
         // which the preemption safe-point check needs (see `run_user`).
         let user: Box<dyn FnOnce() -> T + Send> = Box::new(f);
         let typed = TaskCell::new(
-            self.clone(),
+            self.clone() as Arc<dyn Schedule>,
             name,
             stack_size,
             opts.preemptible,
@@ -302,5 +307,37 @@ impl Shared {
             live_tasks: self.live() as u64,
             stacks_mapped: self.stacks.mapped() as u64,
         }
+    }
+}
+
+/// The task core reaches its runtime only through this.
+impl Schedule for Shared {
+    #[inline]
+    fn wake(&self, task: Arc<Task>) {
+        Shared::wake(self, task);
+    }
+
+    fn arm_timer(&self, deadline: std::time::Instant, who: Unparker) -> TimerKey {
+        self.timers.insert(deadline, who)
+    }
+
+    fn cancel_timer(&self, key: TimerKey) {
+        self.timers.cancel(key);
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.cancelling.load(Ordering::Acquire)
+    }
+
+    fn panic_on_blocking(&self) -> bool {
+        self.config.panic_on_blocking
+    }
+
+    fn take_blocking_report(&self, id: TaskId) -> Option<String> {
+        self.blocking_reports.lock().remove(&id)
+    }
+
+    fn stall_report(&self) -> Option<String> {
+        self.stall.lock().clone()
     }
 }

@@ -319,7 +319,7 @@ fn take_blocking_report() -> Option<String> {
         if t.blocking_reported.load(Ordering::Relaxed)
             && t.blocking_reported.swap(false, Ordering::Relaxed)
         {
-            t.shared.blocking_reports.lock().remove(&t.id)
+            t.scheduler.take_blocking_report(t.id)
         } else {
             None
         }
@@ -331,7 +331,7 @@ fn cancel_unwind() {
     // Unwinding while already unwinding would abort; a destructor that blocks
     // during cancellation just returns from its switch point instead.
     if !std::thread::panicking() {
-        let shutdown = with_current(|t| t.shared.cancelling.load(Ordering::Acquire));
+        let shutdown = with_current(|t| t.scheduler.shutting_down());
         std::panic::resume_unwind(Box::new(CancelUnwind {
             aborted: shutdown == Some(false),
         }));

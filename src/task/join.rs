@@ -281,10 +281,10 @@ impl<T: Send + 'static> JoinHandle<T> {
             );
         }
         if let Handle::Task(task) = &self.inner
-            && task.shared.config.panic_on_blocking
+            && task.scheduler.panic_on_blocking()
             && !current::in_task()
         {
-            return self.wait_or_stall_panic(&task.shared, deadline);
+            return self.wait_or_stall_panic(&*task.scheduler, deadline);
         }
         wait_complete(self.packet(), deadline, WaitingOn::Join(self.id()))
     }
@@ -293,7 +293,7 @@ impl<T: Send + 'static> JoinHandle<T> {
     /// panic with the monitor's report if the runtime stalled for good.
     fn wait_or_stall_panic(
         &self,
-        shared: &crate::runtime::Shared,
+        scheduler: &dyn super::schedule::Schedule,
         deadline: Option<Instant>,
     ) -> bool {
         const STEP: Duration = Duration::from_millis(20);
@@ -306,7 +306,7 @@ impl<T: Send + 'static> JoinHandle<T> {
             ) {
                 return true;
             }
-            if let Some(report) = shared.stall.lock().clone() {
+            if let Some(report) = scheduler.stall_report() {
                 panic!("{report}");
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {

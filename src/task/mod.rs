@@ -14,18 +14,16 @@
 
 mod abort;
 mod bridge;
-pub(crate) mod builder;
 pub(crate) mod coroutine;
 pub(crate) mod current;
-mod fork;
 pub(crate) mod join;
 pub(crate) mod join_error;
 pub(crate) mod local;
 pub(crate) mod note;
 pub(crate) mod owned;
 pub(crate) mod park;
-mod scope;
-mod set;
+pub(crate) mod ready;
+pub(crate) mod schedule;
 pub(crate) mod stack;
 pub(crate) mod state;
 mod wait;
@@ -35,22 +33,41 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence};
 
 use crate::metrics::Counter;
-use crate::runtime::Shared;
 use coroutine::BodyCell;
 use join::Completion;
 
 pub use abort::AbortHandle;
 pub use bridge::block_on_future;
-pub use builder::Builder;
 pub use current::{Current, current, is_cancelled, try_current, yield_now};
-pub use fork::join;
 pub use join::JoinHandle;
 pub use join_error::JoinError;
 pub use local::{AccessError, LocalKey};
 pub use note::WaitingOn;
-pub use scope::{Scope, ScopedJoinHandle, scope};
-pub use set::{Elapsed, JoinSet, SpawnTarget};
+// The spawning façades live above the runtime (`spawning/`); this is their
+// public path.
+pub use crate::spawning::{
+    Builder, Elapsed, JoinSet, Scope, ScopedJoinHandle, SpawnTarget, join, scope,
+};
 pub use wait::{WaitFor, WaitResult, Waited, wait, wait_owned};
+
+/// What a task is made with (`task::Builder`'s options): its name, its
+/// stack size (`None`: the runtime's), and whether the quantum may preempt it.
+#[derive(Clone, Debug)]
+pub(crate) struct SpawnOptions {
+    pub name: Option<String>,
+    pub stack_size: Option<usize>,
+    pub preemptible: bool,
+}
+
+impl Default for SpawnOptions {
+    fn default() -> Self {
+        SpawnOptions {
+            name: None,
+            stack_size: None,
+            preemptible: true,
+        }
+    }
+}
 
 /// Unique identifier of a task within the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -239,7 +256,8 @@ pub(crate) struct Header {
     pub overflowed: AtomicBool,
     /// How to force the coroutine to return from a fault handler (set at start).
     pub trap: coroutine::TrapCell,
-    pub shared: Arc<Shared>,
+    /// The runtime that runs it, seen only through what the core needs.
+    pub scheduler: Arc<dyn schedule::Schedule>,
     pub body: BodyCell,
     pub preempt: PreemptState,
     pub stats: TaskCounters,
@@ -282,7 +300,7 @@ impl<P: ?Sized> std::ops::Deref for TaskCell<P> {
 
 impl<P: Completion> TaskCell<P> {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        scheduler: Arc<dyn schedule::Schedule>,
         name: Option<Arc<str>>,
         stack_size: usize,
         preemptible: bool,
@@ -304,7 +322,7 @@ impl<P: Completion> TaskCell<P> {
                 overflowed: AtomicBool::new(false),
                 started: AtomicBool::new(false),
                 trap: coroutine::TrapCell::new(),
-                shared,
+                scheduler,
                 body: BodyCell::new(),
                 preempt: PreemptState::default(),
                 stats: TaskCounters::default(),

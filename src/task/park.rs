@@ -22,7 +22,7 @@ pub(crate) enum Unparker {
     /// A plain OS thread.
     Thread(std::thread::Thread),
     /// A `JoinSet`: note which of its tasks completed, and wake its owner.
-    Set(Arc<super::set::Ready>, super::TaskId),
+    Set(Arc<super::ready::Ready>, super::TaskId),
     /// Nobody: a waiter kept for reuse holds no task or thread alive (a
     /// finished task's result would otherwise wait for the waiter to go).
     Nobody,
@@ -36,7 +36,7 @@ impl Unparker {
         match self {
             Unparker::Task(t) => {
                 if t.notify() {
-                    t.shared.wake(t.clone());
+                    t.scheduler.wake(t.clone());
                 }
             }
             Unparker::Thread(t) => t.unpark(),
@@ -114,12 +114,12 @@ pub(crate) fn park_until(deadline: Instant, on: WaitingOn) {
         return;
     }
     task.note_wait(on);
-    let timers = task.shared.timers.clone();
-    let key = timers.insert(deadline, Unparker::Task(task.clone()));
+    let scheduler = task.scheduler.clone();
+    let key = scheduler.arm_timer(deadline, Unparker::Task(task.clone()));
     drop(task);
     // Withdrawn on return and on unwind (an aborted sleep must not leave the
     // task alive in the timer heap until its deadline): never disarmed.
-    let _withdraw = OnUnwind::new(move || timers.cancel(key));
+    let _withdraw = OnUnwind::new(move || scheduler.cancel_timer(key));
     current::suspend(Switch::Park);
 }
 

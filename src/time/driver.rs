@@ -20,10 +20,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex};
 
 use crate::task::park::Unparker;
-
-/// Identifies one registered deadline, to cancel it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct TimerKey(Instant, u64);
+use crate::task::schedule::TimerKey;
 
 /// What a deadline does besides waking a parked waiter.
 pub(crate) trait Alarm: Send + Sync {

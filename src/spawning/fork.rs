@@ -14,7 +14,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::current;
+use crate::runtime::Shared;
+use crate::task::{SpawnOptions, current};
 
 /// Run `a` and `b`, potentially in parallel, and return both results.
 ///
@@ -41,7 +42,8 @@ where
     RA: Send,
     RB: Send,
 {
-    let split = current::with_current(|t| t.shared.should_split_join()).unwrap_or(false);
+    let split =
+        current::in_task() && Shared::with_current(|s| s.should_split_join()).unwrap_or(false);
     if !split {
         return (a(), b());
     }
@@ -63,7 +65,7 @@ where
     RA: Send,
     RB: Send,
 {
-    let shared = current::with_current(|t| t.shared.clone()).expect("join_split runs in a task");
+    let shared = Shared::current().expect("join_split runs in a task");
     let split = Arc::new(Split {
         taken: AtomicBool::new(false),
         f: parking_lot::Mutex::new(Some(b)),
@@ -87,7 +89,7 @@ where
     // runtime leaks at shutdown never runs again, so its borrows stay unused.
     let stolen: Box<dyn FnOnce() + Send + 'static> = unsafe { std::mem::transmute(stolen) };
     let handle = shared
-        .spawn(&super::Builder::new(), stolen)
+        .spawn(&SpawnOptions::default(), stolen)
         .unwrap_or_else(|e| panic!("kvant::join could not split: {e}"));
     let ra = catch_unwind(AssertUnwindSafe(a));
     if !split.taken.swap(true, Ordering::AcqRel) {

@@ -1,8 +1,9 @@
 //! Per-task options, in the style of `std::thread::Builder`.
 
+use super::SpawnTarget;
 use crate::error::Error;
 use crate::runtime::Shared;
-use crate::task::JoinHandle;
+use crate::task::{JoinHandle, SpawnOptions};
 
 /// Options for one task: name, stack size, preemptibility.
 ///
@@ -15,21 +16,9 @@ use crate::task::JoinHandle;
 ///     .unwrap();
 /// assert_eq!(h.join().unwrap().as_deref(), Some("answer"));
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Builder {
-    pub(crate) name: Option<String>,
-    pub(crate) stack_size: Option<usize>,
-    pub(crate) preemptible: bool,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder {
-            name: None,
-            stack_size: None,
-            preemptible: true,
-        }
-    }
+    opts: SpawnOptions,
 }
 
 impl Builder {
@@ -41,14 +30,14 @@ impl Builder {
     /// Name the task (shown by `current()`, join errors, metrics and traces).
     #[must_use = "a builder does nothing until it is used"]
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
+        self.opts.name = Some(name.into());
         self
     }
 
     /// Stack size in bytes for this task (at least 16 KiB).
     #[must_use = "a builder does nothing until it is used"]
     pub fn stack_size(mut self, bytes: usize) -> Self {
-        self.stack_size = Some(bytes);
+        self.opts.stack_size = Some(bytes);
         self
     }
 
@@ -56,8 +45,12 @@ impl Builder {
     /// non-preemptible task only gives up its worker at switch points.
     #[must_use = "a builder does nothing until it is used"]
     pub fn preemptible(mut self, yes: bool) -> Self {
-        self.preemptible = yes;
+        self.opts.preemptible = yes;
         self
+    }
+
+    pub(crate) fn options(&self) -> &SpawnOptions {
+        &self.opts
     }
 
     /// Spawn on the runtime of the calling task.
@@ -70,12 +63,12 @@ impl Builder {
         T: Send + 'static,
     {
         let shared = Shared::current().ok_or(Error::NoRuntime)?;
-        shared.spawn(&self, f)
+        shared.spawn(&self.opts, f)
     }
 
     /// Spawn on `rt`: a [`Runtime`](crate::Runtime) or a
     /// [`Handle`](crate::Handle).
-    pub fn spawn_on<F, T>(self, rt: &impl super::SpawnTarget, f: F) -> Result<JoinHandle<T>, Error>
+    pub fn spawn_on<F, T>(self, rt: &impl SpawnTarget, f: F) -> Result<JoinHandle<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,

@@ -6,63 +6,15 @@
 //! the order the tasks completed, in O(1) each, without scanning the set,
 //! and a result that nobody asks for costs one queue entry.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::JoinError;
-use super::abort::AbortHandle;
-use super::join::JoinHandle;
-use super::park::{self, Unparker};
-use super::{TaskId, WaitingOn};
 use crate::error::Error;
 use crate::runtime::{Handle, Runtime};
-
-/// Where completions are queued for the set's owner.
-#[derive(Debug, Default)]
-pub(crate) struct Ready {
-    inner: parking_lot::Mutex<ReadyInner>,
-}
-
-#[derive(Debug, Default)]
-struct ReadyInner {
-    done: VecDeque<TaskId>,
-    /// The owner, while it waits in `join_next`.
-    waiter: Option<Unparker>,
-}
-
-impl Ready {
-    /// A task of the set completed (called from `Packet::complete`).
-    pub(crate) fn completed(&self, id: TaskId) {
-        let waiter = {
-            let mut inner = self.inner.lock();
-            inner.done.push_back(id);
-            inner.waiter.take()
-        };
-        if let Some(w) = waiter {
-            w.unpark();
-        }
-    }
-
-    fn pop(&self) -> Option<TaskId> {
-        self.inner.lock().done.pop_front()
-    }
-
-    /// Register the caller to be woken by the next completion, unless one is
-    /// already queued (then false: do not park).
-    fn wait_here(&self, me: &Unparker) -> bool {
-        let mut inner = self.inner.lock();
-        if !inner.done.is_empty() {
-            return false;
-        }
-        inner.waiter = Some(me.clone());
-        true
-    }
-
-    fn stop_waiting(&self) {
-        self.inner.lock().waiter = None;
-    }
-}
+use crate::task::park::{self, OnUnwind, Unparker};
+use crate::task::ready::Ready;
+use crate::task::{AbortHandle, JoinError, JoinHandle, TaskId, WaitingOn};
 
 /// A wait with a timeout ended without the event it waited for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -80,8 +32,9 @@ impl std::error::Error for Elapsed {}
 pub trait SpawnTarget: sealed::Sealed {}
 
 pub(crate) mod sealed {
+    use super::super::Builder;
     use crate::error::Error;
-    use crate::task::{Builder, JoinHandle};
+    use crate::task::JoinHandle;
 
     /// Implemented only here, so the runtime's internals stay private.
     pub trait Sealed {
@@ -97,7 +50,7 @@ pub(crate) mod sealed {
             F: FnOnce() -> T + Send + 'static,
             T: Send + 'static,
         {
-            self.spawn_with(b, f)
+            self.spawn_with(b.options(), f)
         }
     }
 
@@ -127,7 +80,7 @@ pub(crate) mod sealed {
             F: FnOnce() -> T + Send + 'static,
             T: Send + 'static,
         {
-            self.spawn_with(b, f)
+            self.spawn_with(b.options(), f)
         }
     }
 }
@@ -275,7 +228,7 @@ impl<T: Send + 'static> JoinSet<T> {
             }
             // Forget the waiter on every exit, an abort's unwind included.
             let ready = self.ready.clone();
-            let _forget = super::park::OnUnwind::new(move || ready.stop_waiting());
+            let _forget = OnUnwind::new(move || ready.stop_waiting());
             if !park::park_deadline(deadline, WaitingOn::JoinSet) {
                 drop(_forget);
                 return self.take_ready().map(Some).ok_or(Elapsed);

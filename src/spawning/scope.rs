@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
-use super::JoinError;
-use super::current;
-use super::join::{Handle, wait_complete};
-use super::{Builder, JoinHandle, Task, TaskId, WaitingOn};
 use crate::runtime::{Runtime, Shared};
+use crate::task::current;
+use crate::task::join::{Handle, wait_complete};
+use crate::task::{JoinError, JoinHandle, SpawnOptions, Task, TaskId, WaitingOn};
 
 /// A scope to spawn borrowing tasks in; see [`scope`].
 pub struct Scope<'scope, 'env: 'scope> {
@@ -56,7 +55,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         let f: Box<dyn FnOnce() -> T + Send + 'static> = unsafe { std::mem::transmute(f) };
         let inner = self
             .shared
-            .spawn(&Builder::new(), f)
+            .spawn(&SpawnOptions::default(), f)
             .unwrap_or_else(|e| panic!("kvant: Scope::spawn failed: {e}"));
         let joined = Arc::new(AtomicBool::new(false));
         if let Handle::Task(t) = &inner.inner {
