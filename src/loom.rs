@@ -1,9 +1,12 @@
 //! The synchronisation types the model-checked protocols use, from `std`
 //! and `parking_lot` normally and from [loom] under `--cfg loom` (tokio's
-//! `src/loom` shim, in small). The idle protocol (`runtime/idle.rs`) and
-//! the task state word (`task/state.rs`) go through it, and `.ci/run`
-//! model-checks both with `RUSTFLAGS="--cfg loom" cargo test --lib loom_`
-//! (the first such check found a missing fence in `Idle::prepare_sleep`).
+//! `src/loom` shim, in small). The idle protocol (`runtime/idle.rs`), the
+//! task's lifecycle word (`task/state.rs`) and the cells only a run-claim
+//! holder may touch (`task/coroutine.rs`'s body and trap cells) go through
+//! it, and `.ci/run` model-checks them with
+//! `RUSTFLAGS="--cfg loom" cargo test --lib loom_` (the first such check
+//! found a missing fence in `Idle::prepare_sleep`). Under loom, two run
+//! claims touching one task's body at once fail the model as a data race.
 //!
 //! The lock types keep `parking_lot`'s shape (`lock()` returns the guard,
 //! `Condvar::wait(&mut guard)`), so the protocol code reads the same in
@@ -19,6 +22,33 @@ pub(crate) use parking_lot::{Condvar, Mutex};
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic;
+
+#[cfg(not(loom))]
+pub(crate) mod cell {
+    /// `std::cell::UnsafeCell` with loom's closure API, so that code reads
+    /// the same in both builds and loom sees every access.
+    #[derive(Debug)]
+    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(crate) const fn new(v: T) -> Self {
+            UnsafeCell(std::cell::UnsafeCell::new(v))
+        }
+
+        #[inline(always)]
+        pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+
+        #[inline(always)]
+        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell;
 
 #[cfg(loom)]
 pub(crate) use shim::{Condvar, Mutex};

@@ -169,7 +169,7 @@ fn end_overflowing_task(addr: usize, uc: *mut libc::c_void) -> bool {
     if !trap.stack_ptr_in_bounds(sp) {
         return false;
     }
-    task.overflowed.store(true, Ordering::Release);
+    task.state.set_overflowed();
     // The preemption handler must not act on a task we are ending.
     slot.preemptible.store(false, Ordering::Relaxed);
     // SAFETY: the faulting SP is inside this coroutine's stack (checked); the

@@ -101,7 +101,7 @@ impl WorkerCtx {
         }
         if let Some(t) = self.local.pop() {
             if leave
-                && !t.started.load(Ordering::Relaxed)
+                && !t.state.snapshot().started()
                 && let Some(p) = self.pop_pinned()
             {
                 self.local.push(t);

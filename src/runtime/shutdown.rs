@@ -63,8 +63,8 @@ impl Runtime {
             // see `cancelling`; flagging a running one here would unwind it
             // at its next switch point as if it had been aborted.
             for t in shared.tasks.snapshot() {
+                // Claimed idle tasks come out cancelled.
                 if t.claim_idle() {
-                    t.cancelled.store(true, Ordering::Release);
                     shared.injector.push(t);
                 }
             }
@@ -105,7 +105,7 @@ impl Runtime {
         for t in rest {
             // SAFETY: `t` was just taken out of the leftovers or a queue (a
             // take is exclusive), so nobody else holds it or will run it.
-            let claim = unsafe { t.begin_run() };
+            let (claim, _) = unsafe { t.begin_run() };
             let failure = if claim.started() {
                 // Not unwound on this thread: it is not a worker and the task
                 // may rely on the runtime while unwinding. Leak instead.

@@ -11,6 +11,7 @@ use super::worker::WorkerCtx;
 use crate::clock;
 use crate::task::coroutine::{Ran, Resume, Switch, TaskYielder};
 use crate::task::join_error::Failure;
+use crate::task::state::{self, Plan, Snapshot};
 use crate::task::{Header, RunClaim, Task, current};
 
 impl WorkerCtx {
@@ -28,9 +29,9 @@ impl WorkerCtx {
     #[inline(always)]
     pub(crate) unsafe fn run_task(&self, me: &WorkerShared, task: Arc<Task>) {
         // SAFETY: this function's own contract.
-        let claim = unsafe { task.begin_run() };
+        let (claim, snap) = unsafe { task.begin_run() };
         let shutdown = self.shared.cancelling.load(Ordering::Acquire);
-        let Some(how) = self.prepare(&task, &claim, shutdown) else {
+        let Some(how) = self.prepare(&task, &claim, snap, shutdown) else {
             return;
         };
         let ran = self.slice(me, &task, claim, how, shutdown);
@@ -40,54 +41,45 @@ impl WorkerCtx {
     /// How the next slice resumes `task` (run on, or unwind it), giving it a
     /// stack on its first. `None`: the task ended here without a slice.
     #[inline(always)]
-    fn prepare(&self, task: &Arc<Task>, claim: &RunClaim<'_>, shutdown: bool) -> Option<Resume> {
+    fn prepare(
+        &self,
+        task: &Arc<Task>,
+        claim: &RunClaim<'_>,
+        snap: Snapshot,
+        shutdown: bool,
+    ) -> Option<Resume> {
         // Reaching the header through `Arc<TaskCell<dyn ..>>` computes its
         // offset from the vtable's alignment at every use: do it once.
         let h: &Header = task;
-        let cancel = shutdown || h.cancelled.load(Ordering::Acquire);
-        if shutdown {
+        let plan = state::plan(
+            snap,
+            shutdown,
+            h.preempt.in_signal_frame.load(Ordering::Relaxed),
+            h.shield.load(Ordering::Relaxed) > 0,
+        );
+        if shutdown && !snap.cancelled() {
             // Its switch points unwind from now on (destructors included).
-            h.cancelled.store(true, Ordering::Release);
+            h.state.set_cancelled();
         }
-        if !claim.started() && (cancel || h.abandoned.load(Ordering::Acquire)) {
-            // Cancelled (or its work done elsewhere) before its first slice:
-            // its closure is dropped here, and it never takes a stack.
-            task.discard_fresh(claim);
-            task.fail(self.cancelled_by(shutdown));
-            self.retire(task);
-            return None;
-        }
-        // A cancelled task is unwound from the switch point it stopped at.
-        // One suspended inside a signal frame (preempted, or switched out of
-        // a std::sync wait) cannot be: unwinding through the kernel's frame
-        // is undefined. An aborted one runs on to its next switch point,
-        // which unwinds it; at shutdown there is no time for that, and it is
-        // leaked.
-        let in_signal_frame = h.preempt.in_signal_frame.load(Ordering::Relaxed);
-        if cancel && in_signal_frame && shutdown {
-            claim.leak();
-            task.fail(Failure::Leaked);
-            self.shared.report.leaked.fetch_add(1, Ordering::Relaxed);
-            self.retire(task);
-            return None;
-        }
-        // A task in a shielded wait (`kvant::join`, `scope`) is resumed
-        // normally: the wait goes on, and user code after it stays
-        // preemptible; it unwinds at its first switch point after.
-        let how = if cancel
-            && claim.started()
-            && !in_signal_frame
-            && h.shield.load(Ordering::Relaxed) == 0
-        {
-            Resume::Cancel
-        } else {
-            Resume::Run
-        };
-        if !claim.started() {
-            match self.take_stack(h.stack_size()) {
+        let how = match plan {
+            Plan::Discard => {
+                task.discard_fresh(claim);
+                task.fail(self.cancelled_by(shutdown));
+                self.retire(task);
+                return None;
+            }
+            Plan::Leak => {
+                claim.leak();
+                task.fail(Failure::Leaked);
+                self.shared.report.leaked.fetch_add(1, Ordering::Relaxed);
+                self.retire(task);
+                return None;
+            }
+            Plan::Resume(how) => how,
+            Plan::Start => match self.take_stack(h.stack_size()) {
                 Ok(stack) => {
                     claim.start(task, stack, task_entry);
-                    h.started.store(true, Ordering::Relaxed);
+                    Resume::Run
                 }
                 Err(e) => {
                     task.discard_fresh(claim);
@@ -95,8 +87,8 @@ impl WorkerCtx {
                     self.retire(task);
                     return None;
                 }
-            }
-        }
+            },
+        };
         Some(how)
     }
 
@@ -205,7 +197,7 @@ impl WorkerCtx {
                     self.local.push(task);
                 }
             }
-            Ran::Finished(stack) if h.overflowed.load(Ordering::Acquire) => {
+            Ran::Finished(stack) if h.state.snapshot().overflowed() => {
                 // The overflow handler discarded the task's frames; whatever
                 // they pointed to is gone with them. Never reuse this stack.
                 shared.stacks.leak(stack);

@@ -27,10 +27,8 @@
 //!   abort has no effect on it.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::join::{BlockingCell, Completion, Handle, JoinHandle};
-use super::park::Unparker;
 use super::{Task, TaskId};
 
 /// Cancels a task without owning its result: cloneable, `Send + Sync`, from
@@ -91,13 +89,20 @@ fn abort_task(t: &Arc<Task>) {
     if t.packet.is_complete() {
         return;
     }
-    t.cancelled.store(true, Ordering::Release);
+    // Parked: it comes out queued, and the caller queues it so a worker
+    // unwinds it. Queued or running: it gets the flag (which its next
+    // switch point acts on) and a harmless token. One transition of the
+    // lifecycle word, so a wake-up racing it cannot queue it twice.
+    let queue = t.state.cancel();
     if t.packet.abort_unstarted(t.owner()) {
-        return; // the queue entry is discarded when a worker pops it
+        // Never started, so never parked: `queue` is false, and the
+        // queue entry is discarded when a worker pops it.
+        debug_assert!(!queue);
+        return;
     }
-    // Parked: queue it so a worker unwinds it. Queued or running: the token
-    // is harmless, the flag does the work at its next switch point.
-    Unparker::Task(t.clone()).unpark();
+    if queue {
+        t.scheduler.wake(t.clone());
+    }
 }
 
 impl<T: Send + 'static> JoinHandle<T> {

@@ -8,7 +8,7 @@
 //! references) is documented in the crate's "Safety inside tasks" section.
 //! Preempted tasks are pinned to their worker by default for the same reason.
 
-use std::cell::UnsafeCell;
+use crate::loom::cell::UnsafeCell;
 
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
@@ -76,13 +76,19 @@ impl BodyCell {
         BodyCell(UnsafeCell::new(Body::Fresh))
     }
 
+    /// A write access that does nothing, for the loom models.
+    #[cfg(all(test, loom))]
+    pub(crate) fn model_touch(&self) {
+        self.0.with_mut(|_| ());
+    }
+
     /// Whether the task has run at least once (so it owns a stack).
     ///
     /// # Safety
     /// The caller holds the run claim.
     pub(crate) unsafe fn started(&self) -> bool {
         // SAFETY: caller holds the run claim, so nobody mutates concurrently.
-        matches!(unsafe { &*self.0.get() }, Body::Started(_))
+        self.0.with(|b| matches!(unsafe { &*b }, Body::Started(_)))
     }
 
     /// Turn a fresh body into a coroutine on `stack` that runs `entry(arg)`.
@@ -96,16 +102,18 @@ impl BodyCell {
         entry: Entry,
         task: *const super::Task,
     ) -> Option<corosensei::trap::CoroutineTrapHandler<()>> {
-        // SAFETY: caller holds the run claim.
-        let body = unsafe { &mut *self.0.get() };
-        let Body::Fresh = body else { return None };
-        let coro = Coro::with_stack(stack, move |y: &TaskYielder, input: Resume| {
-            // SAFETY: the caller guarantees the task outlives its coroutine.
-            entry(y, unsafe { &*task }, input);
-        });
-        let trap = coro.trap_handler();
-        *body = Body::Started(coro);
-        Some(trap)
+        self.0.with_mut(|body| {
+            // SAFETY: caller holds the run claim.
+            let body = unsafe { &mut *body };
+            let Body::Fresh = body else { return None };
+            let coro = Coro::with_stack(stack, move |y: &TaskYielder, input: Resume| {
+                // SAFETY: the caller guarantees the task outlives its coroutine.
+                entry(y, unsafe { &*task }, input);
+            });
+            let trap = coro.trap_handler();
+            *body = Body::Started(coro);
+            Some(trap)
+        })
     }
 
     /// Run the started coroutine until it switches out or finishes.
@@ -117,20 +125,22 @@ impl BodyCell {
     // of its own would save and restore them all again on every switch.
     #[inline(always)]
     pub(crate) unsafe fn resume(&self, how: Resume) -> Ran {
-        // SAFETY: caller holds the run claim.
-        let body = unsafe { &mut *self.0.get() };
-        let Body::Started(coro) = body else {
-            panic!("kvant internal error: resuming a task that is not started")
-        };
-        match coro.resume(how) {
-            CoroutineResult::Yield(why) => Ran::Switched(why),
-            CoroutineResult::Return(()) => {
-                let Body::Started(coro) = std::mem::replace(body, Body::Finished) else {
-                    unreachable!()
-                };
-                Ran::Finished(coro.into_stack())
+        self.0.with_mut(|body| {
+            // SAFETY: caller holds the run claim.
+            let body = unsafe { &mut *body };
+            let Body::Started(coro) = body else {
+                panic!("kvant internal error: resuming a task that is not started")
+            };
+            match coro.resume(how) {
+                CoroutineResult::Yield(why) => Ran::Switched(why),
+                CoroutineResult::Return(()) => {
+                    let Body::Started(coro) = std::mem::replace(body, Body::Finished) else {
+                        unreachable!()
+                    };
+                    Ran::Finished(coro.into_stack())
+                }
             }
-        }
+        })
     }
 
     /// Mark a body that never ran as finished (its closure is dropped by
@@ -139,11 +149,13 @@ impl BodyCell {
     /// # Safety
     /// The caller holds the run claim.
     pub(crate) unsafe fn drop_fresh(&self) {
-        // SAFETY: caller holds the run claim.
-        let body = unsafe { &mut *self.0.get() };
-        if let Body::Fresh = body {
-            *body = Body::Finished;
-        }
+        self.0.with_mut(|body| {
+            // SAFETY: caller holds the run claim.
+            let body = unsafe { &mut *body };
+            if let Body::Fresh = body {
+                *body = Body::Finished;
+            }
+        });
     }
 
     /// Give up on a started coroutine without unwinding it: its frames (and a
@@ -153,11 +165,13 @@ impl BodyCell {
     /// # Safety
     /// The caller holds the run claim.
     pub(crate) unsafe fn leak(&self) {
-        // SAFETY: caller holds the run claim.
-        let body = unsafe { &mut *self.0.get() };
-        if let Body::Started(coro) = std::mem::replace(body, Body::Finished) {
-            std::mem::forget(coro);
-        }
+        self.0.with_mut(|body| {
+            // SAFETY: caller holds the run claim.
+            let body = unsafe { &mut *body };
+            if let Body::Started(coro) = std::mem::replace(body, Body::Finished) {
+                std::mem::forget(coro);
+            }
+        });
     }
 }
 
@@ -180,14 +194,14 @@ impl TrapCell {
     /// The caller holds the run claim and the coroutine has not been resumed yet.
     pub(crate) unsafe fn set(&self, t: corosensei::trap::CoroutineTrapHandler<()>) {
         // SAFETY: exclusive by the caller's contract.
-        unsafe { *self.0.get() = Some(t) };
+        self.0.with_mut(|p| unsafe { *p = Some(t) });
     }
 
     /// # Safety
     /// Only on the thread currently running the task (after `set`).
     pub(crate) unsafe fn get(&self) -> Option<corosensei::trap::CoroutineTrapHandler<()>> {
         // SAFETY: no concurrent writer by the caller's contract.
-        unsafe { *self.0.get() }
+        self.0.with(|p| unsafe { *p })
     }
 }
 
@@ -197,7 +211,11 @@ impl Drop for BodyCell {
         // whatever thread drops the last reference, possibly through a signal
         // frame. Tasks are finished, cancelled or explicitly leaked before
         // their last reference goes; anything else is leaked here as well.
-        if let Body::Started(coro) = std::mem::replace(self.0.get_mut(), Body::Finished) {
+        // SAFETY: `&mut self`: nobody else can reach the cell.
+        let body = self
+            .0
+            .with_mut(|b| std::mem::replace(unsafe { &mut *b }, Body::Finished));
+        if let Body::Started(coro) = body {
             if coro.done() {
                 drop(coro);
             } else {

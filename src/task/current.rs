@@ -114,7 +114,7 @@ pub(crate) fn run_user<T>(f: Box<dyn FnOnce() -> T + Send + '_>) -> T {
     // Back in runtime code: no user frame is left to preempt.
     let reported = with_current(|t| {
         t.preempt.root_mark.store(0, Ordering::Relaxed);
-        t.blocking_reported.load(Ordering::Relaxed)
+        t.state.snapshot().reported()
     });
     if reported == Some(true)
         && let Some(report) = take_blocking_report()
@@ -200,7 +200,7 @@ fn suspend_task(task: NonNull<Task>, why: Switch) {
     // switch since; the worker keeps its Arc alive for the whole slice, and
     // it is this task's own code that runs again after the switch.
     let t = unsafe { task.as_ref() };
-    if t.cancelled.load(Ordering::Acquire) || t.blocking_reported.load(Ordering::Relaxed) {
+    if t.state.snapshot().needs_check() {
         return suspend_checked(t, why);
     }
     switch(t, why);
@@ -244,12 +244,13 @@ fn switch(t: &Task, why: Switch) {
 #[inline(never)]
 fn suspend_checked(t: &Task, why: Switch) {
     let shielded = t.shield.load(Ordering::Relaxed) > 0;
-    if t.blocking_reported.load(Ordering::Relaxed) && !shielded {
+    let snap = t.state.snapshot();
+    if snap.reported() && !shielded {
         panic_if_reported();
     }
     // Already unwinding (a destructor waits): suspend for real, or the
     // wait around this call would spin; the unwind goes on once it returns.
-    if t.cancelled.load(Ordering::Acquire) && !shielded && !std::thread::panicking() {
+    if snap.cancelled() && !shielded && !std::thread::panicking() {
         cancel_unwind();
         return;
     }
@@ -316,9 +317,7 @@ fn panic_if_reported() {
 /// The monitor's report on the running task, if it filed one (taken once).
 fn take_blocking_report() -> Option<String> {
     with_current(|t| {
-        if t.blocking_reported.load(Ordering::Relaxed)
-            && t.blocking_reported.swap(false, Ordering::Relaxed)
-        {
+        if t.state.take_reported() {
             t.scheduler.take_blocking_report(t.id)
         } else {
             None
@@ -362,7 +361,7 @@ fn cancel_unwind() {
 /// let _ = h.join(); // Ok(n) or, if it never started, Err(cancelled)
 /// ```
 pub fn is_cancelled() -> bool {
-    with_current(|t| t.cancelled.load(Ordering::Acquire)).unwrap_or(false)
+    with_current(|t| t.state.snapshot().cancelled()).unwrap_or(false)
 }
 
 /// Give the worker to the next ready task; this task runs again after the
@@ -412,7 +411,7 @@ impl Current {
     /// Whether the task was asked to stop (aborted, or the runtime is
     /// cancelling it at shutdown). See [`is_cancelled`].
     pub fn is_cancelled(&self) -> bool {
-        self.task.cancelled.load(Ordering::Acquire)
+        self.task.state.snapshot().cancelled()
     }
 }
 

@@ -6,10 +6,10 @@
 //! later completions are ignored, so no path can leave a joiner waiting.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use crate::loom::Mutex;
+use crate::loom::atomic::{AtomicBool, Ordering};
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -328,7 +328,7 @@ impl<T> JoinHandle<T> {
     /// without running (and without taking a stack).
     pub(crate) fn abandon(&self) {
         if let Handle::Task(t) = &self.inner {
-            t.abandoned.store(true, Ordering::Release);
+            t.state.abandon();
         }
     }
 

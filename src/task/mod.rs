@@ -1,5 +1,6 @@
-//! Tasks: green threads with their own stack, their scheduling state machine
-//! and the handle that joins them.
+//! The task core: green threads with their own stack, their lifecycle word
+//! and the handle that joins them. It knows no scheduler: a task reaches the
+//! runtime that runs it only through `schedule::Schedule`.
 //!
 //! # Scheduling states
 //!
@@ -11,6 +12,12 @@
 //! wake-up that races with a task going to sleep is never lost: either the
 //! waker sees `IDLE` and queues the task, or the worker parking it sees the
 //! token and queues it again itself.
+//!
+//! The same word holds every flag that takes part in a decision about the
+//! task's life (cancelled, abandoned, started, overflowed, reported):
+//! `state.rs` has the transition table and who may touch each field of the
+//! header, and `loom_models.rs` checks the lifecycle against a mock
+//! scheduler.
 
 mod abort;
 mod bridge;
@@ -19,6 +26,8 @@ pub(crate) mod current;
 pub(crate) mod join;
 pub(crate) mod join_error;
 pub(crate) mod local;
+#[cfg(all(test, loom))]
+mod loom_models;
 pub(crate) mod note;
 pub(crate) mod owned;
 pub(crate) mod park;
@@ -238,22 +247,15 @@ pub(crate) struct Header {
     /// Bytes; at most `MAX_STACK_SIZE` (1 GiB), so 32 bits hold it.
     stack_size: u32,
     pub preemptible: bool,
-    state: state::TaskState,
-    /// Set once the task is aborted or shutdown cancels it; switch points unwind.
-    pub cancelled: AtomicBool,
-    /// `Builder::panic_on_blocking`: the monitor found this task blocking
-    /// its worker; it panics at its next switch point or when it returns.
-    pub blocking_reported: AtomicBool,
+    /// The lifecycle word: phase, wake-up token, cancelled, abandoned,
+    /// started, overflowed, reported (`state.rs`, with who may touch what).
+    pub state: state::TaskState,
     /// Nesting depth of waits that must not unwind (`current::shield_cancel`).
     pub shield: std::sync::atomic::AtomicU32,
-    /// Its work was done elsewhere (a `join` half run inline): if it has not
-    /// started, finish it without giving it a stack.
-    pub abandoned: AtomicBool,
-    /// The task has run at least once (for scheduling hints only; the body
-    /// cell is the authority, under the run claim).
-    pub started: AtomicBool,
-    /// The task ran into its stack's guard page and was ended by the fault handler.
-    pub overflowed: AtomicBool,
+    /// Debug builds: whether a run claim is held (two at once would
+    /// resume one coroutine on two threads).
+    #[cfg(debug_assertions)]
+    claimed: AtomicBool,
     /// How to force the coroutine to return from a fault handler (set at start).
     pub trap: coroutine::TrapCell,
     /// The runtime that runs it, seen only through what the core needs.
@@ -315,12 +317,9 @@ impl<P: Completion> TaskCell<P> {
                     .expect("kvant internal error: stack size checked at spawn"),
                 preemptible,
                 state: state::TaskState::new_queued(),
-                cancelled: AtomicBool::new(false),
-                blocking_reported: AtomicBool::new(false),
                 shield: std::sync::atomic::AtomicU32::new(0),
-                abandoned: AtomicBool::new(false),
-                overflowed: AtomicBool::new(false),
-                started: AtomicBool::new(false),
+                #[cfg(debug_assertions)]
+                claimed: AtomicBool::new(false),
                 trap: coroutine::TrapCell::new(),
                 scheduler,
                 body: BodyCell::new(),
@@ -357,12 +356,19 @@ impl Header {
     /// this (a yielded task is `RUNNING` both while queued and while it
     /// runs), and two claims at once would resume one coroutine on two
     /// threads.
-    pub(crate) unsafe fn begin_run(&self) -> RunClaim<'_> {
-        self.state.begin_run(self.id);
-        RunClaim {
-            task: &self.body,
+    pub(crate) unsafe fn begin_run(&self) -> (RunClaim<'_>, state::Snapshot) {
+        let snap = self.state.begin_run(self.id);
+        #[cfg(debug_assertions)]
+        assert!(
+            !self.claimed.swap(true, Ordering::Acquire),
+            "kvant internal error: task {} claimed to run twice at once",
+            self.id
+        );
+        let claim = RunClaim {
+            header: self,
             _thread_bound: std::marker::PhantomData,
-        }
+        };
+        (claim, snap)
     }
 
     /// After a `Park` switch. Returns true if the task must be queued again
@@ -438,14 +444,25 @@ impl Header {
 /// (it moved the task from `QUEUED` to `RUNNING`). Not `Send`: the claim ends
 /// with the slice, on the thread that took it.
 pub(crate) struct RunClaim<'a> {
-    task: &'a BodyCell,
+    header: &'a Header,
     _thread_bound: std::marker::PhantomData<*const ()>,
 }
 
+#[cfg(debug_assertions)]
+impl Drop for RunClaim<'_> {
+    fn drop(&mut self) {
+        self.header.claimed.store(false, Ordering::Release);
+    }
+}
+
 impl RunClaim<'_> {
+    /// Whether the task has its coroutine: the `STARTED` bit, which only a
+    /// claim holder sets, so a claim holder reads it exactly.
     pub(crate) fn started(&self) -> bool {
+        let started = self.header.state.snapshot().started();
         // SAFETY: this claim is the unique run claim on the task.
-        unsafe { self.task.started() }
+        debug_assert_eq!(started, unsafe { self.header.body.started() });
+        started
     }
 
     /// Give the task its stack. `entry` runs first on it, with `task`.
@@ -460,7 +477,8 @@ impl RunClaim<'_> {
         }
         // SAFETY: this claim is the unique run claim on the task, and the
         // task owns the coroutine, so `task` outlives it.
-        let trap = unsafe { self.task.start(stack, entry, task as *const Task) };
+        let trap = unsafe { self.header.body.start(stack, entry, task as *const Task) };
+        self.header.state.set_started();
         if let Some(trap) = trap {
             // SAFETY: we hold the run claim and the coroutine has not run yet.
             unsafe { task.trap.set(trap) };
@@ -470,17 +488,24 @@ impl RunClaim<'_> {
     #[inline(always)]
     pub(crate) fn resume(&self, how: coroutine::Resume) -> coroutine::Ran {
         // SAFETY: this claim is the unique run claim on the task.
-        unsafe { self.task.resume(how) }
+        unsafe { self.header.body.resume(how) }
+    }
+
+    /// A model's stand-in for a resume: a write access to the body cell,
+    /// which loom checks against every other claim's.
+    #[cfg(all(test, loom))]
+    pub(crate) fn model_touch(&self) {
+        self.header.body.model_touch();
     }
 
     pub(crate) fn drop_fresh(&self) {
         // SAFETY: this claim is the unique run claim on the task.
-        unsafe { self.task.drop_fresh() }
+        unsafe { self.header.body.drop_fresh() }
     }
 
     pub(crate) fn leak(&self) {
         // SAFETY: this claim is the unique run claim on the task.
-        unsafe { self.task.leak() }
+        unsafe { self.header.body.leak() }
     }
 }
 

@@ -364,7 +364,7 @@ fn file_report(shared: &Shared, i: usize, seq: u64, ep: &Episode, msg: String) {
     let Some((id, _)) = &ep.task else { return };
     shared.blocking_reports.lock().insert(*id, msg);
     shared.workers[i].slot.inspect(seq, |task| {
-        task.blocking_reported.store(true, Ordering::Relaxed);
+        task.state.set_reported();
     });
 }
 
