@@ -250,8 +250,8 @@ impl<T> Receiver<T> {
     /// Inlined, down to the switch when it blocks, into the caller: a task
     /// resumed from its wait goes on in its own code instead of returning
     /// through kvant's frames, whose return addresses the CPU mispredicts
-    /// after a switch, and the small helpers it calls inline with it (a
-    /// channel hop per direction ~120 → ~70 ns on the benchmark VM; see
+    /// after a switch, and the small helpers it calls inline with it
+    /// (measured: BENCHMARKS.md, "Measured decisions"; see
     /// `src/preempt/README.md` on what inlined switches ask of preemption).
     #[inline(always)]
     pub fn recv(&self) -> Result<T, RecvError> {

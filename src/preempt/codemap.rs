@@ -22,8 +22,8 @@
 //! panicking indexing.
 //!
 //! Building must be cheap even in unoptimized test binaries, where
-//! `rustc_demangle` costs ~10 µs per symbol: `symbols.rs` decides most names
-//! with a small parser of the mangled form.
+//! `rustc_demangle` is slow for the number of symbols a binary has:
+//! `symbols.rs` decides most names with a small parser of the mangled form.
 
 use std::collections::HashMap;
 use std::ffi::CStr;

@@ -312,8 +312,8 @@ impl Builder {
     /// movable tasks are handed to other workers or to a compensating thread
     /// (see [`Builder::max_compensation`]), and a warning names the task.
     /// The monitor notices between one and two thresholds after the call
-    /// started. Default 2 ms (the reasoning, measured, is in BENCHMARKS.md);
-    /// accepted range: 50 µs to 1 s.
+    /// started. Default 2 ms (measured: BENCHMARKS.md, "Measured
+    /// decisions"); accepted range: 50 µs to 1 s.
     #[must_use = "a builder does nothing until it is used"]
     pub fn blocking_threshold(mut self, threshold: Duration) -> Self {
         self.blocking_threshold = threshold;
@@ -356,14 +356,15 @@ impl Builder {
     /// up for the quantum nor signals for it while tasks compute (it still
     /// does wake-up preemption, watches for blocked workers, and switches
     /// out a task blocked in a std::sync wait, where the CPU clock stands
-    /// still), and an idle worker is never signalled. The kernel checks these timers on its scheduler tick (4 ms
-    /// at HZ=250): a slice runs from half a quantum to about a quantum plus
-    /// a tick while half a quantum is at least a tick, and one to two ticks
-    /// (4 to 8 ms) for any shorter quantum. Measured here (BENCHMARKS.md,
-    /// "CPU-clock quantum"): at the default 10 ms both cost nothing
-    /// measurable; at 4 ms the CPU-clock timer costs +0.03 % CPU against the
-    /// monitor's +1.1 %, with slices about twice as long. Default off: the
-    /// monitor keeps any quantum down to 50 µs. No effect without a quantum.
+    /// still), and an idle worker is never signalled. The kernel checks
+    /// these timers on its scheduler tick (4 ms at HZ=250): a slice runs
+    /// from half a quantum to about a quantum plus a tick while half a
+    /// quantum is at least a tick, and one to two ticks (4 to 8 ms) for any
+    /// shorter quantum. At the default quantum both cost about the same; at
+    /// a quantum of a tick or so the CPU clock saves a little CPU but runs
+    /// slices longer than asked (measured: BENCHMARKS.md, "Measured
+    /// decisions"). Default off: the monitor keeps any quantum down to
+    /// 50 µs. No effect without a quantum.
     #[must_use = "a builder does nothing until it is used"]
     pub fn cpu_clock_quantum(mut self, yes: bool) -> Self {
         self.cpu_clock_quantum = yes;

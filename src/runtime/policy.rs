@@ -131,8 +131,8 @@ impl WorkerCtx {
     /// stealable, and it then steals it). Once started
     /// here and preempted, a task is pinned here for good; at short quanta a
     /// busy worker would otherwise start every queued task before a sleeping
-    /// worker has even woken up (measured at 100 µs: all 4 hogs on 1 of 2
-    /// workers). Bounded, so fresh work waits a few slices at most.
+    /// worker has even woken up (at a 100 µs quantum, 4 hogs all started on
+    /// one of 2 workers). Bounded, so fresh work waits a few slices at most.
     pub(super) fn leave_fresh_work(&self) -> bool {
         // Compensating slots count only while in use, and their pinned
         // queues are empty when they are not: comparing with the regular
@@ -148,8 +148,8 @@ impl WorkerCtx {
         // hog there is pinned to it like the ones in its queue. Counting
         // only its queue, two workers with one hog each (one pinned here,
         // one running there) each saw the other as lighter and both left
-        // the fresh hogs waiting for the whole bound (8 slices, ~90 ms at
-        // 10 ms; measured from a trace, 1 round in 4).
+        // the fresh hogs waiting for the whole bound (8 slices; seen in
+        // traces).
         let load = |w: &WorkerShared| {
             w.pinned_len.load(Ordering::Relaxed)
                 + usize::from(w.slot.task.load(Ordering::Relaxed) != 0)

@@ -242,14 +242,15 @@ impl Shared {
     /// Tasks spawned and not yet finished. There is no live-task counter:
     /// one counter bumped by every spawn and every completion was a cache
     /// line bouncing between the cores that spawn and those that finish
-    /// (~7 % of a spawn, profiled). The count is derived from each
-    /// thread's own counters instead, read completions first: a task
-    /// counted as finished was counted as spawned before (the spawn is
-    /// counted before the task is queued, and the queue hands it over with
-    /// release/acquire), so the spawns read afterwards include it, and the
-    /// result never counts a finished task as negative. It can count a task
-    /// that finished while the sums were read as live: harmless for its
-    /// users (`wait_idle` looks again at the next completion, metrics).
+    /// (measured: BENCHMARKS.md, "Measured decisions"). The count is
+    /// derived from each thread's own counters instead, read completions
+    /// first: a task counted as finished was counted as spawned before (the
+    /// spawn is counted before the task is queued, and the queue hands it
+    /// over with release/acquire), so the spawns read afterwards include
+    /// it, and the result never counts a finished task as negative. It can
+    /// count a task that finished while the sums were read as live:
+    /// harmless for its users (`wait_idle` looks again at the next
+    /// completion, metrics).
     pub(crate) fn live(&self) -> usize {
         let sum = |count: fn(&WorkerShared) -> u64| self.workers.iter().map(count).sum::<u64>();
         let done = sum(|w| w.counters.completed.get_seqcst()) + self.done_outside.get_seqcst();

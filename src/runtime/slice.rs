@@ -109,10 +109,11 @@ impl WorkerCtx {
         h.preempt.in_signal_frame.store(false, Ordering::Relaxed);
         current::set_current(Some(task));
         let slot = &me.slot;
-        // Reading the clock is the largest fixed cost of a switch (rdtsc is
-        // ~10-30 ns here), so slices are timed only when something uses it
-        // (tracing, `task_timing`); the quantum does not need it (the
-        // monitor times slices by their number, see sysmon/quantum.rs).
+        // Reading the clock is the largest fixed cost of a switch (measured:
+        // BENCHMARKS.md, "Measured decisions"), so slices are timed only
+        // when something uses it (tracing, `task_timing`); the quantum does
+        // not need it (the monitor times slices by their number, see
+        // sysmon/quantum.rs).
         let start = if shared.timing { clock::ticks() } else { 0 };
         // Not preemptible while unwinding at shutdown: a preemption then
         // would leave a half-unwound task that could only be leaked. An

@@ -257,9 +257,9 @@ impl WorkerCtx {
                 task = self.steal();
             }
             // Nothing found. Before paying for a futex sleep and, later, the
-            // producer's futex wake (~2 µs each side), look a few more times:
-            // a producer that keeps spawning finds us still searching and
-            // skips the wake-up entirely.
+            // producer's futex wake (a system call each side), look a few
+            // more times: a producer that keeps spawning finds us still
+            // searching and skips the wake-up entirely.
             if task.is_none() && searching {
                 task = self.spin_for_work();
             }

@@ -86,7 +86,7 @@ pub(crate) struct Waiter {
     unparker: Unparker,
     state: AtomicU8,
     /// When it started waiting, for the mutex's fairness rule (the only
-    /// reader; other waiters skip the clock read, ~25 ns).
+    /// reader; other waiters skip the clock read).
     pub(crate) since: Option<Instant>,
 }
 

@@ -218,8 +218,9 @@ fn switch(t: &Task, why: Switch) {
     let yielder = t.preempt.yielder.load(Ordering::Relaxed) as *const TaskYielder;
     t.preempt.raise();
     // For a dump: where it switches out. Not on a yield (the yielding
-    // task runs again within a round of its queue, and the capture cost
-    // 3-4 ns of a 22 ns yield); a yield only says it yielded.
+    // task runs again within a round of its queue, and the capture was a
+    // measurable share of a yield: BENCHMARKS.md, "Measured decisions"); a
+    // yield only says it yielded.
     // SAFETY: the task itself, running on its stack.
     if let Some(n) = unsafe { super::note::Notes::at(t.preempt.stack_hi.load(Ordering::Relaxed)) } {
         if why == Switch::Yield {

@@ -85,7 +85,8 @@ pub struct TaskId(u64);
 impl TaskId {
     /// Ids are unique process-wide, but handed out to each thread in blocks:
     /// a shared counter bumped at every spawn is a cache line bouncing
-    /// between the cores that spawn (profiled at ~12 % of a spawn).
+    /// between the cores that spawn (measured: BENCHMARKS.md, "Measured
+    /// decisions").
     fn next() -> TaskId {
         const BLOCK: u64 = 1024;
         static NEXT: AtomicU64 = AtomicU64::new(1);

@@ -5,12 +5,13 @@
 //! stale.
 //!
 //! Each note costs a few plain stores on a path that is about to switch
-//! stacks anyway (~20 ns); no clock is read on any switch. How long a task
+//! stacks anyway; no clock is read on any switch. How long a task
 //! has been switched out comes from a stamp the worker takes after the
 //! switch (`stamp_switch`), from the clock the monitor publishes at each
 //! of its passes: it runs while any worker does, so the stamp is late by
 //! at most one pass (a few ms). Reading the clock at each park instead
-//! cost 10-20 ns of a 130 ns channel round trip.
+//! was a visible share of a channel round trip (measured: BENCHMARKS.md,
+//! "Measured decisions").
 
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
@@ -99,8 +100,7 @@ impl WaitingOn {
 /// [`NOTES_BYTES`] kept above what the coroutine uses (see
 /// `stack::Stack::top`), not in the header: every task that starts has
 /// that page resident anyway, and the header (allocated, zeroed and freed
-/// at every spawn) stays 48 bytes smaller (spawn + complete inside a task:
-/// 90 against 79 ns with the notes in the header).
+/// at every spawn) stays 48 bytes smaller.
 ///
 /// Written only by the task itself while it runs on the stack, by the
 /// signal handler on its behalf, or by the worker that holds its run

@@ -159,7 +159,8 @@ fn stack_len(size: usize) -> io::Result<(usize, u32)> {
 ///
 /// 16 bytes, moved by value into the coroutine at every task start: at 24
 /// (an `Option<Arc<..>>` for the slab) the move split into loads and stores
-/// of different widths and stalled store forwarding, +20 ns per spawn.
+/// of different widths and stalled store forwarding (measured:
+/// BENCHMARKS.md, "Measured decisions").
 pub(crate) struct Stack {
     /// Start of the stack (its guard page).
     map: usize,
@@ -411,8 +412,9 @@ impl StackPool {
     /// Let go of `stacks` for good: a stack of its own is unmapped; a
     /// slab's stack gives its memory back, one `madvise` per run of
     /// neighbours (a burst of tasks ending in spawn order returns its
-    /// stacks in runs: one call per stack cost ~4 µs each, a TLB shootdown
-    /// on every worker), and its slab is unmapped with its last stack.
+    /// stacks in runs, and each call is a TLB shootdown on every worker;
+    /// measured: BENCHMARKS.md, "Measured decisions"), and its slab is
+    /// unmapped with its last stack.
     fn release(&self, mut stacks: Vec<Stack>) {
         if stacks.is_empty() {
             return;

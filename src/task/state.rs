@@ -138,9 +138,9 @@ impl TaskState {
     /// because a wake-up arrived while it was switching out (token consumed).
     pub(crate) fn finish_park(&self) -> bool {
         // The usual word is guessed, not loaded: a load before the locked
-        // instruction fetches the cache line twice (shared, then owned)
-        // when a waker on another core wrote it last, which cost a channel
-        // hop 5-6 ns. A wrong guess costs one more try with the real word.
+        // instruction can fetch the cache line twice (shared, then owned)
+        // when a waker on another core wrote it last. A wrong guess costs
+        // one more try with the real word.
         let mut s = RUNNING | STARTED;
         loop {
             debug_assert_eq!(s & PHASE, RUNNING);

@@ -18,13 +18,13 @@
 //! The mechanisms it uses live in `preempt/` (signals, the thread probe, the
 //! code map) and `runtime/compensate.rs` (the extra threads).
 //!
-//! Cost. Every wake-up of this thread costs ~20 µs of CPU on a VM (a timed
-//! futex wait), so it wakes only when something could be due: the earliest
-//! quantum expiry, a re-send after a deferred signal, or the next blocked
-//! check (one threshold after it last saw a slice start, which is once per
-//! threshold while tasks run; see BENCHMARKS.md for what that costs). It
-//! never signals a slice that is not due, and it sleeps without a timeout
-//! while every worker is asleep.
+//! Cost. Every wake-up of this thread costs tens of microseconds of CPU on
+//! a VM (a timed futex wait), so it wakes only when something could be due:
+//! the earliest quantum expiry, a re-send after a deferred signal, or the
+//! next blocked check (one threshold after it last saw a slice start, which
+//! is once per threshold while tasks run; what that costs is measured in
+//! BENCHMARKS.md, "Measured decisions"). It never signals a slice that is
+//! not due, and it sleeps without a timeout while every worker is asleep.
 
 mod blocked;
 mod handoff;

@@ -10,14 +10,13 @@
 //! signal landed, and is due a quantum after the signal. That is the case
 //! between hogs, so the monitor looks once per preemption there, a
 //! quantum after each signal: looking half a quantum after it too (to
-//! retry a deferred signal sooner) doubled its wake-ups, each ~23 µs of
-//! CPU on the measured VM, most of kvant's preemption cost above the
-//! timer floor at 1 ms (BENCHMARKS.md). A deferred signal is re-sent at
-//! that look. A due slice is signalled unless
-//! it is alone (nothing queued
-//! here or anywhere it could take work from: it would just be resumed, and
-//! the signal would cost ~1 µs and could turn a non-restartable syscall
-//! into `EINTR` for nothing).
+//! retry a deferred signal sooner) doubled its wake-ups, each a timed
+//! wake-up of the monitor's thread, and was most of kvant's preemption
+//! cost above the timer floor (measured: BENCHMARKS.md, "Measured
+//! decisions"). A deferred signal is re-sent at that look. A due slice is
+//! signalled unless it is alone (nothing queued here or anywhere it could
+//! take work from: it would just be resumed, and the signal would cost CPU
+//! and could turn a non-restartable syscall into `EINTR` for nothing).
 //!
 //! Wake-up preemption: while a task woken from outside the workers waits in
 //! the global queue and no worker is free, a slice is due `min_slice` after
@@ -115,7 +114,7 @@ pub(super) fn check(
             // no signal is taken (a parking_lot or other thread-parking wait):
             // then once a blocking threshold, so that the signals alone do
             // not keep its CPU clock running and hide the block from
-            // blocked.rs (a 50 µs quantum sent 20,000 a second).
+            // blocked.rs (at a short quantum, thousands a second).
             let cap = if watch.backoff >= q && asleep(slot, watch, now, probe) {
                 q.max(policy.threshold)
             } else {
@@ -146,8 +145,9 @@ pub(super) fn check(
         // The slice that follows is due a quantum from now (it starts as
         // the signal lands): the next look is then, and it also re-sends a
         // signal that was deferred. Looking in between, as a deferral
-        // retry would, doubled the monitor's wake-ups between hogs (~23 µs
-        // of CPU each on the measured VM).
+        // retry would, doubled the monitor's wake-ups between hogs, each a
+        // costly timed wake-up (measured: BENCHMARKS.md, "Measured
+        // decisions").
         now + q
     }
 }
@@ -163,9 +163,9 @@ pub(super) fn allow_syscall_switch(shared: &Shared, i: usize, seq: u64) {
 
 /// Whether the deferred slice's thread sleeps in the kernel: its CPU clock
 /// advanced by less than a quarter of the wall time since the last re-send
-/// (a cheap clock read; the signals alone cost a sleeping thread up to ~16 %
-/// at a 50 µs quantum here), and the kernel says so (a procfs read, only
-/// then).
+/// (a cheap clock read; at a short quantum the signals alone keep a
+/// sleeping thread's CPU clock moving), and the kernel says so (a procfs
+/// read, only then).
 fn asleep(
     slot: &crate::preempt::WorkerSlot,
     watch: &mut Watch,
