@@ -374,10 +374,12 @@ impl Header {
 
     /// After a `Park` switch. Returns true if the task must be queued again
     /// because a wake-up arrived while it was switching out (token consumed).
+    #[inline]
     pub(crate) fn finish_park(&self) -> bool {
         self.state.finish_park()
     }
 
+    #[inline]
     pub(crate) fn finish(&self) {
         self.state.finish();
     }
@@ -426,6 +428,7 @@ impl Header {
     }
 
     /// Wake the task. Returns true if the caller must put it in a run queue.
+    #[inline]
     pub(crate) fn notify(&self) -> bool {
         self.state.notify()
     }

@@ -82,18 +82,23 @@ pub(crate) enum Phase {
 pub(crate) struct Snapshot(u8);
 
 impl Snapshot {
+    #[inline(always)]
     pub(crate) fn cancelled(self) -> bool {
         self.0 & CANCELLED != 0
     }
+    #[inline(always)]
     pub(crate) fn abandoned(self) -> bool {
         self.0 & ABANDONED != 0
     }
+    #[inline(always)]
     pub(crate) fn started(self) -> bool {
         self.0 & STARTED != 0
     }
+    #[inline(always)]
     pub(crate) fn overflowed(self) -> bool {
         self.0 & OVERFLOWED != 0
     }
+    #[inline(always)]
     pub(crate) fn reported(self) -> bool {
         self.0 & REPORTED != 0
     }
@@ -136,6 +141,7 @@ impl TaskState {
 
     /// After a `Park` switch. Returns true if the task must be queued again
     /// because a wake-up arrived while it was switching out (token consumed).
+    #[inline]
     pub(crate) fn finish_park(&self) -> bool {
         // The usual word is guessed, not loaded: a load before the locked
         // instruction can fetch the cache line twice (shared, then owned)
@@ -163,6 +169,7 @@ impl TaskState {
     /// A locked `or`, not a load and a store: with the load and store, the
     /// loom model `loom_abort_against_finishing` found an execution where a
     /// `cancel` racing the end left the word `RUNNING`.
+    #[inline]
     pub(crate) fn finish(&self) {
         self.0.fetch_or(DONE, Ordering::Release);
     }
@@ -181,6 +188,7 @@ impl TaskState {
     }
 
     /// Wake the task. Returns true if the caller must put it in a run queue.
+    #[inline]
     pub(crate) fn notify(&self) -> bool {
         self.wake_with(0)
     }
@@ -189,12 +197,14 @@ impl TaskState {
     /// Returns true if the caller must put it in a run queue (it was
     /// parked); a queued or running task gets a token and the flag, which
     /// its next switch point acts on. False for a finished task.
+    #[inline]
     pub(crate) fn cancel(&self) -> bool {
         self.wake_with(CANCELLED)
     }
 
     /// Set `flags` and wake: `IDLE` becomes `QUEUED` (true: queue it), a
     /// queued or running task gets the token.
+    #[inline]
     fn wake_with(&self, flags: u8) -> bool {
         let mut s = self.0.load(Ordering::Acquire);
         loop {
@@ -235,16 +245,19 @@ impl TaskState {
     }
 
     /// Shutdown reached a queued or running task: it is cancelled too.
+    #[inline]
     pub(crate) fn set_cancelled(&self) {
         self.0.fetch_or(CANCELLED, Ordering::Release);
     }
 
     /// Its work was done elsewhere: if it has not started, it never will.
+    #[inline]
     pub(crate) fn abandon(&self) {
         self.0.fetch_or(ABANDONED, Ordering::Release);
     }
 
     /// The run-claim holder gave the task its coroutine and stack.
+    #[inline]
     pub(crate) fn set_started(&self) {
         self.0.fetch_or(STARTED, Ordering::Relaxed);
     }
@@ -309,6 +322,7 @@ pub(crate) enum Plan {
 /// - A shielded wait is resumed normally: the wait goes on, and user code
 ///   after it stays preemptible; it unwinds at its first switch point
 ///   after the shield.
+#[inline(always)]
 pub(crate) fn plan(snap: Snapshot, shutdown: bool, in_signal_frame: bool, shielded: bool) -> Plan {
     use super::coroutine::Resume;
     let cancel = shutdown || snap.cancelled();
