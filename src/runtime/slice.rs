@@ -55,7 +55,7 @@ impl WorkerCtx {
             snap,
             shutdown,
             h.preempt.in_signal_frame.load(Ordering::Relaxed),
-            h.shield.load(Ordering::Relaxed) > 0,
+            || h.shield.load(Ordering::Relaxed) > 0,
         );
         if shutdown && !snap.cancelled() {
             // Its switch points unwind from now on (destructors included).

@@ -112,7 +112,7 @@ fn slice_that_finishes(mock: &Mock) -> Option<Plan> {
     let t = mock.pop()?;
     // SAFETY: just popped from the only queue: the unique claim.
     let (claim, snap) = unsafe { t.begin_run() };
-    let plan = state::plan(snap, false, false, t.shield.load(Ordering::Relaxed) > 0);
+    let plan = state::plan(snap, false, false, || t.shield.load(Ordering::Relaxed) > 0);
     claim.model_touch();
     t.finish();
     drop(claim);
@@ -315,9 +315,8 @@ fn loom_abort_during_a_shielded_wait() {
             let t2 = mock.pop().expect("the cancelled task is queued");
             // SAFETY: just popped from the only queue: the unique claim.
             let (claim, snap) = unsafe { t2.begin_run() };
-            let shielded = t2.shield.load(Ordering::Relaxed) > 0;
             assert_eq!(
-                state::plan(snap, false, false, shielded),
+                state::plan(snap, false, false, || t2.shield.load(Ordering::Relaxed) > 0),
                 Plan::Resume(Resume::Run),
                 "a shielded wait is resumed, not unwound"
             );

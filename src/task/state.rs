@@ -322,8 +322,15 @@ pub(crate) enum Plan {
 /// - A shielded wait is resumed normally: the wait goes on, and user code
 ///   after it stays preemptible; it unwinds at its first switch point
 ///   after the shield.
+/// `shielded` is asked only when it decides (a cancelled task to resume):
+/// the shield count is a field of its own, not worth a load per slice.
 #[inline(always)]
-pub(crate) fn plan(snap: Snapshot, shutdown: bool, in_signal_frame: bool, shielded: bool) -> Plan {
+pub(crate) fn plan(
+    snap: Snapshot,
+    shutdown: bool,
+    in_signal_frame: bool,
+    shielded: impl FnOnce() -> bool,
+) -> Plan {
     use super::coroutine::Resume;
     let cancel = shutdown || snap.cancelled();
     if !snap.started() {
@@ -336,7 +343,7 @@ pub(crate) fn plan(snap: Snapshot, shutdown: bool, in_signal_frame: bool, shield
     if cancel && in_signal_frame && shutdown {
         return Plan::Leak;
     }
-    if cancel && !in_signal_frame && !shielded {
+    if cancel && !in_signal_frame && !shielded() {
         Plan::Resume(Resume::Cancel)
     } else {
         Plan::Resume(Resume::Run)
@@ -374,7 +381,7 @@ mod tests {
         ];
         for (flags, shutdown, sig, shield, want) in table {
             assert_eq!(
-                plan(word(flags), shutdown, sig, shield),
+                plan(word(flags), shutdown, sig, || shield),
                 want,
                 "flags {flags:#b}, shutdown {shutdown}, signal frame {sig}, shielded {shield}"
             );
