@@ -85,7 +85,7 @@ impl std::fmt::Debug for AbortHandle {
     }
 }
 
-fn abort_task(t: &Arc<Task>) {
+pub(crate) fn abort_task(t: &Arc<Task>) {
     if t.packet.is_complete() {
         return;
     }

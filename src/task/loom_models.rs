@@ -86,6 +86,17 @@ fn spawn(mock: &Arc<Mock>, id: u64) -> Arc<Task> {
     t
 }
 
+/// `JoinHandle::abort`, as the handle calls it.
+fn abort(t: Arc<Task>) {
+    super::abort::abort_task(&t);
+}
+
+/// Run `f` on `t` from another model thread.
+fn in_thread(t: &Arc<Task>, f: fn(Arc<Task>)) -> loom::thread::JoinHandle<()> {
+    let t = t.clone();
+    loom::thread::spawn(move || f(t))
+}
+
 /// A worker's slice of a task that parks: pop, claim, touch the body as a
 /// resume does, check the token as `park` does, and let the claim go
 /// (`finish_park`, requeue on a token). Returns whether the task took a
@@ -127,10 +138,7 @@ fn loom_park_against_a_wake_up_and_a_second_worker() {
     loom::model(|| {
         let mock = Arc::new(Mock::default());
         let t = spawn(&mock, 1);
-        let waker = {
-            let t = t.clone();
-            loom::thread::spawn(move || Unparker::Task(t).unpark())
-        };
+        let waker = in_thread(&t, |t| Unparker::Task(t).unpark());
         let took = slice_that_parks(&mock);
         let second = {
             let mock = mock.clone();
@@ -162,14 +170,7 @@ fn loom_abort_against_a_park() {
     loom::model(|| {
         let mock = Arc::new(Mock::default());
         let t = spawn(&mock, 1);
-        let aborter = {
-            let t = t.clone();
-            loom::thread::spawn(move || {
-                if t.state.cancel() {
-                    t.scheduler.wake(t.clone());
-                }
-            })
-        };
+        let aborter = in_thread(&t, abort);
         let took = slice_that_parks(&mock);
         aborter.join().unwrap();
         if took {
@@ -195,14 +196,7 @@ fn loom_abort_against_finishing() {
     loom::model(|| {
         let mock = Arc::new(Mock::default());
         let t = spawn(&mock, 1);
-        let aborter = {
-            let t = t.clone();
-            loom::thread::spawn(move || {
-                if t.state.cancel() {
-                    t.scheduler.wake(t.clone());
-                }
-            })
-        };
+        let aborter = in_thread(&t, abort);
         assert!(slice_that_finishes(&mock).is_some());
         aborter.join().unwrap();
         assert_eq!(
@@ -223,10 +217,7 @@ fn loom_shutdown_claim_against_a_wake_up() {
         let mock = Arc::new(Mock::default());
         let t = spawn(&mock, 1);
         assert!(!slice_that_parks(&mock), "parked, nobody woke it yet");
-        let waker = {
-            let t = t.clone();
-            loom::thread::spawn(move || Unparker::Task(t).unpark())
-        };
+        let waker = in_thread(&t, |t| Unparker::Task(t).unpark());
         let claimed = t.claim_idle();
         if claimed {
             mock.push(t.clone());
@@ -301,14 +292,7 @@ fn loom_abort_during_a_shielded_wait() {
         let mock = Arc::new(Mock::default());
         let t = spawn(&mock, 1);
         t.shield.store(1, Ordering::Relaxed);
-        let aborter = {
-            let t = t.clone();
-            loom::thread::spawn(move || {
-                if t.state.cancel() {
-                    t.scheduler.wake(t.clone());
-                }
-            })
-        };
+        let aborter = in_thread(&t, abort);
         let took = slice_that_parks(&mock);
         aborter.join().unwrap();
         if !took {
