@@ -322,6 +322,7 @@ pub(crate) enum Plan {
 /// - A shielded wait is resumed normally: the wait goes on, and user code
 ///   after it stays preemptible; it unwinds at its first switch point
 ///   after the shield.
+///
 /// `shielded` is asked only when it decides (a cancelled task to resume):
 /// the shield count is a field of its own, not worth a load per slice.
 #[inline(always)]
