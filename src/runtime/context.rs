@@ -87,11 +87,19 @@ pub(crate) fn exit() {
     drop(old); // clears WORKER, then drops the context
 }
 
+/// This thread's worker context, read afresh (see the module docs).
+#[inline(never)]
+fn worker_ptr() -> Option<NonNull<WorkerCtx>> {
+    WORKER.get()
+}
+
 /// Run `f` with this thread's worker context, if this thread is a worker.
 /// `f` must not switch tasks, nor enter or leave a worker context.
-#[inline(never)]
+/// Inlined, with `f`, into every wake-up and spawn: only the thread-local
+/// read stays behind a call.
+#[inline(always)]
 pub(crate) fn with_worker<R>(f: impl FnOnce(&WorkerCtx) -> R) -> Option<R> {
-    let p = WORKER.get()?;
+    let p = worker_ptr()?;
     // SAFETY: a non-null WORKER points into the `Rc` of the `Owner` in
     // WORKER_OWNED; the owner clears the pointer before that `Rc` drops
     // (`Owner::drop`), and `f`, which runs on this thread without
