@@ -24,7 +24,8 @@ echo "== storm: all builds passed"
 
 # Programs as users write them (tracing spans, rand, rayon and tokio inside
 # tasks, panics and aborts whose destructors sleep and lock, println of a
-# slow Debug), each on 1 and 2 workers at 50 µs, against sequential runs.
+# slow Debug, parking_lot and once_cell, a shared regex, dashmap), each on
+# 1 and 2 workers at 50 µs, against sequential runs.
 cd ../scenarios
 scenario() { # profile expected-mode [filter]
     local profile=$1 expect=$2 filter=${3:-}

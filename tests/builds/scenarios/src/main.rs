@@ -360,6 +360,91 @@ fn thread_parking_model() -> Vec<u64> {
     out
 }
 
+/// One `Regex` shared by every task: regex keeps a cache per search, and
+/// hands the thread that built it a fast path keyed by a thread id (the
+/// owner's cache); other threads share a locked stack of caches. A search
+/// preempted on the owner's cache, and another task's search on that
+/// thread, must each get a cache of their own.
+fn regex_shared(rt: &Runtime) -> Vec<u64> {
+    let re = Arc::new(regex::Regex::new(r"(\d+)-(\d+)").expect("regex"));
+    let hs: Vec<_> = (0..8u64)
+        .map(|i| {
+            let re = re.clone();
+            rt.spawn(move || regex_work(&re, i))
+        })
+        .collect();
+    hs.into_iter().map(|h| h.join().expect("task")).collect()
+}
+
+fn regex_text(i: u64) -> String {
+    (0..400u64)
+        .map(|k| format!("a{}-{} b ", burn(i * 1000 + k, 50) % 1000, k))
+        .collect()
+}
+
+fn regex_work(re: &regex::Regex, i: u64) -> u64 {
+    let text = regex_text(i);
+    let mut sum = 0u64;
+    for _ in 0..10 {
+        for c in re.captures_iter(&text) {
+            let a: u64 = c[1].parse().expect("digits");
+            let b: u64 = c[2].parse().expect("digits");
+            // Computing while the iterator holds its search cache.
+            sum = sum.wrapping_add(a * 1000 + b).wrapping_add(burn(a, 200));
+        }
+    }
+    sum
+}
+
+fn regex_model() -> Vec<u64> {
+    let re = regex::Regex::new(r"(\d+)-(\d+)").expect("regex");
+    (0..8u64).map(|i| regex_work(&re, i)).collect()
+}
+
+/// A concurrent map updated in place: `entry()` and `get_mut()` hold a
+/// shard's write lock (parking_lot's, in dashmap) while the task computes
+/// the new value, and other tasks wait for the shard.
+fn dashmap_entries(rt: &Runtime) -> Vec<u64> {
+    let map = Arc::new(dashmap::DashMap::<u64, u64>::new());
+    let hs: Vec<_> = (0..8u64)
+        .map(|i| {
+            let map = map.clone();
+            rt.spawn(move || {
+                let mut mine = 0u64;
+                for k in 0..200u64 {
+                    let key = k % 16;
+                    let term = burn(i * 1000 + k, 2_000) & 0xffff;
+                    *map.entry(key).or_insert(0) += term;
+                    if let Some(mut v) = map.get_mut(&key) {
+                        *v += burn(k, 500) & 0xff;
+                    }
+                    mine = mine.wrapping_add(term);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut out: Vec<u64> = hs.into_iter().map(|h| h.join().expect("task")).collect();
+    let mut keys: Vec<_> = map.iter().map(|e| (*e.key(), *e.value())).collect();
+    keys.sort_unstable();
+    out.extend(keys.into_iter().map(|(_, v)| v));
+    out
+}
+
+fn dashmap_model() -> Vec<u64> {
+    let mut per_key = [0u64; 16];
+    let mine = (0..8u64)
+        .map(|i| {
+            (0..200u64).fold(0u64, |mine, k| {
+                let term = burn(i * 1000 + k, 2_000) & 0xffff;
+                per_key[(k % 16) as usize] += term + (burn(k, 500) & 0xff);
+                mine.wrapping_add(term)
+            })
+        })
+        .collect::<Vec<u64>>();
+    mine.into_iter().chain(per_key).collect()
+}
+
 type Scenario = (&'static str, fn(&Runtime) -> Vec<u64>, fn() -> Vec<u64>);
 
 const SCENARIOS: &[Scenario] = &[
@@ -387,6 +472,8 @@ const SCENARIOS: &[Scenario] = &[
         thread_parking_waits,
         thread_parking_model,
     ),
+    ("one regex shared by every task", regex_shared, regex_model),
+    ("dashmap entry and get_mut", dashmap_entries, dashmap_model),
 ];
 
 fn main() {
