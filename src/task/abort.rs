@@ -1,7 +1,8 @@
 //! Cancelling one task: `JoinHandle::abort` and the cloneable `AbortHandle`.
 //!
-//! An abort uses the machinery shutdown uses, for one task. It sets the
-//! task's `cancelled` flag and wakes it if it is parked; the worker that next
+//! An abort uses the machinery shutdown uses, for one task. One transition
+//! of the task's lifecycle word (`state.rs`, `cancel`) sets its `CANCELLED`
+//! bit and wakes it if it is parked; the worker that next
 //! resumes it unwinds it from the switch point it stopped at (destructors
 //! run, `join` reports [`JoinError::is_cancelled`](crate::JoinError)). A
 //! *switch point* is where the task would block or yield: `yield_now`, a
