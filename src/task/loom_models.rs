@@ -98,11 +98,15 @@ fn in_thread(t: &Arc<Task>, f: fn(Arc<Task>)) -> loom::thread::JoinHandle<()> {
 }
 
 /// A worker's slice of a task that parks: pop, claim, touch the body as a
-/// resume does, check the token as `park` does, and let the claim go
-/// (`finish_park`, requeue on a token). Returns whether the task took a
-/// token instead of sleeping.
+/// resume does, check the token as `park` does, end the slice (the claim
+/// ends with it, as in `WorkerCtx::slice`), then `finish_park` and requeue
+/// on a token. Returns whether the task took a token instead of sleeping.
 fn slice_that_parks(mock: &Mock) -> bool {
-    let t = mock.pop().expect("the task is queued");
+    park_slice(mock, mock.pop().expect("the task is queued"))
+}
+
+/// [`slice_that_parks`] for a task already taken out of the queue.
+fn park_slice(mock: &Mock, t: Arc<Task>) -> bool {
     // SAFETY: just popped from the only queue: the unique claim.
     let (claim, snap) = unsafe { t.begin_run() };
     if !snap.started() {
@@ -110,9 +114,8 @@ fn slice_that_parks(mock: &Mock) -> bool {
     }
     claim.model_touch();
     let took = t.take_token();
-    let requeue = !took && t.finish_park();
     drop(claim);
-    if requeue {
+    if !took && t.finish_park() {
         mock.push(t);
     }
     took
@@ -139,11 +142,13 @@ fn loom_park_against_a_wake_up_and_a_second_worker() {
         let mock = Arc::new(Mock::default());
         let t = spawn(&mock, 1);
         let waker = in_thread(&t, |t| Unparker::Task(t).unpark());
-        let took = slice_that_parks(&mock);
+        // The second worker looks while the first one's slice runs.
+        let mine = mock.pop().expect("queued");
         let second = {
             let mock = mock.clone();
             loom::thread::spawn(move || slice_that_finishes(&mock))
         };
+        let took = park_slice(&mock, mine);
         waker.join().unwrap();
         let ran = second.join().unwrap().is_some();
         let queued_now = mock.queue.lock().unwrap().len();
@@ -306,9 +311,75 @@ fn loom_abort_during_a_shielded_wait() {
             );
             drop(claim);
         }
-        // The shield drops; the next switch point has the flag to act on.
+        // The shield drops: the next switch point has the flag to act on,
+        // and a worker that claimed it there would unwind it.
         t.shield.store(0, Ordering::Relaxed);
-        assert!(t.state.snapshot().needs_check());
+        let snap = t.state.snapshot();
+        assert!(snap.needs_check());
+        assert_eq!(
+            state::plan(snap, false, false, || t.shield.load(Ordering::Relaxed) > 0),
+            Plan::Resume(Resume::Cancel)
+        );
+        mock.drain();
+    });
+}
+
+/// An abort racing a task's first slice, with its closure still in the
+/// packet: either the abort takes the closure (and the worker, seeing the
+/// flag or finding the closure gone, discards the task) or the worker
+/// starts it first; the closure is taken exactly once, and an abort never
+/// queues a task that never parked.
+#[test]
+fn loom_abort_against_the_first_slice() {
+    loom::model(|| {
+        let mock = Arc::new(Mock::default());
+        /// Counts its drops: whoever takes the closure drops it.
+        struct Dropped(Arc<AtomicUsize>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let drops = Arc::new(AtomicUsize::new(0));
+        let sched: Arc<dyn Schedule> = mock.clone();
+        let body = {
+            let guard = Dropped(drops.clone());
+            Box::new(move || drop(guard)) as Box<dyn FnOnce() + Send>
+        };
+        let t: Arc<Task> = TaskCell::new(
+            sched,
+            None,
+            64 * 1024,
+            true,
+            Packet::new(Some(body)),
+            TaskId(1),
+        );
+        let aborter = in_thread(&t, abort);
+        // SAFETY: the task is in no queue; this is the only claim.
+        let (claim, snap) = unsafe { t.begin_run() };
+        match state::plan(snap, false, false, || false) {
+            Plan::Discard => t.discard_fresh(&claim),
+            Plan::Start => {
+                t.state.set_started();
+                claim.model_touch();
+                // The body's first act: take the closure, if the abort left it.
+                t.packet.drop_body();
+            }
+            other => panic!("a fresh task's plan is {other:?}"),
+        }
+        drop(claim);
+        aborter.join().unwrap();
+        t.finish();
+        assert_eq!(
+            mock.pushes(),
+            0,
+            "an abort never queues a task that never parked"
+        );
+        assert_eq!(
+            drops.load(Ordering::Relaxed),
+            1,
+            "the closure is taken exactly once"
+        );
         mock.drain();
     });
 }

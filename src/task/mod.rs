@@ -256,7 +256,7 @@ pub(crate) struct Header {
     /// Debug builds: whether a run claim is held (two at once would
     /// resume one coroutine on two threads).
     #[cfg(debug_assertions)]
-    claimed: AtomicBool,
+    claimed: crate::loom::atomic::AtomicBool,
     /// How to force the coroutine to return from a fault handler (set at start).
     pub trap: coroutine::TrapCell,
     /// The runtime that runs it, seen only through what the core needs.
@@ -320,7 +320,7 @@ impl<P: Completion> TaskCell<P> {
                 state: state::TaskState::new_queued(),
                 shield: std::sync::atomic::AtomicU32::new(0),
                 #[cfg(debug_assertions)]
-                claimed: AtomicBool::new(false),
+                claimed: crate::loom::atomic::AtomicBool::new(false),
                 trap: coroutine::TrapCell::new(),
                 scheduler,
                 body: BodyCell::new(),

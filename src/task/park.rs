@@ -140,10 +140,11 @@ impl<F: FnOnce()> OnUnwind<F> {
 }
 
 impl<F: FnOnce()> Drop for OnUnwind<F> {
-    /// Disarmed (every wait that ends normally) this is one test, inlined
-    /// into the wait; the cleanup itself stays out of line. Left to the
-    /// inliner, a cleanup grown large took the test out of line with it,
-    /// and every channel receive paid a call that saves six registers.
+    /// Disarmed (a channel receive or a lock wait that ends normally) this
+    /// is one test, inlined into the wait; the cleanup itself stays out of
+    /// line. Left to the inliner, a cleanup grown large took the test out of
+    /// line with it, and every channel receive paid a call that saves six
+    /// registers. (Some guards always run: a timed park's withdrawal.)
     #[inline(always)]
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
@@ -152,7 +153,6 @@ impl<F: FnOnce()> Drop for OnUnwind<F> {
     }
 }
 
-#[cold]
 #[inline(never)]
 fn run_cleanup<F: FnOnce()>(f: F) {
     f();

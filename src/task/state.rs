@@ -30,7 +30,8 @@
 //!
 //! Only the party that moved the task to `QUEUED` pushes it to a queue, so
 //! a task is in at most one queue, and a worker that pops it holds the only
-//! run claim (checked in debug builds by `RunCheck`).
+//! run claim (checked in debug builds: `Header::begin_run` sets a `claimed` flag
+//! that the claim clears when it ends).
 //!
 //! # Who touches the rest of the header
 //!
