@@ -413,10 +413,10 @@ fn dashmap_entries(rt: &Runtime) -> Vec<u64> {
                 let mut mine = 0u64;
                 for k in 0..200u64 {
                     let key = k % 16;
-                    let term = burn(i * 1000 + k, 2_000) & 0xffff;
+                    let term = burn(i * 1000 + k, 20_000) & 0xffff;
                     *map.entry(key).or_insert(0) += term;
                     if let Some(mut v) = map.get_mut(&key) {
-                        *v += burn(k, 500) & 0xff;
+                        *v += burn(k, 5_000) & 0xff;
                     }
                     mine = mine.wrapping_add(term);
                 }
@@ -436,8 +436,8 @@ fn dashmap_model() -> Vec<u64> {
     let mine = (0..8u64)
         .map(|i| {
             (0..200u64).fold(0u64, |mine, k| {
-                let term = burn(i * 1000 + k, 2_000) & 0xffff;
-                per_key[(k % 16) as usize] += term + (burn(k, 500) & 0xff);
+                let term = burn(i * 1000 + k, 20_000) & 0xffff;
+                per_key[(k % 16) as usize] += term + (burn(k, 5_000) & 0xff);
                 mine.wrapping_add(term)
             })
         })
