@@ -120,15 +120,8 @@ impl Shared {
         context::entered().map(|shared| call(&shared))
     }
 
-    /// Put a runnable task in a queue and make sure a worker will look.
-    /// Returns whether it went to the global queue (the caller is not one
-    /// of this runtime's workers).
-    #[inline]
-    pub(crate) fn schedule(&self, task: Arc<Task>) -> bool {
-        self.enqueue(task, false)
-    }
-
-    /// [`Shared::schedule`], counting a spawn on the worker it comes from
+    /// Put a runnable task in a queue and make sure a worker will look,
+    /// counting a spawn on the worker it comes from
     /// if `spawned` (one look at the thread's worker context for both). The
     /// spawn is counted before the task is queued, so before it can end:
     /// `live` relies on that.
@@ -160,13 +153,32 @@ impl Shared {
     /// `min_slice` so the woken one runs next (wake-up preemption,
     /// `sysmon/quantum.rs`). A task woken by another task stays on that
     /// task's worker, like Go's `runnext`, without preempting anyone.
+    ///
+    /// The common case, a task woken by a task on one of this runtime's
+    /// workers, is a push to that worker's queue and the idle check; the
+    /// rest is out of line, so the wake-up (a call through the task's
+    /// `Schedule` vtable) keeps few registers live.
     #[inline]
     pub(crate) fn wake(&self, task: Arc<Task>) {
-        if self.schedule(task)
-            && self.preemptive
-            && self.config.min_slice.is_some()
-            && !self.idle.wants_work()
-        {
+        let mut task = Some(task);
+        context::with_worker(|w| {
+            if std::ptr::eq(Arc::as_ptr(&w.shared), self) {
+                w.local.push(task.take().expect("task is still here"));
+            }
+        });
+        match task {
+            None => self.idle.notify_one(),
+            Some(t) => self.wake_global(t),
+        }
+    }
+
+    /// [`Shared::wake`] from outside the workers (a timer, an OS thread):
+    /// the global queue, and wake-up preemption if every worker is busy.
+    #[inline(never)]
+    fn wake_global(&self, task: Arc<Task>) {
+        self.injector.push(task);
+        self.idle.notify_one();
+        if self.preemptive && self.config.min_slice.is_some() && !self.idle.wants_work() {
             self.wakes.fetch_add(1, Ordering::Release);
             if let Some(m) = &*self.monitor.lock() {
                 m.wake_up();
