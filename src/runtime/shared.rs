@@ -126,7 +126,20 @@ impl Shared {
     /// spawn is counted before the task is queued, so before it can end:
     /// `live` relies on that.
     #[inline]
-    pub(super) fn enqueue(&self, task: Arc<Task>, spawned: bool) -> bool {
+    pub(super) fn enqueue(&self, task: Arc<Task>, spawned: bool) {
+        if let Some(t) = self.push_local(task, spawned) {
+            if spawned {
+                self.spawned_external.add(1);
+            }
+            self.injector.push(t);
+        }
+        self.idle.notify_one();
+    }
+
+    /// Push `task` to the calling worker's own queue if it is one of this
+    /// runtime's (counting a spawn there if `spawned`); hand it back if not.
+    #[inline(always)]
+    fn push_local(&self, task: Arc<Task>, spawned: bool) -> Option<Arc<Task>> {
         let mut task = Some(task);
         context::with_worker(|w| {
             if std::ptr::eq(Arc::as_ptr(&w.shared), self) {
@@ -136,15 +149,7 @@ impl Shared {
                 w.local.push(task.take().expect("task is still here"));
             }
         });
-        let global = task.is_some();
-        if let Some(t) = task {
-            if spawned {
-                self.spawned_external.add(1);
-            }
-            self.injector.push(t);
-        }
-        self.idle.notify_one();
-        global
+        task
     }
 
     /// A parked task was woken (a timer, a channel, a lock, a join): queue
@@ -160,13 +165,7 @@ impl Shared {
     /// `Schedule` vtable) keeps few registers live.
     #[inline]
     pub(crate) fn wake(&self, task: Arc<Task>) {
-        let mut task = Some(task);
-        context::with_worker(|w| {
-            if std::ptr::eq(Arc::as_ptr(&w.shared), self) {
-                w.local.push(task.take().expect("task is still here"));
-            }
-        });
-        match task {
+        match self.push_local(task, false) {
             None => self.idle.notify_one(),
             Some(t) => self.wake_global(t),
         }
