@@ -148,19 +148,32 @@ impl TaskState {
         // instruction can fetch the cache line twice (shared, then owned)
         // when a waker on another core wrote it last. A wrong guess costs
         // one more try with the real word.
-        let mut s = RUNNING | STARTED;
-        loop {
+        self.transition(RUNNING | STARTED, |s| {
             debug_assert_eq!(s & PHASE, RUNNING);
-            let (next, requeue) = if s & NOTIFIED != 0 {
+            Ok(if s & NOTIFIED != 0 {
                 ((s & !(PHASE | NOTIFIED)) | QUEUED, true)
             } else {
                 ((s & !PHASE) | IDLE, false)
+            })
+        })
+    }
+
+    /// Move the word from `s` (a guess, or a fresh load) to what `step`
+    /// makes of it, retrying `step` on the word found if another thread
+    /// changed it meanwhile. `step` gives the next word and the result, or
+    /// `Err(result)` to leave the word as it is.
+    #[inline(always)]
+    fn transition<R>(&self, mut s: u8, step: impl Fn(u8) -> Result<(u8, R), R>) -> R {
+        loop {
+            let (next, result) = match step(s) {
+                Ok(x) => x,
+                Err(result) => return result,
             };
             match self
                 .0
                 .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return requeue,
+                Ok(_) => return result,
                 Err(actual) => s = actual,
             }
         }
@@ -207,42 +220,28 @@ impl TaskState {
     /// queued or running task gets the token.
     #[inline]
     fn wake_with(&self, flags: u8) -> bool {
-        let mut s = self.0.load(Ordering::Acquire);
-        loop {
+        self.transition(self.0.load(Ordering::Acquire), |s| {
             if s & PHASE == DONE || (s & NOTIFIED != 0 && s & flags == flags) {
-                return false;
+                return Err(false);
             }
-            let (next, schedule) = if s & PHASE == IDLE {
+            Ok(if s & PHASE == IDLE {
                 ((s & !PHASE) | QUEUED | flags, true)
             } else {
                 (s | NOTIFIED | flags, false)
-            };
-            match self
-                .0
-                .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return schedule,
-                Err(actual) => s = actual,
-            }
-        }
+            })
+        })
     }
 
     /// Shutdown: take a parked task out of `IDLE`, cancelled, so a worker
     /// unwinds it. False if it was not parked (a waker got it first, or it
     /// is queued or running: the workers cancel those as they resume them).
     pub(crate) fn claim_idle(&self) -> bool {
-        let mut s = self.0.load(Ordering::Acquire);
-        while s & PHASE == IDLE {
-            let next = (s & !PHASE) | QUEUED | CANCELLED;
-            match self
-                .0
-                .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return true,
-                Err(actual) => s = actual,
+        self.transition(self.0.load(Ordering::Acquire), |s| {
+            if s & PHASE != IDLE {
+                return Err(false);
             }
-        }
-        false
+            Ok(((s & !PHASE) | QUEUED | CANCELLED, true))
+        })
     }
 
     /// Shutdown reached a queued or running task: it is cancelled too.
