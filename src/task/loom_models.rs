@@ -71,17 +71,15 @@ impl Mock {
     }
 }
 
+/// A task of `mock`'s with `packet`, not in any queue yet.
+fn task(mock: &Arc<Mock>, packet: Packet<()>, id: u64) -> Arc<Task> {
+    let sched: Arc<dyn Schedule> = mock.clone();
+    TaskCell::new(sched, None, 64 * 1024, true, packet, TaskId(id))
+}
+
 /// A task of `mock`'s, queued (as spawn leaves it) and not yet counted.
 fn spawn(mock: &Arc<Mock>, id: u64) -> Arc<Task> {
-    let sched: Arc<dyn Schedule> = mock.clone();
-    let t: Arc<Task> = TaskCell::new(
-        sched,
-        None,
-        64 * 1024,
-        true,
-        Packet::<()>::new(None),
-        TaskId(id),
-    );
+    let t = task(mock, Packet::new(None), id);
     mock.queue.lock().unwrap().push_back(t.clone());
     t
 }
@@ -100,25 +98,28 @@ fn in_thread(t: &Arc<Task>, f: fn(Arc<Task>)) -> loom::thread::JoinHandle<()> {
 /// A worker's slice of a task that parks: pop, claim, touch the body as a
 /// resume does, check the token as `park` does, end the slice (the claim
 /// ends with it, as in `WorkerCtx::slice`), then `finish_park` and requeue
-/// on a token. Returns whether the task took a token instead of sleeping.
+/// on a token. Returns whether the task switched out (false: it took a
+/// token instead of sleeping).
 fn slice_that_parks(mock: &Mock) -> bool {
-    park_slice(mock, mock.pop().expect("the task is queued"))
+    park_slice(mock, mock.pop().expect("the task is queued"), |_| true)
 }
 
-/// [`slice_that_parks`] for a task already taken out of the queue.
-fn park_slice(mock: &Mock, t: Arc<Task>) -> bool {
+/// [`slice_that_parks`] for a task already taken out of the queue, whose
+/// wait first runs `wait` (registering itself and re-checking its
+/// condition; false: the wait is over without parking).
+fn park_slice(mock: &Mock, t: Arc<Task>, wait: impl FnOnce(&Arc<Task>) -> bool) -> bool {
     // SAFETY: just popped from the only queue: the unique claim.
     let (claim, snap) = unsafe { t.begin_run() };
     if !snap.started() {
         t.state.set_started(); // as `RunClaim::start` does
     }
     claim.model_touch();
-    let took = t.take_token();
+    let switched_out = wait(&t) && !t.take_token();
     drop(claim);
-    if !took && t.finish_park() {
+    if switched_out && t.finish_park() {
         mock.push(t);
     }
-    took
+    switched_out
 }
 
 /// A worker's slice that runs whatever is queued, if anything, to the end.
@@ -148,7 +149,7 @@ fn loom_park_against_a_wake_up_and_a_second_worker() {
             let mock = mock.clone();
             loom::thread::spawn(move || slice_that_finishes(&mock))
         };
-        let took = park_slice(&mock, mine);
+        let took = !park_slice(&mock, mine, |_| true);
         waker.join().unwrap();
         let ran = second.join().unwrap().is_some();
         let queued_now = mock.queue.lock().unwrap().len();
@@ -176,7 +177,7 @@ fn loom_abort_against_a_park() {
         let mock = Arc::new(Mock::default());
         let t = spawn(&mock, 1);
         let aborter = in_thread(&t, abort);
-        let took = slice_that_parks(&mock);
+        let took = !slice_that_parks(&mock);
         aborter.join().unwrap();
         if took {
             assert_eq!(mock.pushes(), 0);
@@ -221,7 +222,7 @@ fn loom_shutdown_claim_against_a_wake_up() {
     loom::model(|| {
         let mock = Arc::new(Mock::default());
         let t = spawn(&mock, 1);
-        assert!(!slice_that_parks(&mock), "parked, nobody woke it yet");
+        assert!(slice_that_parks(&mock), "parked, nobody woke it yet");
         let waker = in_thread(&t, |t| Unparker::Task(t).unpark());
         let claimed = t.claim_idle();
         if claimed {
@@ -255,18 +256,9 @@ fn loom_join_waiter_against_finishing() {
         };
         // The joiner's slice: `wait_complete`'s protocol, then park.
         let t = mock.pop().expect("queued");
-        // SAFETY: just popped from the only queue: the unique claim.
-        let (claim, _) = unsafe { t.begin_run() };
-        t.state.set_started();
-        claim.model_touch();
-        let switched_out = joined.add_waiter(Unparker::Task(t.clone()))
-            && !joined.is_complete()
-            && !t.take_token();
-        let requeue = switched_out && t.finish_park();
-        drop(claim);
-        if requeue {
-            mock.push(t.clone());
-        }
+        let switched_out = park_slice(&mock, t.clone(), |t| {
+            joined.add_waiter(Unparker::Task(t.clone())) && !joined.is_complete()
+        });
         finisher.join().unwrap();
         assert!(joined.is_complete());
         if switched_out {
@@ -298,7 +290,7 @@ fn loom_abort_during_a_shielded_wait() {
         let t = spawn(&mock, 1);
         t.shield.store(1, Ordering::Relaxed);
         let aborter = in_thread(&t, abort);
-        let took = slice_that_parks(&mock);
+        let took = !slice_that_parks(&mock);
         aborter.join().unwrap();
         if !took {
             let t2 = mock.pop().expect("the cancelled task is queued");
@@ -341,19 +333,11 @@ fn loom_abort_against_the_first_slice() {
             }
         }
         let drops = Arc::new(AtomicUsize::new(0));
-        let sched: Arc<dyn Schedule> = mock.clone();
         let body = {
             let guard = Dropped(drops.clone());
             Box::new(move || drop(guard)) as Box<dyn FnOnce() + Send>
         };
-        let t: Arc<Task> = TaskCell::new(
-            sched,
-            None,
-            64 * 1024,
-            true,
-            Packet::new(Some(body)),
-            TaskId(1),
-        );
+        let t = task(&mock, Packet::new(Some(body)), 1);
         let aborter = in_thread(&t, abort);
         // SAFETY: the task is in no queue; this is the only claim.
         let (claim, snap) = unsafe { t.begin_run() };
