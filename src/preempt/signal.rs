@@ -200,14 +200,25 @@ fn lend_here(slot: &WorkerSlot, uc: *mut libc::c_void) -> bool {
     if !super::lend::holds()
         || slot.task.load(Ordering::Relaxed) == 0
         || slot.lend_target.load(Ordering::Relaxed) != seq
-        || slot.cpu_timed.load(Ordering::Relaxed)
-        || !super::lend::can_lend(slot)
     {
+        return false;
+    }
+    // From here on a refusal is about this slice's wait, and asking again
+    // gets the same answer: say so, and the monitor stops asking. (No idle
+    // stand-in is not such a refusal: one may be along in a moment.)
+    let decline = || {
+        slot.lend_declined.store(seq, Ordering::Relaxed);
+        false
+    };
+    if slot.cpu_timed.load(Ordering::Relaxed) {
+        return decline();
+    }
+    if !super::lend::can_lend(slot) {
         return false;
     }
     let map = CODEMAP.load(Ordering::Acquire);
     if map.is_null() {
-        return false;
+        return decline();
     }
     // SAFETY: CODEMAP is set once to a &'static before any handler is installed.
     let map = unsafe { &*map };
@@ -220,11 +231,11 @@ fn lend_here(slot: &WorkerSlot, uc: *mut libc::c_void) -> bool {
     // EINTR (the registers still hold its arguments: the kernel preserves
     // all but rax, rcx and r11). Which of the two it is, the PC says.
     if !safepoint::in_futex_wait(map, &at) {
-        return false;
+        return decline();
     }
     let eintr = at.pc != map.syscall_insn();
     if eintr != (reg(libc::REG_R10) != 0) {
-        return false; // a timed wait still pending, or an untimed one with EINTR
+        return decline(); // a timed wait still pending, or an untimed one with EINTR
     }
     let cmd = at.rsi as i32 & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
     let storage: libc::timespec;
@@ -240,7 +251,7 @@ fn lend_here(slot: &WorkerSlot, uc: *mut libc::c_void) -> bool {
             // last saw the thread computing: what is left is at most this
             // (an early return is an EINTR the caller retries anyway).
             let Some(left) = super::lend::time_left(slot, given) else {
-                return false;
+                return false; // over; the caller's next wait may be lent
             };
             storage = left;
         }

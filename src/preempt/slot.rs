@@ -84,6 +84,10 @@ pub(crate) struct WorkerSlot {
     pub bell: AtomicU32,
     /// The `seq` the monitor asks to lend the worker from (`lend.rs`).
     pub lend_target: AtomicU64,
+    /// The `seq` whose lend request the handler turned down because of the
+    /// wait itself (not a futex wait it can repeat, or a CPU-clock timer
+    /// on the thread): asking again would only cost the thread a signal.
+    pub lend_declined: AtomicU64,
     /// When the monitor last saw that slice's thread computing
     /// (`CLOCK_MONOTONIC` ns): a timed wait it lends began no earlier.
     pub lend_since: AtomicU64,

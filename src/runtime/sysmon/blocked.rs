@@ -19,7 +19,8 @@
 //! 3. if tasks preempted on this thread wait for it (they can run nowhere
 //!    else) and it sits in a futex wait, a request to lend the worker to a
 //!    stand-in thread (`preempt/README.md` §3.5), which runs them until the
-//!    wait is over;
+//!    wait is over; asked again, less and less often, until it is lent or
+//!    the handler has turned the wait down twice;
 //! 4. after `stall_after`, if pinned tasks still wait (a wait the worker
 //!    cannot be lent from), a stall report naming them.
 //!
@@ -59,8 +60,12 @@ pub(super) struct Episode {
     site: Option<Site>,
     warned: bool,
     stall_reported: bool,
-    /// When the monitor last asked to lend the worker (ticks; 0: never).
+    /// When the monitor last asked to lend the worker (ticks; 0: never),
+    /// and how long it waits before it asks again (doubling).
     lend_at: u64,
+    lend_gap: u64,
+    /// Times the handler turned a lend down for this slice's wait.
+    lend_declines: u8,
     /// A compensating thread was started on its account.
     pub(super) compensated: bool,
 }
@@ -166,6 +171,8 @@ pub(super) fn check(
         warned: false,
         stall_reported: false,
         lend_at: 0,
+        lend_gap: 0,
+        lend_declines: 0,
         compensated: false,
     });
     act(shared, i, watch, now, policy, probe, reports)
@@ -242,15 +249,31 @@ fn act(
     // Tasks pinned to this thread wait for it, or the thread this worker
     // was lent from wants it back: lend the worker (`preempt/lend.rs`). The
     // handler does it if the thread sits in an untimed futex wait.
+    // A stall report does not end the asking: under a CPU-starved host the
+    // stand-in may start, or the signal land, only after it. What ends it
+    // is the handler turning the wait down twice (once could be a thread
+    // caught between two waits of one loop).
     let wanted_back = crate::preempt::group_wanted(slot);
+    if slot
+        .lend_declined
+        .compare_exchange(seq, 0, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
+    {
+        ep.lend_declines += 1;
+    }
     if policy.signals
         && futex
-        && !watch.stalled
+        && ep.lend_declines < 2
         && (pinned > 0 || wanted_back)
-        && (ep.lend_at == 0 || now >= ep.lend_at + policy.threshold * 4)
+        && (ep.lend_at == 0 || now >= ep.lend_at + ep.lend_gap)
         && shared.standin_ready(i)
     {
         ep.lend_at = now;
+        ep.lend_gap = if ep.lend_gap == 0 {
+            policy.threshold * 4
+        } else {
+            (ep.lend_gap * 2).min(policy.stall_after.max(policy.threshold * 4))
+        };
         // A timed wait began after the thread was last seen computing.
         let since = monotonic_ns().saturating_sub(clock::ticks_to_ns(now.saturating_sub(ep.since)));
         slot.lend_since.store(since, Ordering::Relaxed);
@@ -266,7 +289,8 @@ fn act(
         if reports.stalled.insert((i, seq)) {
             report_stall(shared, i, seq, ep, now);
         }
-        // Nothing here can end it: no more signals for this slice.
+        // No quantum can end it: no more preemption signals for this
+        // slice (lend requests go on until the handler turns them down).
         watch.stalled = true;
     }
     next
