@@ -121,9 +121,9 @@ pub use error::Error;
 pub use metrics::{Metrics, WorkerMetrics};
 pub use preempt::PreemptionMode;
 pub use runtime::{
-    Builder, DEFAULT_BLOCKING_THRESHOLD, DEFAULT_MIN_SLICE, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE,
-    EnterGuard, Handle, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE,
-    Runtime, ShutdownReport, spawn, spawn_blocking,
+    Builder, DEFAULT_BLOCKING_THRESHOLD, DEFAULT_MAX_COMPENSATION, DEFAULT_MIN_SLICE,
+    DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, EnterGuard, Handle, MAX_QUANTUM, MAX_STACK_SIZE,
+    MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE, Runtime, ShutdownReport, spawn, spawn_blocking,
 };
 pub use task::{
     JoinError, JoinHandle, JoinSet, TaskId, TaskStats, WaitFor, WaitResult, block_on_future,

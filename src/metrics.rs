@@ -227,9 +227,10 @@ impl WorkerMetrics {
 pub struct Metrics {
     /// One entry per worker, by worker index.
     pub workers: Vec<WorkerMetrics>,
-    /// One entry per compensation slot (`Builder::max_compensation` of
-    /// them; trace lanes after the workers'): what the compensating threads
-    /// that used it did.
+    /// One entry per compensation slot used so far (at most
+    /// `Builder::max_compensation`; slots are taken lowest first, and trace
+    /// lanes follow the workers' in the same order): what the compensating
+    /// threads that used it did.
     pub compensating: Vec<WorkerMetrics>,
     /// Compensating threads alive right now (0 once every blocked worker is
     /// back and they retired).

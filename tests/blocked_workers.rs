@@ -58,6 +58,53 @@ fn std_mpsc_between_tasks_on_one_worker_completes() {
     }
 }
 
+/// A bounded channel between tasks, as users write a pipeline: more
+/// producers than workers compute and block in `send` (std's bounded
+/// channel parks the thread, as crossbeam-channel's and flume's do), and
+/// one consumer sums. Each blocked sender holds a thread, so it needs more
+/// compensating threads than there are workers: with the old default (the
+/// worker count) this stalled for good.
+#[test]
+fn a_bounded_channel_pipeline_with_more_blocked_senders_than_workers_completes() {
+    const PRODUCERS: u64 = 6;
+    const ITEMS: u64 = 20;
+    let expected: u64 = (0..PRODUCERS)
+        .flat_map(|p| (0..ITEMS).map(move |i| common::burn(p * 1000 + i, 100_000)))
+        .fold(0, u64::wrapping_add);
+    for workers in [1, 2] {
+        for q in [None, Some(Duration::from_micros(50))] {
+            let rt = Runtime::builder()
+                .workers(workers)
+                .quantum(q)
+                .build()
+                .unwrap();
+            let (tx, rx) = std::sync::mpsc::sync_channel::<u64>(1);
+            let producers: Vec<_> = (0..PRODUCERS)
+                .map(|p| {
+                    let tx = tx.clone();
+                    rt.spawn(move || {
+                        for i in 0..ITEMS {
+                            tx.send(common::burn(p * 1000 + i, 100_000)).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            drop(tx);
+            let consumer = rt.spawn(move || rx.iter().fold(0, u64::wrapping_add));
+            for p in producers {
+                join_ok(p);
+            }
+            let what = format!("{workers} worker(s), quantum {q:?}");
+            assert_eq!(join_ok(consumer), expected, "{what}");
+            let m = rt.metrics().total();
+            assert!(m.kernel_blocks > 0 && m.compensations > 0, "{what}: {m:?}");
+            if q.is_some() {
+                assert!(m.preemptions > 0, "{what}: never preempted: {m:?}");
+            }
+        }
+    }
+}
+
 /// A task that counts units of work into `units` until `stop`.
 fn spawn_hog(
     rt: &Runtime,

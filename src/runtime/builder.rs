@@ -16,6 +16,9 @@ pub const MAX_STACK_SIZE: usize = 1 << 30;
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 /// Most worker threads one runtime runs (the idle protocol packs counts in 16 bits).
 pub const MAX_WORKERS: usize = 4096;
+
+/// [`Builder::max_compensation`]'s default (with fewer workers than this).
+pub const DEFAULT_MAX_COMPENSATION: usize = 256;
 /// Smallest quantum accepted.
 pub const MIN_QUANTUM: Duration = Duration::from_micros(50);
 /// Largest quantum accepted.
@@ -320,13 +323,19 @@ impl Builder {
         self
     }
 
-    /// Most *compensating* worker threads alive at once (default: the
-    /// number of workers; 0 turns compensation off). While a worker's
-    /// thread is blocked in the kernel and no other worker is free, the
-    /// monitor starts one to run the tasks queued behind it (Loom's
-    /// ForkJoinPool does the same). It retires once the blocked worker is
-    /// back and the tasks preempted on it have reached a switch point or
-    /// finished (a preempted task never changes threads).
+    /// Most *compensating* worker threads alive at once (default:
+    /// [`DEFAULT_MAX_COMPENSATION`], or the number of workers if that is
+    /// more; 0 turns compensation off). While a worker's thread is blocked
+    /// in the kernel and no other worker is free, the monitor starts one to
+    /// run the tasks queued behind it (Loom's ForkJoinPool does the same,
+    /// up to 256; Go starts a thread for every blocked one). It retires
+    /// once the blocked worker is back and the tasks preempted on it have
+    /// reached a switch point or finished (a preempted task never changes
+    /// threads). Each blocked task holds one, so the limit is how many
+    /// tasks may sit in another crate's blocking wait at once (a bounded
+    /// crossbeam-channel or std `sync_channel` send, a `thread::park`)
+    /// before the rest wait for a thread; a slot never used costs a few
+    /// hundred bytes and no scanning.
     #[must_use = "a builder does nothing until it is used"]
     pub fn max_compensation(mut self, n: usize) -> Self {
         self.max_compensation = Some(n);
@@ -445,7 +454,9 @@ impl Builder {
                 return Err(Error::InvalidSignal(sig));
             }
         }
-        let max_compensation = self.max_compensation.unwrap_or(workers);
+        let max_compensation = self
+            .max_compensation
+            .unwrap_or(DEFAULT_MAX_COMPENSATION.max(workers));
         if max_compensation > MAX_WORKERS {
             return Err(Error::TooManyCompensating {
                 requested: max_compensation,

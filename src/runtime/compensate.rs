@@ -24,7 +24,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_deque::Worker;
@@ -58,6 +58,10 @@ pub(crate) struct CompSlot {
 pub(crate) struct Compensation {
     slots: Box<[CompSlot]>,
     first: usize,
+    /// Slots ever started (a high-water mark: `start` takes the lowest
+    /// free one). Stealers and the monitor look at no slot past it, so a
+    /// generous `max_compensation` costs nothing until threads block.
+    high: AtomicUsize,
 }
 
 impl Compensation {
@@ -72,7 +76,18 @@ impl Compensation {
                 })
                 .collect(),
             first,
+            high: AtomicUsize::new(0),
         }
+    }
+
+    /// Slots that may have been used: the rest are free and empty.
+    #[inline]
+    pub(crate) fn high(&self) -> usize {
+        self.high.load(Ordering::Acquire)
+    }
+
+    fn used(&self) -> &[CompSlot] {
+        &self.slots[..self.high()]
     }
 
     /// Threads running and not retiring.
@@ -86,7 +101,7 @@ impl Compensation {
     }
 
     fn count(&self, state: u8) -> usize {
-        self.slots
+        self.used()
             .iter()
             .filter(|s| s.state.load(Ordering::Acquire) == state)
             .count()
@@ -101,7 +116,7 @@ impl Compensation {
     /// slot whose deque was lost (a thread that failed to start) stays out
     /// of use.
     pub(crate) fn reap(&self) {
-        for s in self.slots.iter() {
+        for s in self.used() {
             if s.state.load(Ordering::Acquire) == EXITED {
                 if let Some(t) = s.thread.lock().take() {
                     let _ = t.join();
@@ -115,7 +130,7 @@ impl Compensation {
 
     /// Bring one retiring thread back to work; false if none is retiring.
     pub(crate) fn reactivate_one(&self) -> bool {
-        self.slots.iter().any(|s| {
+        self.used().iter().any(|s| {
             s.state
                 .compare_exchange(RETIRING, ACTIVE, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
@@ -124,7 +139,7 @@ impl Compensation {
 
     /// Ask one active thread to retire; false if none is active.
     pub(crate) fn retire_one(&self) -> bool {
-        self.slots.iter().rev().any(|s| {
+        self.used().iter().rev().any(|s| {
             s.state
                 .compare_exchange(ACTIVE, RETIRING, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
@@ -146,6 +161,9 @@ impl Compensation {
             return false;
         };
         slot.state.store(ACTIVE, Ordering::Release);
+        // Before the thread exists: whatever it queues is in a slot that
+        // stealers and the monitor look at.
+        self.high.fetch_max(c + 1, Ordering::AcqRel);
         let index = self.first + c;
         shared.worker_started();
         let ctx = WorkerCtx::new(index, shared.clone(), local);

@@ -30,8 +30,9 @@ use parking_lot::{Condvar, Mutex};
 pub use blocking::spawn_blocking;
 pub(crate) use builder::Config;
 pub use builder::{
-    Builder, DEFAULT_BLOCKING_THRESHOLD, DEFAULT_MIN_SLICE, DEFAULT_QUANTUM, DEFAULT_STACK_SIZE,
-    MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS, MIN_QUANTUM, MIN_STACK_SIZE,
+    Builder, DEFAULT_BLOCKING_THRESHOLD, DEFAULT_MAX_COMPENSATION, DEFAULT_MIN_SLICE,
+    DEFAULT_QUANTUM, DEFAULT_STACK_SIZE, MAX_QUANTUM, MAX_STACK_SIZE, MAX_WORKERS, MIN_QUANTUM,
+    MIN_STACK_SIZE,
 };
 pub use context::EnterGuard;
 pub use handle::Handle;

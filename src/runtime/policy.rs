@@ -212,7 +212,7 @@ impl Shared {
         // that are pinned by preemption.
         self.workers[w].pinned_len.load(Ordering::Relaxed) > 0
             || !self.injector.is_empty()
-            || self.stealers.iter().any(|s| !s.is_empty())
+            || self.live_stealers().iter().any(|s| !s.is_empty())
             // Shutdown needs the worker back to cancel (or leak) the task.
             || self.cancelling.load(Ordering::Relaxed)
             // The worker's thread lent it and wants it back (`standin.rs`).

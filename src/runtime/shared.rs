@@ -235,7 +235,20 @@ impl Shared {
 
     /// Whether any queue a thread could steal from holds work.
     pub(crate) fn stealable_work(&self) -> bool {
-        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+        !self.injector.is_empty() || self.live_stealers().iter().any(|s| !s.is_empty())
+    }
+
+    /// Worker slots that may run or hold tasks: the regular workers and
+    /// the compensation slots used so far (`compensate.rs`).
+    #[inline]
+    pub(crate) fn slots_in_use(&self) -> usize {
+        self.config.workers + self.compensation.high()
+    }
+
+    /// The stealers of [`slots_in_use`](Self::slots_in_use).
+    #[inline]
+    pub(crate) fn live_stealers(&self) -> &[Stealer<Arc<Task>>] {
+        &self.stealers[..self.slots_in_use()]
     }
 
     /// A task is finished for good: count it in `completed`, the counter of
@@ -313,7 +326,10 @@ impl Shared {
         let (regular, spare) = self.workers.split_at(self.config.workers);
         Metrics {
             workers: regular.iter().map(snapshot).collect(),
-            compensating: spare.iter().map(snapshot).collect(),
+            compensating: spare[..self.compensation.high()]
+                .iter()
+                .map(snapshot)
+                .collect(),
             compensating_threads: self.compensation.alive(),
             spawned_external: self.spawned_external.get(),
             live_tasks: self.live() as u64,

@@ -158,7 +158,7 @@ impl WorkerCtx {
         if let Some(t) = self.steal_global() {
             return Some(t);
         }
-        let stealers = &self.shared.stealers;
+        let stealers = self.shared.live_stealers();
         let n = stealers.len();
         for _ in 0..4 {
             let mut retry = false;
@@ -204,7 +204,7 @@ impl WorkerCtx {
         !self.local.is_empty()
             || self.pinned_len() > 0
             || !shared.injector.is_empty()
-            || shared.stealers.iter().any(|s| !s.is_empty())
+            || shared.live_stealers().iter().any(|s| !s.is_empty())
     }
 
     pub(super) fn counters(&self) -> &crate::metrics::WorkerCounters {

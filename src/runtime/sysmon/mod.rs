@@ -353,6 +353,8 @@ fn pass(
             .quantum
             .unwrap_or(policy.threshold + policy.threshold / 2);
     let mut any_running = false;
+    // Compensation slots never used run nothing.
+    let watches = &mut watches[..shared.slots_in_use()];
     for (i, watch) in watches.iter_mut().enumerate() {
         let slot = &shared.workers[i].slot;
         let ended = if slot.task.load(Ordering::Acquire) == 0 {
