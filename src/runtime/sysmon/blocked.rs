@@ -284,11 +284,13 @@ fn act(
         ep.warned = true;
         warn(shared, i, seq, ep, now, reports);
     }
-    if !ep.stall_reported && pinned > 0 && now >= ep.since + policy.stall_after {
+    if !ep.stall_reported
+        && pinned > 0
+        && now >= ep.since + policy.stall_after
+        && (reports.stalled.contains(&(i, seq)) || report_stall(shared, i, seq, ep, now))
+    {
         ep.stall_reported = true;
-        if reports.stalled.insert((i, seq)) {
-            report_stall(shared, i, seq, ep, now);
-        }
+        reports.stalled.insert((i, seq));
         // No quantum can end it: no more preemption signals for this
         // slice (lend requests go on until the handler turns them down).
         watch.stalled = true;
@@ -392,14 +394,19 @@ fn file_report(shared: &Shared, i: usize, seq: u64, ep: &Episode, msg: String) {
     });
 }
 
-fn report_stall(shared: &Shared, i: usize, seq: u64, ep: &mut Episode, now: u64) {
-    let site = describe_site(site(ep));
+/// Say that worker `i` is stalled; false (and nothing said) if its pinned
+/// queue has emptied since the monitor counted it.
+fn report_stall(shared: &Shared, i: usize, seq: u64, ep: &mut Episode, now: u64) -> bool {
     let pinned: Vec<String> = shared.workers[i]
         .pinned
         .lock()
         .iter()
         .map(|t| describe_task(&Some((t.id, t.name.clone()))))
         .collect();
+    if pinned.is_empty() {
+        return false;
+    }
+    let site = describe_site(site(ep));
     let mut list = pinned
         .iter()
         .take(8)
@@ -423,6 +430,7 @@ fn report_stall(shared: &Shared, i: usize, seq: u64, ep: &mut Episode, now: u64)
         pinned.len(),
     );
     stall(shared, i, seq, ep, msg);
+    true
 }
 
 /// Every worker slot that could run queued work is blocked, compensation
