@@ -579,11 +579,11 @@ fn thread_sleep_beside_a_task_preempted_on_the_same_worker() {
 /// The writer is preempted on the worker the reader then blocks in `read`;
 /// the reader is switched out at its quantum, the writer resumes and writes,
 /// and the reader's `read` restarts and gets the data.
-#[test]
-fn blocking_read_whose_writer_was_preempted_on_the_same_worker() {
+fn read_whose_writer_was_preempted_on_the_same_worker<S: Read + Write + Send + 'static>(
+    (mut reader, mut writer): (S, S),
+) {
     let rt = rt1(Some(Duration::from_millis(5)));
     assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
-    let (mut reader, mut writer) = UnixStream::pair().unwrap();
     let started = Arc::new(AtomicBool::new(false));
     let reading = Arc::new(AtomicBool::new(false));
     let w = {
@@ -608,4 +608,55 @@ fn blocking_read_whose_writer_was_preempted_on_the_same_worker() {
     assert_eq!(&join_ok(r), b"hello");
     join_ok(w);
     assert!(rt.metrics().total().syscall_switches > 0);
+}
+
+#[test]
+fn blocking_read_whose_writer_was_preempted_on_the_same_worker() {
+    read_whose_writer_was_preempted_on_the_same_worker(UnixStream::pair().unwrap());
+}
+
+/// Over TCP loopback, as a client and server between tasks are written. The
+/// linker folds `TcpStream::read` with `UdpSocket::recv` (the same code),
+/// and v0 mangling spells the latter `<std::net::udp::UdpSocket>::recv`:
+/// that spelling once made the frame unknown, the reader was never switched
+/// out, and the worker deadlocked.
+#[test]
+fn tcp_read_whose_writer_was_preempted_on_the_same_worker() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    read_whose_writer_was_preempted_on_the_same_worker((client, server));
+}
+
+/// `Command::output` waits for its child in `poll`: a task pinned to the
+/// worker keeps running meanwhile (a syscall switch), instead of waiting for
+/// the child and a stall report.
+#[test]
+fn command_output_beside_a_task_preempted_on_the_same_worker() {
+    let rt = rt1(Some(Duration::from_millis(5)));
+    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
+    let units = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let hog = spawn_hog(&rt, &units, &stop);
+    wait_for("the hog to start", || units.load(Ordering::Relaxed) > 0);
+    let child = {
+        let units = units.clone();
+        rt.spawn(move || {
+            let before = units.load(Ordering::Relaxed);
+            let out = std::process::Command::new("sh")
+                .args(["-c", "sleep 0.2; echo done"])
+                .output()
+                .unwrap();
+            (out.stdout, units.load(Ordering::Relaxed) - before)
+        })
+    };
+    let (out, beside) = join_ok(child);
+    stop.store(true, Ordering::Relaxed);
+    join_ok(hog);
+    assert_eq!(out, b"done\n");
+    let t = rt.metrics().total();
+    assert!(
+        t.syscall_switches > 0 && beside > 0,
+        "{beside} units beside: {t:?}"
+    );
 }

@@ -352,6 +352,16 @@ fn std_blocking_front_ends_are_their_own_class() {
         "<std::fs::File as std::io::Read>::read",
         "<&std::os::unix::net::stream::UnixStream as std::io::Read>::read",
         "std::io::default_read_exact",
+        // v0 spellings of inherent methods and of impls for references.
+        "<std::net::udp::UdpSocket>::recv",
+        "<std::net::tcp::TcpStream as std::io::Read>::read",
+        "<&std::net::tcp::TcpStream as std::io::Write>::write",
+        "<std::process::Child>::wait",
+        "<std::process::Command>::output",
+        "std::sys::process::unix::common::read_output",
+        "<std::sys::fd::unix::FileDesc>::read",
+        "<std::sys::net::connection::socket::unix::Socket>::recv_with_flags",
+        "<&std::fs::File as std::io::Read>::read",
     ] {
         assert_eq!(classify_path(p), Class::BlockingApi, "{p}");
     }
@@ -360,6 +370,11 @@ fn std_blocking_front_ends_are_their_own_class() {
         "std::io::buffered::bufwriter::BufWriter<W>::flush_buf",
         "std::sync::mpmc::list::Channel<T>::recv",
         "std::thread::park",
+        "<std::io::buffered::bufwriter::BufWriter<W>>::flush_buf",
+        "<std::io::stdio::Stdin>::read_line",
+        "<std::sync::mpmc::Receiver<T>>::recv",
+        "<std::process::Command>::spawn",
+        "std::sys::process::unix::unix::Command::do_exec",
     ] {
         assert_eq!(classify_path(p), Class::Denied, "{p}");
     }

@@ -100,27 +100,22 @@ const BLOCKING_API: &[&str] = &[
     "std::sys::pal::unix::fd::FileDesc::",
     "std::sys::fs::unix::File::",
     "std::sys::pal::unix::fs::File::",
-    "std::sys::net::connection::socket::",
-    "std::sys::pal::unix::net::Socket::",
     "std::sys::net::",
+    "std::sys::pal::unix::net::Socket::",
     "std::sys::process::unix::unix::Process::wait",
     "std::sys::pal::unix::process::process_inner::Process::wait",
     "std::sys::pal::unix::pipe::AnonPipe::",
     "std::sys::anonymous_pipe::",
     "std::process::Child::wait",
+    "std::process::Command::output",
+    "std::process::Command::status",
+    "std::sys::process::unix::common::read_output",
     "std::fs::File::",
-    "<std::fs::File as std::io::",
-    "<&std::fs::File as std::io::",
+    "std::fs::File as std::io::",
     "std::os::unix::net::",
-    "<std::os::unix::net::",
-    "<&std::os::unix::net::",
     "std::net::tcp::",
-    "<std::net::tcp::",
-    "<&std::net::tcp::",
     "std::net::udp::",
     "std::io::pipe::",
-    "<std::io::pipe::",
-    "<&std::io::pipe::",
     "std::io::default_read_exact",
     "std::io::default_read_to_end",
     "std::io::default_read_to_string",
@@ -131,7 +126,8 @@ const BLOCKING_API: &[&str] = &[
 /// match (`read` covers `read_exact`, `default_read_to_end`...): only std
 /// symbols containing one are demangled to find out.
 const BLOCKING_IDENTS: &[&str] = &[
-    "sleep", "read", "write", "recv", "send", "accept", "connect", "wait", "peek",
+    "sleep", "read", "write", "recv", "send", "accept", "connect", "wait", "peek", "output",
+    "status",
 ];
 
 /// Whose code a function is, for the per-crate preemption allow list
@@ -303,7 +299,22 @@ pub(super) fn classify(raw: &str, buf: &mut String) -> Class {
 }
 
 /// Whether a demangled path is one of std's thin blocking front ends.
+///
+/// [`BLOCKING_API`] is spelled as paths: the two manglings write impls
+/// differently, so the path is read as one first. v0 (std's own mangling
+/// now) writes an inherent method `<std::net::udp::UdpSocket>::recv` and a
+/// reference's impl `<&std::fs::File as std::io::Read>::read`; legacy
+/// writes `std::net::udp::UdpSocket::recv`. (A `<Type>::` spelling missing
+/// from the list once denied `TcpStream::read`, whose code the linker had
+/// folded with `UdpSocket::recv`: a client blocked in it on a worker whose
+/// server task was pinned there was never switched out, a deadlock.)
 pub(super) fn blocking_api(path: &str) -> bool {
+    let path = path.trim_start_matches(['<', '&']);
+    let inherent = path
+        .split_once(">::")
+        .filter(|(ty, _)| !ty.contains(" as "))
+        .map(|(ty, rest)| format!("{ty}::{rest}"));
+    let path = inherent.as_deref().unwrap_or(path);
     BLOCKING_API.iter().any(|p| path.starts_with(p))
 }
 

@@ -23,9 +23,14 @@ use std::mem::MaybeUninit;
 use super::unwind::{Regs, Step, UnwindTable};
 
 /// Wrappers whose blocking calls a task may be switched out of. Not
-/// `syscall()` (futex: rule 5 decides those, parkers excluded), not poll,
-/// epoll or select (event loops keep their own state around them).
+/// `syscall()` (futex: rule 5 decides those, parkers excluded), not epoll or
+/// select (event loops keep their own state around them). `poll` is here for
+/// std's `Command::output`, which polls its child's two pipes: like every
+/// wrapper, only with callers that are the task's own code or std's thin
+/// front ends (rule 6), and a `poll` returns `EINTR` at any handled signal
+/// anyway (`SA_RESTART` does not restart it), a quantum's included.
 const WRAPPERS: &[&CStr] = &[
+    c"poll",
     c"read",
     c"write",
     c"readv",
