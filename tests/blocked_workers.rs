@@ -628,6 +628,49 @@ fn tcp_read_whose_writer_was_preempted_on_the_same_worker() {
     read_whose_writer_was_preempted_on_the_same_worker((client, server));
 }
 
+/// Lines over TCP, as a line-based protocol between tasks is written:
+/// `writeln!` into a `BufWriter`, `read_line` from a `BufReader`. std's
+/// generic code instantiated in the caller's crate is named in that crate's
+/// (legacy) mangling, `<std::io::Lines<B> as ...>::next`, which rule 6 once
+/// did not recognise as std's: the reader was never switched out.
+#[test]
+fn lines_over_tcp_whose_writer_was_preempted_on_the_same_worker() {
+    use std::io::{BufRead, BufReader, BufWriter};
+    let rt = rt1(Some(Duration::from_millis(5)));
+    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let started = Arc::new(AtomicBool::new(false));
+    let reading = Arc::new(AtomicBool::new(false));
+    let w = {
+        let (started, reading) = (started.clone(), reading.clone());
+        rt.spawn(move || {
+            started.store(true, Ordering::Relaxed);
+            // Compute until the reader has run: preempted (and pinned) meanwhile.
+            while !reading.load(Ordering::Acquire) {
+                std::hint::black_box((0..1000u64).sum::<u64>());
+            }
+            let mut out = BufWriter::new(server);
+            for i in 0..3u64 {
+                writeln!(out, "line {i}").unwrap();
+            }
+            out.flush().unwrap();
+        })
+    };
+    wait_for("the writer to start", || started.load(Ordering::Relaxed));
+    let r = rt.spawn(move || {
+        reading.store(true, Ordering::Release);
+        BufReader::new(client)
+            .lines()
+            .map(|l| l.unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(join_ok(r), ["line 0", "line 1", "line 2"]);
+    join_ok(w);
+    assert!(rt.metrics().total().syscall_switches > 0);
+}
+
 /// `Command::output` waits for its child in `poll`: a task pinned to the
 /// worker keeps running meanwhile (a syscall switch), instead of waiting for
 /// the child and a stall report.

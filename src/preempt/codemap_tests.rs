@@ -154,6 +154,10 @@ fn deny_rules() {
     );
     let closure = "_ZN4user4main28_$u7b$$u7b$closure$u7d$$u7d$17h0123456789abcdefE";
     assert_eq!(classify(closure, &mut buf), Class::User);
+    // std's generic code as a crate instantiating it names it (legacy
+    // mangling): a thin front end all the same.
+    let lines = "_ZN82_$LT$std..io..Lines$LT$B$GT$$u20$as$u20$core..iter..traits..iterator..Iterator$GT$4next17h0123456789abcdefE";
+    assert_eq!(classify(lines, &mut buf), Class::BlockingApi);
     let dotted = "_ZN4core3ptr13drop_in_place$LT$std..rt..X$GT$17h0123456789abcdefE";
     assert!(crate::preempt::symbols::is_rust_symbol(dotted));
 }
@@ -362,15 +366,27 @@ fn std_blocking_front_ends_are_their_own_class() {
         "<std::sys::fd::unix::FileDesc>::read",
         "<std::sys::net::connection::socket::unix::Socket>::recv_with_flags",
         "<&std::fs::File as std::io::Read>::read",
+        // Line-based reading and formatted writing over a stream.
+        "std::io::append_to_string",
+        "<&mut std::net::tcp::TcpStream as std::io::Read>::read_buf",
+        "<&mut R as std::io::Read>::read_buf",
+        "<std::io::Lines<B> as core::iter::traits::iterator::Iterator>::next",
+        "<std::io::Lines<B> as core::iter::traits::iterator::Iterator>::next",
+        "<std::io::buffered::bufreader::BufReader<R> as std::io::BufRead>::fill_buf",
+        "<std::io::buffered::bufwriter::BufWriter<W>>::flush_buf",
+        "std::io::Write::write_fmt",
+        "core::fmt::write",
+        "<u64 as core::fmt::Display>::fmt",
+        "<core::fmt::Formatter>::pad_integral",
     ] {
         assert_eq!(classify_path(p), Class::BlockingApi, "{p}");
     }
     for p in [
         "<std::io::stdio::StdoutLock as std::io::Write>::write_all",
-        "std::io::buffered::bufwriter::BufWriter<W>::flush_buf",
         "std::sync::mpmc::list::Channel<T>::recv",
+        "<std::io::stdio::StdinRaw as std::io::Read>::read",
+        "<std::path::Display as core::fmt::Display>::fmt",
         "std::thread::park",
-        "<std::io::buffered::bufwriter::BufWriter<W>>::flush_buf",
         "<std::io::stdio::Stdin>::read_line",
         "<std::sync::mpmc::Receiver<T>>::recv",
         "<std::process::Command>::spawn",

@@ -239,6 +239,7 @@ unsafe fn in_blocking_call(
         if !w.contains(regs.pc) {
             let blocking = |c| matches!(c, Class::User | Class::BlockingApi);
             if !blocking(map.class_now(regs.pc)) {
+                *culprit = regs.pc;
                 return Some(Verdict::FrameUnsafe);
             }
             // SAFETY: our caller's promise on `stack`, passed on.

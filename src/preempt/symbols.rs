@@ -119,15 +119,28 @@ const BLOCKING_API: &[&str] = &[
     "std::io::default_read_exact",
     "std::io::default_read_to_end",
     "std::io::default_read_to_string",
-    "std::io::Read::read_exact",
-    "std::io::Write::write_all",
+    "std::io::default_read_buf",
+    "std::io::append_to_string",
+    "std::io::read_until",
+    "std::io::Read::",
+    "std::io::Write::",
+    "std::io::BufRead::",
+    "std::io::Lines<",
+    "std::io::Split<",
+    // Buffers over a stream: they borrow their buffer across the call and
+    // hold nothing of the thread's. Over stdin or stdout they sit under
+    // `std::io::stdio`'s frames, which stay denied, and so does the stack.
+    "std::io::buffered::",
+    // Formatting into a stream (`writeln!` on a `TcpStream`); core keeps
+    // no per-thread state.
+    "core::fmt::",
 ];
 /// Fragments of the identifiers of every function [`BLOCKING_API`] can
 /// match (`read` covers `read_exact`, `default_read_to_end`...): only std
-/// symbols containing one are demangled to find out.
+/// and core symbols containing one are demangled to find out.
 const BLOCKING_IDENTS: &[&str] = &[
     "sleep", "read", "write", "recv", "send", "accept", "connect", "wait", "peek", "output",
-    "status",
+    "status", "append", "Lines", "Split", "buffered", "3fmt",
 ];
 
 /// Whose code a function is, for the per-crate preemption allow list
@@ -285,7 +298,10 @@ pub(super) fn classify(raw: &str, buf: &mut String) -> Class {
     // in both schemes, and every blocking one an identifier of
     // BLOCKING_IDENTS: skip the full demangling for the rest of std.
     let sync = raw.contains("4sync");
-    if sync || (raw.contains("3std") && BLOCKING_IDENTS.iter().any(|i| raw.contains(i))) {
+    // `3std`/`4core` as path elements; `$LT$std..` where a crate's legacy
+    // mangling spells an impl of std's generic code it instantiated.
+    let std_or_core = raw.contains("std") || raw.contains("core");
+    if sync || (std_or_core && BLOCKING_IDENTS.iter().any(|i| raw.contains(i))) {
         buf.clear();
         let _ = write!(buf, "{:#}", rustc_demangle::demangle(raw));
         if let Some(class) = sync.then(|| sync_class(buf)).flatten() {
@@ -309,13 +325,27 @@ pub(super) fn classify(raw: &str, buf: &mut String) -> Class {
 /// folded with `UdpSocket::recv`: a client blocked in it on a worker whose
 /// server task was pinned there was never switched out, a deadlock.)
 pub(super) fn blocking_api(path: &str) -> bool {
-    let path = path.trim_start_matches(['<', '&']);
+    let path = strip_refs(path.strip_prefix('<').unwrap_or(path));
     let inherent = path
         .split_once(">::")
         .filter(|(ty, _)| !ty.contains(" as "))
         .map(|(ty, rest)| format!("{ty}::{rest}"));
     let path = inherent.as_deref().unwrap_or(path);
-    BLOCKING_API.iter().any(|p| path.starts_with(p))
+    // Impls for a primitive or a generic parameter: core formatting its own
+    // types (`<u64 as core::fmt::Display>::fmt`), and std's forwarding impls
+    // as a crate instantiating them spells them in legacy mangling
+    // (`<&mut R as std::io::Read>::read_buf`); `R`'s own code is a frame
+    // of its own, classed by its own name.
+    const FORWARDING: &[&str] = &[
+        "core::fmt::",
+        "std::io::Read>",
+        "std::io::Write>",
+        "std::io::BufRead>",
+    ];
+    let forwarding = path
+        .split_once(" as ")
+        .is_some_and(|(ty, tr)| !ty.contains("::") && FORWARDING.iter().any(|t| tr.starts_with(t)));
+    forwarding || BLOCKING_API.iter().any(|p| path.starts_with(p))
 }
 
 /// [`Class`] of a demangled path denied by [`path_denied`].
