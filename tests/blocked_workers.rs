@@ -671,6 +671,44 @@ fn lines_over_tcp_whose_writer_was_preempted_on_the_same_worker() {
     assert!(rt.metrics().total().syscall_switches > 0);
 }
 
+/// An echo server written with `io::copy` blocks in it while its client,
+/// preempted on the same worker, has yet to write.
+#[test]
+fn io_copy_echo_whose_client_was_preempted_on_the_same_worker() {
+    let rt = rt1(Some(Duration::from_millis(5)));
+    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let started = Arc::new(AtomicBool::new(false));
+    let copying = Arc::new(AtomicBool::new(false));
+    let c = {
+        let (started, copying) = (started.clone(), copying.clone());
+        rt.spawn(move || {
+            started.store(true, Ordering::Relaxed);
+            // Compute until the server has run: preempted (and pinned) meanwhile.
+            while !copying.load(Ordering::Acquire) {
+                std::hint::black_box((0..1000u64).sum::<u64>());
+            }
+            client.write_all(b"echo").unwrap();
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut back = Vec::new();
+            client.read_to_end(&mut back).unwrap();
+            back
+        })
+    };
+    wait_for("the client to start", || started.load(Ordering::Relaxed));
+    let s = rt.spawn(move || {
+        copying.store(true, Ordering::Release);
+        let mut from = server.try_clone().unwrap();
+        let mut to = server;
+        std::io::copy(&mut from, &mut to).unwrap()
+    });
+    assert_eq!(join_ok(s), 4);
+    assert_eq!(join_ok(c), b"echo");
+    assert!(rt.metrics().total().syscall_switches > 0);
+}
+
 /// `Command::output` waits for its child in `poll`: a task pinned to the
 /// worker keeps running meanwhile (a syscall switch), instead of waiting for
 /// the child and a stall report.

@@ -131,6 +131,11 @@ const BLOCKING_API: &[&str] = &[
     // hold nothing of the thread's. Over stdin or stdout they sit under
     // `std::io::stdio`'s frames, which stay denied, and so does the stack.
     "std::io::buffered::",
+    // `io::copy` between streams: a stack buffer, or the kernel's own copy
+    // (Linux), whose fallback is the stack buffer's read and write.
+    "std::io::copy::",
+    "std::sys::kernel_copy::",
+    "std::sys::pal::unix::kernel_copy::",
     // Formatting into a stream (`writeln!` on a `TcpStream`); core keeps
     // no per-thread state.
     "core::fmt::",
@@ -140,7 +145,7 @@ const BLOCKING_API: &[&str] = &[
 /// and core symbols containing one are demangled to find out.
 const BLOCKING_IDENTS: &[&str] = &[
     "sleep", "read", "write", "recv", "send", "accept", "connect", "wait", "peek", "output",
-    "status", "append", "Lines", "Split", "buffered", "3fmt",
+    "status", "append", "Lines", "Split", "buffered", "3fmt", "copy",
 ];
 
 /// Whose code a function is, for the per-crate preemption allow list
@@ -333,15 +338,11 @@ pub(super) fn blocking_api(path: &str) -> bool {
     let path = inherent.as_deref().unwrap_or(path);
     // Impls for a primitive or a generic parameter: core formatting its own
     // types (`<u64 as core::fmt::Display>::fmt`), and std's forwarding impls
-    // as a crate instantiating them spells them in legacy mangling
-    // (`<&mut R as std::io::Read>::read_buf`); `R`'s own code is a frame
-    // of its own, classed by its own name.
-    const FORWARDING: &[&str] = &[
-        "core::fmt::",
-        "std::io::Read>",
-        "std::io::Write>",
-        "std::io::BufRead>",
-    ];
+    // and `io::copy`'s as a crate instantiating them spells them in legacy
+    // mangling (`<&mut R as std::io::Read>::read_buf`,
+    // `<W as std::io::copy::BufferedWriterSpec>::copy_from`); `R`'s own
+    // code is a frame of its own, classed by its own name.
+    const FORWARDING: &[&str] = &["core::fmt::", "std::io::"];
     let forwarding = path
         .split_once(" as ")
         .is_some_and(|(ty, tr)| !ty.contains("::") && FORWARDING.iter().any(|t| tr.starts_with(t)));
