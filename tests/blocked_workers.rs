@@ -732,12 +732,33 @@ fn command_output_beside_a_task_preempted_on_the_same_worker() {
         })
     };
     let (out, beside) = join_ok(child);
-    stop.store(true, Ordering::Relaxed);
-    join_ok(hog);
     assert_eq!(out, b"done\n");
     let t = rt.metrics().total();
     assert!(
         t.syscall_switches > 0 && beside > 0,
         "{beside} units beside: {t:?}"
+    );
+    // The same, reading the child's lines as they come and collecting them.
+    let child = rt.spawn(move || {
+        use std::io::BufRead;
+        let mut c = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.1; echo a; sleep 0.1; echo b"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(c.stdout.take().unwrap());
+        let before = units.load(Ordering::Relaxed);
+        let lines: Vec<String> = out.lines().map(|l| l.unwrap()).collect();
+        let beside = units.load(Ordering::Relaxed) - before;
+        c.wait().unwrap();
+        (lines, beside)
+    });
+    let (lines, beside) = join_ok(child);
+    stop.store(true, Ordering::Relaxed);
+    join_ok(hog);
+    assert_eq!(lines, ["a", "b"]);
+    assert!(
+        beside > 0,
+        "the pinned hog stood still while the lines were read"
     );
 }

@@ -373,7 +373,7 @@ fn std_blocking_front_ends_are_their_own_class() {
         "std::io::copy::stack_buffer_copy",
         "std::io::copy::copy",
         "<W as std::io::copy::BufferedWriterSpec>::copy_from",
-        "<std::io::Lines<B> as core::iter::traits::iterator::Iterator>::next",
+        "<std::process::ChildStdout as std::io::Read>::read_buf",
         "<std::io::Lines<B> as core::iter::traits::iterator::Iterator>::next",
         "<std::io::buffered::bufreader::BufReader<R> as std::io::BufRead>::fill_buf",
         "<std::io::buffered::bufwriter::BufWriter<W>>::flush_buf",
@@ -383,6 +383,17 @@ fn std_blocking_front_ends_are_their_own_class() {
         "<core::fmt::Formatter>::pad_integral",
     ] {
         assert_eq!(classify_path(p), Class::BlockingApi, "{p}");
+    }
+    // Collecting from a blocking iterator: allowed above the call (core and
+    // alloc keep no per-thread state), as user code or as a front end.
+    for p in [
+        "<alloc::vec::Vec<T> as alloc::vec::spec_from_iter_nested::SpecFromIterNested<T,I>>::from_iter",
+        "<core::iter::adapters::map::Map<I,F> as core::iter::traits::iterator::Iterator>::next",
+        "<I as core::iter::traits::iterator::Iterator>::collect",
+        "core::iter::traits::iterator::Iterator::collect",
+    ] {
+        let c = classify_path(p);
+        assert!(matches!(c, Class::User | Class::BlockingApi), "{p}: {c:?}");
     }
     for p in [
         "<std::io::stdio::StdoutLock as std::io::Write>::write_all",

@@ -106,7 +106,7 @@ const BLOCKING_API: &[&str] = &[
     "std::sys::pal::unix::process::process_inner::Process::wait",
     "std::sys::pal::unix::pipe::AnonPipe::",
     "std::sys::anonymous_pipe::",
-    "std::process::Child::wait",
+    "std::process::Child",
     "std::process::Command::output",
     "std::process::Command::status",
     "std::sys::process::unix::common::read_output",
@@ -136,16 +136,19 @@ const BLOCKING_API: &[&str] = &[
     "std::io::copy::",
     "std::sys::kernel_copy::",
     "std::sys::pal::unix::kernel_copy::",
-    // Formatting into a stream (`writeln!` on a `TcpStream`); core keeps
-    // no per-thread state.
-    "core::fmt::",
+    // Formatting into a stream (`writeln!` on a `TcpStream`), collecting
+    // from a blocking iterator (`lines().collect()`): core and alloc keep
+    // no per-thread state (the allocator's own code is a C frame, denied).
+    "core::",
+    "alloc::",
 ];
 /// Fragments of the identifiers of every function [`BLOCKING_API`] can
 /// match (`read` covers `read_exact`, `default_read_to_end`...): only std
 /// and core symbols containing one are demangled to find out.
 const BLOCKING_IDENTS: &[&str] = &[
     "sleep", "read", "write", "recv", "send", "accept", "connect", "wait", "peek", "output",
-    "status", "append", "Lines", "Split", "buffered", "3fmt", "copy",
+    "status", "append", "Lines", "Split", "buffered", "copy", "4core", "5alloc", "core..",
+    "alloc..",
 ];
 
 /// Whose code a function is, for the per-crate preemption allow list
@@ -342,7 +345,7 @@ pub(super) fn blocking_api(path: &str) -> bool {
     // mangling (`<&mut R as std::io::Read>::read_buf`,
     // `<W as std::io::copy::BufferedWriterSpec>::copy_from`); `R`'s own
     // code is a frame of its own, classed by its own name.
-    const FORWARDING: &[&str] = &["core::fmt::", "std::io::"];
+    const FORWARDING: &[&str] = &["core::", "alloc::", "std::io::"];
     let forwarding = path
         .split_once(" as ")
         .is_some_and(|(ty, tr)| !ty.contains("::") && FORWARDING.iter().any(|t| tr.starts_with(t)));
