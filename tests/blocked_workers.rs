@@ -97,7 +97,12 @@ fn a_bounded_channel_pipeline_with_more_blocked_senders_than_workers_completes()
             let what = format!("{workers} worker(s), quantum {q:?}");
             assert_eq!(join_ok(consumer), expected, "{what}");
             let m = rt.metrics().total();
-            assert!(m.kernel_blocks > 0 && m.compensations > 0, "{what}: {m:?}");
+            // Blocked senders hold threads; the others ran on compensating
+            // threads, or on a stand-in where a pinned task waited.
+            assert!(
+                m.kernel_blocks > 0 && m.compensations + m.lends > 0,
+                "{what}: {m:?}"
+            );
             if q.is_some() {
                 assert!(m.preemptions > 0, "{what}: never preempted: {m:?}");
             }
