@@ -583,43 +583,66 @@ fn thread_sleep_beside_a_task_preempted_on_the_same_worker() {
     assert!(t.syscall_switches > 0, "{t:?}");
 }
 
-/// The writer is preempted on the worker the reader then blocks in `read`;
-/// the reader is switched out at its quantum, the writer resumes and writes,
-/// and the reader's `read` restarts and gets the data.
-fn read_whose_writer_was_preempted_on_the_same_worker<S: Read + Write + Send + 'static>(
-    (mut reader, mut writer): (S, S),
-) {
+/// `peer` computes until `blocked` has started, which on one worker means
+/// the peer was preempted (and pinned) meanwhile, then does its part;
+/// `blocked` blocks in a system call that only the peer's part ends. The
+/// blocked task is switched out at its quantum (a syscall switch), the peer
+/// resumes, and the call restarts and returns.
+fn beside_a_preempted_peer<P: Send + 'static, B: Send + 'static>(
+    peer: impl FnOnce() -> P + Send + 'static,
+    blocked: impl FnOnce() -> B + Send + 'static,
+) -> (P, B) {
     let rt = rt1(Some(Duration::from_millis(5)));
     assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
     let started = Arc::new(AtomicBool::new(false));
-    let reading = Arc::new(AtomicBool::new(false));
-    let w = {
-        let (started, reading) = (started.clone(), reading.clone());
+    let blocking = Arc::new(AtomicBool::new(false));
+    let p = {
+        let (started, blocking) = (started.clone(), blocking.clone());
         rt.spawn(move || {
             started.store(true, Ordering::Relaxed);
-            // Compute until the reader has run, which on one worker means
-            // this task was preempted (and pinned) meanwhile.
-            while !reading.load(Ordering::Acquire) {
+            while !blocking.load(Ordering::Acquire) {
                 std::hint::black_box((0..1000u64).sum::<u64>());
             }
-            writer.write_all(b"hello").unwrap();
+            peer()
         })
     };
-    wait_for("the writer to start", || started.load(Ordering::Relaxed));
-    let r = rt.spawn(move || {
-        reading.store(true, Ordering::Release);
-        let mut buf = [0u8; 5];
-        reader.read_exact(&mut buf).unwrap();
-        buf
+    wait_for("the peer to start", || started.load(Ordering::Relaxed));
+    let b = rt.spawn(move || {
+        blocking.store(true, Ordering::Release);
+        blocked()
     });
-    assert_eq!(&join_ok(r), b"hello");
-    join_ok(w);
+    let b = join_ok(b);
+    let p = join_ok(p);
     assert!(rt.metrics().total().syscall_switches > 0);
+    (p, b)
+}
+
+/// Two connected streams over TCP loopback.
+fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+/// A reader whose writer is preempted on its worker.
+fn read_whose_writer_was_preempted<S: Read + Write + Send + 'static>(
+    (mut reader, mut writer): (S, S),
+) {
+    let ((), got) = beside_a_preempted_peer(
+        move || writer.write_all(b"hello").unwrap(),
+        move || {
+            let mut buf = [0u8; 5];
+            reader.read_exact(&mut buf).unwrap();
+            buf
+        },
+    );
+    assert_eq!(&got, b"hello");
 }
 
 #[test]
 fn blocking_read_whose_writer_was_preempted_on_the_same_worker() {
-    read_whose_writer_was_preempted_on_the_same_worker(UnixStream::pair().unwrap());
+    read_whose_writer_was_preempted(UnixStream::pair().unwrap());
 }
 
 /// Over TCP loopback, as a client and server between tasks are written. The
@@ -629,10 +652,7 @@ fn blocking_read_whose_writer_was_preempted_on_the_same_worker() {
 /// out, and the worker deadlocked.
 #[test]
 fn tcp_read_whose_writer_was_preempted_on_the_same_worker() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    read_whose_writer_was_preempted_on_the_same_worker((client, server));
+    read_whose_writer_was_preempted(tcp_pair());
 }
 
 /// Lines over TCP, as a line-based protocol between tasks is written:
@@ -643,77 +663,45 @@ fn tcp_read_whose_writer_was_preempted_on_the_same_worker() {
 #[test]
 fn lines_over_tcp_whose_writer_was_preempted_on_the_same_worker() {
     use std::io::{BufRead, BufReader, BufWriter};
-    let rt = rt1(Some(Duration::from_millis(5)));
-    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    let started = Arc::new(AtomicBool::new(false));
-    let reading = Arc::new(AtomicBool::new(false));
-    let w = {
-        let (started, reading) = (started.clone(), reading.clone());
-        rt.spawn(move || {
-            started.store(true, Ordering::Relaxed);
-            // Compute until the reader has run: preempted (and pinned) meanwhile.
-            while !reading.load(Ordering::Acquire) {
-                std::hint::black_box((0..1000u64).sum::<u64>());
-            }
+    let (client, server) = tcp_pair();
+    let ((), lines) = beside_a_preempted_peer(
+        move || {
             let mut out = BufWriter::new(server);
             for i in 0..3u64 {
                 writeln!(out, "line {i}").unwrap();
             }
             out.flush().unwrap();
-        })
-    };
-    wait_for("the writer to start", || started.load(Ordering::Relaxed));
-    let r = rt.spawn(move || {
-        reading.store(true, Ordering::Release);
-        BufReader::new(client)
-            .lines()
-            .map(|l| l.unwrap())
-            .collect::<Vec<_>>()
-    });
-    assert_eq!(join_ok(r), ["line 0", "line 1", "line 2"]);
-    join_ok(w);
-    assert!(rt.metrics().total().syscall_switches > 0);
+        },
+        move || {
+            BufReader::new(client)
+                .lines()
+                .map(|l| l.unwrap())
+                .collect::<Vec<_>>()
+        },
+    );
+    assert_eq!(lines, ["line 0", "line 1", "line 2"]);
 }
 
 /// An echo server written with `io::copy` blocks in it while its client,
 /// preempted on the same worker, has yet to write.
 #[test]
 fn io_copy_echo_whose_client_was_preempted_on_the_same_worker() {
-    let rt = rt1(Some(Duration::from_millis(5)));
-    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    let started = Arc::new(AtomicBool::new(false));
-    let copying = Arc::new(AtomicBool::new(false));
-    let c = {
-        let (started, copying) = (started.clone(), copying.clone());
-        rt.spawn(move || {
-            started.store(true, Ordering::Relaxed);
-            // Compute until the server has run: preempted (and pinned) meanwhile.
-            while !copying.load(Ordering::Acquire) {
-                std::hint::black_box((0..1000u64).sum::<u64>());
-            }
+    let (mut client, server) = tcp_pair();
+    let (back, copied) = beside_a_preempted_peer(
+        move || {
             client.write_all(b"echo").unwrap();
             client.shutdown(std::net::Shutdown::Write).unwrap();
             let mut back = Vec::new();
             client.read_to_end(&mut back).unwrap();
             back
-        })
-    };
-    wait_for("the client to start", || started.load(Ordering::Relaxed));
-    let s = rt.spawn(move || {
-        copying.store(true, Ordering::Release);
-        let mut from = server.try_clone().unwrap();
-        let mut to = server;
-        std::io::copy(&mut from, &mut to).unwrap()
-    });
-    assert_eq!(join_ok(s), 4);
-    assert_eq!(join_ok(c), b"echo");
-    assert!(rt.metrics().total().syscall_switches > 0);
+        },
+        move || {
+            let mut from = server.try_clone().unwrap();
+            let mut to = server;
+            std::io::copy(&mut from, &mut to).unwrap()
+        },
+    );
+    assert_eq!((back.as_slice(), copied), (&b"echo"[..], 4));
 }
 
 /// `Command::output` waits for its child in `poll`: a task pinned to the
