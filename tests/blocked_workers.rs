@@ -682,6 +682,28 @@ fn lines_over_tcp_whose_writer_was_preempted_on_the_same_worker() {
     assert_eq!(lines, ["line 0", "line 1", "line 2"]);
 }
 
+/// std's reading adapters over a stream: `bytes()`, `take()`, `chain()`.
+#[test]
+fn byte_and_take_readers_over_tcp_whose_writer_was_preempted() {
+    let (client, mut server) = tcp_pair();
+    let ((), got) = beside_a_preempted_peer(
+        move || server.write_all(b"hello world").unwrap(),
+        move || {
+            let mut first = Vec::new();
+            (&client).take(5).read_to_end(&mut first).unwrap();
+            let rest: Vec<u8> = std::io::BufReader::new(&client)
+                .bytes()
+                .map(|b| b.unwrap())
+                .collect();
+            (first, rest)
+        },
+    );
+    assert_eq!(
+        (got.0.as_slice(), got.1.as_slice()),
+        (&b"hello"[..], &b" world"[..])
+    );
+}
+
 /// An echo server written with `io::copy` blocks in it while its client,
 /// preempted on the same worker, has yet to write.
 #[test]

@@ -127,6 +127,9 @@ const BLOCKING_API: &[&str] = &[
     "std::io::BufRead::",
     "std::io::Lines<",
     "std::io::Split<",
+    "std::io::Bytes<",
+    "std::io::Take<",
+    "std::io::Chain<",
     // Buffers over a stream: they borrow their buffer across the call and
     // hold nothing of the thread's. Over stdin or stdout they sit under
     // `std::io::stdio`'s frames, which stay denied, and so does the stack.
@@ -147,8 +150,8 @@ const BLOCKING_API: &[&str] = &[
 /// and core symbols containing one are demangled to find out.
 const BLOCKING_IDENTS: &[&str] = &[
     "sleep", "read", "write", "recv", "send", "accept", "connect", "wait", "peek", "output",
-    "status", "append", "Lines", "Split", "buffered", "copy", "4core", "5alloc", "core..",
-    "alloc..",
+    "status", "append", "Lines", "Split", "Bytes", "Take", "Chain", "buffered", "copy", "4core",
+    "5alloc", "core..", "alloc..",
 ];
 
 /// Whose code a function is, for the per-crate preemption allow list
