@@ -387,8 +387,8 @@ fn std_blocking_front_ends_are_their_own_class() {
     ] {
         assert_eq!(classify_path(p), Class::BlockingApi, "{p}");
     }
-    // Collecting from a blocking iterator: allowed above the call (core and
-    // alloc keep no per-thread state), as user code or as a front end.
+    // Collecting from a blocking iterator: allowed above the call, as user
+    // code (core and alloc outside their formatting and allocator paths).
     for p in [
         "<alloc::vec::Vec<T> as alloc::vec::spec_from_iter_nested::SpecFromIterNested<T,I>>::from_iter",
         "<core::iter::adapters::map::Map<I,F> as core::iter::traits::iterator::Iterator>::next",
@@ -397,6 +397,14 @@ fn std_blocking_front_ends_are_their_own_class() {
     ] {
         let c = classify_path(p);
         assert!(matches!(c, Class::User | Class::BlockingApi), "{p}: {c:?}");
+    }
+    // The allocator's paths are not front ends, blocked call or not.
+    for p in [
+        "<A as core::alloc::global::GlobalAlloc>::realloc",
+        "alloc::alloc::exchange_malloc",
+        "alloc::raw_vec::finish_grow",
+    ] {
+        assert_eq!(classify_path(p), Class::Denied, "{p}");
     }
     for p in [
         "<std::io::stdio::StdoutLock as std::io::Write>::write_all",

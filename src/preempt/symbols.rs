@@ -139,19 +139,21 @@ const BLOCKING_API: &[&str] = &[
     "std::io::copy::",
     "std::sys::kernel_copy::",
     "std::sys::pal::unix::kernel_copy::",
-    // Formatting into a stream (`writeln!` on a `TcpStream`), collecting
-    // from a blocking iterator (`lines().collect()`): core and alloc keep
-    // no per-thread state (the allocator's own code is a C frame, denied).
-    "core::",
-    "alloc::",
+    // Formatting into a stream (`writeln!` on a `TcpStream`): core's
+    // formatting keeps no per-thread state. (The rest of core and alloc is
+    // not denied in the first place, so `lines().map(..).collect()` sits
+    // above such calls as user code does; their allocator paths stay
+    // denied.)
+    "core::fmt::",
 ];
 /// Fragments of the identifiers of every function [`BLOCKING_API`] can
 /// match (`read` covers `read_exact`, `default_read_to_end`...): only std
 /// and core symbols containing one are demangled to find out.
+#[rustfmt::skip]
 const BLOCKING_IDENTS: &[&str] = &[
     "sleep", "read", "write", "recv", "send", "accept", "connect", "wait", "peek", "output",
-    "status", "append", "Lines", "Split", "Bytes", "Take", "Chain", "buffered", "copy", "4core",
-    "5alloc", "core..", "alloc..",
+    "status", "append", "Lines", "Split", "Bytes", "Take", "Chain", "buffered", "copy", "3fmt",
+    "core..fmt",
 ];
 
 /// Whose code a function is, for the per-crate preemption allow list
@@ -348,7 +350,7 @@ pub(super) fn blocking_api(path: &str) -> bool {
     // mangling (`<&mut R as std::io::Read>::read_buf`,
     // `<W as std::io::copy::BufferedWriterSpec>::copy_from`); `R`'s own
     // code is a frame of its own, classed by its own name.
-    const FORWARDING: &[&str] = &["core::", "alloc::", "std::io::"];
+    const FORWARDING: &[&str] = &["core::fmt::", "std::io::"];
     let forwarding = path
         .split_once(" as ")
         .is_some_and(|(ty, tr)| !ty.contains("::") && FORWARDING.iter().any(|t| tr.starts_with(t)));
