@@ -127,6 +127,38 @@ fn spawn_hog(
     })
 }
 
+/// One preemptive worker running a hog that the next task to run will
+/// find preempted, and so pinned to the worker's thread.
+struct PinnedHog {
+    rt: Runtime,
+    units: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    hog: kvant::JoinHandle<()>,
+}
+
+impl PinnedHog {
+    fn start(quantum: Duration) -> PinnedHog {
+        let rt = rt1(Some(quantum));
+        assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
+        let units = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let hog = spawn_hog(&rt, &units, &stop);
+        wait_for("the hog to start", || units.load(Ordering::Relaxed) > 0);
+        PinnedHog {
+            rt,
+            units,
+            stop,
+            hog,
+        }
+    }
+
+    fn stop(self) -> Runtime {
+        self.stop.store(true, Ordering::Relaxed);
+        join_ok(self.hog);
+        self.rt
+    }
+}
+
 /// Units of work a hog completes while another task sleeps 20 ms ten
 /// times with `std::thread::sleep`, against the same hog while an OS thread
 /// does the same sleeps.
@@ -549,12 +581,8 @@ fn blocked_time_is_in_task_stats_metrics_and_the_trace() {
 /// quantum instead (a syscall switch), so the hog keeps running.
 #[test]
 fn thread_sleep_beside_a_task_preempted_on_the_same_worker() {
-    let rt = rt1(Some(Duration::from_millis(10)));
-    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
-    let units = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let hog = spawn_hog(&rt, &units, &stop);
-    wait_for("the hog to start", || units.load(Ordering::Relaxed) > 0);
+    let pinned = PinnedHog::start(Duration::from_millis(10));
+    let units = &pinned.units;
     // Alone, in the same runtime, over 10 sleeps of an OS thread.
     let t0 = units.load(Ordering::Relaxed);
     for _ in 0..10 {
@@ -563,7 +591,7 @@ fn thread_sleep_beside_a_task_preempted_on_the_same_worker() {
     let solo = units.load(Ordering::Relaxed) - t0;
     let sleeper = {
         let units = units.clone();
-        rt.spawn(move || {
+        pinned.rt.spawn(move || {
             let before = units.load(Ordering::Relaxed);
             for _ in 0..10 {
                 std::thread::sleep(Duration::from_millis(20));
@@ -572,8 +600,7 @@ fn thread_sleep_beside_a_task_preempted_on_the_same_worker() {
         })
     };
     let shared = join_ok(sleeper);
-    stop.store(true, Ordering::Relaxed);
-    join_ok(hog);
+    let rt = pinned.stop();
     // Measured here: about 90 % of solo progress. Stated: a quarter.
     assert!(
         shared * 4 >= solo,
@@ -731,15 +758,10 @@ fn io_copy_echo_whose_client_was_preempted_on_the_same_worker() {
 /// the child and a stall report.
 #[test]
 fn command_output_beside_a_task_preempted_on_the_same_worker() {
-    let rt = rt1(Some(Duration::from_millis(5)));
-    assert_eq!(rt.preemption_mode(), kvant::PreemptionMode::LineTables);
-    let units = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let hog = spawn_hog(&rt, &units, &stop);
-    wait_for("the hog to start", || units.load(Ordering::Relaxed) > 0);
+    let pinned = PinnedHog::start(Duration::from_millis(5));
     let child = {
-        let units = units.clone();
-        rt.spawn(move || {
+        let units = pinned.units.clone();
+        pinned.rt.spawn(move || {
             let before = units.load(Ordering::Relaxed);
             let out = std::process::Command::new("sh")
                 .args(["-c", "sleep 0.2; echo done"])
@@ -750,13 +772,14 @@ fn command_output_beside_a_task_preempted_on_the_same_worker() {
     };
     let (out, beside) = join_ok(child);
     assert_eq!(out, b"done\n");
-    let t = rt.metrics().total();
+    let t = pinned.rt.metrics().total();
     assert!(
         t.syscall_switches > 0 && beside > 0,
         "{beside} units beside: {t:?}"
     );
     // The same, reading the child's lines as they come and collecting them.
-    let child = rt.spawn(move || {
+    let units = pinned.units.clone();
+    let child = pinned.rt.spawn(move || {
         use std::io::BufRead;
         let mut c = std::process::Command::new("sh")
             .args(["-c", "sleep 0.1; echo a; sleep 0.1; echo b"])
@@ -771,8 +794,7 @@ fn command_output_beside_a_task_preempted_on_the_same_worker() {
         (lines, beside)
     });
     let (lines, beside) = join_ok(child);
-    stop.store(true, Ordering::Relaxed);
-    join_ok(hog);
+    pinned.stop();
     assert_eq!(lines, ["a", "b"]);
     assert!(
         beside > 0,
